@@ -1,0 +1,90 @@
+"""Settings shared by every joblog process, read from the environment or given explicitly.
+
+Environment variables:
+    JOBLOG_BOOTSTRAP_SERVERS: Kafka bootstrap servers (``host:port,...``).
+    JOBLOG_TOPIC_PREFIX: prefix of every topic name (default ``joblog.``).
+    JOBLOG_PARTITIONS: partitions of the co-partitioned topics when joblog creates them.
+    JOBLOG_REPLICATION_FACTOR: replication factor of the topics joblog creates.
+    JOBLOG_KAFKA_<SETTING>: any librdkafka setting passed through to every client, with
+        ``_`` standing for ``.``; e.g. ``JOBLOG_KAFKA_SECURITY_PROTOCOL=SASL_SSL``,
+        ``JOBLOG_KAFKA_SASL_MECHANISMS=PLAIN``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from engine.errors import ConfigurationError
+
+DEFAULT_PREFIX = "joblog."
+_PASSTHROUGH = "JOBLOG_KAFKA_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the cluster is and how joblog names and sizes its topics.
+
+    Attributes:
+        bootstrap_servers: Kafka bootstrap servers.
+        topic_prefix: prefix of every topic name.
+        partitions: partition count of commands, reports, events and state.
+        replication_factor: replication factor of the topics joblog creates.
+        kafka: extra librdkafka settings given to every producer, consumer and admin client.
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = DEFAULT_PREFIX
+    partitions: int = 6
+    replication_factor: int = 1
+    kafka: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Builds settings from ``JOBLOG_*`` environment variables.
+
+        Args:
+            env: the environment to read (``os.environ`` when omitted).
+            **overrides: fields that win over the environment (``None`` values are ignored).
+
+        Raises:
+            ConfigurationError: a numeric variable is not a positive integer.
+        """
+        env = os.environ if env is None else env
+        passthrough = {
+            key[len(_PASSTHROUGH) :].lower().replace("_", "."): value
+            for key, value in env.items()
+            if key.startswith(_PASSTHROUGH)
+        }
+        settings = cls(
+            bootstrap_servers=env.get("JOBLOG_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
+            topic_prefix=env.get("JOBLOG_TOPIC_PREFIX", DEFAULT_PREFIX),
+            partitions=_positive_int(env, "JOBLOG_PARTITIONS", cls.partitions),
+            replication_factor=_positive_int(
+                env, "JOBLOG_REPLICATION_FACTOR", cls.replication_factor
+            ),
+            kafka=passthrough,
+        )
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return replace(settings, **given)  # type: ignore[arg-type]
+
+    def client_config(self, **extra: object) -> dict[str, object]:
+        """The librdkafka configuration for a client: bootstrap, passthrough, then ``extra``."""
+        config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers}
+        config.update(self.kafka)
+        config.update(extra)
+        return config
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ConfigurationError(f"{name}={raw!r} must be at least 1")
+    return value
