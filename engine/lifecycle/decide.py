@@ -1,0 +1,1084 @@
+"""The decision: ``decide(state, input, now) -> [events]``. Every lifecycle rule lives here.
+
+Pure: no Kafka, no clock, no randomness that a replay could not repeat (retry jitter is drawn
+from a generator seeded by the attempt's identity). ``decide`` never changes ``state``; it
+folds the events it emits into a draft (copy-on-write over the state's mappings) so that
+one input can cascade (a completion unblocks dependents, a failure abandons them, the last
+terminal job completes the submission).
+
+Besides events, a scheduler keeps transient bookkeeping that is not worth a record on the
+log: :func:`observe` renews worker leases and holds back progress that coalescing dropped,
+and :func:`recover` re-arms leases after a rebuild. :func:`next_deadline` says when the
+submission's next timer is due, and a :class:`~engine.lifecycle.records.Tick` fires it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from engine.lifecycle.evolve import evolve
+from engine.lifecycle.records import (
+    CANCELABLE_AT_ONCE,
+    AttemptRef,
+    CancelJobs,
+    CancelMode,
+    Claimed,
+    CommandRejected,
+    DeleteJobs,
+    Event,
+    EventBody,
+    ExceptionReported,
+    FailureReason,
+    Finished,
+    Heartbeat,
+    Input,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobSpec,
+    JobStarted,
+    JobStatus,
+    JobSubmitted,
+    Outcome,
+    OutputReported,
+    ProgressReported,
+    RejectionCode,
+    RetryJob,
+    Started,
+    SubmissionAccepted,
+    SubmissionCompleted,
+    SubmissionStatus,
+    SubmitJobs,
+    Tick,
+    WorkerLeft,
+)
+from engine.lifecycle.state import JobState, PendingProgress, SubmissionState, upstream_of
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.RUNNING})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Scheduler-wide limits and timings (not per job).
+
+    Attributes:
+        lease_ms: how long a worker may stay silent before its attempts are lost.
+        kill_grace_ms: how long a kill may take before the job is CANCELED without the
+            worker's confirmation (beyond the worker's own grace period).
+        progress_interval_ms: at most one progress event per job per this interval.
+        max_jobs: jobs in one submission.
+        max_args_bytes: size of one job's JSON arguments.
+    """
+
+    lease_ms: int = 30_000
+    kill_grace_ms: int = 15_000
+    progress_interval_ms: int = 200
+    max_jobs: int = 100_000
+    max_args_bytes: int = 1_000_000
+
+
+DEFAULT_POLICY = Policy()
+_NO_KEYS: Mapping[str, str] = {}
+
+
+def event_id(submission_id: str, seq: int) -> str:
+    """The deterministic id of a submission's ``seq``-th event."""
+    return f"{submission_id}:{seq}"
+
+
+def dispatch_id(submission_id: str, job_id: str, attempt: int) -> str:
+    """The deterministic id of an attempt's dispatch record."""
+    return f"{submission_id}/{job_id}/{attempt}"
+
+
+def decide(
+    state: SubmissionState | None,
+    given: Input,
+    now: int,
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    completed_keys: Mapping[str, str] = _NO_KEYS,
+) -> list[Event]:
+    """Decides what happens when ``given`` meets the submission in ``state``.
+
+    Args:
+        state: the submission's state, or ``None`` if nothing is known of it. Not modified.
+        given: a command, a worker report, or a :class:`Tick`.
+        now: the scheduler's clock, in ms; every event is stamped with it.
+        policy: scheduler-wide limits and timings.
+        completed_keys: idempotency key -> ``submission_id/job_id`` that completed it.
+
+    Returns:
+        The new events of this submission, with consecutive sequence numbers.
+    """
+    submission_id = _submission_of(given, state)
+    if submission_id is None:
+        return []
+    draft = _Draft(state, submission_id, now, policy)
+    if isinstance(given, SubmitJobs):
+        _submit(draft, given, completed_keys)
+    elif isinstance(given, CancelJobs):
+        _cancel(draft, given)
+    elif isinstance(given, RetryJob):
+        _retry_now(draft, given)
+    elif isinstance(given, DeleteJobs):
+        _delete(draft, given)
+    elif isinstance(given, Tick):
+        _fire_timers(draft)
+    elif isinstance(given, WorkerLeft):
+        for ref in given.unfinished:
+            if ref.submission_id == submission_id and is_current(draft.state, ref):
+                _fail_attempt(
+                    draft,
+                    ref.job_id,
+                    FailureReason.WORKER_LOST,
+                    "worker_left",
+                    f"worker {ref.worker_id} left before finishing",
+                )
+    elif isinstance(given, Heartbeat):
+        pass  # leases are renewed by observe(); a heartbeat decides nothing
+    else:
+        _report(draft, given)
+    return draft.events
+
+
+def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
+    if isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
+        return given.submission_id
+    if isinstance(given, Tick | Heartbeat | WorkerLeft):
+        return None if state is None else state.submission_id
+    return given.ref.submission_id
+
+
+class _Draft:
+    """A submission being decided: the events so far folded over the original state."""
+
+    def __init__(
+        self, state: SubmissionState | None, submission_id: str, now: int, policy: Policy
+    ) -> None:
+        base = state or SubmissionState(submission_id=submission_id)
+        self.state = SubmissionState(
+            submission_id=submission_id,
+            seq=base.seq,
+            last_timestamp=base.last_timestamp,
+            accepted=base.accepted,
+            command_id=base.command_id,
+            jobs=ChainMap({}, base.jobs),
+            dependents=ChainMap({}, base.dependents),
+            children=ChainMap({}, base.children),
+            outcome=base.outcome,
+            deleted=base.deleted,
+            submitted_by=base.submitted_by,
+            labels=base.labels,
+        )
+        self.now = now
+        self.policy = policy
+        self.events: list[Event] = []
+
+    def job(self, job_id: str) -> JobState:
+        return self.state.jobs[job_id]
+
+    def emit(self, job_id: str, body: EventBody) -> None:
+        seq = self.state.seq + 1
+        event = Event(
+            event_id=event_id(self.state.submission_id, seq),
+            submission_id=self.state.submission_id,
+            job_id=job_id,
+            seq=seq,
+            timestamp=self.now,
+            body=body,
+        )
+        self.events.append(event)
+        evolve(self.state, event)
+
+    def reject(
+        self, command_id: str, command_type: str, code: RejectionCode, reason: str, job_id: str = ""
+    ) -> None:
+        self.emit(job_id, CommandRejected(command_id, command_type, str(code), reason))
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def _submit(draft: _Draft, command: SubmitJobs, completed_keys: Mapping[str, str]) -> None:
+    state = draft.state
+    if state.accepted:
+        if state.command_id == command.command_id:
+            return  # the same command delivered twice: already done
+        draft.reject(
+            command.command_id,
+            "SubmitJobs",
+            RejectionCode.DUPLICATE_SUBMISSION,
+            f"submission {command.submission_id!r} exists; choose a new submission id",
+        )
+        return
+    problem = validate_submission(command, draft.policy)
+    if problem is not None:
+        code, reason = problem
+        draft.reject(command.command_id, "SubmitJobs", code, reason)
+        return
+    draft.emit(
+        "",
+        SubmissionAccepted(
+            command_id=command.command_id,
+            submitted_by=command.submitted_by,
+            labels=command.labels,
+            job_ids=tuple(spec.job_id for spec in command.jobs),
+        ),
+    )
+    for spec in command.jobs:
+        draft.emit(spec.job_id, JobSubmitted(spec))
+    for job_id in _depth_first(command.jobs):
+        job = draft.job(job_id)
+        if job.is_terminal:
+            continue  # abandoned by an upstream skipped... never; kept for safety
+        key = job.spec.idempotency_key
+        if key and key in completed_keys:
+            draft.emit(
+                job_id,
+                JobSkipped(
+                    reason=f"idempotency key {key!r} already completed by {completed_keys[key]}",
+                    idempotency_key=key,
+                    completed_by=completed_keys[key],
+                ),
+            )
+            continue
+        waiting = sorted(
+            job_id_
+            for job_id_ in upstream_of(job.spec, state.children.get(job_id, ()))
+            if not draft.job(job_id_).status.is_success
+        )
+        if waiting:
+            draft.emit(job_id, JobBlocked(tuple(waiting)))
+        else:
+            _make_pending(draft, job_id, attempt=1, reason="submitted")
+    _complete_if_done(draft)
+
+
+def validate_submission(
+    command: SubmitJobs, policy: Policy = DEFAULT_POLICY
+) -> tuple[RejectionCode, str] | None:
+    """Checks a submission; returns ``(code, reason)`` of the first problem, or ``None``."""
+    jobs = command.jobs
+    if not _ID.match(command.submission_id):
+        return RejectionCode.INVALID_JOB_ID, (
+            f"submission id {command.submission_id!r} must be 1-200 characters of "
+            "letters, digits and ._:@+=- (no '/')"
+        )
+    if not jobs:
+        return RejectionCode.EMPTY_SUBMISSION, "a submission needs at least one job"
+    if len(jobs) > policy.max_jobs:
+        return RejectionCode.TOO_MANY_JOBS, (
+            f"{len(jobs)} jobs in one submission; the limit is {policy.max_jobs}"
+        )
+    ids: set[str] = set()
+    for spec in jobs:
+        if not _ID.match(spec.job_id):
+            return RejectionCode.INVALID_JOB_ID, (
+                f"job id {spec.job_id!r} must be 1-200 characters of letters, digits "
+                "and ._:@+=- (no '/')"
+            )
+        if spec.job_id in ids:
+            return RejectionCode.DUPLICATE_JOB_ID, f"job id {spec.job_id!r} appears twice"
+        ids.add(spec.job_id)
+    for spec in jobs:
+        problem = _validate_job(spec, ids, policy)
+        if problem is not None:
+            return problem
+    cycle = _find_cycle(jobs)
+    if cycle:
+        return RejectionCode.CYCLE, "dependency cycle: " + " -> ".join(cycle)
+    return None
+
+
+def _validate_job(spec: JobSpec, ids: set[str], policy: Policy) -> tuple[RejectionCode, str] | None:
+    name = spec.job_id
+    if spec.task is not None and spec.command is not None:
+        return RejectionCode.TASK_AND_COMMAND, f"job {name!r} has both a task and a command"
+    if not spec.task and not spec.command:
+        return RejectionCode.NO_TASK, f"job {name!r} needs a task name or a command"
+    if spec.command is not None and not spec.command[0]:
+        return RejectionCode.NO_TASK, f"job {name!r} has an empty command"
+    if not _QUEUE.match(spec.queue):
+        return RejectionCode.INVALID_JOB_ID, (
+            f"job {name!r}: queue {spec.queue!r} must be letters, digits and ._-"
+        )
+    if len(spec.args.encode()) > policy.max_args_bytes:
+        return RejectionCode.ARGS_TOO_LARGE, (
+            f"job {name!r}: arguments are {len(spec.args.encode())} bytes; the limit is "
+            f"{policy.max_args_bytes} (pass a reference to the data instead)"
+        )
+    try:
+        args = json.loads(spec.args)
+    except ValueError as exc:
+        return RejectionCode.BAD_ARGS, f"job {name!r}: arguments are not JSON ({exc})"
+    if not isinstance(args, dict):
+        return RejectionCode.BAD_ARGS, (
+            f"job {name!r}: arguments must be a JSON object with 'args' and/or 'kwargs'"
+        )
+    retry = spec.retry
+    if retry.max_attempts < 1:
+        return RejectionCode.BAD_RETRY, f"job {name!r}: max_attempts must be at least 1"
+    if retry.backoff_ms < 0 or retry.max_backoff_ms < 0:
+        return RejectionCode.BAD_RETRY, f"job {name!r}: backoff must not be negative"
+    if retry.backoff_multiplier < 1:
+        return RejectionCode.BAD_RETRY, f"job {name!r}: backoff_multiplier must be >= 1"
+    if not 0 <= retry.jitter <= 1:
+        return RejectionCode.BAD_RETRY, f"job {name!r}: jitter must be between 0 and 1"
+    if spec.timeout_ms < 0 or spec.queue_timeout_ms < 0:
+        return RejectionCode.BAD_TIMEOUT, f"job {name!r}: timeouts must not be negative"
+    for upstream in spec.depends_on:
+        if upstream not in ids:
+            return RejectionCode.UNKNOWN_DEPENDENCY, (
+                f"job {name!r} depends on {upstream!r}, which is not in the submission"
+            )
+        if upstream == name:
+            return RejectionCode.CYCLE, f"job {name!r} depends on itself"
+    if spec.parent is not None:
+        if spec.parent not in ids:
+            return RejectionCode.UNKNOWN_PARENT, (
+                f"job {name!r} is a sub-job of {spec.parent!r}, which is not in the submission"
+            )
+        if spec.parent == name:
+            return RejectionCode.CYCLE, f"job {name!r} is its own parent"
+    return None
+
+
+def _edges(jobs: Iterable[JobSpec]) -> dict[str, list[str]]:
+    """job -> what must finish before it (dependencies and sub-jobs), in submission order."""
+    upstream: dict[str, list[str]] = {}
+    for spec in jobs:
+        upstream.setdefault(spec.job_id, []).extend(spec.depends_on)
+        if spec.parent is not None:
+            upstream.setdefault(spec.parent, []).append(spec.job_id)
+    return upstream
+
+
+def _find_cycle(jobs: tuple[JobSpec, ...]) -> list[str]:
+    upstream = _edges(jobs)
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(upstream, white)
+    for root in upstream:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path = [root]
+        color[root] = grey
+        while stack:
+            node, index = stack[-1]
+            edges = upstream[node]
+            if index < len(edges):
+                stack[-1] = (node, index + 1)
+                nxt = edges[index]
+                if color[nxt] == grey:
+                    return [*path[path.index(nxt) :], nxt]
+                if color[nxt] == white:
+                    color[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                color[node] = black
+                stack.pop()
+                path.pop()
+    return []
+
+
+def _depth_first(jobs: tuple[JobSpec, ...]) -> list[str]:
+    """Jobs in depth-first post-order: sub-jobs and dependencies before what waits on them."""
+    upstream = _edges(jobs)
+    seen: set[str] = set()
+    order: list[str] = []
+    for spec in jobs:
+        if spec.job_id in seen:
+            continue
+        stack: list[tuple[str, int]] = [(spec.job_id, 0)]
+        seen.add(spec.job_id)
+        while stack:
+            node, index = stack[-1]
+            edges = upstream[node]
+            if index < len(edges):
+                stack[-1] = (node, index + 1)
+                if edges[index] not in seen:
+                    seen.add(edges[index])
+                    stack.append((edges[index], 0))
+            else:
+                order.append(node)
+                stack.pop()
+    return order
+
+
+# --------------------------------------------------------------------------- run, retry, fail
+
+
+def _make_pending(draft: _Draft, job_id: str, attempt: int, reason: str) -> None:
+    spec = draft.job(job_id).spec
+    draft.emit(
+        job_id,
+        JobPending(
+            attempt=attempt,
+            queue=spec.queue,
+            dispatch_id=dispatch_id(draft.state.submission_id, job_id, attempt),
+            not_before=draft.now,
+            reason=reason,
+        ),
+    )
+
+
+def backoff_ms(spec: JobSpec, submission_id: str, failed_attempt: int) -> int:
+    """The delay before the attempt after ``failed_attempt``, jittered deterministically."""
+    policy = spec.retry
+    base = policy.backoff_ms * policy.backoff_multiplier ** (failed_attempt - 1)
+    base = min(base, float(policy.max_backoff_ms))
+    if policy.jitter > 0 and base > 0:
+        rng = random.Random(f"{submission_id}/{spec.job_id}/{failed_attempt}")
+        base *= 1 + rng.uniform(-policy.jitter, policy.jitter)
+    return max(0, round(base))
+
+
+def _retryable(spec: JobSpec, reason: FailureReason, error_type: str) -> bool:
+    retry_on = spec.retry.retry_on
+    return not retry_on or error_type in retry_on or str(reason) in retry_on
+
+
+def _fail_attempt(
+    draft: _Draft,
+    job_id: str,
+    reason: FailureReason,
+    error_type: str,
+    note: str,
+    *,
+    traceback: str = "",
+    exit_code: int | None = None,
+) -> None:
+    job = draft.job(job_id)
+    if job.cancel is not None and job.cancel.mode is CancelMode.KILL:
+        draft.emit(
+            job_id,
+            JobCanceled(
+                reason=job.cancel.reason or "canceled",
+                requested_by=job.cancel.requested_by,
+                attempt=job.attempt,
+            ),
+        )
+        _after_terminal(draft, job_id)
+        return
+    spec = job.spec
+    if job.attempt < spec.retry.max_attempts and _retryable(spec, reason, error_type):
+        delay = backoff_ms(spec, draft.state.submission_id, job.attempt)
+        next_attempt = job.attempt + 1
+        draft.emit(
+            job_id,
+            JobRetryScheduled(
+                failed_attempt=job.attempt,
+                reason=reason,
+                error_type=error_type,
+                error_note=note,
+                next_attempt=next_attempt,
+                not_before=draft.now + delay,
+                dispatch_id=(
+                    dispatch_id(draft.state.submission_id, job_id, next_attempt)
+                    if delay == 0
+                    else None
+                ),
+                queue=spec.queue,
+            ),
+        )
+        return
+    draft.emit(
+        job_id,
+        JobFailed(
+            attempt=job.attempt,
+            reason=reason,
+            error_type=error_type,
+            error_note=note,
+            traceback=traceback,
+            exit_code=exit_code,
+        ),
+    )
+    _after_terminal(draft, job_id)
+
+
+def _after_terminal(draft: _Draft, job_id: str) -> None:
+    """Cascades a terminal status: release or abandon what waits on it, complete the submission."""
+    _cascade(draft, [job_id])
+    _complete_if_done(draft)
+
+
+def _cascade(draft: _Draft, roots: list[str]) -> None:
+    queue = list(roots)
+    while queue:
+        job_id = queue.pop(0)
+        job = draft.job(job_id)
+        for dependent_id in draft.state.dependents.get(job_id, ()):
+            dependent = draft.job(dependent_id)
+            if dependent.is_terminal or dependent.status is not JobStatus.BLOCKED:
+                continue
+            if job.status.is_success:
+                if not dependent.waiting_on:
+                    _make_pending(draft, dependent_id, attempt=1, reason="dependencies completed")
+            else:
+                draft.emit(
+                    dependent_id,
+                    JobAbandoned(
+                        cause_job_id=job_id,
+                        cause_status=job.status,
+                        reason=f"{job_id} ended {job.status}",
+                    ),
+                )
+                queue.append(dependent_id)
+
+
+def _abandon_dependents(draft: _Draft, job_id: str, reason: str) -> None:
+    """Taipy's cancel of a RUNNING job with ``finish``: it runs on, what waits on it won't."""
+    queue = [job_id]
+    while queue:
+        current = queue.pop(0)
+        for dependent_id in draft.state.dependents.get(current, ()):
+            dependent = draft.job(dependent_id)
+            if dependent.is_terminal:
+                continue
+            draft.emit(
+                dependent_id,
+                JobAbandoned(
+                    cause_job_id=current, cause_status=draft.job(current).status, reason=reason
+                ),
+            )
+            queue.append(dependent_id)
+
+
+def _complete_if_done(draft: _Draft) -> None:
+    state = draft.state
+    if state.outcome is not None or not state.accepted:
+        return
+    counts: dict[str, int] = {}
+    for job in state.jobs.values():
+        if not job.is_terminal:
+            return
+        counts[job.status] = counts.get(job.status, 0) + 1
+    if counts.get(JobStatus.FAILED):
+        status = SubmissionStatus.FAILED
+    elif counts.get(JobStatus.CANCELED) or counts.get(JobStatus.ABANDONED):
+        status = SubmissionStatus.CANCELED
+    else:
+        status = SubmissionStatus.COMPLETED
+    draft.emit("", SubmissionCompleted(status, tuple(sorted(counts.items()))))
+
+
+# --------------------------------------------------------------------------- cancel, retry, delete
+
+
+def _known_job(draft: _Draft, command_id: str, command_type: str, job_id: str | None) -> bool:
+    state = draft.state
+    if not state.accepted:
+        draft.reject(
+            command_id,
+            command_type,
+            RejectionCode.UNKNOWN_SUBMISSION,
+            f"no submission {state.submission_id!r}",
+            job_id or "",
+        )
+        return False
+    if job_id is not None and job_id not in state.jobs:
+        draft.reject(
+            command_id,
+            command_type,
+            RejectionCode.UNKNOWN_JOB,
+            f"submission {state.submission_id!r} has no job {job_id!r}",
+            job_id,
+        )
+        return False
+    return True
+
+
+def _descendants(draft: _Draft, job_id: str) -> list[str]:
+    """The job's sub-jobs, their sub-jobs, ..., deepest first."""
+    out: list[str] = []
+    for child in draft.state.children.get(job_id, ()):
+        out.extend(_descendants(draft, child))
+        out.append(child)
+    return out
+
+
+def _cancel(draft: _Draft, command: CancelJobs) -> None:
+    if not _known_job(draft, command.command_id, "CancelJobs", command.job_id):
+        return
+    state = draft.state
+    if command.job_id is None:
+        targets = [job_id for job_id, job in state.jobs.items() if not job.is_terminal]
+        if not targets:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.ALREADY_TERMINAL,
+                f"every job of {state.submission_id!r} already ended",
+            )
+            return
+    else:
+        job = draft.job(command.job_id)
+        if job.deleted:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.DELETED,
+                f"job {command.job_id!r} was deleted",
+                command.job_id,
+            )
+            return
+        if job.is_terminal:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.ALREADY_TERMINAL,
+                f"job {command.job_id!r} already ended {job.status}; "
+                "only unfinished jobs can be canceled",
+                command.job_id,
+            )
+            return
+        targets = [j for j in _descendants(draft, command.job_id) if not draft.job(j).is_terminal]
+        targets.append(command.job_id)
+    reason = command.reason or "canceled by user"
+    canceled: list[str] = []
+    for job_id in targets:
+        job = draft.job(job_id)
+        if job.is_terminal:
+            continue
+        if job.status in CANCELABLE_AT_ONCE:
+            draft.emit(
+                job_id,
+                JobCanceled(reason=reason, requested_by=command.requested_by, attempt=job.attempt),
+            )
+            canceled.append(job_id)
+        elif command.mode is CancelMode.FINISH:
+            _abandon_dependents(draft, job_id, f"{job_id} was canceled and left to finish")
+        elif job.cancel is None:
+            draft.emit(
+                job_id,
+                JobCancelRequested(
+                    attempt=job.attempt,
+                    worker_id=job.worker_id,
+                    mode=CancelMode.KILL,
+                    reason=reason,
+                    deadline=draft.now + draft.policy.kill_grace_ms,
+                ),
+            )
+    _cascade(draft, canceled)
+    _complete_if_done(draft)
+
+
+def _retry_now(draft: _Draft, command: RetryJob) -> None:
+    if not _known_job(draft, command.command_id, "RetryJob", command.job_id):
+        return
+    job = draft.job(command.job_id)
+    if job.status is JobStatus.PENDING and job.dispatch_id is None:
+        draft.emit(
+            command.job_id,
+            JobDispatched(
+                attempt=job.attempt,
+                queue=job.spec.queue,
+                dispatch_id=dispatch_id(draft.state.submission_id, command.job_id, job.attempt),
+            ),
+        )
+        return
+    code = RejectionCode.ALREADY_TERMINAL if job.is_terminal else RejectionCode.NOT_WAITING
+    draft.reject(
+        command.command_id,
+        "RetryJob",
+        code,
+        f"job {command.job_id!r} is {job.status}, not waiting for a retry; "
+        "submit it again to run it anew",
+        command.job_id,
+    )
+
+
+def _delete(draft: _Draft, command: DeleteJobs) -> None:
+    if not _known_job(draft, command.command_id, "DeleteJobs", command.job_id):
+        return
+    state = draft.state
+    targets = list(state.jobs) if command.job_id is None else [command.job_id]
+    live = [job_id for job_id in targets if not draft.job(job_id).deleted]
+    if not live:
+        draft.reject(
+            command.command_id,
+            "DeleteJobs",
+            RejectionCode.DELETED,
+            "already deleted",
+            command.job_id or "",
+        )
+        return
+    unfinished = [job_id for job_id in live if not draft.job(job_id).is_terminal]
+    if unfinished and not command.force:
+        draft.reject(
+            command.command_id,
+            "DeleteJobs",
+            RejectionCode.NOT_TERMINAL,
+            f"{len(unfinished)} job(s) not finished ({', '.join(unfinished[:5])}); "
+            "cancel them first or delete with force",
+            command.job_id or "",
+        )
+        return
+    canceled = []
+    for job_id in unfinished:
+        job = draft.job(job_id)
+        if not job.is_terminal:
+            draft.emit(
+                job_id,
+                JobCanceled(
+                    reason="deleted with force",
+                    requested_by=command.requested_by,
+                    attempt=job.attempt,
+                ),
+            )
+            canceled.append(job_id)
+    _cascade(draft, canceled)
+    _complete_if_done(draft)
+    for job_id in live:
+        draft.emit(job_id, JobDeleted(forced=command.force, requested_by=command.requested_by))
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def is_current(state: SubmissionState | None, ref: AttemptRef) -> bool:
+    """Whether a report names the job's current attempt (the one a decision may act on)."""
+    if state is None:
+        return False
+    job = state.jobs.get(ref.job_id)
+    if job is None or job.is_terminal:
+        return False
+    return job.attempt == ref.attempt and job.dispatch_id == ref.dispatch_id
+
+
+def is_stale(state: SubmissionState | None, report: Input) -> bool:
+    """Whether a worker report will be ignored: unknown, finished or superseded attempt.
+
+    A claim of the current dispatch by another worker is not stale (it is a takeover).
+    """
+    if not isinstance(
+        report, Claimed | Started | ProgressReported | OutputReported | ExceptionReported | Finished
+    ):
+        return False
+    if not is_current(state, report.ref):
+        return True
+    assert state is not None
+    job = state.jobs[report.ref.job_id]
+    if isinstance(report, Claimed) or job.status is JobStatus.PENDING:
+        return False
+    return job.worker_id != report.ref.worker_id
+
+
+def _report(draft: _Draft, report: Input) -> None:
+    assert isinstance(
+        report, Claimed | Started | ProgressReported | OutputReported | ExceptionReported | Finished
+    )
+    if is_stale(draft.state, report):
+        return
+    ref = report.ref
+    job_id = ref.job_id
+    job = draft.job(job_id)
+    if isinstance(report, Claimed):
+        if job.status is JobStatus.PENDING:
+            draft.emit(
+                job_id,
+                JobAssigned(
+                    attempt=ref.attempt,
+                    dispatch_id=ref.dispatch_id,
+                    worker_id=ref.worker_id,
+                    lease_ms=draft.policy.lease_ms,
+                    host=report.host,
+                ),
+            )
+        elif job.worker_id != ref.worker_id:
+            # The dispatch record was redelivered to another worker: the first one lost its
+            # partition (crash or rebalance). The newcomer takes over; the old one is fenced.
+            draft.emit(
+                job_id,
+                JobAssigned(
+                    attempt=ref.attempt,
+                    dispatch_id=ref.dispatch_id,
+                    worker_id=ref.worker_id,
+                    lease_ms=draft.policy.lease_ms,
+                    host=report.host,
+                    previous_worker_id=job.worker_id,
+                ),
+            )
+        return
+    if job.status is JobStatus.PENDING:
+        # The claim was not seen (e.g. the report order was broken by a producer retry):
+        # any report of the current dispatch proves the worker has it.
+        draft.emit(
+            job_id,
+            JobAssigned(
+                attempt=ref.attempt,
+                dispatch_id=ref.dispatch_id,
+                worker_id=ref.worker_id,
+                lease_ms=draft.policy.lease_ms,
+            ),
+        )
+        job = draft.job(job_id)
+    if isinstance(report, Started):
+        if job.status is JobStatus.ASSIGNED:
+            draft.emit(
+                job_id, JobStarted(attempt=ref.attempt, worker_id=ref.worker_id, pid=report.pid)
+            )
+    elif isinstance(report, ProgressReported):
+        last = job.last_progress_at
+        if last is None or draft.now - last >= draft.policy.progress_interval_ms:
+            draft.emit(
+                job_id, JobProgressed(ref.attempt, report.value, report.total, report.status_line)
+            )
+    elif isinstance(report, OutputReported):
+        draft.emit(
+            job_id,
+            JobOutput(ref.attempt, report.stream, report.chunk, report.offset, report.truncated),
+        )
+    elif isinstance(report, ExceptionReported):
+        draft.emit(
+            job_id,
+            JobExceptionRaised(
+                ref.attempt, report.type, report.note, report.severity, report.traceback
+            ),
+        )
+        if report.severity == 0:
+            _fail_attempt(
+                draft,
+                job_id,
+                FailureReason.EXCEPTION,
+                report.type,
+                report.note,
+                traceback=report.traceback,
+            )
+    else:
+        _finish(draft, job_id, report)
+
+
+def _finish(draft: _Draft, job_id: str, report: Finished) -> None:
+    job = draft.job(job_id)
+    if job.status is JobStatus.ASSIGNED:
+        draft.emit(job_id, JobStarted(attempt=job.attempt, worker_id=job.worker_id))
+    final = (report.progress, report.total, report.status_line)
+    if final != (None, None, None) and final != (job.progress, job.total, job.status_line):
+        draft.emit(job_id, JobProgressed(job.attempt, *final))
+    elif job.held_progress is not None:
+        held = job.held_progress
+        draft.emit(job_id, JobProgressed(job.attempt, held.value, held.total, held.status_line))
+    if report.outcome is Outcome.COMPLETED:
+        draft.emit(
+            job_id,
+            JobCompleted(attempt=job.attempt, result=report.result, exit_code=report.exit_code),
+        )
+        _after_terminal(draft, job_id)
+    elif report.outcome is Outcome.CANCELED:
+        cancel = draft.job(job_id).cancel
+        draft.emit(
+            job_id,
+            JobCanceled(
+                reason=cancel.reason if cancel else "canceled by the worker",
+                requested_by=cancel.requested_by if cancel else "",
+                attempt=job.attempt,
+            ),
+        )
+        _after_terminal(draft, job_id)
+    else:
+        reason = (
+            FailureReason.EXIT_CODE if report.exit_code not in (None, 0) else FailureReason.ERROR
+        )
+        error_type = report.error_type or (
+            "ExitCode" if reason is FailureReason.EXIT_CODE else "Error"
+        )
+        _fail_attempt(
+            draft,
+            job_id,
+            reason,
+            error_type,
+            report.error_note,
+            traceback=report.traceback,
+            exit_code=report.exit_code,
+        )
+
+
+# --------------------------------------------------------------------------- timers
+
+
+def _job_deadline(job: JobState, policy: Policy) -> int | None:
+    """When the job's next timer is due, if it has one."""
+    if job.is_terminal:
+        return None
+    due: list[int] = []
+    status = job.status
+    if status is JobStatus.PENDING and job.dispatch_id is None:
+        due.append(job.not_before)
+    if status in (JobStatus.PENDING, JobStatus.ASSIGNED) and job.spec.queue_timeout_ms > 0:
+        assert job.pending_at is not None
+        due.append(job.pending_at + job.spec.queue_timeout_ms)
+    if status is JobStatus.RUNNING and job.spec.timeout_ms > 0 and job.cancel is None:
+        assert job.run_at is not None
+        due.append(job.run_at + job.spec.timeout_ms)
+    if status in _ACTIVE and job.lease_until is not None:
+        due.append(job.lease_until)
+    if job.cancel is not None and job.cancel.mode is CancelMode.KILL:
+        due.append(job.cancel.deadline)
+    if job.held_progress is not None and job.last_progress_at is not None:
+        due.append(job.last_progress_at + policy.progress_interval_ms)
+    return min(due) if due else None
+
+
+def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> int | None:
+    """When a :class:`Tick` should next be decided for this submission (``None``: never)."""
+    if state.outcome is not None:
+        return None
+    best: int | None = None
+    for job in state.jobs.values():
+        due = _job_deadline(job, policy)
+        if due is not None and (best is None or due < best):
+            best = due
+    return best
+
+
+def _fire_timers(draft: _Draft) -> None:
+    now = draft.now
+    policy = draft.policy
+    for job_id in list(draft.state.jobs):
+        job = draft.job(job_id)
+        due = _job_deadline(job, policy)
+        if due is None or due > now:
+            continue
+        if (
+            job.held_progress is not None
+            and job.last_progress_at is not None
+            and (job.last_progress_at + policy.progress_interval_ms <= now)
+        ):
+            held = job.held_progress
+            draft.emit(job_id, JobProgressed(job.attempt, held.value, held.total, held.status_line))
+            job = draft.job(job_id)
+        if (
+            job.cancel is not None
+            and job.cancel.mode is CancelMode.KILL
+            and (job.cancel.deadline <= now)
+        ):
+            draft.emit(
+                job_id,
+                JobCanceled(
+                    reason=f"{job.cancel.reason} (the worker did not confirm the kill)",
+                    requested_by=job.cancel.requested_by,
+                    attempt=job.attempt,
+                ),
+            )
+            _after_terminal(draft, job_id)
+            continue
+        if job.status is JobStatus.PENDING and job.dispatch_id is None and job.not_before <= now:
+            draft.emit(
+                job_id,
+                JobDispatched(
+                    attempt=job.attempt,
+                    queue=job.spec.queue,
+                    dispatch_id=dispatch_id(draft.state.submission_id, job_id, job.attempt),
+                ),
+            )
+            job = draft.job(job_id)
+        queue_timeout = job.spec.queue_timeout_ms
+        if (
+            job.status in (JobStatus.PENDING, JobStatus.ASSIGNED)
+            and queue_timeout > 0
+            and (job.pending_at is not None and job.pending_at + queue_timeout <= now)
+        ):
+            _fail_attempt(
+                draft,
+                job_id,
+                FailureReason.QUEUE_TIMEOUT,
+                "QueueTimeout",
+                f"not started within {queue_timeout} ms",
+            )
+            continue
+        if (
+            job.status is JobStatus.RUNNING
+            and job.spec.timeout_ms > 0
+            and job.cancel is None
+            and (job.run_at is not None and job.run_at + job.spec.timeout_ms <= now)
+        ):
+            _fail_attempt(
+                draft,
+                job_id,
+                FailureReason.TIMEOUT,
+                "Timeout",
+                f"ran longer than {job.spec.timeout_ms} ms",
+            )
+            continue
+        if job.status in _ACTIVE and job.lease_until is not None and job.lease_until <= now:
+            _fail_attempt(
+                draft,
+                job_id,
+                FailureReason.WORKER_LOST,
+                "WorkerLost",
+                f"worker {job.worker_id} was silent past its lease",
+            )
+
+
+# --------------------------------------------------------------------------- transient bookkeeping
+
+
+def observe(
+    state: SubmissionState, given: Input, now: int, policy: Policy = DEFAULT_POLICY
+) -> SubmissionState:
+    """Applies what an input changes besides events: lease renewals and held-back progress.
+
+    Call it after the events of ``decide(state, given, now)`` were folded in.
+    """
+    if isinstance(given, Heartbeat):
+        for ref in given.attempts:
+            if ref.submission_id == state.submission_id:
+                _renew(state, ref, now)
+        return state
+    if not isinstance(
+        given, Claimed | Started | ProgressReported | OutputReported | ExceptionReported | Finished
+    ):
+        return state
+    if is_stale(state, given):
+        return state
+    _renew(state, given.ref, now)
+    if isinstance(given, ProgressReported):
+        job = state.jobs[given.ref.job_id]
+        if job.last_progress_at != now:
+            state.jobs[given.ref.job_id] = replace(
+                job, held_progress=PendingProgress(given.value, given.total, given.status_line)
+            )
+    return state
+
+
+def _renew(state: SubmissionState, ref: AttemptRef, now: int) -> None:
+    job = state.jobs.get(ref.job_id)
+    if job is None or job.status not in _ACTIVE or job.worker_id != ref.worker_id:
+        return
+    if job.attempt != ref.attempt or job.lease_ms <= 0:
+        return
+    until = now + job.lease_ms
+    if job.lease_until is None or until > job.lease_until:
+        state.jobs[ref.job_id] = replace(job, lease_until=until)
+
+
+def recover(state: SubmissionState, now: int) -> SubmissionState:
+    """Re-arms the leases of running attempts after a rebuild, so that a scheduler failover
+    does not declare every quiet worker lost."""
+    for job_id, job in list(state.jobs.items()):
+        if job.status in _ACTIVE and job.lease_ms > 0:
+            until = max(job.lease_until or 0, now + job.lease_ms)
+            state.jobs[job_id] = replace(job, lease_until=until)
+    return state

@@ -1,0 +1,237 @@
+"""The fold: ``evolve(state, event) -> state``. Pure apart from reusing the container.
+
+:func:`evolve_job` is the per-job fold on frozen :class:`JobState` values; :func:`evolve`
+applies it to a :class:`SubmissionState` in place (O(1) per event) and returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    EventBody,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobStarted,
+    JobStatus,
+    JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
+)
+from engine.lifecycle.state import CancelRequest, JobState, SubmissionState, upstream_of
+
+
+def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
+    """Folds one event into the submission's state.
+
+    Args:
+        state: the state before the event (``None`` for a submission not seen yet). It is
+            updated in place; copy it first (:meth:`SubmissionState.copy`) to keep it.
+        event: the next event of this submission.
+
+    Returns:
+        The state after the event.
+    """
+    if state is None:
+        state = SubmissionState(submission_id=event.submission_id)
+    state.seq = event.seq
+    state.last_timestamp = event.timestamp
+    body = event.body
+    if isinstance(body, SubmissionAccepted):
+        state.accepted = True
+        state.command_id = body.command_id
+        state.submitted_by = body.submitted_by
+        state.labels = body.labels
+    elif isinstance(body, JobSubmitted):
+        _add_job(state, body, event.timestamp)
+    elif isinstance(body, SubmissionCompleted):
+        state.outcome = body.status
+    elif isinstance(body, CommandRejected):
+        pass
+    elif isinstance(body, JobDeleted):
+        state.jobs[event.job_id] = replace(state.jobs[event.job_id], deleted=True)
+        state.deleted = all(job.deleted for job in state.jobs.values())
+    else:
+        job = state.jobs[event.job_id]
+        state.jobs[event.job_id] = evolve_job(job, body, event.timestamp)
+        if isinstance(body, JobCompleted | JobSkipped):
+            _release_dependents(state, event.job_id)
+    return state
+
+
+def _add_job(state: SubmissionState, body: JobSubmitted, timestamp: int) -> None:
+    spec = body.spec
+    state.jobs[spec.job_id] = JobState(spec=spec, submitted_at=timestamp)
+    if spec.parent is not None:
+        state.children[spec.parent] = (*state.children.get(spec.parent, ()), spec.job_id)
+        state.dependents[spec.job_id] = (*state.dependents.get(spec.job_id, ()), spec.parent)
+    for upstream in spec.depends_on:
+        state.dependents[upstream] = (*state.dependents.get(upstream, ()), spec.job_id)
+
+
+def _release_dependents(state: SubmissionState, job_id: str) -> None:
+    for dependent_id in state.dependents.get(job_id, ()):
+        dependent = state.jobs.get(dependent_id)
+        if dependent is not None and job_id in dependent.waiting_on:
+            state.jobs[dependent_id] = replace(
+                dependent, waiting_on=dependent.waiting_on - {job_id}
+            )
+
+
+def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
+    """Folds one job-level event into a job's state."""
+    if isinstance(body, JobBlocked):
+        return replace(
+            job,
+            status=JobStatus.BLOCKED,
+            blocked_at=timestamp,
+            waiting_on=frozenset(body.waiting_on),
+        )
+    if isinstance(body, JobPending):
+        return replace(
+            job,
+            status=JobStatus.PENDING,
+            attempt=body.attempt,
+            dispatch_id=body.dispatch_id,
+            not_before=body.not_before,
+            pending_at=timestamp,
+            waiting_on=frozenset(),
+        )
+    if isinstance(body, JobDispatched):
+        return replace(job, dispatch_id=body.dispatch_id)
+    if isinstance(body, JobAssigned):
+        return replace(
+            job,
+            status=JobStatus.ASSIGNED,
+            worker_id=body.worker_id,
+            host=body.host,
+            assigned_at=timestamp,
+            lease_ms=body.lease_ms,
+            lease_until=timestamp + body.lease_ms,
+        )
+    if isinstance(body, JobStarted):
+        return replace(
+            job,
+            status=JobStatus.RUNNING,
+            run_at=timestamp,
+            lease_until=_renewed(job, timestamp),
+        )
+    if isinstance(body, JobProgressed):
+        held = job.held_progress
+        if held is not None and (held.value, held.total, held.status_line) == (
+            body.value,
+            body.total,
+            body.status_line,
+        ):
+            held = None
+        return replace(
+            job,
+            progress=body.value if body.value is not None else job.progress,
+            total=body.total if body.total is not None else job.total,
+            status_line=body.status_line if body.status_line is not None else job.status_line,
+            last_progress_at=timestamp,
+            held_progress=held,
+            lease_until=_renewed(job, timestamp),
+        )
+    if isinstance(body, JobOutput):
+        return replace(job, lease_until=_renewed(job, timestamp))
+    if isinstance(body, JobExceptionRaised):
+        return replace(
+            job,
+            exceptions=job.exceptions + 1,
+            error_type=body.type if body.severity == 0 else job.error_type,
+            error_note=body.note if body.severity == 0 else job.error_note,
+            lease_until=_renewed(job, timestamp),
+        )
+    if isinstance(body, JobRetryScheduled):
+        return replace(
+            job,
+            status=JobStatus.PENDING,
+            attempt=body.next_attempt,
+            dispatch_id=body.dispatch_id,
+            not_before=body.not_before,
+            pending_at=timestamp,
+            worker_id="",
+            host="",
+            assigned_at=None,
+            run_at=None,
+            error_type=body.error_type,
+            error_note=body.error_note,
+            lease_until=None,
+            held_progress=None,
+        )
+    if isinstance(body, JobCancelRequested):
+        return replace(
+            job,
+            cancel=CancelRequest(
+                mode=body.mode, reason=body.reason, requested_by="", deadline=body.deadline
+            ),
+        )
+    if isinstance(body, JobCompleted):
+        return _terminal(
+            job, JobStatus.COMPLETED, timestamp, result=body.result, exit_code=body.exit_code
+        )
+    if isinstance(body, JobFailed):
+        return _terminal(
+            job,
+            JobStatus.FAILED,
+            timestamp,
+            error_type=body.error_type or str(body.reason),
+            error_note=body.error_note,
+            exit_code=body.exit_code,
+        )
+    if isinstance(body, JobCanceled):
+        return _terminal(job, JobStatus.CANCELED, timestamp)
+    if isinstance(body, JobAbandoned):
+        return _terminal(job, JobStatus.ABANDONED, timestamp)
+    if isinstance(body, JobSkipped):
+        return _terminal(job, JobStatus.SKIPPED, timestamp)
+    raise TypeError(f"not a job event: {type(body).__name__}")
+
+
+def _renewed(job: JobState, timestamp: int) -> int | None:
+    if job.lease_ms <= 0:
+        return job.lease_until
+    return max(job.lease_until or 0, timestamp + job.lease_ms)
+
+
+def _terminal(
+    job: JobState,
+    status: JobStatus,
+    timestamp: int,
+    *,
+    result: str | None = None,
+    exit_code: int | None = None,
+    error_type: str | None = None,
+    error_note: str | None = None,
+) -> JobState:
+    return replace(
+        job,
+        status=status,
+        finished_at=timestamp,
+        result=result,
+        exit_code=exit_code,
+        error_type=job.error_type if error_type is None else error_type,
+        error_note=job.error_note if error_note is None else error_note,
+        lease_until=None,
+        held_progress=None,
+        waiting_on=frozenset(),
+    )
+
+
+__all__ = ["evolve", "evolve_job", "upstream_of"]

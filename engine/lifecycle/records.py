@@ -1,0 +1,667 @@
+"""The facts, intents and observations of joblog, as frozen dataclasses.
+
+Three kinds of record flow through the engine (DESIGN.md §1):
+
+* a :data:`Command` is an intent from a client; the scheduler may reject it;
+* a :data:`Report` is an observation from a worker; it may be stale and is then ignored;
+* an :class:`Event` is a fact decided by the scheduler, the source of truth.
+
+An event is an envelope (ids, per-submission sequence number, timestamp) around one
+:data:`EventBody`, one class per fact. The classes carry data only; the lifecycle rules live in
+:mod:`engine.lifecycle.decide` and :mod:`engine.lifecycle.evolve`, and Avro appears only in
+:mod:`engine.codec`. Timestamps are integer milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its lifecycle (DESIGN.md §3)."""
+
+    SUBMITTED = "SUBMITTED"
+    BLOCKED = "BLOCKED"
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    SKIPPED = "SKIPPED"
+    ABANDONED = "ABANDONED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_success(self) -> bool:
+        """COMPLETED or SKIPPED: dependents may run."""
+        return self in (JobStatus.COMPLETED, JobStatus.SKIPPED)
+
+
+TERMINAL = frozenset(
+    {
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELED,
+        JobStatus.SKIPPED,
+        JobStatus.ABANDONED,
+    }
+)
+#: Statuses a cancel turns into CANCELED without asking a worker.
+CANCELABLE_AT_ONCE = frozenset(
+    {JobStatus.SUBMITTED, JobStatus.BLOCKED, JobStatus.PENDING, JobStatus.ASSIGNED}
+)
+
+
+class SubmissionStatus(enum.StrEnum):
+    """The overall outcome of a submission once every job is terminal."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+class CancelMode(enum.StrEnum):
+    """What a cancel does to a RUNNING job.
+
+    KILL (the default) stops the running attempt and the job becomes CANCELED. FINISH is Taipy's
+    rule: the running job finishes with its own outcome and only its dependents are abandoned.
+    """
+
+    KILL = "KILL"
+    FINISH = "FINISH"
+
+
+class FailureReason(enum.StrEnum):
+    """Why an attempt failed."""
+
+    ERROR = "error"  # the task raised, or reported an error
+    EXCEPTION = "exception"  # a fatal (severity 0) exception was raised
+    EXIT_CODE = "exit_code"  # a shell command exited non-zero
+    TIMEOUT = "timeout"  # the run timeout expired
+    QUEUE_TIMEOUT = "queue_timeout"  # no worker started it within the queue timeout
+    WORKER_LOST = "worker_lost"  # the worker's lease expired or it left without finishing
+    KILL_UNCONFIRMED = "kill_unconfirmed"  # a kill was sent but never confirmed
+
+
+class Outcome(enum.StrEnum):
+    """How a worker says an attempt ended."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+# --------------------------------------------------------------------------- job specs
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failed attempt is retried.
+
+    Attributes:
+        max_attempts: attempts in all, the first included (1 means no retry).
+        backoff_ms: delay before the second attempt.
+        backoff_multiplier: factor applied to the delay for each further attempt.
+        max_backoff_ms: upper bound of the delay.
+        jitter: fraction of the delay drawn at random (0.1 means ±10%).
+        retry_on: exception types (or failure reasons such as ``timeout``) that are retried;
+            empty means every failure is retried.
+    """
+
+    max_attempts: int = 1
+    backoff_ms: int = 1000
+    backoff_multiplier: float = 2.0
+    max_backoff_ms: int = 300_000
+    jitter: float = 0.1
+    retry_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a submission, as the client describes it.
+
+    Exactly one of ``task`` (a registered Python callable) and ``command`` (an argv run as a
+    process) is set.
+
+    Attributes:
+        job_id: unique within the submission.
+        name: a human name (defaults to the task name or the command's first word).
+        task: the registered task name.
+        command: argv of a shell-command job.
+        args: JSON-encoded positional/keyword arguments of the task (``{"args": [...],
+            "kwargs": {...}}``).
+        env: extra environment of a command job.
+        cwd: working directory of a command job.
+        queue: the worker queue it is dispatched to.
+        depends_on: job ids that must end COMPLETED (or SKIPPED) before this job runs.
+        parent: the job this one is a sub-job of; a parent runs only after all its sub-jobs
+            completed (cgkit's job hierarchy).
+        retry: the retry policy.
+        timeout_ms: run timeout of one attempt (0: none).
+        queue_timeout_ms: longest wait from PENDING to RUNNING (0: none).
+        idempotency_key: a job whose key already COMPLETED is SKIPPED instead of run.
+        priority: higher runs first among runnable jobs of a submission.
+        labels: free-form tags.
+    """
+
+    job_id: str
+    name: str = ""
+    task: str | None = None
+    command: tuple[str, ...] | None = None
+    args: str = "{}"
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    queue: str = "default"
+    depends_on: tuple[str, ...] = ()
+    parent: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_ms: int = 0
+    queue_timeout_ms: int = 0
+    idempotency_key: str | None = None
+    priority: int = 0
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.task:
+            return self.task
+        if self.command:
+            return self.command[0]
+        return self.job_id
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class SubmitJobs:
+    """Submit one job, a dependency graph and/or a tree of sub-jobs as one submission."""
+
+    command_id: str
+    submission_id: str
+    jobs: tuple[JobSpec, ...]
+    submitted_by: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class CancelJobs:
+    """Cancel one job (``job_id``) or every unfinished job of the submission (``None``)."""
+
+    command_id: str
+    submission_id: str
+    job_id: str | None = None
+    mode: CancelMode = CancelMode.KILL
+    reason: str = ""
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class RetryJob:
+    """Run a job waiting for its retry backoff now, instead of at its ``not_before``."""
+
+    command_id: str
+    submission_id: str
+    job_id: str
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteJobs:
+    """Delete one job or the whole submission; only terminal jobs unless ``force``."""
+
+    command_id: str
+    submission_id: str
+    job_id: str | None = None
+    force: bool = False
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+Command = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class AttemptRef:
+    """Names one attempt: which job, which try, which dispatch record, which worker."""
+
+    submission_id: str
+    job_id: str
+    attempt: int
+    dispatch_id: str
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A worker took a dispatch record and will run it."""
+
+    ref: AttemptRef
+    host: str = ""
+    pid: int = 0
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class Started:
+    """The attempt's code (or process) started."""
+
+    ref: AttemptRef
+    pid: int = 0
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class ProgressReported:
+    """A progress value and/or status line (already coalesced by the worker)."""
+
+    ref: AttemptRef
+    value: float | None = None
+    total: float | None = None
+    status_line: str | None = None
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class OutputReported:
+    """A chunk of a command's stdout or stderr."""
+
+    ref: AttemptRef
+    stream: str
+    chunk: str
+    offset: int = 0
+    truncated: bool = False
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class ExceptionReported:
+    """The job raised an exception (Flux): severity 0 is fatal to the attempt."""
+
+    ref: AttemptRef
+    type: str
+    note: str
+    severity: int = 0
+    traceback: str = ""
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The attempt ended. The first terminal report of the current attempt wins.
+
+    Attributes:
+        outcome: COMPLETED, FAILED or CANCELED (after a kill).
+        result: JSON-encoded return value of a task.
+        exit_code: exit code of a command.
+        error_type / error_note / traceback: what went wrong, for FAILED.
+        progress / total / status_line: the final values, never lost to coalescing.
+    """
+
+    ref: AttemptRef
+    outcome: Outcome
+    result: str | None = None
+    exit_code: int | None = None
+    error_type: str = ""
+    error_note: str = ""
+    traceback: str = ""
+    progress: float | None = None
+    total: float | None = None
+    status_line: str | None = None
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker is alive; it renews the lease of the attempts it runs.
+
+    Attributes:
+        attempts: the attempts it is running (of this record's submission, or all of them on a
+            heartbeat keyed by worker id).
+        slots_total / slots_used: its concurrency and how much of it is taken.
+    """
+
+    worker_id: str
+    queue: str
+    host: str = ""
+    pid: int = 0
+    slots_total: int = 0
+    slots_used: int = 0
+    attempts: tuple[AttemptRef, ...] = ()
+    lease_ms: int = 30_000
+    sent_at: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerLeft:
+    """A worker shut down; the listed attempts will not be finished by it."""
+
+    worker_id: str
+    unfinished: tuple[AttemptRef, ...] = ()
+    sent_at: int = 0
+
+
+AttemptReport = Claimed | Started | ProgressReported | OutputReported | ExceptionReported | Finished
+Report = AttemptReport | Heartbeat | WorkerLeft
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: timers due at or before ``now`` fire (given as the ``now`` of decide)."""
+
+
+Input = Command | Report | Tick
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class SubmissionAccepted:
+    command_id: str
+    submitted_by: str
+    labels: tuple[tuple[str, str], ...]
+    job_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobSubmitted:
+    """The job exists: status SUBMITTED."""
+
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class JobBlocked:
+    """Waiting for dependencies or sub-jobs: status BLOCKED."""
+
+    waiting_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobPending:
+    """Runnable, waiting for a worker: status PENDING.
+
+    ``dispatch_id`` is set when the dispatch record is written with this event; it is ``None``
+    while the attempt waits for ``not_before`` (retry backoff), and :class:`JobDispatched`
+    follows when it is due.
+    """
+
+    attempt: int
+    queue: str
+    dispatch_id: str | None
+    not_before: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobDispatched:
+    """The dispatch record of a PENDING attempt was written (status unchanged)."""
+
+    attempt: int
+    queue: str
+    dispatch_id: str
+
+
+@dataclass(frozen=True)
+class JobAssigned:
+    """A worker claimed the attempt: status ASSIGNED."""
+
+    attempt: int
+    dispatch_id: str
+    worker_id: str
+    lease_ms: int
+    host: str = ""
+    previous_worker_id: str = ""  # set when another worker took over the same dispatch
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    """The attempt runs: status RUNNING."""
+
+    attempt: int
+    worker_id: str
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class JobProgressed:
+    """A coalesced progress update (at most one per job per 200 ms)."""
+
+    attempt: int
+    value: float | None
+    total: float | None
+    status_line: str | None
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    attempt: int
+    stream: str
+    chunk: str
+    offset: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class JobExceptionRaised:
+    """An exception of the job (Flux): severity 0 is fatal and fails the attempt."""
+
+    attempt: int
+    type: str
+    note: str
+    severity: int
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class JobRetryScheduled:
+    """An attempt failed and another will run at ``not_before``: status PENDING."""
+
+    failed_attempt: int
+    reason: FailureReason
+    error_type: str
+    error_note: str
+    next_attempt: int
+    not_before: int
+    dispatch_id: str | None  # set when dispatched at once (no backoff)
+    queue: str
+
+
+@dataclass(frozen=True)
+class JobCancelRequested:
+    """A cancel reached a RUNNING (or ASSIGNED-to-a-live-worker) attempt; the kill is sent.
+
+    The job stays RUNNING until the worker confirms or ``deadline`` passes.
+    """
+
+    attempt: int
+    worker_id: str
+    mode: CancelMode
+    reason: str
+    deadline: int
+
+
+@dataclass(frozen=True)
+class JobCompleted:
+    attempt: int
+    result: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    attempt: int
+    reason: FailureReason
+    error_type: str = ""
+    error_note: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class JobCanceled:
+    reason: str = ""
+    requested_by: str = ""
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class JobAbandoned:
+    """A dependency or a sub-job ended FAILED, CANCELED or ABANDONED."""
+
+    cause_job_id: str
+    cause_status: JobStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobSkipped:
+    reason: str
+    idempotency_key: str = ""
+    completed_by: str = ""  # ``submission_id/job_id`` that completed the key
+
+
+@dataclass(frozen=True)
+class JobDeleted:
+    forced: bool = False
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class CommandRejected:
+    """A command broke a rule; nothing else changed.
+
+    ``code`` is machine-readable (see :class:`RejectionCode`), ``reason`` says what to fix.
+    """
+
+    command_id: str
+    command_type: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SubmissionCompleted:
+    status: SubmissionStatus
+    counts: tuple[tuple[str, int], ...]
+
+
+EventBody = (
+    SubmissionAccepted
+    | JobSubmitted
+    | JobBlocked
+    | JobPending
+    | JobDispatched
+    | JobAssigned
+    | JobStarted
+    | JobProgressed
+    | JobOutput
+    | JobExceptionRaised
+    | JobRetryScheduled
+    | JobCancelRequested
+    | JobCompleted
+    | JobFailed
+    | JobCanceled
+    | JobAbandoned
+    | JobSkipped
+    | JobDeleted
+    | CommandRejected
+    | SubmissionCompleted
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact on the ``events`` topic.
+
+    Attributes:
+        event_id: unique id, derived from submission and sequence so a re-decision after a
+            crash produces the same id.
+        submission_id: the partitioning key.
+        job_id: the job the fact is about (``""`` for submission-level facts).
+        seq: 1, 2, 3, ... per submission, without gaps.
+        timestamp: when the scheduler decided it (ms).
+        body: the fact.
+    """
+
+    event_id: str
+    submission_id: str
+    job_id: str
+    seq: int
+    timestamp: int
+    body: EventBody
+
+    @property
+    def name(self) -> str:
+        """The event's type name, e.g. ``JobCompleted``."""
+        return type(self.body).__name__
+
+
+class RejectionCode(enum.StrEnum):
+    """Why a command was rejected."""
+
+    EMPTY_SUBMISSION = "empty_submission"
+    DUPLICATE_SUBMISSION = "duplicate_submission"
+    DUPLICATE_JOB_ID = "duplicate_job_id"
+    INVALID_JOB_ID = "invalid_job_id"
+    UNKNOWN_DEPENDENCY = "unknown_dependency"
+    UNKNOWN_PARENT = "unknown_parent"
+    CYCLE = "cycle"
+    NO_TASK = "no_task"
+    TASK_AND_COMMAND = "task_and_command"
+    BAD_RETRY = "bad_retry"
+    BAD_TIMEOUT = "bad_timeout"
+    BAD_ARGS = "bad_args"
+    ARGS_TOO_LARGE = "args_too_large"
+    TOO_MANY_JOBS = "too_many_jobs"
+    UNKNOWN_SUBMISSION = "unknown_submission"
+    UNKNOWN_JOB = "unknown_job"
+    ALREADY_TERMINAL = "already_terminal"
+    NOT_WAITING = "not_waiting"
+    NOT_TERMINAL = "not_terminal"
+    DELETED = "deleted"
+
+
+# --------------------------------------------------------------------------- side records
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A unit of work on ``dispatch.<queue>``, keyed by job id."""
+
+    dispatch_id: str
+    submission_id: str
+    job_id: str
+    attempt: int
+    spec: JobSpec
+    dispatched_at: int
+    lease_ms: int
+
+
+@dataclass(frozen=True)
+class Control:
+    """A signal on ``control`` to one worker: kill an attempt."""
+
+    worker_id: str
+    action: str  # "kill"
+    submission_id: str
+    job_id: str
+    attempt: int
+    dispatch_id: str
+    reason: str
+    grace_ms: int
+    sent_at: int

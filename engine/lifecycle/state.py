@@ -1,0 +1,136 @@
+"""The scheduler's view of one submission, folded from its events.
+
+:class:`JobState` is frozen; :class:`SubmissionState` is a small mutable container of job
+states so that folding one event costs O(1) instead of a copy of every job (large graphs
+would otherwise fold in quadratic time). :func:`engine.lifecycle.evolve.evolve` is the only
+code that changes it.
+
+Fields marked transient (``compare=False``) are bookkeeping that is not derived from events:
+lease renewals from heartbeats and progress held back by coalescing. They live in the
+snapshot on the ``state`` topic but a replay of events does not rebuild them, so equality
+ignores them; :func:`engine.lifecycle.decide.recover` re-arms leases after a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, SubmissionStatus
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """A kill sent to a running attempt, awaiting the worker's confirmation."""
+
+    mode: CancelMode
+    reason: str
+    requested_by: str
+    deadline: int
+
+
+@dataclass(frozen=True)
+class PendingProgress:
+    """The latest progress held back by coalescing (transient)."""
+
+    value: float | None
+    total: float | None
+    status_line: str | None
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Everything the scheduler knows of one job."""
+
+    spec: JobSpec
+    status: JobStatus = JobStatus.SUBMITTED
+    attempt: int = 0
+    dispatch_id: str | None = None
+    not_before: int = 0
+    worker_id: str = ""
+    host: str = ""
+    waiting_on: frozenset[str] = frozenset()
+    submitted_at: int = 0
+    blocked_at: int | None = None
+    pending_at: int | None = None
+    assigned_at: int | None = None
+    run_at: int | None = None
+    finished_at: int | None = None
+    cancel: CancelRequest | None = None
+    lease_ms: int = 0
+    progress: float | None = None
+    total: float | None = None
+    status_line: str | None = None
+    last_progress_at: int | None = None
+    exceptions: int = 0
+    error_type: str = ""
+    error_note: str = ""
+    result: str | None = None
+    exit_code: int | None = None
+    deleted: bool = False
+    lease_until: int | None = field(default=None, compare=False)
+    held_progress: PendingProgress | None = field(default=None, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@dataclass
+class SubmissionState:
+    """One submission: its jobs and the bookkeeping of its event stream.
+
+    Attributes:
+        submission_id: the id (and Kafka key).
+        seq: sequence number of the last event folded in.
+        last_timestamp: timestamp of the last event folded in.
+        accepted: a SubmitJobs command was accepted (False for a state that only holds
+            rejections of commands naming an unknown submission).
+        command_id: the id of the accepted SubmitJobs command.
+        jobs: job states by id, in submission order.
+        dependents: job id -> jobs that wait on it (dependencies and parents).
+        children: job id -> its direct sub-jobs.
+        outcome: set once every job is terminal.
+        deleted: every job was deleted.
+        submitted_by / labels: as given at submit.
+    """
+
+    submission_id: str
+    seq: int = 0
+    last_timestamp: int = 0
+    accepted: bool = False
+    command_id: str = ""
+    jobs: MutableMapping[str, JobState] = field(default_factory=dict)
+    dependents: MutableMapping[str, tuple[str, ...]] = field(default_factory=dict)
+    children: MutableMapping[str, tuple[str, ...]] = field(default_factory=dict)
+    outcome: SubmissionStatus | None = None
+    deleted: bool = False
+    submitted_by: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def done(self) -> bool:
+        """Every job reached its terminal status."""
+        return self.outcome is not None
+
+    def copy(self) -> SubmissionState:
+        """A copy that can be folded further without touching this one."""
+        return SubmissionState(
+            submission_id=self.submission_id,
+            seq=self.seq,
+            last_timestamp=self.last_timestamp,
+            accepted=self.accepted,
+            command_id=self.command_id,
+            jobs=dict(self.jobs),
+            dependents=dict(self.dependents),
+            children=dict(self.children),
+            outcome=self.outcome,
+            deleted=self.deleted,
+            submitted_by=self.submitted_by,
+            labels=self.labels,
+        )
+
+
+def upstream_of(spec: JobSpec, children: tuple[str, ...]) -> frozenset[str]:
+    """What a job waits for: its dependencies and its sub-jobs."""
+    return frozenset(spec.depends_on) | frozenset(children)
