@@ -213,7 +213,23 @@ class _Draft:
     def reject(
         self, command_id: str, command_type: str, code: RejectionCode, reason: str, job_id: str = ""
     ) -> None:
-        self.emit(job_id, CommandRejected(command_id, command_type, str(code), reason))
+        body = CommandRejected(command_id, command_type, str(code), reason)
+        if self.state.accepted:
+            self.emit(job_id, body)
+            return
+        # The submission does not exist (unknown, or its SubmitJobs was invalid): the
+        # rejection is logged outside its sequence (seq 0), so that a later valid submission
+        # with this id still starts at seq 1 and no event id is ever reused.
+        self.events.append(
+            Event(
+                event_id=f"{self.state.submission_id}:rejected:{command_id}",
+                submission_id=self.state.submission_id,
+                job_id=job_id,
+                seq=0,
+                timestamp=self.now,
+                body=body,
+            )
+        )
 
 
 # --------------------------------------------------------------------------- submit

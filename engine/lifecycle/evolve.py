@@ -49,6 +49,8 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
     """
     if state is None:
         state = SubmissionState(submission_id=event.submission_id)
+    if event.seq == 0:
+        return state  # a rejection outside the submission's sequence: changes nothing
     state.seq = event.seq
     state.last_timestamp = event.timestamp
     body = event.body
