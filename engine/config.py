@@ -69,6 +69,15 @@ class Settings:
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
 
+    def producer_config(self, **extra: object) -> dict[str, object]:
+        """The configuration of a producer of keyed joblog records.
+
+        Records are partitioned with murmur2, the Java client's default, so that a command
+        produced by any Kafka client and the reports of its jobs land in the same partition
+        of the co-partitioned topics as the scheduler expects.
+        """
+        return self.client_config(**{"partitioner": "murmur2_random", **extra})
+
     def client_config(self, **extra: object) -> dict[str, object]:
         """The librdkafka configuration for a client: bootstrap, passthrough, then ``extra``."""
         config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers}
