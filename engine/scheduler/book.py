@@ -1,0 +1,258 @@
+"""The scheduler's in-memory book of the partitions it owns. No Kafka here.
+
+A :class:`Book` holds, per owned partition, the live :class:`SubmissionState` of every
+submission, the idempotency keys completed there, and what the snapshot bookkeeping needs:
+for each submission the offset of its first event that no snapshot covers yet. From those it
+answers the partition's *checkpoint*: the ``events`` offset from which a rebuild must replay
+(everything before it is covered by the snapshots on the ``state`` topic).
+
+:meth:`Book.apply` runs one input through the pure core and returns the records to write;
+the Kafka shell (:mod:`engine.scheduler.service`) only moves them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from engine.lifecycle.decide import Policy, decide, next_deadline, observe, recover
+from engine.lifecycle.effects import Effect, effects
+from engine.lifecycle.evolve import evolve
+from engine.lifecycle.records import (
+    TERMINAL,
+    CancelJobs,
+    DeleteJobs,
+    Event,
+    Input,
+    JobCompleted,
+    RetryJob,
+    SubmissionAccepted,
+    SubmitJobs,
+)
+from engine.lifecycle.state import SubmissionState
+
+
+@dataclass
+class Decision:
+    """What one input produced: events, side records, and the submission it touched."""
+
+    submission_id: str
+    events: list[Event] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+
+
+@dataclass
+class PartitionBook:
+    """Everything the scheduler knows of one partition."""
+
+    partition: int
+    submissions: dict[str, SubmissionState] = field(default_factory=dict)
+    completed_keys: dict[str, str] = field(default_factory=dict)
+    # submission id -> offset of its first event on `events` not covered by a snapshot
+    unsnapshotted_from: dict[str, int] = field(default_factory=dict)
+    # submission id -> sequence number of its last snapshot
+    snapshot_seq: dict[str, int] = field(default_factory=dict)
+    # submission id -> when (ms) an event was first left out of its snapshot
+    dirty_since: dict[str, int] = field(default_factory=dict)
+    events_end: int = 0
+    done_order: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def checkpoint(self) -> int:
+        """The ``events`` offset a rebuild of this partition must replay from."""
+        if not self.unsnapshotted_from:
+            return self.events_end
+        return min(min(self.unsnapshotted_from.values()), self.events_end)
+
+
+class Book:
+    """The partitions one scheduler instance owns, and the timers of their submissions.
+
+    Args:
+        policy: scheduler-wide limits and timings handed to the core.
+        retain_done: finished submissions kept in memory per partition (to answer cancel,
+            delete and duplicate submits); the oldest are forgotten beyond it.
+    """
+
+    def __init__(self, policy: Policy, retain_done: int = 50_000) -> None:
+        self.policy = policy
+        self.retain_done = retain_done
+        self.partitions: dict[int, PartitionBook] = {}
+        self._timers: list[tuple[int, int, str]] = []
+        self._deadline: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- partitions
+
+    def adopt(self, book: PartitionBook, now: int) -> None:
+        """Takes over a rebuilt partition: re-arms leases and timers."""
+        self.partitions[book.partition] = book
+        for state in book.submissions.values():
+            recover(state, now)
+            if state.done:
+                book.done_order[state.submission_id] = None
+            self._arm(book.partition, state)
+
+    def drop(self, partition: int) -> None:
+        """Forgets a revoked partition."""
+        book = self.partitions.pop(partition, None)
+        if book is None:
+            return
+        for submission_id in book.submissions:
+            self._deadline.pop(submission_id, None)
+
+    # ----------------------------------------------------------------- decisions
+
+    def apply(self, partition: int, submission_id: str, given: Input, now: int) -> Decision:
+        """Decides one input for one submission of an owned partition and folds the result.
+
+        Args:
+            partition: the owned partition the submission lives in.
+            submission_id: the submission the input is for (a heartbeat or a worker's
+                departure is applied once per submission it names).
+            given: the input.
+            now: the scheduler's clock (ms).
+        """
+        book = self.partitions[partition]
+        state = book.submissions.get(submission_id)
+        decision = Decision(submission_id)
+        if state is None and not isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
+            return decision  # a report or timer of a submission this partition never had
+        events = decide(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
+        decision.events = events
+        if state is None:
+            if not any(isinstance(event.body, SubmissionAccepted) for event in events):
+                # A rejected command naming an unknown submission: its rejection is logged,
+                # but the empty state it would create is not kept.
+                return decision
+            state = SubmissionState(submission_id=submission_id)
+            book.submissions[submission_id] = state
+        for event in events:
+            decision.effects.extend(
+                effects(
+                    state,
+                    event,
+                    lease_ms=self.policy.lease_ms,
+                    kill_grace_ms=self.policy.kill_grace_ms,
+                )
+            )
+            evolve(state, event)
+            if isinstance(event.body, JobCompleted):
+                self._note_completed(book, state, event)
+        observe(state, given, now, self.policy)
+        if events:
+            book.dirty_since.setdefault(submission_id, now)
+        if state.done:
+            book.done_order[submission_id] = None
+            book.done_order.move_to_end(submission_id)
+        self._arm(partition, state)
+        return decision
+
+    def _note_completed(self, book: PartitionBook, state: SubmissionState, event: Event) -> None:
+        key = state.jobs[event.job_id].spec.idempotency_key
+        if key:
+            book.completed_keys[key] = f"{state.submission_id}/{event.job_id}"
+
+    # ----------------------------------------------------------------- timers
+
+    def _arm(self, partition: int, state: SubmissionState) -> None:
+        due = next_deadline(state, self.policy)
+        if due is None:
+            self._deadline.pop(state.submission_id, None)
+            return
+        if self._deadline.get(state.submission_id) == due:
+            return
+        self._deadline[state.submission_id] = due
+        heapq.heappush(self._timers, (due, partition, state.submission_id))
+
+    def due(self, now: int) -> list[tuple[int, str]]:
+        """The ``(partition, submission)`` pairs whose timers are due at ``now``."""
+        out: list[tuple[int, str]] = []
+        while self._timers and self._timers[0][0] <= now:
+            due, partition, submission_id = heapq.heappop(self._timers)
+            if self._deadline.get(submission_id) != due or partition not in self.partitions:
+                continue  # superseded by a later arming, or the partition was revoked
+            del self._deadline[submission_id]
+            out.append((partition, submission_id))
+        return out
+
+    def next_due(self) -> int | None:
+        """The earliest armed timer, if any."""
+        while self._timers:
+            due, _, submission_id = self._timers[0]
+            if self._deadline.get(submission_id) == due:
+                return due
+            heapq.heappop(self._timers)
+        return None
+
+    # ----------------------------------------------------------------- snapshots
+
+    def to_snapshot(
+        self, partition: int, now: int, max_age_ms: int, every_events: int, touched: set[str]
+    ) -> list[SubmissionState]:
+        """Submissions whose snapshot should be written in this transaction.
+
+        A submission is snapshotted when it finishes, when ``every_events`` events piled
+        up since its last snapshot, or when its oldest unsnapshotted event is older than
+        ``max_age_ms`` (this bounds how much of ``events`` a rebuild replays).
+        """
+        book = self.partitions[partition]
+        chosen: list[SubmissionState] = []
+        for submission_id, since in book.dirty_since.items():
+            state = book.submissions.get(submission_id)
+            if state is None:
+                continue
+            behind = state.seq - book.snapshot_seq.get(submission_id, 0)
+            if (
+                state.done
+                or behind >= every_events
+                or now - since >= max_age_ms
+                or (submission_id in touched and state.deleted)
+            ):
+                chosen.append(state)
+        return chosen
+
+    def snapshotted(self, partition: int, state: SubmissionState) -> None:
+        """Records that ``state`` was written to ``state`` (in a committed transaction)."""
+        book = self.partitions.get(partition)
+        if book is None:
+            return
+        book.snapshot_seq[state.submission_id] = state.seq
+        book.unsnapshotted_from.pop(state.submission_id, None)
+        book.dirty_since.pop(state.submission_id, None)
+        if state.deleted:
+            book.submissions.pop(state.submission_id, None)
+            book.snapshot_seq.pop(state.submission_id, None)
+            book.done_order.pop(state.submission_id, None)
+        self._forget_old(book)
+
+    def delivered(self, partition: int, submission_id: str, offset: int, seq: int) -> None:
+        """Records the offset of a committed event."""
+        book = self.partitions.get(partition)
+        if book is None:
+            return
+        book.events_end = max(book.events_end, offset + 1)
+        if seq > book.snapshot_seq.get(submission_id, 0) and submission_id in book.submissions:
+            current = book.unsnapshotted_from.get(submission_id)
+            if current is None or offset < current:
+                book.unsnapshotted_from[submission_id] = offset
+
+    def _forget_old(self, book: PartitionBook) -> None:
+        while len(book.done_order) > self.retain_done:
+            submission_id, _ = book.done_order.popitem(last=False)
+            if submission_id in book.dirty_since:
+                book.done_order[submission_id] = None
+                break  # not snapshotted yet; forget it after its snapshot
+            book.submissions.pop(submission_id, None)
+            book.snapshot_seq.pop(submission_id, None)
+            self._deadline.pop(submission_id, None)
+
+    def live_jobs(self) -> int:
+        """Jobs not yet terminal, over all owned partitions."""
+        return sum(
+            1
+            for book in self.partitions.values()
+            for state in book.submissions.values()
+            if not state.done
+            for job in state.jobs.values()
+            if job.status not in TERMINAL
+        )

@@ -1,0 +1,58 @@
+"""``joblog scheduler``: run one scheduler instance until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from engine.config import Settings
+from engine.lifecycle.decide import Policy
+from engine.scheduler.service import Scheduler, SchedulerConfig, default_instance_id
+
+
+def scheduler_main(argv: list[str]) -> int:
+    """Runs ``joblog scheduler [options]``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="joblog scheduler",
+        description="Decide what happens to every job: the single writer of the events topic.",
+    )
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    parser.add_argument("--topic-prefix", help="prefix of joblog's topics (default joblog.)")
+    parser.add_argument(
+        "--instance-id",
+        default=None,
+        help="stable id of this instance (its transactional id derives from it); "
+        "default: $JOBLOG_SCHEDULER_ID or the host name",
+    )
+    parser.add_argument("--batch-size", type=int, default=2000, help="records per transaction")
+    parser.add_argument("--lease-ms", type=int, default=30_000, help="worker lease")
+    parser.add_argument("--kill-grace-ms", type=int, default=15_000, help="wait for a kill")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    settings = Settings.from_env(
+        bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
+    )
+    scheduler = Scheduler(
+        settings,
+        policy=Policy(lease_ms=args.lease_ms, kill_grace_ms=args.kill_grace_ms),
+        config=SchedulerConfig(
+            instance_id=args.instance_id or default_instance_id(), batch_size=args.batch_size
+        ),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    scheduler.run(stop)
+    logging.getLogger("joblog.scheduler").info("stopped: %s", dict(scheduler.metrics.counts))
+    return 0

@@ -1,0 +1,189 @@
+"""Rebuilding a partition's book from ``state`` (fast) and the tail of ``events``.
+
+The ``state`` topic (compacted, co-partitioned) holds the latest snapshot of each
+submission and one *checkpoint* record per partition (key :data:`CHECKPOINT_KEY`): the
+``events`` offset before which every event is covered by a snapshot. A rebuild reads the
+snapshots, then replays only the events from the checkpoint on, skipping those a snapshot
+already covers (``seq <= snapshot.seq``). It never reprocesses history it already decided.
+
+The checkpoint is written as a snapshot of a reserved pseudo-submission whose ``seq`` is
+the offset, so the ``state`` topic carries a single Avro schema.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from engine import codec
+from engine.config import Settings
+from engine.errors import BrokerError, CodecError
+from engine.lifecycle.evolve import evolve
+from engine.lifecycle.records import JobCompleted, JobStatus, SubmissionAccepted
+from engine.lifecycle.state import SubmissionState
+from engine.scheduler.book import PartitionBook
+from engine.topics import Topics
+
+CHECKPOINT_KEY = b"__checkpoint__"
+
+
+@dataclass(frozen=True)
+class RebuildStats:
+    """What a rebuild read: proof that it started from snapshots, not from offset 0."""
+
+    partition: int
+    snapshots: int
+    state_records: int
+    events_from: int
+    events_replayed: int
+    events_skipped: int
+    seconds: float
+
+
+def checkpoint_record(partition: int, events_offset: int) -> bytes:
+    """The value of a partition's checkpoint record."""
+    return codec.encode_snapshot(
+        SubmissionState(submission_id=f"{CHECKPOINT_KEY.decode()}/{partition}", seq=events_offset)
+    )
+
+
+def rebuild(
+    settings: Settings, partition: int, timeout_s: float = 60.0
+) -> tuple[RebuildStats, PartitionBook]:
+    """Reads ``state`` and the tail of ``events`` of one partition into a fresh book.
+
+    Args:
+        settings: cluster and topic settings.
+        partition: the partition to rebuild.
+        timeout_s: longest wait for the log to be readable up to its end (a crashed
+            instance's open transaction holds read_committed readers back until it aborts).
+    """
+    started = time.monotonic()
+    topics = Topics(settings.topic_prefix)
+    book = PartitionBook(partition)
+    reader = Consumer(
+        settings.client_config(
+            **{
+                "group.id": f"{settings.topic_prefix}scheduler-rebuild-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+    )
+    try:
+        checkpoint = 0
+        state_records = 0
+        latest: dict[bytes, bytes | None] = {}
+        for message in _read_to_end(reader, topics.state, partition, 0, timeout_s):
+            state_records += 1
+            key = message.key() or b""
+            if key == CHECKPOINT_KEY:
+                value = message.value()
+                if value is not None:
+                    try:
+                        checkpoint = codec.decode_snapshot(value).seq
+                    except CodecError:
+                        checkpoint = 0
+                continue
+            latest[key] = message.value()
+        for value in latest.values():
+            if value is None:
+                continue
+            try:
+                state = codec.decode_snapshot(value)
+            except CodecError:
+                continue  # an unreadable snapshot: its events are replayed instead
+            book.submissions[state.submission_id] = state
+            book.snapshot_seq[state.submission_id] = state.seq
+            for job in state.jobs.values():
+                if job.status is JobStatus.COMPLETED and job.spec.idempotency_key:
+                    book.completed_keys[job.spec.idempotency_key] = (
+                        f"{state.submission_id}/{job.spec.job_id}"
+                    )
+        unreadable = {
+            key.decode("utf-8", "replace") for key, value in latest.items() if value is not None
+        } - set(book.submissions)
+        events_from = 0 if unreadable else checkpoint
+        replayed = skipped = 0
+        end = events_from
+        for message in _read_to_end(reader, topics.events, partition, events_from, timeout_s):
+            end = message.offset() + 1
+            try:
+                event = codec.decode_event(message.value() or b"")
+            except CodecError:
+                continue
+            state = book.submissions.get(event.submission_id)
+            if event.seq == 0 or (state is not None and event.seq <= state.seq):
+                skipped += 1  # a rejection outside any sequence, or covered by the snapshot
+                continue
+            if state is None and not isinstance(event.body, SubmissionAccepted):
+                skipped += 1  # its beginning is gone: the submission was deleted
+                continue
+            replayed += 1
+            state = evolve(state, event)
+            book.submissions[event.submission_id] = state
+            book.unsnapshotted_from.setdefault(event.submission_id, message.offset())
+            book.dirty_since.setdefault(event.submission_id, 0)
+            if isinstance(event.body, JobCompleted):
+                key = state.jobs[event.job_id].spec.idempotency_key
+                if key:
+                    book.completed_keys[key] = f"{event.submission_id}/{event.job_id}"
+        book.events_end = max(end, _high_watermark(reader, topics.events, partition))
+        for submission_id in [s for s, st in book.submissions.items() if st.deleted]:
+            del book.submissions[submission_id]
+        stats = RebuildStats(
+            partition=partition,
+            snapshots=len(book.snapshot_seq),
+            state_records=state_records,
+            events_from=events_from,
+            events_replayed=replayed,
+            events_skipped=skipped,
+            seconds=time.monotonic() - started,
+        )
+        return stats, book
+    finally:
+        reader.close()
+
+
+def _high_watermark(reader: Consumer, topic: str, partition: int) -> int:
+    _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    return int(high)
+
+
+def _read_to_end(
+    reader: Consumer, topic: str, partition: int, start: int, timeout_s: float
+) -> Iterator[Message]:
+    """Every committed record of a partition from ``start`` to its current end."""
+    low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    start = max(start, int(low))
+    if start >= high:
+        return
+    reader.assign([TopicPartition(topic, partition, start)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            messages = reader.consume(1000, timeout=0.2)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and message.offset() >= high:
+                        return
+                    continue
+                yield message
+                if message.offset() + 1 >= high:
+                    return
+            position = reader.position([TopicPartition(topic, partition)])[0].offset
+            if position >= high:
+                return
+        raise BrokerError(
+            f"{topic}[{partition}] could not be read to offset {high} within {timeout_s}s "
+            "(an open transaction of a crashed scheduler? it aborts after transaction.timeout.ms)"
+        )
+    finally:
+        reader.unassign()

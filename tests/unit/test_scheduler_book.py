@@ -1,0 +1,119 @@
+"""The scheduler's in-memory book: routing, timers, snapshots and checkpoints, no broker."""
+
+from __future__ import annotations
+
+from engine.lifecycle.decide import Policy
+from engine.lifecycle.records import (
+    AttemptRef,
+    CancelJobs,
+    Claimed,
+    Dispatch,
+    Finished,
+    JobSpec,
+    Outcome,
+    RetryPolicy,
+    Started,
+    SubmitJobs,
+    Tick,
+)
+from engine.scheduler.book import Book, PartitionBook
+
+POLICY = Policy(lease_ms=1000, kill_grace_ms=500)
+
+
+def owned_book() -> Book:
+    book = Book(POLICY)
+    book.adopt(PartitionBook(0), now=0)
+    return book
+
+
+def submit(book: Book, submission_id: str, *specs: JobSpec, now: int = 0) -> None:
+    book.apply(0, submission_id, SubmitJobs("c-" + submission_id, submission_id, specs), now)
+
+
+def ref(submission_id: str, job_id: str, attempt: int = 1, worker: str = "w1") -> AttemptRef:
+    return AttemptRef(submission_id, job_id, attempt, f"{submission_id}/{job_id}/{attempt}", worker)
+
+
+def test_a_submission_yields_events_and_one_dispatch_per_runnable_job() -> None:
+    book = owned_book()
+    decision = book.apply(
+        0,
+        "s1",
+        SubmitJobs("c1", "s1", (JobSpec("a", task="t"), JobSpec("b", task="t", depends_on=("a",)))),
+        now=10,
+    )
+    names = [event.name for event in decision.events]
+    assert names == [
+        "SubmissionAccepted",
+        "JobSubmitted",
+        "JobSubmitted",
+        "JobPending",
+        "JobBlocked",
+    ]
+    assert [e.seq for e in decision.events] == [1, 2, 3, 4, 5]
+    dispatches = [e for e in decision.effects if isinstance(e, Dispatch)]
+    assert [(d.job_id, d.attempt) for d in dispatches] == [("a", 1)]
+
+
+def test_rejections_of_unknown_submissions_keep_no_state() -> None:
+    book = owned_book()
+    decision = book.apply(0, "nope", CancelJobs("c1", "nope"), now=1)
+    assert [e.name for e in decision.events] == ["CommandRejected"]
+    assert decision.events[0].seq == 0
+    assert "nope" not in book.partitions[0].submissions
+
+
+def test_reports_of_unknown_submissions_decide_nothing() -> None:
+    book = owned_book()
+    decision = book.apply(0, "ghost", Started(ref("ghost", "a")), now=1)
+    assert decision.events == []
+
+
+def test_lease_expiry_fires_as_a_timer() -> None:
+    book = owned_book()
+    spec = JobSpec("a", task="t", retry=RetryPolicy(max_attempts=2, backoff_ms=0, jitter=0))
+    submit(book, "s1", spec, now=0)
+    book.apply(0, "s1", Claimed(ref("s1", "a")), now=10)
+    book.apply(0, "s1", Started(ref("s1", "a")), now=20)
+    assert book.next_due() == 20 + POLICY.lease_ms
+    assert book.due(500) == []
+    due = book.due(2000)
+    assert due == [(0, "s1")]
+    decision = book.apply(0, "s1", Tick(), now=2000)
+    assert [e.name for e in decision.events] == ["JobRetryScheduled"]
+    kinds = sorted(type(effect).__name__ for effect in decision.effects)
+    assert kinds == ["Control", "Dispatch"]
+
+
+def test_finished_submissions_are_snapshotted_and_leave_the_checkpoint() -> None:
+    book = owned_book()
+    submit(book, "s1", JobSpec("a", task="t"), now=0)
+    part = book.partitions[0]
+    for offset, seq in [(0, 1), (1, 2), (2, 3)]:
+        book.delivered(0, "s1", offset, seq)
+    assert part.checkpoint() == 0
+    book.apply(0, "s1", Claimed(ref("s1", "a")), now=5)
+    book.apply(0, "s1", Finished(ref("s1", "a"), Outcome.COMPLETED), now=6)
+    state = part.submissions["s1"]
+    assert state.done
+    chosen = book.to_snapshot(0, now=7, max_age_ms=60_000, every_events=1000, touched={"s1"})
+    assert chosen == [state]
+    book.snapshotted(0, state)
+    assert part.checkpoint() == part.events_end == 3
+
+
+def test_old_unsnapshotted_submissions_are_snapshotted_by_age() -> None:
+    book = owned_book()
+    submit(book, "s1", JobSpec("a", task="t"), now=0)
+    assert book.to_snapshot(0, now=100, max_age_ms=5000, every_events=1000, touched=set()) == []
+    chosen = book.to_snapshot(0, now=6000, max_age_ms=5000, every_events=1000, touched=set())
+    assert [s.submission_id for s in chosen] == ["s1"]
+
+
+def test_revoked_partitions_stop_their_timers() -> None:
+    book = owned_book()
+    submit(book, "s1", JobSpec("a", task="t"), now=0)
+    book.apply(0, "s1", Claimed(ref("s1", "a")), now=10)
+    book.drop(0)
+    assert book.due(10_000) == []
