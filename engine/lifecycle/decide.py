@@ -858,8 +858,9 @@ def _report(draft: _Draft, report: Input) -> None:
     elif isinstance(report, ProgressReported):
         last = job.last_progress_at
         if last is None or draft.now - last >= draft.policy.progress_interval_ms:
+            latest = _latest(report.value, report.total, report.status_line, job.held_progress)
             draft.emit(
-                job_id, JobProgressed(ref.attempt, report.value, report.total, report.status_line)
+                job_id, JobProgressed(ref.attempt, latest.value, latest.total, latest.status_line)
             )
     elif isinstance(report, OutputReported):
         draft.emit(
@@ -886,16 +887,38 @@ def _report(draft: _Draft, report: Input) -> None:
         _finish(draft, job_id, report)
 
 
+def _latest(
+    value: float | None, total: float | None, status_line: str | None, held: PendingProgress | None
+) -> PendingProgress:
+    """A progress report's values, with the fields it leaves out taken from the held ones."""
+    if held is None:
+        return PendingProgress(value, total, status_line)
+    return PendingProgress(
+        held.value if value is None else value,
+        held.total if total is None else total,
+        held.status_line if status_line is None else status_line,
+    )
+
+
+def _is_news(job: JobState, progress: PendingProgress) -> bool:
+    """Whether ``progress`` changes what the log says of the job's progress."""
+    return any(
+        new is not None and new != logged
+        for new, logged in (
+            (progress.value, job.progress),
+            (progress.total, job.total),
+            (progress.status_line, job.status_line),
+        )
+    )
+
+
 def _finish(draft: _Draft, job_id: str, report: Finished) -> None:
     job = draft.job(job_id)
     if job.status is JobStatus.ASSIGNED:
         draft.emit(job_id, JobStarted(attempt=job.attempt, worker_id=job.worker_id))
-    final = (report.progress, report.total, report.status_line)
-    if final != (None, None, None) and final != (job.progress, job.total, job.status_line):
-        draft.emit(job_id, JobProgressed(job.attempt, *final))
-    elif job.held_progress is not None:
-        held = job.held_progress
-        draft.emit(job_id, JobProgressed(job.attempt, held.value, held.total, held.status_line))
+    final = _latest(report.progress, report.total, report.status_line, job.held_progress)
+    if _is_news(job, final):
+        draft.emit(job_id, JobProgressed(job.attempt, final.value, final.total, final.status_line))
     if report.outcome is Outcome.COMPLETED:
         draft.emit(
             job_id,
@@ -1071,11 +1094,13 @@ def observe(
         return state
     _renew(state, given.ref, now)
     if isinstance(given, ProgressReported):
+        # Hold what the log does not say yet: a report coalescing dropped (even one in the same
+        # millisecond as the last progress event), merged over what was already held.
         job = state.jobs[given.ref.job_id]
-        if job.last_progress_at != now:
-            state.jobs[given.ref.job_id] = replace(
-                job, held_progress=PendingProgress(given.value, given.total, given.status_line)
-            )
+        latest = _latest(given.value, given.total, given.status_line, job.held_progress)
+        held = latest if _is_news(job, latest) else None
+        if held != job.held_progress:
+            state.jobs[given.ref.job_id] = replace(job, held_progress=held)
     return state
 
 

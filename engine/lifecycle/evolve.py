@@ -134,20 +134,15 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             lease_until=_renewed(job, timestamp),
         )
     if isinstance(body, JobProgressed):
-        held = job.held_progress
-        if held is not None and (held.value, held.total, held.status_line) == (
-            body.value,
-            body.total,
-            body.status_line,
-        ):
-            held = None
+        # Whatever was held back is older than the input that produced this event, and
+        # decide merged its fields into it: nothing held survives a progress event.
         return replace(
             job,
             progress=body.value if body.value is not None else job.progress,
             total=body.total if body.total is not None else job.total,
             status_line=body.status_line if body.status_line is not None else job.status_line,
             last_progress_at=timestamp,
-            held_progress=held,
+            held_progress=None,
             lease_until=_renewed(job, timestamp),
         )
     if isinstance(body, JobOutput):
