@@ -146,7 +146,11 @@ def decide(
         _fire_timers(draft)
     elif isinstance(given, WorkerLeft):
         for ref in given.unfinished:
-            if ref.submission_id == submission_id and is_current(draft.state, ref):
+            if (
+                ref.submission_id == submission_id
+                and is_current(draft.state, ref)
+                and draft.job(ref.job_id).worker_id in ("", ref.worker_id)
+            ):
                 _fail_attempt(
                     draft,
                     ref.job_id,
@@ -786,7 +790,8 @@ def is_current(state: SubmissionState | None, ref: AttemptRef) -> bool:
 def is_stale(state: SubmissionState | None, report: Input) -> bool:
     """Whether a worker report will be ignored: unknown, finished or superseded attempt.
 
-    A claim of the current dispatch by another worker is not stale (it is a takeover).
+    A claim of the current dispatch by another worker is not stale (it is a takeover), unless
+    that worker was itself taken over from: a fenced worker never gets the attempt back.
     """
     if not isinstance(
         report, Claimed | Started | ProgressReported | OutputReported | ExceptionReported | Finished
@@ -796,6 +801,8 @@ def is_stale(state: SubmissionState | None, report: Input) -> bool:
         return True
     assert state is not None
     job = state.jobs[report.ref.job_id]
+    if report.ref.worker_id in job.fenced_workers:
+        return True
     if isinstance(report, Claimed) or job.status is JobStatus.PENDING:
         return False
     return job.worker_id != report.ref.worker_id

@@ -113,6 +113,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             not_before=body.not_before,
             pending_at=timestamp,
             waiting_on=frozenset(),
+            fenced_workers=frozenset(),
         )
     if isinstance(body, JobDispatched):
         return replace(job, dispatch_id=body.dispatch_id)
@@ -125,6 +126,11 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             assigned_at=timestamp,
             lease_ms=body.lease_ms,
             lease_until=timestamp + body.lease_ms,
+            fenced_workers=(
+                job.fenced_workers | {body.previous_worker_id}
+                if body.previous_worker_id
+                else job.fenced_workers
+            ),
         )
     if isinstance(body, JobStarted):
         return replace(
@@ -171,6 +177,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             error_note=body.error_note,
             lease_until=None,
             held_progress=None,
+            fenced_workers=frozenset(),
         )
     if isinstance(body, JobCancelRequested):
         return replace(

@@ -40,7 +40,11 @@ class PendingProgress:
 
 @dataclass(frozen=True)
 class JobState:
-    """Everything the scheduler knows of one job."""
+    """Everything the scheduler knows of one job.
+
+    ``fenced_workers`` are the workers another worker took the current attempt over from:
+    their reports of it (a late or duplicated claim included) are stale.
+    """
 
     spec: JobSpec
     status: JobStatus = JobStatus.SUBMITTED
@@ -68,6 +72,7 @@ class JobState:
     result: str | None = None
     exit_code: int | None = None
     deleted: bool = False
+    fenced_workers: frozenset[str] = frozenset()
     lease_until: int | None = field(default=None, compare=False)
     held_progress: PendingProgress | None = field(default=None, compare=False)
 
