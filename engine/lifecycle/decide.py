@@ -964,6 +964,29 @@ def _finish(draft: _Draft, job_id: str, report: Finished) -> None:
 # --------------------------------------------------------------------------- timers
 
 
+def _queue_timeout_at(job: JobState) -> int | None:
+    """When the attempt's wait for a worker times out.
+
+    The wait starts when the attempt may run (a retry's backoff is not queueing) and ends at
+    its first start: an attempt another worker took over after it started is not queued again.
+    """
+    timeout = job.spec.queue_timeout_ms
+    if timeout <= 0 or job.status not in (JobStatus.PENDING, JobStatus.ASSIGNED):
+        return None
+    if job.run_at is not None:
+        return None
+    assert job.pending_at is not None
+    return max(job.pending_at, job.not_before) + timeout
+
+
+def _run_timeout_at(job: JobState) -> int | None:
+    """When the started attempt times out (also while a takeover waits for its restart)."""
+    timeout = job.spec.timeout_ms
+    if timeout <= 0 or job.status not in _ACTIVE or job.run_at is None or job.cancel is not None:
+        return None
+    return job.run_at + timeout
+
+
 def _job_deadline(job: JobState, policy: Policy) -> int | None:
     """When the job's next timer is due, if it has one."""
     if job.is_terminal:
@@ -972,12 +995,9 @@ def _job_deadline(job: JobState, policy: Policy) -> int | None:
     status = job.status
     if status is JobStatus.PENDING and job.dispatch_id is None:
         due.append(job.not_before)
-    if status in (JobStatus.PENDING, JobStatus.ASSIGNED) and job.spec.queue_timeout_ms > 0:
-        assert job.pending_at is not None
-        due.append(job.pending_at + job.spec.queue_timeout_ms)
-    if status is JobStatus.RUNNING and job.spec.timeout_ms > 0 and job.cancel is None:
-        assert job.run_at is not None
-        due.append(job.run_at + job.spec.timeout_ms)
+    for timeout_at in (_queue_timeout_at(job), _run_timeout_at(job)):
+        if timeout_at is not None:
+            due.append(timeout_at)
     if status in _ACTIVE and job.lease_until is not None:
         due.append(job.lease_until)
     if job.cancel is not None and job.cancel.mode is CancelMode.KILL:
@@ -1040,26 +1060,18 @@ def _fire_timers(draft: _Draft) -> None:
                 ),
             )
             job = draft.job(job_id)
-        queue_timeout = job.spec.queue_timeout_ms
-        if (
-            job.status in (JobStatus.PENDING, JobStatus.ASSIGNED)
-            and queue_timeout > 0
-            and (job.pending_at is not None and job.pending_at + queue_timeout <= now)
-        ):
+        queue_timeout_at = _queue_timeout_at(job)
+        if queue_timeout_at is not None and queue_timeout_at <= now:
             _fail_attempt(
                 draft,
                 job_id,
                 FailureReason.QUEUE_TIMEOUT,
                 "QueueTimeout",
-                f"not started within {queue_timeout} ms",
+                f"not started within {job.spec.queue_timeout_ms} ms",
             )
             continue
-        if (
-            job.status is JobStatus.RUNNING
-            and job.spec.timeout_ms > 0
-            and job.cancel is None
-            and (job.run_at is not None and job.run_at + job.spec.timeout_ms <= now)
-        ):
+        run_timeout_at = _run_timeout_at(job)
+        if run_timeout_at is not None and run_timeout_at <= now:
             _fail_attempt(
                 draft,
                 job_id,
