@@ -567,14 +567,19 @@ def _cascade(draft: _Draft, roots: list[str]) -> None:
                 queue.append(dependent_id)
 
 
-def _abandon_dependents(draft: _Draft, job_id: str, reason: str) -> None:
-    """Taipy's cancel of a RUNNING job with ``finish``: it runs on, what waits on it won't."""
+def _abandon_dependents(
+    draft: _Draft, job_id: str, reason: str, spare: frozenset[str] = frozenset()
+) -> None:
+    """Taipy's cancel of a RUNNING job with ``finish``: it runs on, what waits on it won't.
+
+    Jobs in ``spare`` are left alone: the same cancel names them, so they end CANCELED.
+    """
     queue = [job_id]
     while queue:
         current = queue.pop(0)
         for dependent_id in draft.state.dependents.get(current, ()):
             dependent = draft.job(dependent_id)
-            if dependent.is_terminal:
+            if dependent.is_terminal or dependent_id in spare:
                 continue
             draft.emit(
                 dependent_id,
@@ -688,7 +693,9 @@ def _cancel(draft: _Draft, command: CancelJobs) -> None:
             )
             canceled.append(job_id)
         elif command.mode is CancelMode.FINISH:
-            _abandon_dependents(draft, job_id, f"{job_id} was canceled and left to finish")
+            _abandon_dependents(
+                draft, job_id, f"{job_id} was canceled and left to finish", frozenset(targets)
+            )
         elif job.cancel is None:
             draft.emit(
                 job_id,
