@@ -466,12 +466,17 @@ def _make_pending(draft: _Draft, job_id: str, attempt: int, reason: str) -> None
 def backoff_ms(spec: JobSpec, submission_id: str, failed_attempt: int) -> int:
     """The delay before the attempt after ``failed_attempt``, jittered deterministically."""
     policy = spec.retry
-    base = policy.backoff_ms * policy.backoff_multiplier ** (failed_attempt - 1)
-    base = min(base, float(policy.max_backoff_ms))
+    cap = float(policy.max_backoff_ms)
+    try:
+        base = policy.backoff_ms * policy.backoff_multiplier ** (failed_attempt - 1)
+    except OverflowError:
+        base = cap
+    base = min(base, cap)
     if policy.jitter > 0 and base > 0:
         rng = random.Random(f"{submission_id}/{spec.job_id}/{failed_attempt}")
         base *= 1 + rng.uniform(-policy.jitter, policy.jitter)
-    return max(0, round(base))
+    # max_backoff_ms bounds the delay itself: jitter may shorten a capped delay, not lengthen it
+    return max(0, min(round(base), policy.max_backoff_ms))
 
 
 def _retryable(spec: JobSpec, reason: FailureReason, error_type: str) -> bool:
