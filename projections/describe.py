@@ -1,0 +1,167 @@
+"""One readable line per event, in the manner of Tapis's job history.
+
+``describe(event)`` says what happened in words an operator reads in ``job_history``, e.g.
+``"Job assigned to worker w-1 on host h"``. It is pure and needs only the event.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobStarted,
+    JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
+)
+
+_MAX_LIST = 5
+_MAX_TEXT = 200
+
+
+def describe(event: Event) -> str:
+    """The history line of one event.
+
+    Args:
+        event: any event of the ``events`` topic.
+
+    Returns:
+        A sentence without a trailing period, e.g. ``"Job started running on worker w-1"``.
+    """
+    body = event.body
+    if isinstance(body, SubmissionAccepted):
+        by = f" from {body.submitted_by}" if body.submitted_by else ""
+        return f"Submission accepted{by} with {_count(len(body.job_ids), 'job')}"
+    if isinstance(body, JobSubmitted):
+        spec = body.spec
+        what = (
+            f"task {spec.task}" if spec.task else f"command {_clip(shlex.join(spec.command or ()))}"
+        )
+        extra = ""
+        if spec.depends_on:
+            extra += f", after {_names(spec.depends_on)}"
+        if spec.parent:
+            extra += f", sub-job of {spec.parent}"
+        if spec.retry.max_attempts > 1:
+            extra += f", up to {spec.retry.max_attempts} attempts"
+        return f"Job submitted: {what} on queue {spec.queue}{extra}"
+    if isinstance(body, JobBlocked):
+        return f"Job blocked: waiting on {_names(body.waiting_on)}"
+    if isinstance(body, JobPending):
+        because = f" ({body.reason})" if body.reason else ""
+        if body.dispatch_id is None:
+            return (
+                f"Attempt {body.attempt} waits until {_clock(body.not_before)} "
+                f"before dispatch to queue {body.queue}{because}"
+            )
+        return f"Attempt {body.attempt} queued for a worker on queue {body.queue}{because}"
+    if isinstance(body, JobDispatched):
+        return f"Attempt {body.attempt} dispatched to queue {body.queue}"
+    if isinstance(body, JobAssigned):
+        host = f" on host {body.host}" if body.host else ""
+        took = f", taking over from {body.previous_worker_id}" if body.previous_worker_id else ""
+        return f"Job assigned to worker {body.worker_id}{host}{took} (attempt {body.attempt})"
+    if isinstance(body, JobStarted):
+        pid = f" (pid {body.pid})" if body.pid else ""
+        return f"Job started running on worker {body.worker_id}{pid}"
+    if isinstance(body, JobProgressed):
+        return _progress(body)
+    if isinstance(body, JobOutput):
+        cut = ", earlier output dropped" if body.truncated else ""
+        return f"{_count(len(body.chunk), 'character')} of {body.stream} at {body.offset}{cut}"
+    if isinstance(body, JobExceptionRaised):
+        if body.severity == 0:
+            return f"Job raised fatal exception {body.type}: {_clip(body.note)}"
+        return f"Job raised exception {body.type} (severity {body.severity}): {_clip(body.note)}"
+    if isinstance(body, JobRetryScheduled):
+        error = _error(str(body.reason), body.error_type, body.error_note)
+        wait = max(0, body.not_before - event.timestamp) / 1000
+        when = "at once" if body.dispatch_id is not None else f"in {wait:g} s"
+        return (
+            f"Attempt {body.failed_attempt} failed ({error}); "
+            f"attempt {body.next_attempt} scheduled {when}"
+        )
+    if isinstance(body, JobCancelRequested):
+        return (
+            f"Cancel requested ({body.reason or 'no reason given'}); "
+            f"kill sent to worker {body.worker_id}"
+        )
+    if isinstance(body, JobCompleted):
+        code = f" with exit code {body.exit_code}" if body.exit_code is not None else ""
+        return f"Job completed{code}"
+    if isinstance(body, JobFailed):
+        error = _error(str(body.reason), body.error_type, body.error_note)
+        code = f", exit code {body.exit_code}" if body.exit_code is not None else ""
+        return f"Job failed on attempt {body.attempt}: {error}{code}"
+    if isinstance(body, JobCanceled):
+        by = f" by {body.requested_by}" if body.requested_by else ""
+        why = f": {_clip(body.reason)}" if body.reason else ""
+        return f"Job canceled{by}{why}"
+    if isinstance(body, JobAbandoned):
+        return f"Job abandoned: {body.cause_job_id} ended {body.cause_status}"
+    if isinstance(body, JobSkipped):
+        return f"Job skipped: {_clip(body.reason)}"
+    if isinstance(body, JobDeleted):
+        forced = " with force" if body.forced else ""
+        by = f" by {body.requested_by}" if body.requested_by else ""
+        return f"Job deleted{forced}{by}"
+    if isinstance(body, CommandRejected):
+        return f"{body.command_type} rejected ({body.code}): {_clip(body.reason)}"
+    if isinstance(body, SubmissionCompleted):
+        counts = ", ".join(f"{n} {status}" for status, n in body.counts)
+        return f"Submission finished {body.status}: {counts}"
+    raise TypeError(f"no description for {type(body).__name__}")
+
+
+def _progress(body: JobProgressed) -> str:
+    if body.value is not None and body.total:
+        text = f"Progress {body.value:g}/{body.total:g} ({100 * body.value / body.total:.0f}%)"
+    elif body.value is not None:
+        text = f"Progress {body.value:g}"
+    else:
+        text = "Status"
+    if body.status_line:
+        text += f": {_clip(body.status_line)}"
+    return text
+
+
+def _error(reason: str, error_type: str, note: str) -> str:
+    text = reason if not error_type or error_type == reason else f"{reason}: {error_type}"
+    return f"{text}: {_clip(note)}" if note else text
+
+
+def _names(ids: tuple[str, ...]) -> str:
+    shown = ", ".join(ids[:_MAX_LIST])
+    more = len(ids) - _MAX_LIST
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

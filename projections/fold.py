@@ -1,0 +1,789 @@
+"""The projection's fold: events (and worker heartbeats) in, table rows out. No I/O.
+
+A :class:`Fold` holds the rows it has seen, keyed like the tables (``jobs`` by submission and
+job id, ``attempts`` by job and attempt number, ``submissions``, ``workers``), as plain dicts
+with timestamps in epoch milliseconds. It is a write-back cache of the DuckDB file: before a
+batch, :meth:`Fold.prefetch` loads the rows the batch touches that it does not hold yet;
+:meth:`Fold.event` and :meth:`Fold.report` update rows in memory; :meth:`Fold.take` hands over
+the rows to write (each changed row once, however many events touched it) and the rows to
+append (one per event). Nothing here knows DuckDB or Kafka, so the rules are unit-tested by
+feeding :class:`~engine.lifecycle.records.Event` objects straight in.
+
+Replays are rejected: an event whose sequence number is not above the submission's last one
+is a duplicate and changes nothing (rejections outside a sequence, ``seq == 0``, are
+deduplicated by event id when written).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Protocol
+
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    EventBody,
+    Heartbeat,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobSpec,
+    JobStarted,
+    JobStatus,
+    JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
+    WorkerLeft,
+)
+from projections.describe import describe
+from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
+
+Row = dict[str, Any]
+JobKey = tuple[str, str]
+AttemptKey = tuple[str, str, int]
+PartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a record was read: topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class RowLoader(Protocol):
+    """Reads stored rows by key (the DuckDB store; an empty loader in unit tests)."""
+
+    def submissions(self, ids: Collection[str]) -> Iterable[Row]: ...
+
+    def jobs(self, keys: Collection[JobKey]) -> Iterable[Row]: ...
+
+    def attempts(self, keys: Collection[AttemptKey]) -> Iterable[Row]: ...
+
+    def workers(self, ids: Collection[str]) -> Iterable[Row]: ...
+
+
+class NoRows:
+    """A :class:`RowLoader` of an empty store."""
+
+    def submissions(self, ids: Collection[str]) -> Iterable[Row]:
+        return ()
+
+    def jobs(self, keys: Collection[JobKey]) -> Iterable[Row]:
+        return ()
+
+    def attempts(self, keys: Collection[AttemptKey]) -> Iterable[Row]:
+        return ()
+
+    def workers(self, ids: Collection[str]) -> Iterable[Row]:
+        return ()
+
+
+@dataclass
+class Changes:
+    """What one batch writes: changed keyed rows, appended rows and the next offsets."""
+
+    jobs: list[Row] = field(default_factory=list)
+    attempts: list[Row] = field(default_factory=list)
+    submissions: list[Row] = field(default_factory=list)
+    workers: list[Row] = field(default_factory=list)
+    job_events: list[Row] = field(default_factory=list)
+    job_exceptions: list[Row] = field(default_factory=list)
+    job_outputs: list[Row] = field(default_factory=list)
+    progress: list[Row] = field(default_factory=list)
+    offsets: dict[PartitionKey, int] = field(default_factory=dict)
+
+    def tables(self) -> Iterator[tuple[str, list[Row]]]:
+        """``(table name, rows)`` of every table with rows to write."""
+        for name in (
+            "jobs",
+            "attempts",
+            "submissions",
+            "workers",
+            "job_events",
+            "job_exceptions",
+            "job_outputs",
+            "progress",
+        ):
+            rows: list[Row] = getattr(self, name)
+            if rows:
+                yield name, rows
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets) or any(True for _ in self.tables())
+
+
+@dataclass
+class FoldStats:
+    """Counters since the fold was created."""
+
+    events: int = 0
+    duplicates: int = 0
+    heartbeats: int = 0
+
+
+class Fold:
+    """Folds events into projection rows, holding the rows it has seen (see module doc).
+
+    Args:
+        max_rows: rows of each keyed table kept in memory after :meth:`take`; the least
+            recently touched go first (they are in the DuckDB file and are loaded again when
+            an event touches them).
+    """
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self.max_rows = max_rows
+        self.jobs: dict[JobKey, Row] = {}
+        self.attempts: dict[AttemptKey, Row] = {}
+        self.submissions: dict[str, Row] = {}
+        self.workers: dict[str, Row] = {}
+        self.stats = FoldStats()
+        self._dirty_jobs: set[JobKey] = set()
+        self._dirty_attempts: set[AttemptKey] = set()
+        self._dirty_submissions: set[str] = set()
+        self._dirty_workers: set[str] = set()
+        self._changes = Changes()
+        self._seen_event_ids: set[str] = set()
+
+    # ------------------------------------------------------------------ cache management
+
+    def prefetch(
+        self,
+        events: Iterable[Event],
+        reports: Iterable[Heartbeat | WorkerLeft],
+        loader: RowLoader,
+    ) -> None:
+        """Loads the rows a batch touches that are not in memory, in as few reads as it can.
+
+        Submissions come first: their last sequence numbers tell which events are replays,
+        and rows created by a (non-replayed) event of the batch itself need no read.
+        """
+        events = list(events)
+        sids = {e.submission_id for e in events if e.seq > 0} - self.submissions.keys()
+        if sids:
+            self.load(submissions=loader.submissions(sids))
+        last_seq = {
+            sid: row["last_seq"]
+            for sid in {e.submission_id for e in events}
+            if (row := self.submissions.get(sid)) is not None
+        }
+        created_jobs: set[JobKey] = set()
+        created_attempts: set[AttemptKey] = set()
+        jobs: set[JobKey] = set()
+        attempts: set[AttemptKey] = set()
+        for event in events:
+            sid, job_id = event.submission_id, event.job_id
+            if not job_id or 0 < event.seq <= last_seq.get(sid, 0):
+                continue
+            key = (sid, job_id)
+            body = event.body
+            if isinstance(body, JobSubmitted):
+                created_jobs.add(key)
+            elif key not in created_jobs and key not in self.jobs:
+                jobs.add(key)
+            for number in _attempts_of(body):
+                akey = (sid, job_id, number)
+                if key in created_jobs or akey in created_attempts or akey in self.attempts:
+                    continue
+                if isinstance(body, JobPending) or (
+                    isinstance(body, JobRetryScheduled) and number == body.next_attempt
+                ):
+                    created_attempts.add(akey)
+                else:
+                    attempts.add(akey)
+        if jobs:
+            self.load(jobs=loader.jobs(jobs))
+        if attempts:
+            self.load(attempts=loader.attempts(attempts))
+        workers = {r.worker_id for r in reports} - self.workers.keys()
+        if workers:
+            self.load(workers=loader.workers(workers))
+
+    def load(
+        self,
+        *,
+        jobs: Iterable[Row] = (),
+        attempts: Iterable[Row] = (),
+        submissions: Iterable[Row] = (),
+        workers: Iterable[Row] = (),
+    ) -> None:
+        """Adds rows read from the store (as :meth:`Table.select_for_fold` returns them)."""
+        for row in jobs:
+            self.jobs[(row["submission_id"], row["job_id"])] = row
+        for row in attempts:
+            self.attempts[(row["submission_id"], row["job_id"], row["attempt"])] = row
+        for row in submissions:
+            self.submissions[row["submission_id"]] = row
+        for row in workers:
+            self.workers[row["worker_id"]] = row
+
+    def forget(self) -> None:
+        """Drops every row in memory and every pending change (after a failed write)."""
+        self.jobs.clear()
+        self.attempts.clear()
+        self.submissions.clear()
+        self.workers.clear()
+        self._dirty_jobs.clear()
+        self._dirty_attempts.clear()
+        self._dirty_submissions.clear()
+        self._dirty_workers.clear()
+        self._seen_event_ids.clear()
+        self._changes = Changes()
+
+    def take(self) -> Changes:
+        """Hands over the changes since the last call and trims the rows kept in memory."""
+        changes = self._changes
+        changes.jobs = _recent(self.jobs, self._dirty_jobs)
+        changes.attempts = _recent(self.attempts, self._dirty_attempts)
+        changes.submissions = _recent(self.submissions, self._dirty_submissions)
+        changes.workers = _recent(self.workers, self._dirty_workers)
+        self._dirty_jobs = set()
+        self._dirty_attempts = set()
+        self._dirty_submissions = set()
+        self._dirty_workers = set()
+        self._seen_event_ids = set()
+        self._changes = Changes()
+        for rows in (self.jobs, self.attempts, self.submissions, self.workers):
+            _trim(rows, self.max_rows)
+        return changes
+
+    def advance(self, position: Position) -> None:
+        """Records that ``position`` was consumed (its next offset is written with the rows)."""
+        self._changes.offsets[(position.topic, position.partition)] = position.offset + 1
+
+    # ------------------------------------------------------------------ events
+
+    def event(self, event: Event, position: Position | None = None) -> bool:
+        """Folds one event; returns False if it was a duplicate and changed nothing.
+
+        Raises:
+            KeyError: a job-level event names a submission never accepted and whose rows are
+                not loaded (the store loads what :meth:`needs` lists before folding).
+        """
+        if position is not None:
+            self.advance(position)
+        sid = event.submission_id
+        submission: Row | None = None
+        if event.seq > 0:
+            submission = self.submissions.get(sid)
+            if submission is None:
+                submission = self._new_submission(sid, event.timestamp)
+            elif event.seq <= submission["last_seq"]:
+                self.stats.duplicates += 1
+                return False
+            submission["last_seq"] = event.seq
+            submission["updated_at"] = event.timestamp
+            self._touch_submission(sid)
+        elif event.event_id in self._seen_event_ids:
+            self.stats.duplicates += 1
+            return False
+        self._seen_event_ids.add(event.event_id)
+        self.stats.events += 1
+
+        body = event.body
+        job: Row | None = None
+        if isinstance(body, SubmissionAccepted):
+            assert submission is not None
+            submission.update(
+                submitted_by=body.submitted_by,
+                command_id=body.command_id,
+                labels=list(body.labels),
+                submitted_at=event.timestamp,
+            )
+            status: str | None = "ACCEPTED"
+        elif isinstance(body, SubmissionCompleted):
+            assert submission is not None
+            submission.update(
+                done=True,
+                outcome=str(body.status),
+                finished_at=event.timestamp,
+                wall_time=_seconds(submission["submitted_at"], event.timestamp),
+            )
+            status = str(body.status)
+        elif isinstance(body, CommandRejected):
+            if submission is not None:
+                submission["rejections"] += 1
+            job = self.jobs.get((sid, event.job_id)) if event.job_id else None
+            status = job["status"] if job is not None else None
+            job = None
+        else:
+            job = self._job_event(event, body, submission)
+            status = job["status"]
+
+        self._changes.job_events.append(
+            {
+                "event_id": event.event_id,
+                "submission_id": sid,
+                "job_id": event.job_id,
+                "seq": event.seq,
+                "timestamp": event.timestamp,
+                "event": type(body).__name__,
+                "status": status,
+                "attempt": _attempt_of(body),
+                "description": describe(event),
+                "body": json.dumps(_plain(body), separators=(",", ":")),
+                "kafka_partition": position.partition if position is not None else None,
+                "kafka_offset": position.offset if position is not None else None,
+            }
+        )
+        return True
+
+    def _job_event(self, event: Event, body: EventBody, submission: Row | None) -> Row:
+        sid, job_id, ts = event.submission_id, event.job_id, event.timestamp
+        key = (sid, job_id)
+        if isinstance(body, JobSubmitted):
+            job = _new_job(sid, body, ts)
+            self.jobs[key] = job
+            if submission is not None:
+                submission["jobs"] += 1
+                submission["submitted"] += 1
+        else:
+            found = self.jobs.get(key)
+            if found is None:
+                # A log that starts mid-submission (e.g. truncated): keep what can be kept.
+                found = _new_job(sid, JobSubmitted(_bare_spec(job_id)), ts)
+                self.jobs[key] = found
+                if submission is not None:
+                    submission["jobs"] += 1
+                    submission["submitted"] += 1
+            job = found
+            self._apply(job, event, submission)
+        job["last_seq"] = event.seq
+        job["updated_at"] = ts
+        job.update(_durations(job))
+        self._dirty_jobs.add(key)
+        return job
+
+    def _apply(self, job: Row, event: Event, submission: Row | None) -> None:
+        sid, job_id, ts, body = job["submission_id"], job["job_id"], event.timestamp, event.body
+        if isinstance(body, JobBlocked):
+            self._status(job, JobStatus.BLOCKED, submission)
+            if job["blocked_at"] is None:
+                job["blocked_at"] = ts
+        elif isinstance(body, JobPending):
+            self._status(job, JobStatus.PENDING, submission)
+            job.update(attempts=body.attempt, not_before=body.not_before, queue=body.queue)
+            if job["pending_at"] is None:
+                job["pending_at"] = ts
+            self._open_attempt(
+                sid,
+                job_id,
+                body.attempt,
+                body.queue,
+                ts,
+                body.not_before,
+                body.dispatch_id is not None,
+            )
+        elif isinstance(body, JobDispatched):
+            attempt = self._attempt(sid, job_id, body.attempt, body.queue, ts)
+            attempt["dispatched_at"] = ts
+        elif isinstance(body, JobAssigned):
+            self._status(job, JobStatus.ASSIGNED, submission)
+            job.update(worker_id=body.worker_id, host=body.host or None, assigned_at=ts)
+            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+            if attempt["assigned_at"] is None:
+                attempt["assigned_at"] = ts
+                waited_from = attempt["dispatched_at"] or attempt["pending_at"]
+                attempt["queue_wait"] = _seconds(waited_from, ts)
+            else:
+                attempt["takeovers"] += 1
+            attempt.update(worker_id=body.worker_id, host=body.host or None)
+        elif isinstance(body, JobStarted):
+            self._status(job, JobStatus.RUNNING, submission)
+            job.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or job["pid"])
+            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+            attempt.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or attempt["pid"])
+        elif isinstance(body, JobProgressed):
+            if body.value is not None:
+                job["progress"] = body.value
+            if body.total is not None:
+                job["total"] = body.total
+            if body.status_line is not None:
+                job["status_line"] = body.status_line
+            self._changes.progress.append(
+                {
+                    "event_id": event.event_id,
+                    "submission_id": sid,
+                    "job_id": job_id,
+                    "attempt": body.attempt,
+                    "timestamp": ts,
+                    "value": body.value,
+                    "total": body.total,
+                    "status_line": body.status_line,
+                }
+            )
+        elif isinstance(body, JobOutput):
+            self._changes.job_outputs.append(
+                {
+                    "event_id": event.event_id,
+                    "submission_id": sid,
+                    "job_id": job_id,
+                    "attempt": body.attempt,
+                    "timestamp": ts,
+                    "stream": body.stream,
+                    "offset": body.offset,
+                    "chunk": body.chunk,
+                    "truncated": body.truncated,
+                }
+            )
+        elif isinstance(body, JobExceptionRaised):
+            job["exceptions"] += 1
+            if body.severity == 0:
+                job.update(error_type=body.type, error_note=body.note)
+                if body.traceback:
+                    job["traceback"] = body.traceback
+            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+            attempt["exceptions"] += 1
+            self._changes.job_exceptions.append(
+                {
+                    "event_id": event.event_id,
+                    "submission_id": sid,
+                    "job_id": job_id,
+                    "attempt": body.attempt,
+                    "timestamp": ts,
+                    "type": body.type,
+                    "note": body.note,
+                    "severity": body.severity,
+                    "fatal": body.severity == 0,
+                    "traceback": body.traceback or None,
+                }
+            )
+        elif isinstance(body, JobRetryScheduled):
+            self._status(job, JobStatus.PENDING, submission)
+            self._close_attempt(
+                sid,
+                job_id,
+                body.failed_attempt,
+                ts,
+                "FAILED",
+                failure_reason=str(body.reason),
+                error_type=body.error_type,
+                error_note=body.error_note,
+            )
+            job.update(
+                attempts=body.next_attempt,
+                not_before=body.not_before,
+                worker_id=None,
+                host=None,
+                pid=None,
+                assigned_at=None,
+                run_at=None,
+                failure_reason=str(body.reason),
+                error_type=body.error_type,
+                error_note=body.error_note,
+                queue=body.queue,
+            )
+            self._open_attempt(
+                sid,
+                job_id,
+                body.next_attempt,
+                body.queue,
+                ts,
+                body.not_before,
+                body.dispatch_id is not None,
+            )
+        elif isinstance(body, JobCancelRequested):
+            job["end_reason"] = body.reason or None
+        elif isinstance(body, JobCompleted):
+            self._finish(job, JobStatus.COMPLETED, ts, submission)
+            job.update(result=body.result, exit_code=body.exit_code)
+            self._close_attempt(sid, job_id, body.attempt, ts, "COMPLETED")
+        elif isinstance(body, JobFailed):
+            self._finish(job, JobStatus.FAILED, ts, submission)
+            job.update(
+                failure_reason=str(body.reason),
+                error_type=body.error_type or str(body.reason),
+                error_note=body.error_note,
+                exit_code=body.exit_code,
+            )
+            if body.traceback:
+                job["traceback"] = body.traceback
+            self._close_attempt(
+                sid,
+                job_id,
+                body.attempt,
+                ts,
+                "FAILED",
+                failure_reason=str(body.reason),
+                error_type=body.error_type or str(body.reason),
+                error_note=body.error_note,
+            )
+        elif isinstance(body, JobCanceled):
+            self._finish(job, JobStatus.CANCELED, ts, submission)
+            job.update(end_reason=body.reason or None, canceled_by=body.requested_by or None)
+            if body.attempt > 0:
+                self._close_attempt(sid, job_id, body.attempt, ts, "CANCELED")
+        elif isinstance(body, JobAbandoned):
+            self._finish(job, JobStatus.ABANDONED, ts, submission)
+            job["end_reason"] = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
+        elif isinstance(body, JobSkipped):
+            self._finish(job, JobStatus.SKIPPED, ts, submission)
+            job["end_reason"] = body.reason or None
+        elif isinstance(body, JobDeleted):
+            if not job["deleted"] and submission is not None:
+                submission["deleted_jobs"] += 1
+            job["deleted"] = True
+        else:
+            raise TypeError(f"not a job event: {type(body).__name__}")
+
+    def _status(self, job: Row, status: JobStatus, submission: Row | None) -> None:
+        old = job["status"]
+        if old == status:
+            return
+        job["status"] = str(status)
+        if submission is not None:
+            if old is not None:
+                submission[old.lower()] -= 1
+            submission[status.lower()] += 1
+
+    def _finish(self, job: Row, status: JobStatus, ts: int, submission: Row | None) -> None:
+        self._status(job, status, submission)
+        job["finished_at"] = ts
+
+    def _open_attempt(
+        self,
+        sid: str,
+        job_id: str,
+        number: int,
+        queue: str,
+        ts: int,
+        not_before: int,
+        dispatched: bool,
+    ) -> None:
+        attempt = self._attempt(sid, job_id, number, queue, ts)
+        attempt["not_before"] = not_before
+        if dispatched and attempt["dispatched_at"] is None:
+            attempt["dispatched_at"] = ts
+
+    def _attempt(self, sid: str, job_id: str, number: int, queue: str, ts: int) -> Row:
+        key = (sid, job_id, number)
+        attempt = self.attempts.get(key)
+        if attempt is None:
+            attempt = dict.fromkeys(ATTEMPTS.names)
+            attempt.update(
+                submission_id=sid,
+                job_id=job_id,
+                attempt=number,
+                queue=queue,
+                pending_at=ts,
+                takeovers=0,
+                exceptions=0,
+            )
+            self.attempts[key] = attempt
+        self._dirty_attempts.add(key)
+        return attempt
+
+    def _close_attempt(
+        self,
+        sid: str,
+        job_id: str,
+        number: int,
+        ts: int,
+        outcome: str,
+        **fields_: str | None,
+    ) -> None:
+        attempt = self.attempts.get((sid, job_id, number))
+        if attempt is None or attempt["outcome"] is not None:
+            return
+        attempt.update(outcome=outcome, finished_at=ts, **fields_)
+        if attempt["run_at"] is not None:
+            attempt["execution_duration"] = _seconds(attempt["run_at"], ts)
+        self._dirty_attempts.add((sid, job_id, number))
+
+    def _new_submission(self, sid: str, ts: int) -> Row:
+        submission = dict.fromkeys(SUBMISSIONS.names)
+        submission.update(
+            submission_id=sid,
+            labels=[],
+            jobs=0,
+            deleted_jobs=0,
+            rejections=0,
+            done=False,
+            submitted_at=ts,
+            last_seq=0,
+        )
+        for column in STATUS_COUNT_COLUMNS:
+            submission[column] = 0
+        self.submissions[sid] = submission
+        return submission
+
+    def _touch_submission(self, sid: str) -> None:
+        self._dirty_submissions.add(sid)
+
+    # ------------------------------------------------------------------ worker reports
+
+    def report(self, report: Heartbeat | WorkerLeft, timestamp: int) -> None:
+        """Folds a worker's heartbeat or departure into ``workers``.
+
+        Args:
+            report: the report.
+            timestamp: the record's time, used when the worker sent no ``sent_at``.
+        """
+        at = report.sent_at or timestamp
+        worker = self.workers.get(report.worker_id)
+        if worker is None:
+            worker = dict.fromkeys(WORKERS.names)
+            worker.update(
+                worker_id=report.worker_id,
+                first_seen=at,
+                heartbeats=0,
+                left=False,
+                lease_ms=0,
+                slots_total=0,
+                slots_used=0,
+            )
+            self.workers[report.worker_id] = worker
+        self._dirty_workers.add(report.worker_id)
+        if isinstance(report, Heartbeat):
+            self.stats.heartbeats += 1
+            worker["heartbeats"] += 1
+            last = worker["last_heartbeat"]
+            if last is not None and at < last:
+                return  # an older heartbeat read late (another partition): keep the newer
+            worker.update(
+                queue=report.queue,
+                host=report.host or worker["host"],
+                pid=report.pid or worker["pid"],
+                last_heartbeat=at,
+                lease_ms=report.lease_ms,
+                slots_total=report.slots_total,
+                slots_used=report.slots_used,
+            )
+            if worker["left"] and worker["left_at"] is not None and at > worker["left_at"]:
+                worker.update(left=False, left_at=None, unfinished_at_leave=None)
+        else:
+            worker.update(left=True, left_at=at, unfinished_at_leave=len(report.unfinished))
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _new_job(sid: str, body: JobSubmitted, ts: int) -> Row:
+    spec = body.spec
+    job = dict.fromkeys(JOBS.names)
+    job.update(
+        submission_id=sid,
+        job_id=spec.job_id,
+        name=spec.display_name,
+        task=spec.task,
+        command=shlex.join(spec.command) if spec.command is not None else None,
+        queue=spec.queue,
+        status=str(JobStatus.SUBMITTED),
+        attempts=0,
+        max_attempts=spec.retry.max_attempts,
+        priority=spec.priority,
+        submitted_at=ts,
+        exceptions=0,
+        deleted=False,
+        parent=spec.parent,
+        depends_on=list(spec.depends_on),
+        labels=list(spec.labels),
+        args=spec.args,
+        idempotency_key=spec.idempotency_key,
+        timeout_ms=spec.timeout_ms,
+        queue_timeout_ms=spec.queue_timeout_ms,
+    )
+    return job
+
+
+def _bare_spec(job_id: str) -> JobSpec:
+    return JobSpec(job_id=job_id)
+
+
+def _attempt_of(body: EventBody) -> int | None:
+    if isinstance(body, JobRetryScheduled):
+        return body.failed_attempt
+    attempt = getattr(body, "attempt", None)
+    return attempt if isinstance(attempt, int) and attempt > 0 else None
+
+
+def _attempts_of(body: EventBody) -> tuple[int, ...]:
+    """Attempt numbers whose ``attempts`` rows an event reads or writes."""
+    if isinstance(body, JobRetryScheduled):
+        return (body.failed_attempt, body.next_attempt)
+    if isinstance(
+        body,
+        JobPending
+        | JobDispatched
+        | JobAssigned
+        | JobStarted
+        | JobExceptionRaised
+        | JobCompleted
+        | JobFailed,
+    ):
+        return (body.attempt,)
+    if isinstance(body, JobCanceled) and body.attempt > 0:
+        return (body.attempt,)
+    return ()
+
+
+def _seconds(start: int | None, end: int | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (end - start) / 1000.0
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass tree as JSON-ready values (dicts, lists, strings, numbers)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if is_dataclass(value):
+        names = _FIELD_NAMES.get(type(value))
+        if names is None:
+            names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+        return {name: _plain(getattr(value, name)) for name in names}
+    return str(value)
+
+
+def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:
+    """The rows of ``keys``, moved to the end of ``rows`` (most recently used)."""
+    out = []
+    for key in keys:
+        row = rows.pop(key)
+        rows[key] = row
+        out.append(row)
+    return out
+
+
+def _durations(job: Row) -> Row:
+    """Taipy's durations of a job row, in seconds; ``None`` while a phase is open.
+
+    execution: ``finished_at - run_at`` (the last attempt's start); pending: from the first
+    PENDING to ``run_at``; blocked: from the first BLOCKED to the first PENDING.
+    """
+    run_at, finished_at = job["run_at"], job["finished_at"]
+    return {
+        "execution_duration": _seconds(run_at, finished_at),
+        "pending_duration": _seconds(job["pending_at"], run_at),
+        "blocked_duration": _seconds(job["blocked_at"], job["pending_at"]),
+    }
+
+
+def _trim(rows: dict[Any, Row], limit: int) -> None:
+    excess = len(rows) - limit
+    if excess <= 0:
+        return
+    for key in list(rows)[:excess]:
+        del rows[key]

@@ -1,0 +1,539 @@
+"""The tables and views of the projection DuckDB file: one definition for DDL and Arrow.
+
+Every table is declared once as a :class:`Table` (column names and DuckDB types); the DDL and
+the Arrow schema the writer builds its batches with both derive from it, so they cannot
+drift apart. Timestamps are ``TIMESTAMP`` values in UTC (the events carry epoch milliseconds);
+durations are ``DOUBLE`` seconds. The views are documented in ``docs/projections.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+#: Bumped when a table changes incompatibly; a file of another version must be rebuilt.
+SCHEMA_VERSION = 1
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("ms"),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "MAP(VARCHAR, VARCHAR)": pa.map_(pa.string(), pa.string()),
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A projection table: its columns (name, DuckDB type) and its primary key."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    @property
+    def timestamps(self) -> tuple[str, ...]:
+        """Columns held as epoch milliseconds in the fold and as TIMESTAMP in DuckDB."""
+        return tuple(name for name, kind in self.columns if kind == "TIMESTAMP")
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.columns])
+
+    def ddl(self) -> str:
+        columns = ",\n    ".join(f'"{name}" {kind}' for name, kind in self.columns)
+        key = ", ".join(f'"{name}"' for name in self.key)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {columns},\n    PRIMARY KEY ({key})\n)"
+        )
+
+    def select_for_fold(self) -> str:
+        """A SELECT list that reads rows back the way the fold holds them (ms timestamps)."""
+        return ", ".join(
+            f'epoch_ms("{name}") AS "{name}"' if kind == "TIMESTAMP" else f'"{name}"'
+            for name, kind in self.columns
+        )
+
+
+_TS = "TIMESTAMP"
+_S = "VARCHAR"
+_I = "INTEGER"
+_B = "BIGINT"
+_D = "DOUBLE"
+_BOOL = "BOOLEAN"
+
+JOBS = Table(
+    "jobs",
+    (
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("name", _S),
+        ("task", _S),
+        ("command", _S),
+        ("queue", _S),
+        ("status", _S),
+        ("attempts", _I),
+        ("max_attempts", _I),
+        ("priority", _I),
+        ("worker_id", _S),
+        ("host", _S),
+        ("pid", _I),
+        ("submitted_at", _TS),
+        ("blocked_at", _TS),
+        ("pending_at", _TS),
+        ("assigned_at", _TS),
+        ("run_at", _TS),
+        ("finished_at", _TS),
+        ("not_before", _TS),
+        ("execution_duration", _D),
+        ("pending_duration", _D),
+        ("blocked_duration", _D),
+        ("progress", _D),
+        ("total", _D),
+        ("status_line", _S),
+        ("failure_reason", _S),
+        ("error_type", _S),
+        ("error_note", _S),
+        ("traceback", _S),
+        ("result", _S),
+        ("exit_code", _I),
+        ("exceptions", _I),
+        ("end_reason", _S),
+        ("canceled_by", _S),
+        ("deleted", _BOOL),
+        ("parent", _S),
+        ("depends_on", "VARCHAR[]"),
+        ("labels", "MAP(VARCHAR, VARCHAR)"),
+        ("args", _S),
+        ("idempotency_key", _S),
+        ("timeout_ms", _B),
+        ("queue_timeout_ms", _B),
+        ("last_seq", _B),
+        ("updated_at", _TS),
+    ),
+    ("submission_id", "job_id"),
+)
+
+ATTEMPTS = Table(
+    "attempts",
+    (
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("attempt", _I),
+        ("queue", _S),
+        ("pending_at", _TS),
+        ("not_before", _TS),
+        ("dispatched_at", _TS),
+        ("assigned_at", _TS),
+        ("run_at", _TS),
+        ("finished_at", _TS),
+        ("worker_id", _S),
+        ("host", _S),
+        ("pid", _I),
+        ("takeovers", _I),
+        ("outcome", _S),
+        ("failure_reason", _S),
+        ("error_type", _S),
+        ("error_note", _S),
+        ("exceptions", _I),
+        ("queue_wait", _D),
+        ("execution_duration", _D),
+    ),
+    ("submission_id", "job_id", "attempt"),
+)
+
+JOB_EVENTS = Table(
+    "job_events",
+    (
+        ("event_id", _S),
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("seq", _B),
+        ("timestamp", _TS),
+        ("event", _S),
+        ("status", _S),
+        ("attempt", _I),
+        ("description", _S),
+        ("body", "JSON"),
+        ("kafka_partition", _I),
+        ("kafka_offset", _B),
+    ),
+    ("event_id",),
+)
+
+JOB_EXCEPTIONS = Table(
+    "job_exceptions",
+    (
+        ("event_id", _S),
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("attempt", _I),
+        ("timestamp", _TS),
+        ("type", _S),
+        ("note", _S),
+        ("severity", _I),
+        ("fatal", _BOOL),
+        ("traceback", _S),
+    ),
+    ("event_id",),
+)
+
+JOB_OUTPUTS = Table(
+    "job_outputs",
+    (
+        ("event_id", _S),
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("attempt", _I),
+        ("timestamp", _TS),
+        ("stream", _S),
+        ("offset", _B),
+        ("chunk", _S),
+        ("truncated", _BOOL),
+    ),
+    ("event_id",),
+)
+
+PROGRESS = Table(
+    "progress",
+    (
+        ("event_id", _S),
+        ("submission_id", _S),
+        ("job_id", _S),
+        ("attempt", _I),
+        ("timestamp", _TS),
+        ("value", _D),
+        ("total", _D),
+        ("status_line", _S),
+    ),
+    ("event_id",),
+)
+
+SUBMISSIONS = Table(
+    "submissions",
+    (
+        ("submission_id", _S),
+        ("submitted_by", _S),
+        ("command_id", _S),
+        ("labels", "MAP(VARCHAR, VARCHAR)"),
+        ("jobs", _I),
+        ("submitted", _I),
+        ("blocked", _I),
+        ("pending", _I),
+        ("assigned", _I),
+        ("running", _I),
+        ("completed", _I),
+        ("failed", _I),
+        ("canceled", _I),
+        ("skipped", _I),
+        ("abandoned", _I),
+        ("deleted_jobs", _I),
+        ("rejections", _I),
+        ("done", _BOOL),
+        ("outcome", _S),
+        ("submitted_at", _TS),
+        ("finished_at", _TS),
+        ("wall_time", _D),
+        ("last_seq", _B),
+        ("updated_at", _TS),
+    ),
+    ("submission_id",),
+)
+
+WORKERS = Table(
+    "workers",
+    (
+        ("worker_id", _S),
+        ("queue", _S),
+        ("host", _S),
+        ("pid", _I),
+        ("first_seen", _TS),
+        ("last_heartbeat", _TS),
+        ("lease_ms", _B),
+        ("slots_total", _I),
+        ("slots_used", _I),
+        ("running", _I),
+        ("heartbeats", _B),
+        ("left", _BOOL),
+        ("left_at", _TS),
+        ("unfinished_at_leave", _I),
+    ),
+    ("worker_id",),
+)
+
+OFFSETS = Table(
+    "projection_offsets",
+    (("topic", _S), ("partition", _I), ("next_offset", _B), ("updated_at", _TS)),
+    ("topic", "partition"),
+)
+
+META = Table("projection_meta", (("key", _S), ("value", _S)), ("key",))
+
+#: Tables the fold upserts by key (a batch replaces the rows it touched).
+KEYED_TABLES = (JOBS, ATTEMPTS, SUBMISSIONS, WORKERS)
+#: Tables the fold only appends to (one row per event).
+APPEND_TABLES = (JOB_EVENTS, JOB_EXCEPTIONS, JOB_OUTPUTS, PROGRESS)
+TABLES = (*KEYED_TABLES, *APPEND_TABLES, OFFSETS, META)
+
+#: Columns of ``submissions`` that count its jobs by status.
+STATUS_COUNT_COLUMNS = (
+    "submitted",
+    "blocked",
+    "pending",
+    "assigned",
+    "running",
+    "completed",
+    "failed",
+    "canceled",
+    "skipped",
+    "abandoned",
+)
+
+_NOW = "timezone('UTC', now())"
+_TASK = "coalesce(task, name)"
+
+#: name -> (one-line description, SELECT). Created as views, in this order.
+VIEWS: dict[str, tuple[str, str]] = {
+    "status_counts": (
+        "How many jobs are in each status (deleted jobs excluded).",
+        """
+        SELECT status, count(*) AS jobs
+        FROM jobs WHERE NOT deleted
+        GROUP BY status ORDER BY jobs DESC, status
+        """,
+    ),
+    "job_durations": (
+        "Taipy's three durations of every job, counted up to now while a phase is still open.",
+        f"""
+        SELECT submission_id, job_id, name, {_TASK} AS task, status, submitted_at, blocked_at,
+               pending_at, run_at, finished_at,
+               coalesce(execution_duration,
+                        CASE WHEN run_at IS NOT NULL AND finished_at IS NULL
+                             THEN (epoch_ms({_NOW}) - epoch_ms(run_at)) / 1000.0 END)
+                   AS execution_duration,
+               coalesce(pending_duration,
+                        CASE WHEN pending_at IS NOT NULL AND run_at IS NULL
+                                  AND finished_at IS NULL
+                             THEN (epoch_ms({_NOW}) - epoch_ms(pending_at)) / 1000.0 END)
+                   AS pending_duration,
+               coalesce(blocked_duration,
+                        CASE WHEN blocked_at IS NOT NULL AND pending_at IS NULL
+                                  AND finished_at IS NULL
+                             THEN (epoch_ms({_NOW}) - epoch_ms(blocked_at)) / 1000.0 END)
+                   AS blocked_duration
+        FROM jobs WHERE NOT deleted
+        """,
+    ),
+    "task_durations": (
+        "Per task: finished jobs and p50/p90/p99/max of execution and pending durations (s).",
+        f"""
+        SELECT {_TASK} AS task,
+               count(*) AS jobs,
+               count(execution_duration) AS executed,
+               quantile_cont(execution_duration, 0.5) AS execution_p50,
+               quantile_cont(execution_duration, 0.9) AS execution_p90,
+               quantile_cont(execution_duration, 0.99) AS execution_p99,
+               max(execution_duration) AS execution_max,
+               avg(execution_duration) AS execution_mean,
+               quantile_cont(pending_duration, 0.5) AS pending_p50,
+               quantile_cont(pending_duration, 0.9) AS pending_p90,
+               quantile_cont(pending_duration, 0.99) AS pending_p99,
+               max(pending_duration) AS pending_max
+        FROM jobs WHERE finished_at IS NOT NULL AND NOT deleted
+        GROUP BY ALL ORDER BY task
+        """,
+    ),
+    "throughput_per_minute": (
+        "Jobs submitted, started and finished (by outcome) in each minute (UTC).",
+        """
+        WITH marks AS (
+            SELECT time_bucket(INTERVAL 1 minute, submitted_at) AS minute,
+                   'submitted' AS what FROM jobs
+            UNION ALL
+            SELECT time_bucket(INTERVAL 1 minute, run_at), 'started'
+            FROM attempts WHERE run_at IS NOT NULL
+            UNION ALL
+            SELECT time_bucket(INTERVAL 1 minute, finished_at), lower(status)
+            FROM jobs WHERE finished_at IS NOT NULL
+        )
+        SELECT minute,
+               count(*) FILTER (what = 'submitted') AS submitted,
+               count(*) FILTER (what = 'started') AS started,
+               count(*) FILTER (what NOT IN ('submitted', 'started')) AS finished,
+               count(*) FILTER (what = 'completed') AS completed,
+               count(*) FILTER (what = 'failed') AS failed,
+               count(*) FILTER (what = 'canceled') AS canceled,
+               count(*) FILTER (what = 'skipped') AS skipped,
+               count(*) FILTER (what = 'abandoned') AS abandoned
+        FROM marks GROUP BY minute ORDER BY minute
+        """,
+    ),
+    "task_failures": (
+        "Per task: finished jobs, failures, failure rate, retried jobs and attempts.",
+        f"""
+        SELECT {_TASK} AS task,
+               count(*) AS finished,
+               count(*) FILTER (status = 'COMPLETED') AS completed,
+               count(*) FILTER (status = 'FAILED') AS failed,
+               count(*) FILTER (status = 'FAILED') / count(*) AS failure_rate,
+               count(*) FILTER (attempts > 1) AS retried,
+               sum(attempts) AS attempts
+        FROM jobs WHERE finished_at IS NOT NULL AND NOT deleted
+        GROUP BY ALL ORDER BY failure_rate DESC, task
+        """,
+    ),
+    "task_error_types": (
+        "Per task, the error types of failed attempts, most frequent first (rank 1 = top).",
+        f"""
+        SELECT task, error_type, failures, last_seen, example_note,
+               row_number() OVER (PARTITION BY task ORDER BY failures DESC, error_type) AS rank
+        FROM (
+            SELECT {_TASK} AS task, a.error_type, count(*) AS failures,
+                   max(a.finished_at) AS last_seen, any_value(a.error_note) AS example_note
+            FROM attempts a JOIN jobs USING (submission_id, job_id)
+            WHERE a.outcome = 'FAILED'
+            GROUP BY ALL
+        )
+        ORDER BY task, rank
+        """,
+    ),
+    "queue_wait": (
+        "Per queue: how long dispatched attempts waited for a worker (s), and what waits now.",
+        f"""
+        WITH waits AS (
+            SELECT queue, queue_wait FROM attempts WHERE queue_wait IS NOT NULL
+        ), waiting AS (
+            SELECT queue, count(*) AS waiting_now,
+                   max((epoch_ms({_NOW}) - epoch_ms(coalesce(dispatched_at, pending_at)))
+                       / 1000.0) AS oldest_wait
+            FROM attempts
+            WHERE assigned_at IS NULL AND finished_at IS NULL
+            GROUP BY queue
+        ), queues AS (
+            SELECT queue FROM waits UNION SELECT queue FROM waiting
+        )
+        SELECT q.queue,
+               (SELECT count(*) FROM waits w WHERE w.queue = q.queue) AS attempts,
+               (SELECT quantile_cont(queue_wait, 0.5) FROM waits w WHERE w.queue = q.queue)
+                   AS wait_p50,
+               (SELECT quantile_cont(queue_wait, 0.9) FROM waits w WHERE w.queue = q.queue)
+                   AS wait_p90,
+               (SELECT quantile_cont(queue_wait, 0.99) FROM waits w WHERE w.queue = q.queue)
+                   AS wait_p99,
+               (SELECT max(queue_wait) FROM waits w WHERE w.queue = q.queue) AS wait_max,
+               coalesce(n.waiting_now, 0) AS waiting_now,
+               n.oldest_wait
+        FROM queues q LEFT JOIN waiting n USING (queue)
+        ORDER BY q.queue
+        """,
+    ),
+    "slowest_jobs": (
+        "Finished jobs by execution duration, longest first.",
+        f"""
+        SELECT submission_id, job_id, name, {_TASK} AS task, status, attempts, worker_id,
+               run_at, finished_at, execution_duration, pending_duration
+        FROM jobs WHERE execution_duration IS NOT NULL AND NOT deleted
+        ORDER BY execution_duration DESC, submission_id, job_id
+        """,
+    ),
+    "retries": (
+        "Jobs that ran more than one attempt, with the error of each failed attempt.",
+        f"""
+        SELECT j.submission_id, j.job_id, j.name, {_TASK} AS task, j.status, j.attempts,
+               j.max_attempts,
+               list(a.error_type ORDER BY a.attempt) FILTER (a.outcome = 'FAILED')
+                   AS attempt_errors,
+               list(a.worker_id ORDER BY a.attempt) FILTER (a.worker_id IS NOT NULL)
+                   AS attempt_workers
+        FROM jobs j JOIN attempts a USING (submission_id, job_id)
+        WHERE j.attempts > 1
+        GROUP BY ALL
+        ORDER BY j.attempts DESC, j.submission_id, j.job_id
+        """,
+    ),
+    "worker_load": (
+        "Per worker: attempts run and their outcomes, busy time, running now, liveness.",
+        f"""
+        WITH runs AS (
+            SELECT worker_id,
+                   count(*) AS attempts,
+                   count(*) FILTER (outcome = 'COMPLETED') AS completed,
+                   count(*) FILTER (outcome = 'FAILED') AS failed,
+                   count(*) FILTER (outcome = 'CANCELED') AS canceled,
+                   count(*) FILTER (outcome IS NULL) AS unfinished,
+                   sum(execution_duration) AS busy_seconds,
+                   min(run_at) AS first_run,
+                   max(coalesce(finished_at, run_at)) AS last_activity
+            FROM attempts WHERE worker_id IS NOT NULL
+            GROUP BY worker_id
+        )
+        SELECT worker_id, w.queue, w.host, w.pid,
+               coalesce(r.attempts, 0) AS attempts,
+               coalesce(r.completed, 0) AS completed,
+               coalesce(r.failed, 0) AS failed,
+               coalesce(r.canceled, 0) AS canceled,
+               coalesce(r.unfinished, 0) AS unfinished,
+               r.busy_seconds,
+               w.slots_total, w.slots_used, w.last_heartbeat, w.left,
+               coalesce(NOT w.left AND epoch_ms(w.last_heartbeat) + w.lease_ms
+                        >= epoch_ms({_NOW}), false) AS alive
+        FROM runs r FULL OUTER JOIN workers w USING (worker_id)
+        ORDER BY worker_id
+        """,
+    ),
+    "accounting": (
+        "One line per job in the manner of Slurm's sacct: id, name, state, times, exit code.",
+        f"""
+        SELECT submission_id || '/' || job_id AS job,
+               name, {_TASK} AS task, queue, status AS state,
+               submitted_at AS submit, run_at AS start, finished_at AS "end",
+               execution_duration AS elapsed_seconds,
+               CASE WHEN execution_duration IS NULL THEN NULL
+                    ELSE printf('%02d:%02d:%02d',
+                                CAST(floor(execution_duration / 3600) AS BIGINT),
+                                CAST(floor(execution_duration / 60) AS BIGINT) % 60,
+                                CAST(floor(execution_duration) AS BIGINT) % 60)
+               END AS elapsed,
+               exit_code, attempts, worker_id AS worker, host, error_type
+        FROM jobs WHERE NOT deleted
+        ORDER BY submitted_at, submission_id, job_id
+        """,
+    ),
+    "job_history": (
+        "Every event of every job in order, with its readable description (Tapis's history).",
+        """
+        SELECT submission_id, job_id, seq, "timestamp" AS created, event, status, attempt,
+               description
+        FROM job_events
+        ORDER BY submission_id, seq, event_id
+        """,
+    ),
+    "rejected_commands": (
+        "Commands the scheduler rejected, with the machine code and what to fix.",
+        """
+        SELECT "timestamp", submission_id, job_id,
+               body->>'command_type' AS command_type, body->>'command_id' AS command_id,
+               body->>'code' AS code, body->>'reason' AS reason
+        FROM job_events WHERE event = 'CommandRejected'
+        ORDER BY "timestamp", event_id
+        """,
+    ),
+}
+
+
+def create_schema(connection: duckdb.DuckDBPyConnection) -> None:
+    """Creates every table and (re)creates every view; safe to run on an existing file."""
+    for table in TABLES:
+        connection.execute(table.ddl())
+    for name, (_, select) in VIEWS.items():
+        connection.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")

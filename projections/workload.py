@@ -1,0 +1,357 @@
+"""A consistent, realistic event log made by the real decider, for tests, benchmarks and demos.
+
+:func:`simulate` plays many submissions at once through :func:`engine.lifecycle.decide.decide`
+and :func:`~engine.lifecycle.evolve.evolve` on a simulated clock, the way a scheduler would
+see them: clients submit and cancel, workers claim, start, report progress, output and
+exceptions, and finish. The mix covers every terminal status: completed, completed after a
+retry, failed after retries, canceled (waiting and running), abandoned (a dependency failed),
+skipped (idempotency key already completed), sub-job trees, command jobs with exit codes,
+rejected commands and deletions. Worker heartbeats come along for the ``workers`` table.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from engine.lifecycle.decide import decide, dispatch_id
+from engine.lifecycle.evolve import evolve
+from engine.lifecycle.records import (
+    AttemptRef,
+    CancelJobs,
+    Claimed,
+    DeleteJobs,
+    Event,
+    ExceptionReported,
+    Finished,
+    Heartbeat,
+    Input,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    OutputReported,
+    ProgressReported,
+    RetryPolicy,
+    Started,
+    SubmitJobs,
+    Tick,
+)
+from engine.lifecycle.state import SubmissionState
+
+#: The clock of a simulation starts here (2024-01-01T00:00:00Z) unless told otherwise.
+EPOCH_MS = 1_704_067_200_000
+
+Step = tuple[int, Input]
+Story = Generator[Step, None, None]
+
+
+@dataclass
+class Workload:
+    """What :func:`simulate` produced.
+
+    Attributes:
+        events: every event, in the order the scheduler decided them.
+        heartbeats: worker heartbeats, in time order.
+        states: the final state of every submission (the decider's own fold).
+    """
+
+    events: list[Event] = field(default_factory=list)
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    states: dict[str, SubmissionState] = field(default_factory=dict)
+
+
+class _Simulation:
+    def __init__(self, seed: int, start_ms: int, workers: int) -> None:
+        self.rng = random.Random(seed)
+        self.now = start_ms
+        self.workers = [f"w-{i + 1}" for i in range(workers)]
+        self.out = Workload()
+        self.completed_keys: dict[str, str] = {}
+
+    def state(self, sid: str) -> SubmissionState | None:
+        return self.out.states.get(sid)
+
+    def status(self, sid: str, job_id: str) -> JobStatus:
+        state = self.out.states[sid]
+        return state.jobs[job_id].status
+
+    def attempt(self, sid: str, job_id: str) -> int:
+        return self.out.states[sid].jobs[job_id].attempt
+
+    def apply(self, sid: str, given: Input) -> None:
+        events = decide(self.state(sid), given, self.now, completed_keys=self.completed_keys)
+        state = self.state(sid)
+        for event in events:
+            state = evolve(state, event)
+            if event.name == "JobCompleted":
+                key = state.jobs[event.job_id].spec.idempotency_key
+                if key:
+                    self.completed_keys.setdefault(key, f"{sid}/{event.job_id}")
+        if state is not None:
+            self.out.states[sid] = state
+        self.out.events.extend(events)
+
+    def worker(self) -> str:
+        return self.rng.choice(self.workers)
+
+
+def simulate(
+    submissions: int,
+    *,
+    seed: int = 7,
+    start_ms: int = EPOCH_MS,
+    workers: int = 4,
+    heartbeat_every_ms: int = 5_000,
+) -> Workload:
+    """Plays ``submissions`` submissions of mixed outcome, interleaved on one clock.
+
+    Args:
+        submissions: how many submissions to play (stories are drawn in a fixed rotation).
+        seed: seeds every choice, so the same arguments give the same log.
+        start_ms: the simulated clock at the start.
+        workers: how many workers claim attempts.
+        heartbeat_every_ms: simulated interval of each worker's heartbeat.
+
+    Returns:
+        The events, heartbeats and final states.
+    """
+    sim = _Simulation(seed, start_ms, workers)
+    # (due, tie-break, story, submission id, the input due then): a story's delay comes
+    # before its input, and the story only goes on once that input was decided.
+    queue: list[tuple[int, int, Story, str, Input | None]] = []
+    spread = 50 * submissions + 1
+    for index in range(submissions):
+        make = _STORIES[index % len(_STORIES)]
+        sid = f"sub-{seed}-{index:06d}"
+        due = start_ms + sim.rng.randrange(0, spread)
+        heapq.heappush(queue, (due, index, make(sim, sid), sid, None))
+    next_beat = start_ms
+    while queue:
+        due, index, story, sid, given = heapq.heappop(queue)
+        while next_beat <= due:
+            _beat(sim, next_beat)
+            next_beat += heartbeat_every_ms
+        sim.now = max(sim.now, due)
+        if given is not None:
+            sim.apply(sid, given)
+        try:
+            delay, given = next(story)
+        except StopIteration:
+            continue
+        heapq.heappush(queue, (sim.now + delay, index, story, sid, given))
+    _beat(sim, max(next_beat, sim.now))
+    return sim.out
+
+
+def _beat(sim: _Simulation, at: int) -> None:
+    for number, worker in enumerate(sim.workers):
+        sim.out.heartbeats.append(
+            Heartbeat(
+                worker_id=worker,
+                queue="default",
+                host=f"host-{number + 1}",
+                pid=1000 + number,
+                slots_total=4,
+                slots_used=sim.rng.randrange(0, 5),
+                lease_ms=30_000,
+                sent_at=at,
+            )
+        )
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _spec(job_id: str, task: str = "tasks.work", **fields: object) -> JobSpec:
+    return JobSpec(job_id=job_id, task=task, args=json.dumps({"args": [job_id]}), **fields)  # type: ignore[arg-type]
+
+
+def _submit(sid: str, *specs: JobSpec) -> SubmitJobs:
+    return SubmitJobs(
+        command_id=f"{sid}:submit",
+        submission_id=sid,
+        jobs=specs,
+        submitted_by="alice",
+        labels=(("team", "data"),),
+    )
+
+
+def _ref(sim: _Simulation, sid: str, job_id: str, worker: str) -> AttemptRef:
+    attempt = sim.attempt(sid, job_id)
+    return AttemptRef(sid, job_id, attempt, dispatch_id(sid, job_id, attempt), worker)
+
+
+def _run(
+    sim: _Simulation,
+    sid: str,
+    job_id: str,
+    outcome: Outcome = Outcome.COMPLETED,
+    *,
+    work_ms: int = 400,
+    **finish: object,
+) -> Story:
+    """A worker claims, starts, reports progress and finishes the job's current attempt."""
+    worker = sim.worker()
+    ref = _ref(sim, sid, job_id, worker)
+    yield sim.rng.randrange(5, 60), Claimed(ref, host=f"host-{worker[2:]}", pid=4000)
+    yield sim.rng.randrange(1, 20), Started(ref, pid=4000 + sim.rng.randrange(100))
+    yield work_ms // 2, ProgressReported(ref, 1.0, 2.0, "half way")
+    yield (
+        work_ms // 2 + sim.rng.randrange(0, work_ms),
+        Finished(
+            ref,
+            outcome,
+            progress=2.0,
+            total=2.0,
+            status_line="done",
+            **finish,  # type: ignore[arg-type]
+        ),
+    )
+
+
+def _wait_retry(sim: _Simulation, sid: str, job_id: str) -> Story:
+    """Ticks until the job's retry is dispatched."""
+    state = sim.out.states[sid]
+    job = state.jobs[job_id]
+    if job.status is JobStatus.PENDING and job.dispatch_id is None:
+        yield max(1, job.not_before - sim.now), Tick()
+
+
+# --------------------------------------------------------------------------- stories
+
+
+def _completed(sim: _Simulation, sid: str) -> Story:
+    yield 0, _submit(sid, _spec("double", "tasks.double"))
+    yield from _run(sim, sid, "double", result="42", work_ms=300 + sim.rng.randrange(500))
+
+
+def _retried(sim: _Simulation, sid: str) -> Story:
+    retry = RetryPolicy(max_attempts=3, backoff_ms=0, jitter=0.0)
+    yield 0, _submit(sid, _spec("fetch", "tasks.fetch", retry=retry))
+    yield from _run(
+        sim,
+        sid,
+        "fetch",
+        Outcome.FAILED,
+        error_type="ConnectionError",
+        error_note="connection reset by peer",
+    )
+    yield from _run(sim, sid, "fetch", result='"ok"')
+
+
+def _failed_after_retries(sim: _Simulation, sid: str) -> Story:
+    retry = RetryPolicy(max_attempts=3, backoff_ms=200, backoff_multiplier=2.0, jitter=0.0)
+    yield 0, _submit(sid, _spec("train", "tasks.train", retry=retry))
+    for attempt in range(1, 4):
+        worker = sim.worker()
+        ref = _ref(sim, sid, "train", worker)
+        yield sim.rng.randrange(5, 40), Claimed(ref, host=f"host-{worker[2:]}")
+        yield 3, Started(ref, pid=5000 + attempt)
+        yield 100, ExceptionReported(ref, "ResourceWarning", "memory at 90%", severity=2)
+        yield (
+            150,
+            ExceptionReported(
+                ref,
+                "MemoryError",
+                f"out of memory on attempt {attempt}",
+                severity=0,
+                traceback="Traceback (most recent call last):\n  ...\nMemoryError",
+            ),
+        )
+        yield from _wait_retry(sim, sid, "train")
+
+
+def _canceled_running(sim: _Simulation, sid: str) -> Story:
+    yield (
+        0,
+        _submit(
+            sid,
+            _spec("extract", "tasks.extract"),
+            _spec("load", "tasks.load", depends_on=("extract",)),
+        ),
+    )
+    worker = sim.worker()
+    ref = _ref(sim, sid, "extract", worker)
+    yield 10, Claimed(ref, host=f"host-{worker[2:]}")
+    yield 5, Started(ref, pid=6000)
+    yield 300, CancelJobs(f"{sid}:cancel", sid, "extract", reason="wrong input", requested_by="bob")
+    yield 50, Finished(ref, Outcome.CANCELED)
+
+
+def _canceled_waiting(sim: _Simulation, sid: str) -> Story:
+    yield 0, _submit(sid, _spec("report", "tasks.report"))
+    yield 5, CancelJobs(f"{sid}:cancel", sid, None, reason="not needed", requested_by="bob")
+    yield 20, CancelJobs(f"{sid}:cancel-again", sid, "report", requested_by="bob")
+
+
+def _abandoned(sim: _Simulation, sid: str) -> Story:
+    yield (
+        0,
+        _submit(
+            sid,
+            _spec("a", "tasks.prepare"),
+            _spec("b", "tasks.transform", depends_on=("a",)),
+            _spec("c", "tasks.publish", depends_on=("b",)),
+        ),
+    )
+    yield from _run(
+        sim,
+        sid,
+        "a",
+        Outcome.FAILED,
+        error_type="ValueError",
+        error_note="bad row 17",
+        traceback="Traceback ...\nValueError: bad row 17",
+    )
+
+
+def _skipped(sim: _Simulation, sid: str) -> Story:
+    yield 0, _submit(sid, _spec("snapshot", "tasks.snapshot", idempotency_key="snapshot-2024"))
+    if sim.status(sid, "snapshot") is not JobStatus.SKIPPED:
+        yield from _run(sim, sid, "snapshot", result="1")
+
+
+def _tree(sim: _Simulation, sid: str) -> Story:
+    yield (
+        0,
+        _submit(
+            sid,
+            _spec("render", "tasks.render"),
+            _spec("frame-1", "tasks.frame", parent="render"),
+            _spec("frame-2", "tasks.frame", parent="render"),
+        ),
+    )
+    yield from _run(sim, sid, "frame-1", work_ms=200)
+    yield from _run(sim, sid, "frame-2", work_ms=250)
+    yield from _run(sim, sid, "render", work_ms=100)
+
+
+def _command(sim: _Simulation, sid: str) -> Story:
+    spec = JobSpec(job_id="sh", command=("sh", "-c", "exit 3"), queue="default")
+    yield 0, _submit(sid, spec)
+    worker = sim.worker()
+    ref = _ref(sim, sid, "sh", worker)
+    yield 10, Claimed(ref, host=f"host-{worker[2:]}")
+    yield 2, Started(ref, pid=7000)
+    yield 30, OutputReported(ref, "stdout", "starting\n")
+    yield 10, OutputReported(ref, "stderr", "boom\n", offset=0)
+    yield 40, Finished(ref, Outcome.FAILED, exit_code=3, error_note="exited with 3")
+    yield 50, CancelJobs(f"{sid}:late-cancel", sid, "sh", requested_by="bob")
+    yield 50, DeleteJobs(f"{sid}:delete", sid, "sh", requested_by="bob")
+
+
+_STORIES: tuple[Callable[[_Simulation, str], Story], ...] = (
+    _completed,
+    _retried,
+    _completed,
+    _failed_after_retries,
+    _canceled_running,
+    _skipped,
+    _abandoned,
+    _tree,
+    _canceled_waiting,
+    _command,
+)
