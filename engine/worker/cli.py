@@ -1,0 +1,177 @@
+"""``joblog worker``: run one worker until SIGTERM or Ctrl-C.
+
+Example::
+
+    joblog worker --queue default --concurrency 8 --tasks myproject.tasks,myproject.more
+
+The first SIGTERM (or Ctrl-C) stops taking work and drains running attempts for up to
+``--drain-timeout`` seconds; what is still running then is reported unfinished and retried
+elsewhere. A second signal ends the drain at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from confluent_kafka import KafkaException
+
+from engine.config import Settings
+from engine.errors import JoblogError
+from engine.worker.attempt import AttemptOptions
+from engine.worker.output import OutputLimits
+from engine.worker.tasks import TaskRegistry
+from engine.worker.worker import Worker, WorkerOptions
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        event = getattr(record, "event", None)
+        fields = getattr(record, "fields", None)
+        if event is not None and isinstance(fields, dict):
+            entry["event"] = event
+            entry.update({key: _jsonable(value) for key, value in fields.items()})
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``joblog worker``."""
+    parser = argparse.ArgumentParser(
+        prog="joblog worker",
+        description="Run jobs of one queue: registered Python tasks and shell commands.",
+    )
+    parser.add_argument("--queue", default="default", help="the queue to serve (default: default)")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="attempts run at once (default: 4)"
+    )
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULES",
+        help="comma-separated modules whose @task functions this worker runs; repeatable",
+    )
+    parser.add_argument("--worker-id", help="this worker's id (default: host-pid-random)")
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    parser.add_argument("--topic-prefix", help="prefix of joblog's topics (default joblog.)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running attempts may finish after a stop signal (default: 30)",
+    )
+    parser.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=10_000,
+        help="consumer group session timeout: how soon a crashed worker's share moves",
+    )
+    parser.add_argument(
+        "--max-output-bytes",
+        type=int,
+        default=OutputLimits.max_bytes,
+        help="captured stdout+stderr kept per attempt (default: 1 MiB)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
+    return parser
+
+
+def worker_main(argv: list[str]) -> int:
+    """Runs ``joblog worker [options]``.
+
+    Args:
+        argv: the arguments after ``worker``.
+
+    Returns:
+        The exit code: 0 after a clean stop, 1 on a Kafka or joblog error, 2 on bad usage.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging(args.log_level, args.log_format)
+    if args.concurrency < 1:
+        parser.print_usage(sys.stderr)
+        print("joblog worker: --concurrency must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    # Like `python -m`, let task modules of the current directory be found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = [name.strip() for item in args.tasks for name in item.split(",") if name.strip()]
+    try:
+        registry = TaskRegistry.from_modules(modules)
+    except JoblogError as exc:
+        print(f"joblog worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = Settings.from_env(
+        bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
+    )
+    worker = Worker(
+        settings,
+        args.queue,
+        args.concurrency,
+        registry,
+        worker_id=args.worker_id,
+        options=WorkerOptions(
+            drain_timeout_s=args.drain_timeout,
+            session_timeout_ms=args.session_timeout_ms,
+            attempt=AttemptOptions(output_limits=OutputLimits(max_bytes=args.max_output_bytes)),
+        ),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            worker.hurry()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run(stop)
+    except (KafkaException, JoblogError) as exc:
+        logging.getLogger("joblog.worker").error("worker failed: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _configure_logging(level: str, style: str) -> None:
+    handler = logging.StreamHandler()
+    if style == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,728 @@
+"""The worker process: takes dispatch records of one queue and runs them (DESIGN.md §5).
+
+One loop in the calling thread moves records; each attempt runs in a thread of its own (a
+Python task runs in it, a command job runs as a child process it supervises):
+
+* ``dispatch.<queue>``: consumer group ``<prefix>workers.<queue>``, auto-commit off,
+  read_committed. Up to ``concurrency`` attempts run at once; when all slots are taken the
+  assigned partitions are paused and resumed when one frees (backpressure).
+* Offsets are committed up to the lowest unfinished dispatch of each partition
+  (:mod:`engine.worker.offsets`), so a crash redelivers unfinished work: at-least-once.
+* ``reports``: an idempotent producer, every report of an attempt keyed by its submission id
+  (the scheduler instance that owns the submission sees them in order). Heartbeats go out
+  every lease/3: one per submission with running attempts, and one keyed by the worker id.
+* ``control``: every partition assigned (no group), from the end at start-up; kills addressed
+  to this worker stop the attempt (cooperative flag, then SIGTERM/SIGKILL for processes).
+* ``deadletter``: dispatch and control records that cannot be decoded, with the reason.
+
+Shutdown (``stop`` set, e.g. by SIGTERM): stop taking work, let running attempts finish until
+the drain deadline, then report the rest in ``WorkerLeft`` (the scheduler retries them), stop
+their processes, commit only what finished, and leave the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from engine import codec
+from engine.config import Settings
+from engine.errors import CodecError
+from engine.lifecycle.records import (
+    AttemptRef,
+    AttemptReport,
+    Claimed,
+    Control,
+    Dispatch,
+    Finished,
+    Heartbeat,
+    Outcome,
+    WorkerLeft,
+)
+from engine.topics import Topics
+from engine.worker.attempt import AttemptOptions, AttemptRun
+from engine.worker.context import wall_ms
+from engine.worker.offsets import OffsetTracker, Partition
+from engine.worker.tasks import TaskRegistry
+
+log = logging.getLogger("joblog.worker")
+
+KILL = "kill"
+_RECENTLY_FINISHED = 10_000
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs, besides its queue and concurrency.
+
+    Attributes:
+        drain_timeout_s: on stop, how long running attempts may go on before they are
+            reported unfinished.
+        stop_grace_ms: SIGTERM-to-SIGKILL time for the processes of unfinished attempts at
+            the end of the drain.
+        default_lease_ms: the heartbeat period (÷3) when no dispatch said otherwise.
+        poll_timeout_s: longest wait for a dispatch record in one loop (also the latency of
+            kills and of resuming after a slot frees).
+        session_timeout_ms: the group session timeout: how soon a crashed worker's
+            partitions go to another worker.
+        attempt: progress interval, output limits and kill grace of attempts.
+    """
+
+    drain_timeout_s: float = 30.0
+    stop_grace_ms: int = 2_000
+    default_lease_ms: int = 30_000
+    poll_timeout_s: float = 0.05
+    session_timeout_ms: int = 10_000
+    attempt: AttemptOptions = field(default_factory=AttemptOptions)
+
+
+@dataclass
+class _Slot:
+    """One attempt running on this worker."""
+
+    run: AttemptRun
+    lease_ms: int
+    offsets: list[tuple[Partition, int]]
+    thread: threading.Thread | None = None
+    abandoned: bool = False  # reported in WorkerLeft: its later reports are dropped
+
+
+def default_worker_id() -> str:
+    """``host-pid-random``: unique per process, readable in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _fields(**fields: object) -> str:
+    return " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def _log(level: int, event: str, **fields: object) -> None:
+    """Logs ``event`` with ``key=value`` fields (also kept on the record for JSON output)."""
+    if log.isEnabledFor(level):
+        log.log(level, "%s %s", event, _fields(**fields), extra={"event": event, "fields": fields})
+
+
+class Worker:
+    """A worker of one queue, running up to ``concurrency`` attempts at once.
+
+    Args:
+        settings: cluster and topic settings.
+        queue: the queue whose dispatch topic it consumes.
+        concurrency: attempts run at once (threads for tasks, processes for commands).
+        registry: the tasks it can run.
+        worker_id: its id in reports and controls (default :func:`default_worker_id`).
+        options: timings and limits.
+
+    Attributes:
+        ready: set once the worker has dispatch partitions assigned.
+        metrics: counts of what it did (``claimed``, ``finished.COMPLETED``, ...).
+        max_running: the most attempts it ran at once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: str,
+        concurrency: int,
+        registry: TaskRegistry,
+        worker_id: str | None = None,
+        *,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency={concurrency} must be at least 1")
+        self.settings = settings
+        self.queue = queue
+        self.concurrency = concurrency
+        self.registry = registry
+        self.worker_id = worker_id or default_worker_id()
+        self.options = options or WorkerOptions()
+        self.topics = Topics(settings.topic_prefix)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.ready = threading.Event()
+        self.metrics: Counter[str] = Counter()
+        self.max_running = 0
+        self._running: dict[str, _Slot] = {}
+        self._done: list[str] = []
+        self._done_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._held: list[Message] = []
+        self._offsets = OffsetTracker()
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self._paused = False
+        self._reapply_pause = False
+        self._last_heartbeat = 0.0
+        self._hurry = threading.Event()
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._control: Consumer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self, stop: threading.Event) -> None:
+        """Runs until ``stop`` is set, then drains and leaves (see the module docstring).
+
+        Raises:
+            KafkaException: a client could not be created or the cluster is unreachable.
+        """
+        self._start_clients()
+        _log(
+            logging.INFO,
+            "worker started",
+            worker=self.worker_id,
+            queue=self.queue,
+            concurrency=self.concurrency,
+            tasks=",".join(self.registry.names()) or "-",
+        )
+        try:
+            while not stop.is_set():
+                self._step(taking=True)
+            self._drain()
+        finally:
+            self._leave()
+
+    def hurry(self) -> None:
+        """Ends the drain at once (a second stop signal): what runs is reported unfinished."""
+        self._hurry.set()
+
+    @property
+    def running(self) -> list[AttemptRef]:
+        """The attempts running now."""
+        return [slot.run.ref for slot in list(self._running.values())]
+
+    def _start_clients(self) -> None:
+        settings = self.settings
+        self._producer = Producer(
+            settings.producer_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "client.id": f"joblog-worker-{self.worker_id}",
+                }
+            )
+        )
+        tunable = {
+            "session.timeout.ms": self.options.session_timeout_ms,
+            "heartbeat.interval.ms": max(self.options.session_timeout_ms // 4, 500),
+            "partition.assignment.strategy": "cooperative-sticky",
+            # Dispatch records are small; a bounded prefetch keeps a paused worker lean.
+            "queued.max.messages.kbytes": 1024,
+            "fetch.wait.max.ms": 100,
+        }
+        self._consumer = Consumer(
+            {
+                **tunable,
+                **settings.client_config(),
+                "group.id": f"{settings.topic_prefix}workers.{self.queue}",
+                "client.id": f"joblog-worker-{self.worker_id}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self._control = Consumer(
+            {
+                **settings.client_config(),
+                "group.id": f"{settings.topic_prefix}worker-control.{self.worker_id}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self._assign_control()
+        self._consumer.subscribe(
+            [self.topics.dispatch(self.queue)],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _assign_control(self) -> None:
+        # From the end: a kill can only be for an attempt this process claimed, and every
+        # claim comes after this point.
+        assert self._control is not None
+        topic = self.topics.control
+        metadata = self._control.list_topics(topic, timeout=30)
+        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        assignment = []
+        for partition in partitions:
+            try:
+                _, high = self._control.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+            except KafkaException:
+                high = OFFSET_END
+            assignment.append(TopicPartition(topic, partition, high))
+        if not assignment:
+            _log(logging.WARNING, "control topic missing", topic=topic)
+        self._control.assign(assignment)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _step(self, *, taking: bool) -> None:
+        assert self._consumer is not None and self._producer is not None
+        self._reap()
+        self._apply_pause(taking)
+        if taking:
+            while self._held and len(self._running) < self.concurrency:
+                self._take(self._held.pop(0))
+        message = self._consumer.poll(self.options.poll_timeout_s)
+        if message is not None:
+            self._on_dispatch_message(message, taking=taking)
+        self._read_controls()
+        for slot in list(self._running.values()):
+            slot.run.pump()
+        self._heartbeat_if_due()
+        self._commit()
+        self._producer.poll(0)
+
+    def _apply_pause(self, taking: bool) -> None:
+        assert self._consumer is not None
+        want = not taking or len(self._running) >= self.concurrency
+        if want == self._paused and not self._reapply_pause:
+            return
+        assignment = self._consumer.assignment()
+        try:
+            if want:
+                self._consumer.pause(assignment)
+            else:
+                self._consumer.resume(assignment)
+        except KafkaException as exc:
+            _log(logging.WARNING, "pause/resume failed", error=exc)
+            return
+        if want != self._paused:
+            _log(
+                logging.DEBUG,
+                "paused" if want else "resumed",
+                running=len(self._running),
+                partitions=len(assignment),
+            )
+        self._paused = want
+        self._reapply_pause = False
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _on_dispatch_message(self, message: Message, *, taking: bool) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                _log(logging.WARNING, "dispatch consume error", error=error.str())
+            return
+        if not taking or len(self._running) >= self.concurrency or self._held:
+            # Fetched before the pause took effect: kept, not taken, so not committed.
+            self._held.append(message)
+            return
+        self._take(message)
+
+    def _take(self, message: Message) -> None:
+        partition: Partition = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        try:
+            dispatch = codec.decode_dispatch(message.value() or b"")
+        except CodecError as exc:
+            self._dead_letter(message, exc)
+            self._offsets.done(partition, offset)
+            return
+        running = self._running.get(dispatch.dispatch_id)
+        if running is not None:
+            # Redelivered while it runs here (the partition came back after a rebalance).
+            self._offsets.taken(partition, offset)
+            running.offsets.append((partition, offset))
+            self.metrics["duplicates"] += 1
+            return
+        with self._recent_lock:
+            already = dispatch.dispatch_id in self._recent
+        if already:
+            self._offsets.done(partition, offset)
+            self.metrics["duplicates"] += 1
+            _log(logging.INFO, "dispatch already finished here", dispatch=dispatch.dispatch_id)
+            return
+        self._offsets.taken(partition, offset)
+        self._start(dispatch, partition, offset)
+
+    def _start(self, dispatch: Dispatch, partition: Partition, offset: int) -> None:
+        slot = _Slot(
+            run=AttemptRun(
+                dispatch,
+                self.worker_id,
+                self.registry,
+                lambda report: self._send_attempt_report(slot, report),
+                self.options.attempt,
+            ),
+            lease_ms=dispatch.lease_ms if dispatch.lease_ms > 0 else self.options.default_lease_ms,
+            offsets=[(partition, offset)],
+        )
+        self._running[dispatch.dispatch_id] = slot
+        self.max_running = max(self.max_running, len(self._running))
+        self.metrics["claimed"] += 1
+        ref = slot.run.ref
+        self._send_attempt_report(
+            slot, Claimed(ref=ref, host=self.host, pid=self.pid, sent_at=wall_ms())
+        )
+        _log(
+            logging.INFO,
+            "attempt claimed",
+            submission=ref.submission_id,
+            job=ref.job_id,
+            attempt=ref.attempt,
+            kind=slot.run.kind,
+            running=len(self._running),
+        )
+        slot.thread = threading.Thread(
+            target=self._execute,
+            args=(slot,),
+            name=f"joblog-attempt-{ref.job_id}-{ref.attempt}",
+            daemon=True,
+        )
+        slot.thread.start()
+        if len(self._running) >= self.concurrency:
+            self._apply_pause(taking=True)
+
+    def _execute(self, slot: _Slot) -> None:
+        run = slot.run
+        try:
+            finished = run.execute()
+        except Exception as exc:  # a bug of the worker itself: still end the attempt
+            log.exception("attempt crashed the worker code")
+            finished = Finished(
+                ref=run.ref,
+                outcome=Outcome.FAILED,
+                error_type="WorkerError",
+                error_note=f"{type(exc).__name__}: {exc}",
+                sent_at=wall_ms(),
+            )
+            self._send_attempt_report(slot, finished)
+        ref = run.ref
+        _log(
+            logging.INFO,
+            "attempt finished",
+            submission=ref.submission_id,
+            job=ref.job_id,
+            attempt=ref.attempt,
+            outcome=finished.outcome.value,
+            exit_code=finished.exit_code,
+            error_type=finished.error_type or "-",
+        )
+        self.metrics[f"finished.{finished.outcome.value}"] += 1
+        with self._done_lock:
+            self._done.append(ref.dispatch_id)
+
+    def _reap(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        for dispatch_id in done:
+            slot = self._running.pop(dispatch_id, None)
+            if slot is None or slot.abandoned:
+                continue  # an abandoned attempt's dispatch stays uncommitted: redelivered
+            for partition, offset in slot.offsets:
+                self._offsets.finished(partition, offset)
+
+    # ------------------------------------------------------------------ control
+
+    def _read_controls(self) -> None:
+        assert self._control is not None
+        for message in self._control.consume(100, timeout=0):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    _log(logging.WARNING, "control consume error", error=error.str())
+                continue
+            try:
+                control = codec.decode_control(message.value() or b"")
+            except CodecError as exc:
+                self._dead_letter(message, exc)
+                continue
+            if control.worker_id == self.worker_id:
+                self._on_control(control)
+
+    def _on_control(self, control: Control) -> None:
+        if control.action != KILL:
+            _log(logging.WARNING, "unknown control action", action=control.action)
+            return
+        slot = self._find(control)
+        if slot is None:
+            _log(
+                logging.INFO,
+                "kill for an attempt not running here",
+                submission=control.submission_id,
+                job=control.job_id,
+                attempt=control.attempt,
+            )
+            return
+        self.metrics["kills"] += 1
+        _log(
+            logging.INFO,
+            "attempt kill",
+            submission=control.submission_id,
+            job=control.job_id,
+            attempt=control.attempt,
+            reason=control.reason,
+            grace_ms=control.grace_ms,
+        )
+        slot.run.cancel(control.reason, control.grace_ms)
+
+    def _find(self, control: Control) -> _Slot | None:
+        if control.dispatch_id:
+            return self._running.get(control.dispatch_id)
+        for slot in self._running.values():
+            ref = slot.run.ref
+            if (ref.submission_id, ref.job_id, ref.attempt) == (
+                control.submission_id,
+                control.job_id,
+                control.attempt,
+            ):
+                return slot
+        return None
+
+    # ------------------------------------------------------------------ reports
+
+    def _send_attempt_report(self, slot: _Slot, report: AttemptReport) -> None:
+        if slot.abandoned:
+            return  # the scheduler was told this worker will not finish it
+        on_delivery = None
+        if isinstance(report, Finished):
+            dispatch_id = report.ref.dispatch_id
+
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is None:
+                    self._remember_finished(dispatch_id)
+
+        self._send(report.ref.submission_id, report, on_delivery)
+
+    def _remember_finished(self, dispatch_id: str) -> None:
+        with self._recent_lock:
+            self._recent[dispatch_id] = None
+            while len(self._recent) > _RECENTLY_FINISHED:
+                self._recent.popitem(last=False)
+
+    def _send(
+        self,
+        key: str,
+        report: Any,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        producer = self._producer
+        assert producer is not None
+        try:
+            value = codec.encode_report(report)
+        except CodecError as exc:
+            _log(logging.ERROR, "report not encodable", report=type(report).__name__, error=exc)
+            return
+        callback = on_delivery or self._on_delivery
+        while True:
+            try:
+                producer.produce(
+                    self.topics.reports, key=key.encode(), value=value, on_delivery=callback
+                )
+                return
+            except BufferError:
+                producer.poll(0.1)  # the local queue is full: let deliveries drain it
+
+    @staticmethod
+    def _on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            _log(logging.ERROR, "report not delivered", error=error.str())
+
+    def _heartbeat_if_due(self) -> None:
+        slots = list(self._running.values())
+        lease_ms = min((slot.lease_ms for slot in slots), default=self.options.default_lease_ms)
+        now = time.monotonic()
+        if now - self._last_heartbeat < lease_ms / 3000:
+            return
+        self._last_heartbeat = now
+        by_submission: dict[str, list[AttemptRef]] = {}
+        for slot in slots:
+            if not slot.abandoned:
+                by_submission.setdefault(slot.run.ref.submission_id, []).append(slot.run.ref)
+        sent_at = wall_ms()
+
+        def heartbeat(attempts: tuple[AttemptRef, ...]) -> Heartbeat:
+            return Heartbeat(
+                worker_id=self.worker_id,
+                queue=self.queue,
+                host=self.host,
+                pid=self.pid,
+                slots_total=self.concurrency,
+                slots_used=len(slots),
+                attempts=attempts,
+                lease_ms=lease_ms,
+                sent_at=sent_at,
+            )
+
+        for submission_id, refs in by_submission.items():
+            self._send(submission_id, heartbeat(tuple(refs)))
+        self._send(self.worker_id, heartbeat(()))
+        self.metrics["heartbeats"] += 1
+
+    # ------------------------------------------------------------------ offsets
+
+    def _commit(self, partitions: list[Partition] | None = None, *, wait: bool = False) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        offsets = self._offsets.to_commit(partitions)
+        if not offsets:
+            return
+        committing = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            if wait:
+                consumer.commit(offsets=committing, asynchronous=False)
+            else:
+                consumer.commit(offsets=committing, asynchronous=True)
+        except KafkaException as exc:
+            _log(logging.WARNING, "offset commit failed", error=exc.args[0].str())
+            return
+        self._offsets.committed(offsets)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._reapply_pause = True
+        self.ready.set()
+        _log(
+            logging.INFO,
+            "partitions assigned",
+            partitions=",".join(str(tp.partition) for tp in partitions) or "-",
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        self._commit(revoked, wait=True)
+        self._release(revoked)
+        _log(
+            logging.INFO,
+            "partitions revoked",
+            partitions=",".join(str(p) for _, p in revoked) or "-",
+        )
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = [(tp.topic, tp.partition) for tp in partitions]
+        self._release(lost)
+        _log(logging.WARNING, "partitions lost", partitions=",".join(str(p) for _, p in lost))
+
+    def _release(self, partitions: list[Partition]) -> None:
+        # Attempts taken from these partitions keep running; their offsets are another
+        # member's business now (it will redeliver them, and the scheduler picks one claim).
+        gone = set(partitions)
+        self._offsets.forget(gone)
+        self._held = [m for m in self._held if (m.topic(), m.partition()) not in gone]
+        for slot in self._running.values():
+            slot.offsets = [item for item in slot.offsets if item[0] not in gone]
+
+    # ------------------------------------------------------------------ dead letters
+
+    def _dead_letter(self, message: Message, error: Exception) -> None:
+        self.metrics["dead_letters"] += 1
+        _log(
+            logging.WARNING,
+            "dead letter",
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            error=error,
+        )
+        raw = getattr(error, "raw", None)
+        letter = codec.DeadLetter(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=raw if isinstance(raw, bytes) else (message.value() or b""),
+            error_type=type(error).__name__,
+            error_message=str(error),
+            consumer=f"{self.settings.topic_prefix}worker/{self.worker_id}",
+            failed_at=wall_ms(),
+        )
+        assert self._producer is not None
+        self._producer.produce(
+            self.topics.deadletter, key=message.key(), value=codec.encode_deadletter(letter)
+        )
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        _log(
+            logging.INFO,
+            "draining",
+            running=len(self._running),
+            deadline_s=self.options.drain_timeout_s,
+        )
+        self._held.clear()
+        while time.monotonic() < deadline and not self._hurry.is_set():
+            self._step(taking=False)
+            if not self._running:
+                return
+
+    def _leave(self) -> None:
+        consumer, control, producer = self._consumer, self._control, self._producer
+        try:
+            if producer is not None and consumer is not None:
+                self._reap()
+                unfinished = list(self._running.values())
+                self._send_left(unfinished)
+                self._stop_unfinished(unfinished)
+                self._reap()
+                self._commit(wait=True)
+                remaining = producer.flush(10)
+                if remaining:
+                    _log(logging.ERROR, "reports not delivered at exit", count=remaining)
+        finally:
+            for client in (consumer, control):
+                if client is not None:
+                    try:
+                        client.close()
+                    except (KafkaException, RuntimeError) as exc:
+                        _log(logging.WARNING, "closing a consumer failed", error=exc)
+            self.ready.clear()
+            _log(logging.INFO, "worker stopped", worker=self.worker_id, **dict(self.metrics))
+
+    def _send_left(self, unfinished: list[_Slot]) -> None:
+        by_submission: dict[str, list[AttemptRef]] = {}
+        for slot in unfinished:
+            slot.abandoned = True
+            by_submission.setdefault(slot.run.ref.submission_id, []).append(slot.run.ref)
+        sent_at = wall_ms()
+        for submission_id, refs in by_submission.items():
+            self._send(
+                submission_id,
+                WorkerLeft(worker_id=self.worker_id, unfinished=tuple(refs), sent_at=sent_at),
+            )
+        self._send(self.worker_id, WorkerLeft(worker_id=self.worker_id, sent_at=sent_at))
+        if unfinished:
+            _log(
+                logging.WARNING,
+                "left unfinished",
+                attempts=",".join(
+                    f"{r.job_id}#{r.attempt}" for s in unfinished for r in [s.run.ref]
+                ),
+            )
+
+    def _stop_unfinished(self, unfinished: list[_Slot]) -> None:
+        """Terminates what is left so no process outlives the worker."""
+        grace = self.options.stop_grace_ms
+        for slot in unfinished:
+            slot.run.cancel("worker stopping", grace)
+        deadline = time.monotonic() + grace / 1000 + 1.0
+        for slot in unfinished:
+            if slot.thread is not None:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
