@@ -1,0 +1,163 @@
+"""``joblog notifier``: deliver webhooks and emails for the events of the cluster.
+
+Usage::
+
+    joblog notifier --subscriptions hooks.yaml [--deliveries .joblog/deliveries.jsonl]
+    joblog notifier secret        # print a new whsec_ signing secret
+    joblog notifier variables     # list the template variables
+    joblog notifier deliveries    # print the deliveries log
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from engine.config import Settings
+from engine.errors import JoblogError
+from engine.notify.delivery import RetryPolicy
+from engine.notify.log import read_deliveries
+from engine.notify.service import Notifier, NotifierOptions
+from engine.notify.signing import generate_secret
+from engine.notify.subscriptions import load_subscriptions
+from engine.notify.templates import VARIABLES
+
+DEFAULT_DELIVERIES = ".joblog/deliveries.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``joblog notifier``."""
+    parser = argparse.ArgumentParser(
+        prog="joblog notifier",
+        description="Deliver webhooks (signed per Standard Webhooks) and emails for job events. "
+        "Subcommands: secret, variables, deliveries.",
+    )
+    parser.add_argument(
+        "--subscriptions",
+        required=True,
+        metavar="FILE",
+        help="YAML or JSON file of subscriptions (see docs/notifications.md)",
+    )
+    parser.add_argument(
+        "--deliveries",
+        default=DEFAULT_DELIVERIES,
+        metavar="PATH",
+        help=f"JSON-lines log of every delivery attempt (default {DEFAULT_DELIVERIES})",
+    )
+    parser.add_argument("--group", help="consumer group (default <prefix>notifier)")
+    parser.add_argument("--max-attempts", type=int, default=5, help="attempts per message")
+    parser.add_argument(
+        "--retry-backoff", type=float, default=1.0, help="seconds before the first retry"
+    )
+    parser.add_argument(
+        "--max-backoff", type=float, default=300.0, help="longest wait between attempts (s)"
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
+    parser.add_argument("--concurrency", type=int, default=8, help="attempts made at once")
+    parser.add_argument(
+        "--max-pending", type=int, default=1000, help="outstanding messages before pausing"
+    )
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new group delivers the whole history (default: start at the end of the log)",
+    )
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    parser.add_argument("--topic-prefix", help="prefix of joblog's topics (default joblog.)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def notifier_main(argv: list[str]) -> int:
+    """Runs ``joblog notifier ...``; returns the exit code (0 ok, 1 error, 2 usage)."""
+    if argv and argv[0] == "secret":
+        print(generate_secret())
+        return 0
+    if argv and argv[0] == "variables":
+        for name in VARIABLES:
+            print(f"${{{name}}}")
+        return 0
+    if argv and argv[0] == "deliveries":
+        return _show_deliveries(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        subscriptions = load_subscriptions(args.subscriptions)
+    except JoblogError as exc:
+        print(f"joblog notifier: {exc}", file=sys.stderr)
+        return 2
+    if args.max_attempts < 1 or args.concurrency < 1 or args.max_pending < 1:
+        print(
+            "joblog notifier: --max-attempts, --concurrency and --max-pending must be >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    settings = Settings.from_env(
+        bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
+    )
+    notifier = Notifier(
+        settings,
+        subscriptions,
+        deliveries=args.deliveries,
+        options=NotifierOptions(
+            group_id=args.group,
+            retry=RetryPolicy(
+                max_attempts=args.max_attempts,
+                backoff_s=args.retry_backoff,
+                max_backoff_s=args.max_backoff,
+            ),
+            timeout_s=args.timeout,
+            concurrency=args.concurrency,
+            max_pending=args.max_pending,
+            from_beginning=args.from_beginning,
+        ),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        notifier.run(stop)
+    except JoblogError as exc:
+        print(f"joblog notifier: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_deliveries(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="joblog notifier deliveries", description="Print the deliveries log."
+    )
+    parser.add_argument("--deliveries", default=DEFAULT_DELIVERIES, metavar="PATH")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--limit", type=int, default=50, help="the last N attempts")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    records = list(read_deliveries(args.deliveries))[-args.limit :]
+    for record in records:
+        if args.json:
+            print(json.dumps(record))
+        else:
+            code = record.get("status_code") or "-"
+            print(
+                f"{record['at']}  {record['outcome']:<9} #{record['attempt']} "
+                f"{record['subscription']} {record['event']} {record['submission_id']}/"
+                f"{record['job_id']} -> {code} {record['error']}".rstrip()
+            )
+    return 0

@@ -1,0 +1,885 @@
+"""Watching jobs on the ``events`` topic: history first, then live, without polling a database.
+
+A watch reads only the partition of ``events`` that holds the submission (the partition
+Kafka's murmur2 partitioner picks for its id, :func:`engine.partitioning.partition_for`), with
+``isolation.level=read_committed`` so that it sees exactly the events the scheduler committed,
+and keeps the records whose key is the submission id.
+
+:func:`event_watch` yields the submission's (or one job's) events in order. Once the history
+that was in the log when the watch started has been read, it yields the :data:`LIVE` sentinel,
+exactly once; everything after it happened while watching. The watch ends when the
+submission is done (or the watched job reached its terminal status) and everything already in
+the log has been yielded, or when its ``timeout`` expires (:class:`WatchTimeout`).
+
+On top of it: :func:`event_wait` (Flux's ``event_wait``, raising :class:`JobException` for a
+fatal exception), :func:`wait_until_done`, and :class:`Watcher`, which calls
+``on_state_changed``, ``on_job_completed``, ``on_submission_completed`` and ``on_progress``
+from a thread. :class:`SubmissionView` is the small fold of events they all share.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final, get_args
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from engine.config import Settings
+from engine.errors import JoblogError
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    EventBody,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCompleted,
+    JobDeleted,
+    JobExceptionRaised,
+    JobFailed,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobStarted,
+    JobStatus,
+    JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
+    SubmissionStatus,
+)
+from engine.partitioning import partition_for
+from engine.topics import Topics
+
+log = logging.getLogger("joblog.watch")
+
+# --------------------------------------------------------------------------- errors
+
+
+class WatchTimeout(JoblogError, TimeoutError):
+    """Nothing that ends the wait arrived within the timeout."""
+
+
+class EventNotFound(JoblogError, LookupError):
+    """The job (or submission) ended without the awaited event (Flux's ``ENODATA``)."""
+
+
+class SubmissionRejected(JoblogError):
+    """The scheduler rejected the submission; nothing of it will run.
+
+    Attributes:
+        submission_id: the submission.
+        code: machine-readable reason (a :class:`~engine.lifecycle.records.RejectionCode`).
+        reason: what to fix.
+    """
+
+    def __init__(self, submission_id: str, code: str, reason: str) -> None:
+        super().__init__(f"submission {submission_id} was rejected ({code}): {reason}")
+        self.submission_id = submission_id
+        self.code = code
+        self.reason = reason
+
+
+class JobException(JoblogError):
+    """An exception event of a job (Flux's ``JobException``).
+
+    Attributes:
+        type: what kind of exception, e.g. ``cancel``, ``timeout`` or a Python exception type.
+        note: a brief human-readable explanation.
+        severity: 0 is fatal to the attempt; anything else is recorded and the job goes on.
+        timestamp: when the scheduler recorded it (UTC).
+        submission_id / job_id / attempt: where it happened.
+        traceback: the task's traceback, when there is one.
+    """
+
+    def __init__(self, event: Event) -> None:
+        body = event.body
+        if not isinstance(body, JobExceptionRaised):
+            raise TypeError(f"not an exception event: {event.name}")
+        super().__init__(
+            f"job {event.job_id} raised {body.type} (severity {body.severity}): {body.note}"
+        )
+        self.event = event
+        self.type = body.type
+        self.note = body.note
+        self.severity = body.severity
+        self.timestamp = to_datetime(event.timestamp)
+        self.submission_id = event.submission_id
+        self.job_id = event.job_id
+        self.attempt = body.attempt
+        self.traceback = body.traceback
+
+
+# --------------------------------------------------------------------------- names
+
+
+class Live:
+    """The type of :data:`LIVE`: the point where history ends and live events begin."""
+
+    _instance: Live | None = None
+
+    def __new__(cls) -> Live:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "LIVE"
+
+
+#: Yielded once by :func:`event_watch` between the history and the live events.
+LIVE: Final = Live()
+
+#: Every event name (the event body's class name), in lifecycle order.
+EVENT_NAMES: Final[tuple[str, ...]] = tuple(body.__name__ for body in get_args(EventBody))
+_SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake_name(name: str) -> str:
+    """``JobCompleted`` -> ``job_completed``."""
+    return _SNAKE.sub("_", name).lower()
+
+
+_ALIASES: dict[str, str] = {}
+for _name in EVENT_NAMES:
+    _ALIASES[_name.lower()] = _name
+    _ALIASES[snake_name(_name)] = _name
+    if _name.startswith("Job"):
+        _ALIASES[snake_name(_name[3:])] = _name
+_ALIASES.update({"exception": "JobExceptionRaised", "progress": "JobProgressed"})
+
+
+def event_name(name: str) -> str:
+    """The canonical event name for ``name``.
+
+    Accepts the class name (``JobCompleted``), its snake case (``job_completed``) or, for job
+    events, the short form (``completed``, ``started``, ``exception``, ``progress``).
+
+    Raises:
+        ValueError: no event has that name.
+    """
+    try:
+        return _ALIASES[name.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown event name {name!r}; known: {', '.join(EVENT_NAMES)}") from None
+
+
+def status_after(body: EventBody) -> JobStatus | None:
+    """The job status an event puts its job in, or ``None`` when it does not change it."""
+    if isinstance(body, JobSubmitted):
+        return JobStatus.SUBMITTED
+    if isinstance(body, JobBlocked):
+        return JobStatus.BLOCKED
+    if isinstance(body, JobPending | JobRetryScheduled):
+        return JobStatus.PENDING
+    if isinstance(body, JobAssigned):
+        return JobStatus.ASSIGNED
+    if isinstance(body, JobStarted):
+        return JobStatus.RUNNING
+    if isinstance(body, JobCompleted):
+        return JobStatus.COMPLETED
+    if isinstance(body, JobFailed):
+        return JobStatus.FAILED
+    if isinstance(body, JobCanceled):
+        return JobStatus.CANCELED
+    if isinstance(body, JobAbandoned):
+        return JobStatus.ABANDONED
+    if isinstance(body, JobSkipped):
+        return JobStatus.SKIPPED
+    return None
+
+
+def format_progress(value: float | None, total: float | None, line: str | None = None) -> str:
+    """``12/40 (30%) rendering`` from a progress value, total and status line."""
+    parts = []
+    if value is not None:
+        if total:
+            parts.append(f"{value:g}/{total:g} ({100 * value / total:.0f}%)")
+        else:
+            parts.append(f"{value:g}")
+    if line:
+        parts.append(line)
+    return " ".join(parts)
+
+
+def to_datetime(ms: int) -> datetime:
+    """An event timestamp (epoch milliseconds) as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+# --------------------------------------------------------------------------- the fold
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What is known of one job: its spec, status, times, progress and outcome.
+
+    Built by folding events (:class:`SubmissionView`) or read from the projections
+    (:meth:`engine.api.Joblog.get_job`). Times are aware UTC datetimes.
+
+    Attributes:
+        submission_id / job_id: the job's identity.
+        name / task / command / queue / parent / depends_on: from its spec.
+        status: its current status.
+        attempt: the current (or last) attempt, 0 before the first.
+        max_attempts: attempts its retry policy allows.
+        worker_id: the worker of the current attempt.
+        progress / total / status_line: the last progress report.
+        submitted_at / blocked_at / pending_at / run_at / finished_at: when it entered those
+            statuses (``pending_at`` and ``run_at`` of the current attempt).
+        error_type / error_note: the error of the last failed attempt or fatal exception.
+        result: the task's JSON-encoded return value.
+        exit_code: a command's exit code.
+        exceptions: exception events raised so far.
+        deleted: the job was deleted.
+    """
+
+    submission_id: str
+    job_id: str
+    name: str = ""
+    task: str | None = None
+    command: tuple[str, ...] | None = None
+    queue: str = "default"
+    parent: str | None = None
+    depends_on: tuple[str, ...] = ()
+    status: JobStatus = JobStatus.SUBMITTED
+    attempt: int = 0
+    max_attempts: int = 1
+    worker_id: str = ""
+    progress: float | None = None
+    total: float | None = None
+    status_line: str | None = None
+    submitted_at: datetime | None = None
+    blocked_at: datetime | None = None
+    pending_at: datetime | None = None
+    run_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_type: str = ""
+    error_note: str = ""
+    result: str | None = None
+    exit_code: int | None = None
+    exceptions: int = 0
+    deleted: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``submission_id/job_id``: how the CLI and :class:`~engine.api.Joblog` name a job."""
+        return f"{self.submission_id}/{self.job_id}"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.task or (self.command[0] if self.command else self.job_id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def error(self) -> str:
+        """``type: note`` of the job's error, or ``""``."""
+        if self.error_type and self.error_note:
+            return f"{self.error_type}: {self.error_note}"
+        return self.error_type or self.error_note
+
+    @property
+    def fraction(self) -> float | None:
+        """Progress as a fraction of its total, when both are known."""
+        if self.progress is None or not self.total:
+            return None
+        return max(0.0, min(1.0, self.progress / self.total))
+
+    @property
+    def execution_duration(self) -> float | None:
+        """Seconds from ``run_at`` to ``finished_at`` (to now while running)."""
+        return _seconds(self.run_at, self.finished_at)
+
+    @property
+    def pending_duration(self) -> float | None:
+        """Seconds from ``pending_at`` to ``run_at`` (to now while pending)."""
+        end = self.run_at or (self.finished_at if self.status.is_terminal else None)
+        return _seconds(self.pending_at, end)
+
+    @property
+    def blocked_duration(self) -> float | None:
+        """Seconds from ``blocked_at`` to ``pending_at`` (to now while blocked)."""
+        end = self.pending_at or (self.finished_at if self.status.is_terminal else None)
+        return _seconds(self.blocked_at, end)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return ((end or datetime.now(UTC)) - start).total_seconds()
+
+
+@dataclass
+class SubmissionView:
+    """The jobs of one submission folded from its events; :meth:`apply` folds one more.
+
+    Tolerates a stream that starts in the middle (a watch with ``from_start=False``): events
+    of a job it has not seen submitted create a bare :class:`JobView`.
+
+    Attributes:
+        submission_id: the submission.
+        jobs: job views by job id, in submission order.
+        accepted: the scheduler accepted the submission.
+        outcome: set once every job is terminal.
+        rejection: the rejection of the submission itself, if it was rejected.
+        last_event: the last event folded in.
+    """
+
+    submission_id: str
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    accepted: bool = False
+    outcome: SubmissionStatus | None = None
+    rejection: CommandRejected | None = None
+    last_event: Event | None = None
+
+    @property
+    def done(self) -> bool:
+        """Every job is terminal, or the submission was rejected."""
+        return self.outcome is not None or self.rejection is not None
+
+    def counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status (deleted ones included)."""
+        out: dict[JobStatus, int] = {}
+        for job in self.jobs.values():
+            out[job.status] = out.get(job.status, 0) + 1
+        return out
+
+    def apply(self, event: Event) -> tuple[JobView | None, JobView | None]:
+        """Folds one event in.
+
+        Returns:
+            The event's job before and after it (``(None, None)`` for a submission event).
+        """
+        self.last_event = event
+        body = event.body
+        if isinstance(body, SubmissionAccepted):
+            self.accepted = True
+            return None, None
+        if isinstance(body, SubmissionCompleted):
+            self.outcome = body.status
+            return None, None
+        if isinstance(body, CommandRejected):
+            if body.command_type == "SubmitJobs" and not self.accepted:
+                self.rejection = body
+            return None, None
+        at = to_datetime(event.timestamp)
+        before = self.jobs.get(event.job_id)
+        if isinstance(body, JobSubmitted):
+            spec = body.spec
+            after = JobView(
+                submission_id=event.submission_id,
+                job_id=event.job_id,
+                name=spec.name,
+                task=spec.task,
+                command=spec.command,
+                queue=spec.queue,
+                parent=spec.parent,
+                depends_on=spec.depends_on,
+                max_attempts=spec.retry.max_attempts,
+                submitted_at=at,
+            )
+        else:
+            current = before or JobView(event.submission_id, event.job_id)
+            after = _evolve_view(current, body, at)
+        self.jobs[event.job_id] = after
+        return before, after
+
+
+def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
+    status = status_after(body) or job.status
+    if isinstance(body, JobBlocked):
+        return replace(job, status=status, blocked_at=at)
+    if isinstance(body, JobPending):
+        return replace(job, status=status, attempt=body.attempt, pending_at=at, queue=body.queue)
+    if isinstance(body, JobAssigned):
+        return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
+    if isinstance(body, JobStarted):
+        return replace(job, status=status, attempt=body.attempt, run_at=at)
+    if isinstance(body, JobProgressed):
+        return replace(
+            job,
+            progress=job.progress if body.value is None else body.value,
+            total=job.total if body.total is None else body.total,
+            status_line=job.status_line if body.status_line is None else body.status_line,
+        )
+    if isinstance(body, JobExceptionRaised):
+        fatal = body.severity == 0
+        return replace(
+            job,
+            exceptions=job.exceptions + 1,
+            error_type=body.type if fatal else job.error_type,
+            error_note=body.note if fatal else job.error_note,
+        )
+    if isinstance(body, JobRetryScheduled):
+        return replace(
+            job,
+            status=status,
+            attempt=body.next_attempt,
+            pending_at=at,
+            run_at=None,
+            worker_id="",
+            error_type=body.error_type or str(body.reason),
+            error_note=body.error_note,
+        )
+    if isinstance(body, JobCompleted):
+        return replace(
+            job, status=status, finished_at=at, result=body.result, exit_code=body.exit_code
+        )
+    if isinstance(body, JobFailed):
+        return replace(
+            job,
+            status=status,
+            finished_at=at,
+            error_type=body.error_type or str(body.reason),
+            error_note=body.error_note,
+            exit_code=body.exit_code,
+        )
+    if isinstance(body, JobCanceled):
+        return replace(job, status=status, finished_at=at, error_note=body.reason)
+    if isinstance(body, JobAbandoned):
+        note = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
+        return replace(job, status=status, finished_at=at, error_note=note)
+    if isinstance(body, JobSkipped):
+        return replace(job, status=status, finished_at=at)
+    if isinstance(body, JobDeleted):
+        return replace(job, deleted=True)
+    return job
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class _Idle:
+    """Yielded by :func:`_stream` when a poll returned nothing (lets callers tick)."""
+
+
+_IDLE: Final = _Idle()
+
+
+def events_consumer(settings: Settings, **extra: object) -> Consumer:
+    """A consumer for reading ``events`` by assignment: read_committed, no group commits."""
+    return Consumer(
+        settings.client_config(
+            **{
+                "group.id": f"joblog-watch-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+                **extra,
+            }
+        )
+    )
+
+
+def events_partition(consumer: Consumer, settings: Settings, submission_id: str) -> TopicPartition:
+    """The partition of ``events`` that holds a submission.
+
+    Raises:
+        JoblogError: the topic does not exist or the cluster does not answer.
+    """
+    topic = Topics(settings.topic_prefix).events
+    try:
+        metadata = consumer.list_topics(topic, timeout=15)
+    except Exception as exc:
+        raise JoblogError(
+            f"cannot read the metadata of {topic} at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise JoblogError(
+            f"topic {topic} does not exist at {settings.bootstrap_servers}; "
+            "create the topics with `joblog topics create`"
+        )
+    return TopicPartition(topic, partition_for(submission_id, len(described.partitions)))
+
+
+def _stream(
+    settings: Settings,
+    submission_id: str,
+    job_id: str | None,
+    *,
+    from_start: bool,
+    timeout: float | None,
+    stop: threading.Event | None,
+    idle_every: float | None = None,
+) -> Iterator[Event | Live | _Idle]:
+    from engine import codec
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    key = submission_id.encode()
+    view = SubmissionView(submission_id)
+    consumer = events_consumer(settings)
+    try:
+        partition = events_partition(consumer, settings, submission_id)
+        if from_start:
+            partition.offset = OFFSET_BEGINNING
+        else:
+            _, high = consumer.get_watermark_offsets(partition, timeout=15)
+            partition.offset = high
+        consumer.assign([partition])
+        live = False
+        if not from_start:
+            live = True
+            yield LIVE
+        last_yield = time.monotonic()
+        while stop is None or not stop.is_set():
+            wait = 0.2
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    what = f"job {submission_id}/{job_id}" if job_id else submission_id
+                    raise WatchTimeout(f"{what}: nothing ended the watch within {timeout}s")
+                wait = min(wait, remaining)
+            message = consumer.poll(wait)
+            if message is None:
+                if idle_every is not None and time.monotonic() - last_yield >= idle_every:
+                    last_yield = time.monotonic()
+                    yield _IDLE
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if not live:
+                        live = True
+                        yield LIVE
+                    if _finished(view, job_id):
+                        return
+                    continue
+                if error.fatal():
+                    raise JoblogError(f"reading {partition.topic} failed: {error.str()}")
+                log.warning("reading %s: %s", partition.topic, error.str())
+                continue
+            if message.key() != key:
+                continue
+            value = message.value()
+            if value is None:
+                continue
+            try:
+                event = codec.decode_event(value)
+            except JoblogError as exc:
+                log.warning(
+                    "skipping undecodable event at %s[%s]@%s: %s",
+                    partition.topic,
+                    message.partition(),
+                    message.offset(),
+                    exc,
+                )
+                continue
+            view.apply(event)
+            if job_id is not None:
+                if isinstance(event.body, SubmissionAccepted) and job_id not in event.body.job_ids:
+                    raise EventNotFound(f"submission {submission_id} has no job {job_id!r}")
+                if event.job_id != job_id and not (
+                    isinstance(event.body, CommandRejected) and view.rejection is event.body
+                ):
+                    continue
+            last_yield = time.monotonic()
+            yield event
+            if live and _finished(view, job_id):
+                return
+    finally:
+        consumer.close()
+
+
+def _finished(view: SubmissionView, job_id: str | None) -> bool:
+    if view.rejection is not None:
+        return True
+    if job_id is None:
+        return view.outcome is not None
+    job = view.jobs.get(job_id)
+    return job is not None and job.is_terminal
+
+
+def event_watch(
+    submission_id: str,
+    job_id: str | None = None,
+    *,
+    from_start: bool = True,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[Event | Live]:
+    """Yields the events of a submission, or of one of its jobs: history, :data:`LIVE`, live.
+
+    Example::
+
+        for event in event_watch(submission.id):
+            if event is LIVE:
+                print("-- now live --")
+            else:
+                print(event.name, event.job_id)
+
+    Args:
+        submission_id: the submission.
+        job_id: only this job's events (and the rejection of the submission, if any).
+        from_start: start at the beginning of the log (history, then live); ``False`` starts
+            at its end, so :data:`LIVE` comes first.
+        timeout: seconds the whole watch may last; ``None`` waits for ever.
+        settings: cluster settings (``Settings.from_env()`` when omitted).
+        stop: set it (from another thread) to end the watch quietly.
+
+    Yields:
+        Events in log order, and :data:`LIVE` once where the history ends.
+
+    Raises:
+        WatchTimeout: the watch did not end within ``timeout``.
+        EventNotFound: the submission has no job ``job_id``.
+        JoblogError: the ``events`` topic is missing or cannot be read.
+    """
+    for item in _stream(
+        settings or Settings.from_env(),
+        submission_id,
+        job_id,
+        from_start=from_start,
+        timeout=timeout,
+        stop=stop,
+    ):
+        if not isinstance(item, _Idle):
+            yield item
+
+
+def event_wait(
+    submission_id: str,
+    job_id: str | None,
+    name: str,
+    timeout: float | None = None,
+    *,
+    raise_job_exception: bool = True,
+    settings: Settings | None = None,
+) -> Event:
+    """Waits for a job's (or the submission's) event called ``name`` and returns it.
+
+    Reads the history first, so an event that already happened is returned at once.
+
+    Args:
+        submission_id: the submission.
+        job_id: the job; ``None`` for submission events such as ``SubmissionCompleted``.
+        name: the event name, e.g. ``JobStarted``, ``job_started`` or ``started``.
+        timeout: longest wait in seconds (``None``: for ever).
+        raise_job_exception: raise :class:`JobException` when a fatal exception event
+            (severity 0) of the job arrives before the awaited event.
+        settings: cluster settings (``Settings.from_env()`` when omitted).
+
+    Returns:
+        The first matching event.
+
+    Raises:
+        JobException: a fatal exception came first (with ``type``, ``note``, ``severity``).
+        EventNotFound: the job or submission ended without such an event.
+        SubmissionRejected: the submission was rejected.
+        WatchTimeout: nothing came within ``timeout``.
+    """
+    wanted = event_name(name)
+    saw_rejection: CommandRejected | None = None
+    for item in event_watch(
+        submission_id, job_id, from_start=True, timeout=timeout, settings=settings
+    ):
+        if isinstance(item, Live):
+            continue
+        if item.name == wanted and (job_id is None or item.job_id == job_id):
+            return item
+        body = item.body
+        if (
+            raise_job_exception
+            and isinstance(body, JobExceptionRaised)
+            and body.severity == 0
+            and (job_id is None or item.job_id == job_id)
+        ):
+            raise JobException(item)
+        if isinstance(body, CommandRejected) and body.command_type == "SubmitJobs":
+            saw_rejection = body
+    if saw_rejection is not None:
+        raise SubmissionRejected(submission_id, saw_rejection.code, saw_rejection.reason)
+    what = f"job {submission_id}/{job_id}" if job_id else f"submission {submission_id}"
+    raise EventNotFound(f"{what} ended without a {wanted} event")
+
+
+# --------------------------------------------------------------------------- callbacks
+
+ProgressCallback = Callable[[SubmissionView], object]
+JobCallback = Callable[[JobView], object]
+StateCallback = Callable[[JobView, JobStatus | None], object]
+SubmissionCallback = Callable[[SubmissionView], object]
+EventCallback = Callable[[Event], object]
+
+
+def wait_until_done(
+    submission_id: str,
+    *,
+    progress: ProgressCallback | None = None,
+    timeout: float | None = None,
+    interval: float = 1.0,
+    settings: Settings | None = None,
+) -> SubmissionView:
+    """Blocks until every job of the submission is terminal.
+
+    Args:
+        submission_id: the submission.
+        progress: called with the current :class:`SubmissionView` after every state change or
+            progress event, and every ``interval`` seconds in between (so it can refresh a
+            display or check a flag; raise from it to stop waiting).
+        timeout: longest wait in seconds (``None``: for ever).
+        interval: the longest pause between two calls of ``progress``.
+        settings: cluster settings (``Settings.from_env()`` when omitted).
+
+    Returns:
+        The final view; ``view.outcome`` says how the submission ended.
+
+    Raises:
+        SubmissionRejected: the scheduler rejected the submission.
+        WatchTimeout: it was not done within ``timeout``.
+    """
+    view = SubmissionView(submission_id)
+    for item in _stream(
+        settings or Settings.from_env(),
+        submission_id,
+        None,
+        from_start=True,
+        timeout=timeout,
+        stop=None,
+        idle_every=interval if progress is not None else None,
+    ):
+        if isinstance(item, Event):
+            before, after = view.apply(item)
+            changed = after is not None and (
+                before is None
+                or before.status != after.status
+                or isinstance(item.body, JobProgressed)
+            )
+            if progress is not None and (changed or view.done):
+                progress(view)
+        elif isinstance(item, _Idle) and progress is not None:
+            progress(view)
+    if view.rejection is not None:
+        raise SubmissionRejected(submission_id, view.rejection.code, view.rejection.reason)
+    return view
+
+
+class Watcher:
+    """Runs callbacks for a submission's events on a background thread.
+
+    The vocabulary of HPC job schedulers: ``on_state_changed`` (a job changed status),
+    ``on_job_completed`` (a job reached a terminal status, whichever), ``on_progress`` (a
+    job reported progress) and ``on_submission_completed`` (every job is terminal). With
+    ``from_start=True`` (the default) the history is replayed through the callbacks first.
+
+    Example::
+
+        with Watcher(submission.id, on_progress=lambda job: print(job.job_id, job.progress)):
+            submission.wait_until_done()
+
+    Args:
+        submission_id: the submission.
+        settings: cluster settings (``Settings.from_env()`` when omitted).
+        from_start: replay the history through the callbacks before the live events.
+        on_state_changed: ``(job, previous_status)`` after each status change.
+        on_job_completed: ``(job)`` when a job reaches a terminal status.
+        on_submission_completed: ``(view)`` once every job is terminal.
+        on_progress: ``(job)`` after each progress event.
+        on_event: ``(event)`` for every event.
+
+    Attributes:
+        view: the fold of the events seen so far.
+        error: the exception that stopped the thread (a callback's or the watch's), if any.
+    """
+
+    def __init__(
+        self,
+        submission_id: str,
+        *,
+        settings: Settings | None = None,
+        from_start: bool = True,
+        on_state_changed: StateCallback | None = None,
+        on_job_completed: JobCallback | None = None,
+        on_submission_completed: SubmissionCallback | None = None,
+        on_progress: JobCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.submission_id = submission_id
+        self.settings = settings or Settings.from_env()
+        self.from_start = from_start
+        self.on_state_changed = on_state_changed
+        self.on_job_completed = on_job_completed
+        self.on_submission_completed = on_submission_completed
+        self.on_progress = on_progress
+        self.on_event = on_event
+        self.view = SubmissionView(submission_id)
+        self.error: BaseException | None = None
+        self.live = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"joblog-watcher-{submission_id}", daemon=True
+        )
+
+    def start(self) -> Watcher:
+        """Starts the thread; returns the watcher."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Asks the thread to stop (it does within a fraction of a second)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits for the thread to end; returns whether it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.join(10)
+
+    def _run(self) -> None:
+        try:
+            for item in event_watch(
+                self.submission_id,
+                from_start=self.from_start,
+                settings=self.settings,
+                stop=self._stop,
+            ):
+                if isinstance(item, Live):
+                    self.live.set()
+                else:
+                    self._dispatch(item)
+        except BaseException as exc:  # kept for the owner of the watcher to inspect
+            self.error = exc
+            log.exception("watcher of %s stopped", self.submission_id)
+        finally:
+            self.live.set()
+
+    def _dispatch(self, event: Event) -> None:
+        before, after = self.view.apply(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        if after is not None:
+            previous = None if before is None else before.status
+            if before is None or before.status != after.status:
+                if self.on_state_changed is not None:
+                    self.on_state_changed(after, previous)
+                if after.is_terminal and self.on_job_completed is not None:
+                    self.on_job_completed(after)
+            if isinstance(event.body, JobProgressed) and self.on_progress is not None:
+                self.on_progress(after)
+        if isinstance(event.body, SubmissionCompleted) and self.on_submission_completed:
+            self.on_submission_completed(self.view)
