@@ -266,7 +266,9 @@ class Fold:
 
     def advance(self, position: Position) -> None:
         """Records that ``position`` was consumed (its next offset is written with the rows)."""
-        self._changes.offsets[(position.topic, position.partition)] = position.offset + 1
+        key = (position.topic, position.partition)
+        offsets = self._changes.offsets
+        offsets[key] = max(offsets.get(key, 0), position.offset + 1)
 
     # ------------------------------------------------------------------ events
 

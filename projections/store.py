@@ -118,6 +118,18 @@ class ProjectionStore:
         ).fetchall()
         return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
 
+    def reset(self) -> None:
+        """Empties every table and forgets every offset: the next run starts from offset 0."""
+        connection = self.connection
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            for table in (*KEYED_TABLES, *APPEND_TABLES, OFFSETS):
+                connection.execute(f"DELETE FROM {table.name}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
     # ------------------------------------------------------------------ reads by key
 
     def submissions(self, ids: Collection[str]) -> Iterable[Row]:

@@ -1,0 +1,502 @@
+"""The projector: consumes ``events`` (and worker heartbeats) into a DuckDB file, exactly once.
+
+The loop moves bytes and nothing else: ``consume`` a batch, decode it, let the pure
+:class:`~projections.fold.Fold` turn it into rows, and hand the rows to the
+:class:`~projections.store.ProjectionStore`, which writes them with the batch's offsets in one
+DuckDB transaction.
+
+Exactly-once, in commit order:
+
+1. Fold the batch in memory (no I/O).
+2. Send the batch's dead letters and wait for the broker to acknowledge them. A crash after
+   this step sends them again on restart: dead letters are at-least-once, never lost.
+3. One DuckDB transaction: every row of the batch, then the next offset of every partition
+   the batch read, then COMMIT. Either the rows and the offsets are in the file or neither is.
+4. Only then, for monitoring tools, commit the same offsets to Kafka (asynchronously).
+
+Kafka's committed offsets are never read back: on start and on every partition assignment
+the consumer is positioned at the offsets stored in the file (offset 0 for a partition the
+file has not seen), and a record below the stored offset is skipped. The consumer reads with
+``isolation.level=read_committed``, so events of aborted scheduler transactions never show.
+
+From ``reports`` the projector folds only ``Heartbeat`` and ``WorkerLeft`` (the ``workers``
+table); every other report is skipped, and an undecodable report is counted but not
+dead-lettered: the scheduler, which owns that topic's reading, dead-letters it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, NamedTuple
+
+import duckdb
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from engine import codec
+from engine.config import Settings
+from engine.errors import CodecError
+from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
+from engine.topics import Topics
+from projections.fold import Fold, PartitionKey, Position
+from projections.reader import ProjectionReader
+from projections.server import Endpoint, QueryServer
+from projections.store import ProjectionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectorStats:
+    """What a projector did since it started.
+
+    Attributes:
+        events: events folded in (duplicates excluded).
+        duplicates: events skipped because their sequence number was already folded in.
+        heartbeats: heartbeats and departures folded into ``workers``.
+        reports_skipped: other reports, read and skipped.
+        undecodable_reports: reports that did not decode (the scheduler dead-letters them).
+        dead_letters: records sent to the dead-letter topic.
+        batches: DuckDB transactions committed.
+        restarts: times the loop restarted after a failed write or dead-letter delivery.
+        positions: next offset of each ``topic[partition]`` in the file.
+        started_at: when it started (seconds since the epoch).
+        last_commit_at: when it last committed a batch.
+    """
+
+    events: int = 0
+    duplicates: int = 0
+    heartbeats: int = 0
+    reports_skipped: int = 0
+    undecodable_reports: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    restarts: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    last_commit_at: float | None = None
+
+
+class _Restart(Exception):
+    """The batch could not be made durable: reposition from the file and read it again."""
+
+
+class Projector:
+    """Projects the log of one topic prefix into one DuckDB file.
+
+    Args:
+        settings: cluster and topic settings.
+        db_path: the DuckDB file (created if missing).
+        group: the consumer group (default ``<prefix>projector``). A projector needs every
+            partition in its file: give each file its own group.
+        from_beginning: empty the file first and project the whole log again.
+        batch_size: most records per batch (one DuckDB transaction).
+        poll_timeout: longest wait for a batch to fill, in seconds.
+        workers: also read ``reports`` for the ``workers`` table.
+        serve: answer read-only queries on 127.0.0.1 while running (see
+            :mod:`projections.server`).
+        max_rows: rows of each keyed table the fold keeps in memory.
+        on_batch: called after each committed batch with the stats (benchmarks, tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db_path: str | Path,
+        *,
+        group: str | None = None,
+        from_beginning: bool = False,
+        batch_size: int = 5_000,
+        poll_timeout: float = 0.25,
+        workers: bool = True,
+        serve: bool = True,
+        max_rows: int = 200_000,
+        on_batch: Callable[[ProjectorStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db_path = Path(db_path)
+        self.topics = Topics(settings.topic_prefix)
+        self.group = group or f"{settings.topic_prefix}projector"
+        self.from_beginning = from_beginning
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.workers = workers
+        self.serve = serve
+        self.on_batch = on_batch
+        self.stats = ProjectorStats()
+        self.fold = Fold(max_rows=max_rows)
+        self.endpoint: Endpoint | None = None
+        #: Set once the first partitions are assigned (and positioned from the file).
+        self.ready = threading.Event()
+        self._positions: dict[PartitionKey, int] = {}
+        self._store: ProjectionStore | None = None
+
+    def run(self, stop: threading.Event) -> ProjectorStats:
+        """Projects until ``stop`` is set, then finishes the batch in hand and returns.
+
+        Raises:
+            ProjectionError: the file belongs to another schema version or topic prefix.
+            ProjectionFrozenError: the file is a point-in-time projection.
+            duckdb.IOException: another process holds the file.
+        """
+        store = ProjectionStore(self.db_path, topic_prefix=self.settings.topic_prefix)
+        self._store = store
+        server: QueryServer | None = None
+        producer = Producer(
+            self.settings.producer_config(
+                **{"enable.idempotence": True, "linger.ms": 5, "client.id": f"{self.group}-dlq"}
+            )
+        )
+        try:
+            if self.from_beginning:
+                store.reset()
+            self._positions = store.offsets()
+            self._publish_positions()
+            if self.serve:
+                server = QueryServer(store.connection, self.db_path, status=self.status)
+                self.endpoint = server.start()
+            while not stop.is_set():
+                try:
+                    self._session(stop, store, producer)
+                except _Restart as exc:
+                    log.warning("projector restarting from the offsets in the file: %s", exc)
+                    self.stats.restarts += 1
+                    self.fold.forget()
+                    stop.wait(0.5)
+        finally:
+            self.ready.clear()
+            if server is not None:
+                server.stop()
+            producer.flush(10)
+            store.close()
+            self._store = None
+        return self.stats
+
+    def status(self) -> dict[str, Any]:
+        """The counters, for ``GET /status`` of the query endpoint."""
+        return {"group": self.group, "db": str(self.db_path), **asdict(self.stats)}
+
+    # ------------------------------------------------------------------ the loop
+
+    def _session(self, stop: threading.Event, store: ProjectionStore, producer: Producer) -> None:
+        consumer = Consumer(
+            self.settings.client_config(
+                **{
+                    "group.id": self.group,
+                    "client.id": f"{self.group}-{self.db_path.name}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 100,
+                }
+            )
+        )
+        topics = [self.topics.events]
+        if self.workers:
+            topics.append(self.topics.reports)
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            idle_since = time.monotonic()
+            while not stop.is_set():
+                messages = consumer.consume(self.batch_size, timeout=self.poll_timeout)
+                if messages:
+                    self._batch(consumer, producer, store, messages)
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= 1.0:
+                    self._store_positions(consumer, store)
+                    idle_since = time.monotonic()
+        finally:
+            try:
+                consumer.close()
+            except KafkaException as exc:
+                log.warning("closing the consumer failed: %s", exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._store is not None
+        # The file, not Kafka, says where each partition stands.
+        self._positions = self._store.offsets()
+        for tp in partitions:
+            tp.offset = self._positions.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info(
+            "projector assigned %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions),
+        )
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every consumed batch is written before the next consume(), so nothing is in
+        # flight when partitions go: there is nothing to flush here.
+        self.ready.clear()
+
+    def _batch(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        store: ProjectionStore,
+        messages: list[Message],
+    ) -> None:
+        fold = self.fold
+        events: list[tuple[Event, Position, Message]] = []
+        reports: list[tuple[Heartbeat | WorkerLeft, int, Position]] = []
+        letters: list[tuple[Message, Exception]] = []
+        events_topic = self.topics.events
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error: %s", error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            if offset < self._positions.get((topic, partition), 0):
+                continue  # already in the file (a fetch from before the last repositioning)
+            position = Position(topic, partition, offset)
+            raw = message.value() or b""
+            if topic == events_topic:
+                try:
+                    events.append((codec.decode_event(raw), position, message))
+                except CodecError as exc:
+                    letters.append((message, exc))
+                    fold.advance(position)
+                continue
+            try:
+                report = codec.decode_report(raw)
+            except CodecError:
+                self.stats.undecodable_reports += 1
+                fold.advance(position)
+                continue
+            if isinstance(report, Heartbeat | WorkerLeft):
+                reports.append((report, message.timestamp()[1], position))
+            else:
+                self.stats.reports_skipped += 1
+                fold.advance(position)
+
+        try:
+            fold.prefetch((e for e, _, _ in events), (r for r, _, _ in reports), store)
+        except duckdb.Error as exc:
+            raise _Restart(f"reading rows from {self.db_path} failed: {exc}") from exc
+        duplicates = fold.stats.duplicates
+        for event, position, message in events:
+            try:
+                fold.event(event, position)
+            except Exception as exc:
+                # An event the fold cannot place (an inconsistent log, or a bug): it goes to
+                # the dead letters with the reason, and the projection goes on.
+                log.exception("event %s could not be projected", event.event_id)
+                letters.append((message, exc))
+                fold.advance(position)
+        for report, timestamp, position in reports:
+            fold.report(report, timestamp)
+            fold.advance(position)
+        if letters:
+            self._send_dead_letters(producer, letters)
+        self._advance_to_consumer_position(consumer)
+
+        changes = fold.take()
+        try:
+            store.write(changes)
+        except duckdb.Error as exc:
+            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
+        self._positions.update(changes.offsets)
+
+        stats = self.stats
+        stats.duplicates += fold.stats.duplicates - duplicates
+        stats.events += len(events) - (fold.stats.duplicates - duplicates)
+        stats.heartbeats += len(reports)
+        stats.batches += 1
+        stats.last_commit_at = time.time()
+        self._publish_positions()
+        if changes.offsets:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in changes.offsets.items()],
+                    asynchronous=True,
+                )
+            except KafkaException as exc:
+                log.debug("offset commit for monitoring failed: %s", exc)
+        if self.on_batch is not None:
+            self.on_batch(stats)
+
+    def _advance_to_consumer_position(self, consumer: Consumer) -> None:
+        # The consumer's position is past every record it returned and past the transaction
+        # markers and aborted records it skipped, which it never returns. Storing it keeps
+        # the file's offsets at the end of a quiet log (no lag of one marker per partition).
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset > self._positions.get((tp.topic, tp.partition), 0):
+                self.fold.advance(Position(tp.topic, tp.partition, tp.offset - 1))
+
+    def _store_positions(self, consumer: Consumer, store: ProjectionStore) -> None:
+        """On a quiet log, stores positions that moved past markers only (offsets alone)."""
+        self._advance_to_consumer_position(consumer)
+        changes = self.fold.take()
+        if not changes:
+            return
+        try:
+            store.write(changes)
+        except duckdb.Error as exc:
+            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
+        self._positions.update(changes.offsets)
+        self._publish_positions()
+
+    def _send_dead_letters(
+        self, producer: Producer, letters: list[tuple[Message, Exception]]
+    ) -> None:
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        now = int(time.time() * 1000)
+        for message, error in letters:
+            letter = codec.DeadLetter(
+                topic=message.topic() or "",
+                partition=message.partition() or 0,
+                offset=message.offset() or 0,
+                key=message.key(),
+                value=message.value() or b"",
+                error_type=type(error).__name__,
+                error_message=str(error),
+                consumer=self.group,
+                failed_at=now,
+            )
+            log.warning(
+                "dead letter from %s[%s]@%s: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                error,
+            )
+            producer.produce(
+                self.topics.deadletter,
+                key=message.key(),
+                value=codec.encode_deadletter(letter),
+                on_delivery=delivered,
+            )
+        if producer.flush(30) > 0 or failures:
+            raise _Restart(f"dead letters not delivered: {failures or 'flush timed out'}")
+        self.stats.dead_letters += len(letters)
+
+    def _publish_positions(self) -> None:
+        self.stats.positions = {f"{t}[{p}]": o for (t, p), o in sorted(self._positions.items())}
+
+
+class PartitionLag(NamedTuple):
+    """How far a projection file is behind one partition."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    end_offset: int
+    lag: int
+
+
+def lag(settings: Settings, db_path: str | Path, *, timeout: float = 10.0) -> list[PartitionLag]:
+    """The stored offsets of a projection against the end of each partition.
+
+    Reads the offsets through :class:`~projections.reader.ProjectionReader` (so it works
+    while the projector runs) and the ends from the broker (read-committed ends). Partitions
+    of ``reports`` appear only once the projector has read heartbeats from them.
+
+    Raises:
+        ProjectionUnavailableError: the projection cannot be read.
+    """
+    stored = {
+        (row["topic"], row["partition"]): int(row["next_offset"])
+        for row in ProjectionReader(db_path).query(
+            "SELECT topic, partition, next_offset FROM projection_offsets"
+        )
+    }
+    topics = Topics(settings.topic_prefix)
+    consumer = Consumer(
+        settings.client_config(
+            **{
+                "group.id": f"{settings.topic_prefix}projector-status-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    rows: list[PartitionLag] = []
+    try:
+        for topic in (topics.events, topics.reports):
+            metadata = consumer.list_topics(topic, timeout=timeout)
+            if topic == topics.reports and not any(t == topic for t, _ in stored):
+                continue
+            for p in sorted(metadata.topics[topic].partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=timeout
+                )
+                position = stored.get((topic, p), low)
+                rows.append(PartitionLag(topic, p, position, high, max(0, high - position)))
+    finally:
+        consumer.close()
+    return rows
+
+
+def run_projector(
+    settings: Settings,
+    db_path: str | Path,
+    stop_event: threading.Event | None = None,
+    **options: Any,
+) -> ProjectorStats:
+    """Runs a :class:`Projector` until ``stop_event`` is set (or SIGTERM/SIGINT arrives).
+
+    Usable in a thread (pass ``stop_event``) or as the body of a process. Without
+    ``stop_event``, and on the main thread, SIGTERM and SIGINT stop it: the batch in hand is
+    committed (or not at all), the consumer leaves its group, the query endpoint closes.
+
+    Args:
+        settings: cluster and topic settings.
+        db_path: the DuckDB file.
+        stop_event: set it to stop the projector.
+        **options: keyword arguments of :class:`Projector` (``group``, ``from_beginning``,
+            ``batch_size``, ``poll_timeout``, ``workers``, ``serve``, ``max_rows``,
+            ``on_batch``).
+
+    Returns:
+        The projector's counters.
+    """
+    stop = stop_event or threading.Event()
+    projector = Projector(settings, db_path, **options)
+    with _stopped_by_signals(stop, enabled=stop_event is None):
+        return projector.run(stop)
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event, *, enabled: bool) -> Iterator[None]:
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
