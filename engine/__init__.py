@@ -1,0 +1,124 @@
+"""joblog: an event-sourced job engine on Apache Kafka.
+
+The public Python API::
+
+    from engine import Job, Joblog, task
+
+    jl = Joblog()
+    submission = jl.submit(task="double", args=[21])
+    submission.wait_until_done(progress=lambda view: print(view.counts()))
+
+Names are loaded on first use, so ``import engine`` (and the ``joblog`` command) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.api import (
+        InvalidJob,
+        Job,
+        Joblog,
+        JobNotFound,
+        Submission,
+        load_jobs,
+    )
+    from engine.config import Settings
+    from engine.errors import JoblogError
+    from engine.lifecycle.records import (
+        CancelMode,
+        Event,
+        JobSpec,
+        JobStatus,
+        RetryPolicy,
+        SubmissionStatus,
+    )
+    from engine.watch import (
+        LIVE,
+        EventNotFound,
+        JobException,
+        JobView,
+        SubmissionRejected,
+        SubmissionView,
+        Watcher,
+        WatchTimeout,
+        event_wait,
+        event_watch,
+        wait_until_done,
+    )
+    from engine.worker import JobContext, task
+
+_EXPORTS: dict[str, str] = {
+    "Joblog": "engine.api",
+    "Job": "engine.api",
+    "Submission": "engine.api",
+    "JobNotFound": "engine.api",
+    "InvalidJob": "engine.api",
+    "load_jobs": "engine.api",
+    "Settings": "engine.config",
+    "JoblogError": "engine.errors",
+    "CancelMode": "engine.lifecycle.records",
+    "Event": "engine.lifecycle.records",
+    "JobSpec": "engine.lifecycle.records",
+    "JobStatus": "engine.lifecycle.records",
+    "RetryPolicy": "engine.lifecycle.records",
+    "SubmissionStatus": "engine.lifecycle.records",
+    "LIVE": "engine.watch",
+    "EventNotFound": "engine.watch",
+    "JobException": "engine.watch",
+    "JobView": "engine.watch",
+    "SubmissionRejected": "engine.watch",
+    "SubmissionView": "engine.watch",
+    "Watcher": "engine.watch",
+    "WatchTimeout": "engine.watch",
+    "event_wait": "engine.watch",
+    "event_watch": "engine.watch",
+    "wait_until_done": "engine.watch",
+    "JobContext": "engine.worker",
+    "task": "engine.worker",
+}
+
+__all__ = [
+    "LIVE",
+    "CancelMode",
+    "Event",
+    "EventNotFound",
+    "InvalidJob",
+    "Job",
+    "JobContext",
+    "JobException",
+    "JobNotFound",
+    "JobSpec",
+    "JobStatus",
+    "JobView",
+    "Joblog",
+    "JoblogError",
+    "RetryPolicy",
+    "Settings",
+    "Submission",
+    "SubmissionRejected",
+    "SubmissionStatus",
+    "SubmissionView",
+    "WatchTimeout",
+    "Watcher",
+    "event_wait",
+    "event_watch",
+    "load_jobs",
+    "task",
+    "wait_until_done",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -516,6 +516,7 @@ def _stream(
     timeout: float | None,
     stop: threading.Event | None,
     idle_every: float | None = None,
+    until_done: bool = True,
 ) -> Iterator[Event | Live | _Idle]:
     from engine import codec
 
@@ -556,7 +557,7 @@ def _stream(
                     if not live:
                         live = True
                         yield LIVE
-                    if _finished(view, job_id):
+                    if until_done and _finished(view, job_id):
                         return
                     continue
                 if error.fatal():
@@ -589,7 +590,7 @@ def _stream(
                     continue
             last_yield = time.monotonic()
             yield event
-            if live and _finished(view, job_id):
+            if until_done and live and _finished(view, job_id):
                 return
     finally:
         consumer.close()
@@ -612,6 +613,7 @@ def event_watch(
     timeout: float | None = None,
     settings: Settings | None = None,
     stop: threading.Event | None = None,
+    until_done: bool = True,
 ) -> Iterator[Event | Live]:
     """Yields the events of a submission, or of one of its jobs: history, :data:`LIVE`, live.
 
@@ -631,6 +633,8 @@ def event_watch(
         timeout: seconds the whole watch may last; ``None`` waits for ever.
         settings: cluster settings (``Settings.from_env()`` when omitted).
         stop: set it (from another thread) to end the watch quietly.
+        until_done: end the watch once the submission is done (or the job terminal) and the
+            history is read; ``False`` keeps watching (for deletions, late rejections).
 
     Yields:
         Events in log order, and :data:`LIVE` once where the history ends.
@@ -647,6 +651,7 @@ def event_watch(
         from_start=from_start,
         timeout=timeout,
         stop=stop,
+        until_done=until_done,
     ):
         if not isinstance(item, _Idle):
             yield item

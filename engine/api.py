@@ -1,0 +1,921 @@
+"""The Python client of joblog: submit, watch, cancel, retry, delete and query jobs.
+
+::
+
+    from engine import Job, Joblog
+
+    jl = Joblog()                                   # Settings.from_env()
+    submission = jl.submit(task="double", args=[21])
+    view = submission.wait_until_done(timeout=60)
+    print(view.outcome, view.jobs["double"].result)
+
+    graph = jl.submit(
+        Job("extract", task="extract", args=["s3://bucket/in"], retries=2),
+        Job("report", task="report", depends_on=["extract"], timeout=300),
+    )
+    jl.cancel(graph, "report")                      # the job, and what depends on it
+    jl.get_jobs(status="COMPLETED")                 # from the DuckDB projections
+
+Writes go to Kafka as commands (:class:`~engine.client.CommandProducer`); watching reads the
+``events`` topic (:mod:`engine.watch`); ``get_jobs``/``get_job``/``get_latest_job`` read the
+projections through :class:`projections.reader.ProjectionReader`, which asks a running
+projector or opens the file read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import Settings
+from engine.errors import JoblogError
+from engine.lifecycle.records import (
+    CancelMode,
+    Event,
+    JobSpec,
+    JobStatus,
+    RetryPolicy,
+    SubmitJobs,
+)
+from engine.watch import (
+    LIVE,
+    JobCallback,
+    JobView,
+    Live,
+    ProgressCallback,
+    StateCallback,
+    SubmissionCallback,
+    SubmissionView,
+    Watcher,
+    event_wait,
+    event_watch,
+    wait_until_done,
+)
+
+if TYPE_CHECKING:
+    from engine.client import CommandProducer
+    from engine.worker.tasks import Task
+
+DEFAULT_DB = "joblog.duckdb"
+_ID_CHARS = re.compile(r"[^A-Za-z0-9._:@+=-]+")
+
+
+class JobNotFound(JoblogError, LookupError):
+    """No job (or submission) with that id is known."""
+
+
+class InvalidJob(JoblogError, ValueError):
+    """A job description is incomplete or contradicts itself; the message says how."""
+
+
+def default_db_path() -> Path:
+    """The projection file: ``$JOBLOG_PROJECTION_DB`` or ``joblog.duckdb``."""
+    return Path(os.environ.get("JOBLOG_PROJECTION_DB", DEFAULT_DB))
+
+
+# --------------------------------------------------------------------------- describing jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job to submit, in friendly terms; :meth:`specs` turns it into :class:`JobSpec`\\ s.
+
+    Exactly one of ``task`` and ``command`` is given. A job with ``children`` is the parent of
+    a tree (cgkit's job hierarchy): it runs only once all of its sub-jobs completed.
+
+    Attributes:
+        key: the job's id, unique within its submission (letters, digits, ``._:@+=-``).
+        task: a registered task name, or the :class:`~engine.worker.Task` itself (its queue,
+            retries and timeout become the defaults).
+        args / kwargs: the task's arguments (JSON-encodable).
+        command: argv of a shell command, or one string split like a shell would.
+        name: a human name (defaults to the task or the command's first word).
+        depends_on: keys of jobs of the same submission that must complete first.
+        children: sub-jobs.
+        queue: the worker queue (default: the task's, else ``default``).
+        retries: retries after a failed attempt (``None``: the task's, else 0).
+        retry_backoff: seconds before the first retry (doubled for each further one).
+        retry_on: exception type names (or failure reasons such as ``timeout``) that are
+            retried; empty retries every failure.
+        timeout: run timeout of one attempt, in seconds.
+        queue_timeout: longest wait for a worker, in seconds.
+        idempotency_key: a job whose key already completed is SKIPPED instead of run.
+        priority: higher runs first among the runnable jobs of a submission.
+        labels: free-form tags.
+        env / cwd: environment additions and working directory of a command.
+    """
+
+    key: str
+    task: str | Task | None = None
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    command: Sequence[str] | str | None = None
+    name: str = ""
+    depends_on: Sequence[str] = ()
+    children: Sequence[Job] = ()
+    queue: str | None = None
+    retries: int | None = None
+    retry_backoff: float | None = None
+    retry_on: Sequence[str] = ()
+    timeout: float | None = None
+    queue_timeout: float | None = None
+    idempotency_key: str | None = None
+    priority: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def specs(self, parent: str | None = None) -> list[JobSpec]:
+        """This job and its sub-jobs (depth first, children before their parent) as specs.
+
+        Raises:
+            InvalidJob: neither or both of task and command, or an argument is not JSON.
+        """
+        out: list[JobSpec] = []
+        for child in self.children:
+            out.extend(child.specs(parent=self.key))
+        out.append(self._spec(parent))
+        return out
+
+    def _spec(self, parent: str | None) -> JobSpec:
+        if (self.task is None) == (self.command is None):
+            raise InvalidJob(f"job {self.key!r} needs exactly one of task= and command=")
+        task_name: str | None = None
+        defaults = None
+        if self.task is not None:
+            if isinstance(self.task, str):
+                task_name = self.task
+            else:
+                task_name = self.task.name
+                defaults = self.task.options
+        command: tuple[str, ...] | None = None
+        if self.command is not None:
+            command = (
+                tuple(shlex.split(self.command))
+                if isinstance(self.command, str)
+                else tuple(str(part) for part in self.command)
+            )
+            if not command:
+                raise InvalidJob(f"job {self.key!r} has an empty command")
+        try:
+            args = json.dumps(
+                {"args": list(self.args), "kwargs": dict(self.kwargs)},
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(
+                f"arguments of job {self.key!r} are not JSON-encodable: {exc}"
+            ) from exc
+        base_retry = defaults.retry if defaults is not None else RetryPolicy()
+        retry = base_retry
+        if self.retries is not None or self.retry_backoff is not None or self.retry_on:
+            retry = RetryPolicy(
+                max_attempts=(
+                    base_retry.max_attempts if self.retries is None else self.retries + 1
+                ),
+                backoff_ms=(
+                    base_retry.backoff_ms
+                    if self.retry_backoff is None
+                    else round(self.retry_backoff * 1000)
+                ),
+                backoff_multiplier=base_retry.backoff_multiplier,
+                max_backoff_ms=base_retry.max_backoff_ms,
+                jitter=base_retry.jitter,
+                retry_on=tuple(self.retry_on) or base_retry.retry_on,
+            )
+        labels = dict(defaults.labels) if defaults is not None else {}
+        labels.update(self.labels)
+        return JobSpec(
+            job_id=self.key,
+            name=self.name,
+            task=task_name,
+            command=command,
+            args="{}" if command is not None else args,
+            env=tuple(sorted((str(k), str(v)) for k, v in self.env.items())),
+            cwd=self.cwd,
+            queue=self.queue or (defaults.queue if defaults is not None else "default"),
+            depends_on=tuple(self.depends_on),
+            parent=parent,
+            retry=retry,
+            timeout_ms=_ms(self.timeout, defaults.timeout_ms if defaults is not None else 0),
+            queue_timeout_ms=_ms(
+                self.queue_timeout, defaults.queue_timeout_ms if defaults is not None else 0
+            ),
+            idempotency_key=self.idempotency_key,
+            priority=(
+                self.priority
+                if self.priority is not None
+                else (defaults.priority if defaults is not None else 0)
+            ),
+            labels=tuple(sorted(labels.items())),
+        )
+
+
+def _ms(seconds: float | None, default: int) -> int:
+    if seconds is None:
+        return default
+    if seconds < 0:
+        raise InvalidJob(f"a timeout of {seconds} s is negative")
+    return round(seconds * 1000)
+
+
+def job_key(text: str) -> str:
+    """A valid job id made from ``text`` (illegal characters become ``-``)."""
+    key = _ID_CHARS.sub("-", text).strip("-._:@+=") or "job"
+    return key[:200]
+
+
+_JOB_FIELDS = {
+    "key",
+    "id",
+    "task",
+    "args",
+    "kwargs",
+    "command",
+    "name",
+    "depends_on",
+    "after",
+    "children",
+    "queue",
+    "retries",
+    "retry_backoff",
+    "retry_on",
+    "timeout",
+    "queue_timeout",
+    "idempotency_key",
+    "priority",
+    "labels",
+    "env",
+    "cwd",
+}
+
+
+def job_from_mapping(data: Mapping[str, Any], *, where: str = "job") -> Job:
+    """A :class:`Job` from a YAML/JSON mapping (``id`` or ``key``; ``after`` = ``depends_on``).
+
+    Raises:
+        InvalidJob: a field is unknown or has the wrong type.
+    """
+    unknown = set(data) - _JOB_FIELDS
+    if unknown:
+        raise InvalidJob(f"{where}: unknown fields {sorted(unknown)}")
+    key = data.get("key", data.get("id"))
+    what = data.get("task") or data.get("command")
+    if key is None:
+        if what is None:
+            raise InvalidJob(f"{where}: needs an id (or a task or command to name it after)")
+        key = job_key(str(what if isinstance(what, str) else what[0]))
+    children = data.get("children") or []
+    if not isinstance(children, list):
+        raise InvalidJob(f"{where}: children must be a list")
+    args = data.get("args") or []
+    if not isinstance(args, list):
+        args = [args]
+    kwargs = data.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidJob(f"{where}: kwargs must be a mapping")
+    depends = data.get("depends_on", data.get("after")) or []
+    if isinstance(depends, str):
+        depends = [depends]
+    return Job(
+        key=str(key),
+        task=None if data.get("task") is None else str(data["task"]),
+        args=list(args),
+        kwargs=dict(kwargs),
+        command=data.get("command"),
+        name=str(data.get("name") or ""),
+        depends_on=[str(item) for item in depends],
+        children=[
+            job_from_mapping(child, where=f"{where}.children[{index}]")
+            for index, child in enumerate(children)
+        ],
+        queue=data.get("queue"),
+        retries=data.get("retries"),
+        retry_backoff=data.get("retry_backoff"),
+        retry_on=list(data.get("retry_on") or []),
+        timeout=data.get("timeout"),
+        queue_timeout=data.get("queue_timeout"),
+        idempotency_key=data.get("idempotency_key"),
+        priority=data.get("priority"),
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+        env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+        cwd=data.get("cwd"),
+    )
+
+
+def jobs_from_data(data: Any) -> tuple[list[Job], dict[str, str]]:
+    """The jobs and submission labels of a submission file's content.
+
+    Accepts ``{"jobs": [...], "labels": {...}}``, a bare list of jobs, or one job mapping.
+
+    Raises:
+        InvalidJob: the content is not of one of those shapes.
+    """
+    labels: dict[str, str] = {}
+    if isinstance(data, Mapping) and "jobs" in data:
+        extra = set(data) - {"jobs", "labels"}
+        if extra:
+            raise InvalidJob(f"unknown top-level fields {sorted(extra)}; expected jobs, labels")
+        labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
+        data = data["jobs"]
+    if isinstance(data, Mapping):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise InvalidJob("a submission file holds a non-empty list of jobs")
+    jobs = []
+    for index, item in enumerate(data):
+        if not isinstance(item, Mapping):
+            raise InvalidJob(f"jobs[{index}] must be a mapping")
+        jobs.append(job_from_mapping(item, where=f"jobs[{index}]"))
+    return jobs, labels
+
+
+def load_jobs(path: str | Path) -> tuple[list[Job], dict[str, str]]:
+    """Reads a YAML or JSON submission file (see :func:`jobs_from_data`).
+
+    Raises:
+        InvalidJob: the file cannot be read or parsed, or describes no valid jobs.
+    """
+    import yaml
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise InvalidJob(f"cannot read submission file {file}: {exc}") from exc
+    return jobs_from_data(data)
+
+
+JobLike = Job | JobSpec | Mapping[str, Any]
+
+
+def to_specs(jobs: Iterable[JobLike]) -> tuple[JobSpec, ...]:
+    """Flattens jobs, specs and mappings (with their sub-jobs) into the specs of a submission.
+
+    Raises:
+        InvalidJob: a job is malformed or two jobs share a key.
+    """
+    specs: list[JobSpec] = []
+    for item in jobs:
+        if isinstance(item, JobSpec):
+            specs.append(item)
+        elif isinstance(item, Job):
+            specs.extend(item.specs())
+        elif isinstance(item, Mapping):
+            specs.extend(job_from_mapping(item).specs())
+        else:
+            raise InvalidJob(f"cannot submit {item!r}: give a Job, a JobSpec or a mapping")
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.job_id in seen:
+            raise InvalidJob(f"two jobs have the key {spec.job_id!r}")
+        seen.add(spec.job_id)
+    if not specs:
+        raise InvalidJob("nothing to submit: give at least one job")
+    return tuple(specs)
+
+
+# --------------------------------------------------------------------------- the handle
+
+
+class Submission:
+    """A submitted set of jobs (Taipy's ``Submission``): its id, its jobs, and what to do next.
+
+    Attributes:
+        id: the submission id (the Kafka key of its commands and events).
+        jobs: the specs of its jobs, in submission order.
+        command_id: the id of the submit command.
+    """
+
+    def __init__(self, client: Joblog, command: SubmitJobs) -> None:
+        self._client = client
+        self.id = command.submission_id
+        self.jobs: tuple[JobSpec, ...] = command.jobs
+        self.command_id = command.command_id
+
+    def __repr__(self) -> str:
+        return f"Submission({self.id!r}, jobs={list(self.job_ids)!r})"
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        return tuple(spec.job_id for spec in self.jobs)
+
+    def wait_until_done(
+        self,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        *,
+        interval: float = 1.0,
+    ) -> SubmissionView:
+        """Blocks until every job is terminal; see :func:`engine.watch.wait_until_done`.
+
+        Raises:
+            SubmissionRejected: the scheduler rejected the submission.
+            WatchTimeout: it was not done within ``timeout`` seconds.
+        """
+        return wait_until_done(
+            self.id,
+            progress=progress,
+            timeout=timeout,
+            interval=interval,
+            settings=self._client.settings,
+        )
+
+    def events(
+        self, job_id: str | None = None, *, from_start: bool = True, timeout: float | None = None
+    ) -> Iterator[Event | Live]:
+        """Its events (or one job's): history, :data:`~engine.watch.LIVE`, then live."""
+        return event_watch(
+            self.id, job_id, from_start=from_start, timeout=timeout, settings=self._client.settings
+        )
+
+    def event_wait(self, job_id: str | None, name: str, timeout: float | None = None) -> Event:
+        """Waits for a job's event; see :func:`engine.watch.event_wait`."""
+        return event_wait(self.id, job_id, name, timeout, settings=self._client.settings)
+
+    def watch(
+        self,
+        *,
+        on_state_changed: StateCallback | None = None,
+        on_job_completed: JobCallback | None = None,
+        on_submission_completed: SubmissionCallback | None = None,
+        on_progress: JobCallback | None = None,
+        from_start: bool = True,
+    ) -> Watcher:
+        """A started :class:`~engine.watch.Watcher` running the callbacks on a thread."""
+        return Watcher(
+            self.id,
+            settings=self._client.settings,
+            from_start=from_start,
+            on_state_changed=on_state_changed,
+            on_job_completed=on_job_completed,
+            on_submission_completed=on_submission_completed,
+            on_progress=on_progress,
+        ).start()
+
+    def view(self, timeout: float = 30.0) -> SubmissionView:
+        """Its current state, folded from its events up to now (no projection needed)."""
+        return self._client.view(self.id, timeout=timeout)
+
+    def cancel(
+        self,
+        job_id: str | None = None,
+        *,
+        mode: CancelMode | str = CancelMode.KILL,
+        reason: str = "",
+    ) -> None:
+        """Cancels one job (and its sub-jobs) or every unfinished job of the submission."""
+        self._client.cancel(self.id, job_id, mode=mode, reason=reason)
+
+    def retry(self, job_id: str) -> None:
+        """Runs a job waiting for its retry backoff now."""
+        self._client.retry(self.id, job_id)
+
+    def delete(self, job_id: str | None = None, *, force: bool = False) -> None:
+        """Deletes a finished job or the whole submission (``force``: unfinished too)."""
+        self._client.delete(self.id, job_id, force=force)
+
+    def get_jobs(self) -> list[JobView]:
+        """Its jobs as the projections know them."""
+        return self._client.get_jobs(submission_id=self.id)
+
+
+# --------------------------------------------------------------------------- the client
+
+Target = str | Submission | JobView | tuple[str, str]
+
+
+def resolve(target: Target, job_id: str | None = None) -> tuple[str, str | None]:
+    """``(submission_id, job_id)`` from a submission, a job view, ``"sid/job"`` or ``"sid"``."""
+    if isinstance(target, Submission):
+        return target.id, job_id
+    if isinstance(target, JobView):
+        return target.submission_id, job_id or target.job_id
+    if isinstance(target, tuple):
+        return target[0], target[1]
+    submission_id, slash, rest = target.partition("/")
+    if slash and job_id is not None and rest != job_id:
+        raise InvalidJob(f"{target!r} already names job {rest!r}, not {job_id!r}")
+    return submission_id, (rest or None) if slash else job_id
+
+
+class Joblog:
+    """A client of one joblog cluster.
+
+    Args:
+        settings: cluster and topic settings (``Settings.from_env()`` when omitted).
+        db_path: the projection file read by the ``get_*`` methods (default
+            ``$JOBLOG_PROJECTION_DB`` or ``joblog.duckdb``).
+        submitted_by: recorded on every submission and command.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        db_path: str | Path | None = None,
+        submitted_by: str = "",
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.db_path = Path(db_path) if db_path is not None else default_db_path()
+        self.submitted_by = submitted_by or os.environ.get("USER", "")
+        self._producer: CommandProducer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def producer(self) -> CommandProducer:
+        """The command producer, created on first use."""
+        with self._lock:
+            if self._producer is None:
+                from engine.client import CommandProducer
+
+                self._producer = CommandProducer(self.settings)
+            return self._producer
+
+    def close(self) -> None:
+        """Flushes commands still queued."""
+        if self._producer is not None:
+            self._producer.flush()
+
+    def __enter__(self) -> Joblog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ commands
+
+    def submit(
+        self,
+        *jobs: JobLike,
+        task: str | Task | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        command: Sequence[str] | str | None = None,
+        job_id: str | None = None,
+        name: str = "",
+        queue: str | None = None,
+        retries: int | None = None,
+        retry_backoff: float | None = None,
+        retry_on: Sequence[str] = (),
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+        idempotency_key: str | None = None,
+        priority: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        submission_id: str | None = None,
+    ) -> Submission:
+        """Submits one job, a graph or a tree as one submission.
+
+        Either give jobs (:class:`Job`, :class:`JobSpec` or mappings as in a submission file)
+        positionally, or describe one job with the keywords::
+
+            jl.submit(task="double", args=[21], retries=2, timeout=60)
+            jl.submit(command=["ffmpeg", "-i", "in.mov", "out.mp4"], queue="video")
+            jl.submit(Job("a", task="extract"), Job("b", task="load", depends_on=["a"]))
+            jl.submit(Job("shot", task="assemble", children=[Job("f1", task="render")]))
+
+        Args:
+            *jobs: the jobs of a graph or tree.
+            task / args / kwargs / command / job_id / name / queue / retries / retry_backoff /
+                retry_on / timeout / queue_timeout / idempotency_key / priority / env / cwd:
+                one job, as the fields of :class:`Job` (``job_id`` is its key, by default
+                made from the task name or the command).
+            labels: tags of the submission.
+            submission_id: the id to use (default: a new random one). Submitting an id
+                twice is rejected, which makes retrying a submit safe.
+
+        Returns:
+            The :class:`Submission` handle.
+
+        Raises:
+            InvalidJob: the jobs are malformed (checked before anything is sent).
+            CommandNotSent: Kafka did not take the command.
+        """
+        single = task is not None or command is not None
+        if single and jobs:
+            raise InvalidJob("give either jobs positionally or one job by keywords, not both")
+        if single:
+            what: str
+            if task is not None:
+                what = task if isinstance(task, str) else task.name
+            else:
+                assert command is not None
+                first = shlex.split(command)[0] if isinstance(command, str) else command[0]
+                what = os.path.basename(str(first))
+            jobs = (
+                Job(
+                    key=job_id or job_key(what),
+                    task=task,
+                    args=args,
+                    kwargs=kwargs or {},
+                    command=command,
+                    name=name,
+                    queue=queue,
+                    retries=retries,
+                    retry_backoff=retry_backoff,
+                    retry_on=retry_on,
+                    timeout=timeout,
+                    queue_timeout=queue_timeout,
+                    idempotency_key=idempotency_key,
+                    priority=priority,
+                    env=env or {},
+                    cwd=cwd,
+                ),
+            )
+        specs = to_specs(jobs)
+        command_record = self.producer.submit(
+            specs,
+            submission_id=submission_id,
+            submitted_by=self.submitted_by,
+            labels=sorted((labels or {}).items()),
+        )
+        return Submission(self, command_record)
+
+    def cancel(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        mode: CancelMode | str = CancelMode.KILL,
+        reason: str = "",
+    ) -> None:
+        """Cancels a job (and its sub-jobs) or every unfinished job of a submission.
+
+        Dependents that can no longer run become ABANDONED. A RUNNING job is killed
+        (``mode="kill"``, the default) or, with ``mode="finish"`` (Taipy's rule), left to
+        finish while its dependents are abandoned.
+
+        Args:
+            target: a :class:`Submission`, a :class:`~engine.watch.JobView`,
+                ``"submission_id/job_id"`` or a submission id.
+            job_id: the job, when ``target`` names only the submission.
+            mode: ``kill`` or ``finish``.
+            reason: recorded on the canceled jobs.
+        """
+        submission_id, job = resolve(target, job_id)
+        self.producer.cancel(
+            submission_id,
+            job,
+            mode=CancelMode(str(mode).upper()),
+            reason=reason,
+            requested_by=self.submitted_by,
+        )
+
+    def retry(self, target: Target, job_id: str | None = None) -> None:
+        """Runs a job that waits for its retry backoff now.
+
+        Raises:
+            InvalidJob: no job is named.
+        """
+        submission_id, job = resolve(target, job_id)
+        if job is None:
+            raise InvalidJob("retry needs a job: give 'submission_id/job_id'")
+        self.producer.retry(submission_id, job)
+
+    def delete(self, target: Target, job_id: str | None = None, *, force: bool = False) -> None:
+        """Deletes a terminal job or submission; ``force`` deletes unfinished ones too.
+
+        Deletion is an event: history is never rewritten, the projections mark the jobs
+        deleted.
+        """
+        submission_id, job = resolve(target, job_id)
+        self.producer.delete(submission_id, job, force=force)
+
+    def submission(self, submission_id: str) -> Submission:
+        """A handle on an existing submission (its jobs are read from its events)."""
+        view = self.view(submission_id)
+        command = SubmitJobs(
+            command_id="",
+            submission_id=submission_id,
+            jobs=tuple(
+                JobSpec(
+                    job_id=job.job_id,
+                    name=job.name,
+                    task=job.task,
+                    command=job.command,
+                    queue=job.queue,
+                    depends_on=job.depends_on,
+                    parent=job.parent,
+                )
+                for job in view.jobs.values()
+            ),
+        )
+        return Submission(self, command)
+
+    # ------------------------------------------------------------------ the event stream
+
+    def view(self, submission_id: str, *, timeout: float = 30.0) -> SubmissionView:
+        """A submission's state now, folded from its history on the ``events`` topic.
+
+        Raises:
+            JobNotFound: the submission has no events.
+            WatchTimeout: the history could not be read within ``timeout``.
+        """
+        view = SubmissionView(submission_id)
+        for item in event_watch(submission_id, timeout=timeout, settings=self.settings):
+            if item is LIVE:
+                break
+            if isinstance(item, Event):
+                view.apply(item)
+        if view.last_event is None:
+            raise JobNotFound(
+                f"no submission {submission_id!r} in {self.settings.topic_prefix}events"
+            )
+        return view
+
+    def history(
+        self, target: Target, job_id: str | None = None, *, timeout: float = 30.0
+    ) -> list[Event]:
+        """The events of a job (or submission) so far, from the ``events`` topic."""
+        submission_id, job = resolve(target, job_id)
+        out = []
+        for item in event_watch(submission_id, job, timeout=timeout, settings=self.settings):
+            if item is LIVE:
+                break
+            if isinstance(item, Event):
+                out.append(item)
+        return out
+
+    def event_watch(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        from_start: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[Event | Live]:
+        """See :func:`engine.watch.event_watch`."""
+        submission_id, job = resolve(target, job_id)
+        return event_watch(
+            submission_id, job, from_start=from_start, timeout=timeout, settings=self.settings
+        )
+
+    def event_wait(
+        self,
+        target: Target,
+        job_id: str | None,
+        name: str,
+        timeout: float | None = None,
+        *,
+        raise_job_exception: bool = True,
+    ) -> Event:
+        """See :func:`engine.watch.event_wait`."""
+        submission_id, job = resolve(target, job_id)
+        return event_wait(
+            submission_id,
+            job,
+            name,
+            timeout,
+            raise_job_exception=raise_job_exception,
+            settings=self.settings,
+        )
+
+    def wait_until_done(
+        self,
+        target: Target,
+        *,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> SubmissionView:
+        """See :func:`engine.watch.wait_until_done`."""
+        submission_id, _ = resolve(target)
+        return wait_until_done(
+            submission_id, progress=progress, timeout=timeout, settings=self.settings
+        )
+
+    # ------------------------------------------------------------------ projections
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Runs read-only SQL on the projections (see ``docs/projections.md`` for the views).
+
+        Raises:
+            JoblogError: no projector answers and the file cannot be opened, or the query
+                failed.
+        """
+        from projections.reader import ProjectionReader
+
+        return ProjectionReader(self.db_path).query(sql, list(params or []))
+
+    def get_jobs(
+        self,
+        *,
+        status: JobStatus | str | Sequence[JobStatus | str] | None = None,
+        task: str | None = None,
+        submission_id: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[JobView]:
+        """Jobs from the projections, oldest submission first (Taipy's ``get_jobs``).
+
+        Args:
+            status: one status or several.
+            task: only jobs of this task (or, for commands, this name).
+            submission_id: only jobs of this submission.
+            include_deleted: include deleted jobs.
+            limit: at most this many (the most recent ones).
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(str(JobStatus(str(s).upper())) for s in statuses)
+        if task is not None:
+            where.append("coalesce(task, name) = ?")
+            params.append(task)
+        if submission_id is not None:
+            where.append("submission_id = ?")
+            params.append(submission_id)
+        if not include_deleted:
+            where.append("NOT deleted")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "submitted_at, submission_id, job_id"
+        if limit is None:
+            sql = f"SELECT * FROM jobs{clause} ORDER BY {order}"
+        else:
+            newest = "submitted_at DESC, submission_id DESC, job_id DESC"
+            sql = (
+                f"SELECT * FROM (SELECT * FROM jobs{clause} ORDER BY {newest} "
+                f"LIMIT {int(limit)}) ORDER BY {order}"
+            )
+        return [job_from_row(row) for row in self.query(sql, params)]
+
+    def get_job(self, target: Target, job_id: str | None = None) -> JobView:
+        """One job from the projections.
+
+        Raises:
+            JobNotFound: the projections hold no such job (yet).
+        """
+        submission_id, job = resolve(target, job_id)
+        if job is None:
+            raise InvalidJob("get_job needs a job: give 'submission_id/job_id'")
+        rows = self.query(
+            "SELECT * FROM jobs WHERE submission_id = ? AND job_id = ?", [submission_id, job]
+        )
+        if not rows:
+            raise JobNotFound(f"no job {submission_id}/{job} in {self.db_path}")
+        return job_from_row(rows[0])
+
+    def get_latest_job(self, task: str | Task) -> JobView | None:
+        """The most recently submitted job of a task, or ``None`` (Taipy's ``get_latest_job``)."""
+        name = task if isinstance(task, str) else task.name
+        rows = self.query(
+            "SELECT * FROM jobs WHERE coalesce(task, name) = ? AND NOT deleted "
+            "ORDER BY submitted_at DESC, submission_id DESC, job_id DESC LIMIT 1",
+            [name],
+        )
+        return job_from_row(rows[0]) if rows else None
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def job_from_row(row: Mapping[str, Any]) -> JobView:
+    """A :class:`~engine.watch.JobView` from a row of the projections' ``jobs`` table."""
+    command = row.get("command")
+    return JobView(
+        submission_id=str(row["submission_id"]),
+        job_id=str(row["job_id"]),
+        name=row.get("name") or "",
+        task=row.get("task"),
+        command=tuple(shlex.split(command)) if command else None,
+        queue=row.get("queue") or "default",
+        parent=row.get("parent"),
+        depends_on=tuple(row.get("depends_on") or ()),
+        status=JobStatus(row["status"]),
+        attempt=int(row.get("attempts") or 0),
+        max_attempts=int(row.get("max_attempts") or 1),
+        worker_id=row.get("worker_id") or "",
+        progress=row.get("progress"),
+        total=row.get("total"),
+        status_line=row.get("status_line"),
+        submitted_at=_utc(row.get("submitted_at")),
+        blocked_at=_utc(row.get("blocked_at")),
+        pending_at=_utc(row.get("pending_at")),
+        run_at=_utc(row.get("run_at")),
+        finished_at=_utc(row.get("finished_at")),
+        error_type=row.get("error_type") or "",
+        error_note=row.get("error_note") or "",
+        result=row.get("result"),
+        exit_code=row.get("exit_code"),
+        exceptions=int(row.get("exceptions") or 0),
+        deleted=bool(row.get("deleted")),
+    )

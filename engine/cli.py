@@ -1,0 +1,1198 @@
+"""``joblog``: the command line of joblog.
+
+Client commands (this module)::
+
+    joblog submit --task NAME [--arg V]... [--kwarg K=V]...   one task job
+    joblog submit [options] -- CMD [ARG]...                    one shell-command job
+    joblog submit --file jobs.yaml                             a graph and/or tree of jobs
+    joblog cancel|retry|delete REF [JOB]                       REF: SUBMISSION or SUBMISSION/JOB
+    joblog watch SUBMISSION                                    live progress, then a summary
+    joblog status REF | history REF | jobs [filters]
+    joblog topics create|list|describe
+
+Services and tools, handed over to their packages (loaded only when used)::
+
+    joblog broker | scheduler | worker | projector | projections | sql | notifier | demo
+
+Global options go before the command: ``--bootstrap-servers``, ``--topic-prefix``. Every
+client command takes ``--json`` for scripts. Exit codes: 0 success; 1 a job failed, a
+command was rejected, or something was not found; 2 bad usage; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from engine.api import Joblog
+    from engine.lifecycle.records import Event
+    from engine.watch import JobView, SubmissionView
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Commands handed over to other packages: name -> (module, function, help).
+DELEGATED: dict[str, tuple[str, str, str]] = {
+    "broker": ("engine.broker.cli", "broker_main", "run a local single-node Kafka broker"),
+    "scheduler": ("engine.scheduler.cli", "scheduler_main", "run a scheduler instance"),
+    "worker": ("engine.worker.cli", "worker_main", "run a worker of one queue"),
+    "projector": ("projections.cli", "projections_main", "project events into DuckDB"),
+    "projections": ("projections.cli", "projections_main", "rebuild or inspect projections"),
+    "sql": ("projections.cli", "projections_main", "run SQL on the projections"),
+    "notifier": ("engine.notify.cli", "notifier_main", "deliver webhooks and emails"),
+    "demo": ("engine.demo", "main", "run everything locally on a sample workload"),
+}
+#: Delegates that take the command name as their first argument.
+_WITH_NAME = frozenset({"projector", "projections", "sql"})
+
+CLIENT_COMMANDS: dict[str, str] = {
+    "submit": "submit a task, a shell command, or a graph/tree from a file",
+    "cancel": "cancel a job (dependents are abandoned) or a whole submission",
+    "retry": "run a job waiting for its retry backoff now",
+    "delete": "delete a finished job or submission (--force: unfinished too)",
+    "watch": "watch a submission live: progress bars, then a summary",
+    "status": "show a submission or job, from the event stream",
+    "history": "list a job's history (status and description per event)",
+    "jobs": "list jobs from the projections (filters: status, task, submission)",
+    "topics": "create, list or describe joblog's topics",
+}
+
+_STATUS_STYLE = {
+    "SUBMITTED": "white",
+    "BLOCKED": "magenta",
+    "PENDING": "yellow",
+    "ASSIGNED": "cyan",
+    "RUNNING": "bold cyan",
+    "COMPLETED": "green",
+    "FAILED": "bold red",
+    "CANCELED": "red",
+    "SKIPPED": "dim green",
+    "ABANDONED": "dim red",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments: exit code 2."""
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``joblog`` console script.
+
+    Args:
+        argv: the arguments after the program name (``sys.argv[1:]`` when omitted).
+
+    Returns:
+        The exit code.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _global_options(args)
+    except UsageError as exc:
+        print(f"joblog: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_overview())
+        return EXIT_OK
+    if args[0] == "--version":
+        print(f"joblog {_version()}")
+        return EXIT_OK
+    name, rest = args[0], args[1:]
+    try:
+        if name in DELEGATED:
+            return _delegate(name, rest)
+        if name in CLIENT_COMMANDS:
+            return _client_command(name, rest)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print(f"joblog: unknown command {name!r}; see `joblog --help`", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _global_options(args: list[str]) -> list[str]:
+    """Applies ``--bootstrap-servers``/``--topic-prefix`` before the command to the env."""
+    names = {
+        "--bootstrap-servers": "JOBLOG_BOOTSTRAP_SERVERS",
+        "--topic-prefix": "JOBLOG_TOPIC_PREFIX",
+    }
+    while args and args[0].split("=", 1)[0] in names:
+        option, eq, value = args[0].partition("=")
+        if eq:
+            args = args[1:]
+        else:
+            if len(args) < 2:
+                raise UsageError(f"{option} needs a value")
+            value, args = args[1], args[2:]
+        os.environ[names[option]] = value
+    return args
+
+
+def _overview() -> str:
+    lines = [
+        "usage: joblog [--bootstrap-servers HOST:PORT] [--topic-prefix PREFIX] COMMAND ...",
+        "",
+        "An event-sourced job engine on Apache Kafka.",
+        "",
+        "client commands:",
+    ]
+    lines += [f"  {name:<12} {text}" for name, text in CLIENT_COMMANDS.items()]
+    lines += ["", "services and tools:"]
+    lines += [f"  {name:<12} {text}" for name, (_, _, text) in DELEGATED.items()]
+    lines += [
+        "",
+        "`joblog COMMAND --help` describes a command. Settings come from JOBLOG_* environment",
+        "variables (see README.md, Configuration). Exit codes: 0 ok, 1 failed or not found,",
+        "2 bad usage.",
+    ]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("joblog")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _delegate(name: str, rest: list[str]) -> int:
+    module_name, function, _ = DELEGATED[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"joblog {name}: not available ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    run: Callable[[list[str]], int] = getattr(module, function)
+    argv = [name, *rest] if name in _WITH_NAME else rest
+    return int(run(argv) or 0)
+
+
+def _client_command(name: str, rest: list[str]) -> int:
+    from engine.errors import JoblogError
+
+    parser = _parser(name)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"joblog {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (JoblogError, ValueError) as exc:
+        print(f"joblog {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"joblog {name}", description=CLIENT_COMMANDS[name])
+    build = {
+        "submit": _submit_parser,
+        "cancel": _cancel_parser,
+        "retry": _retry_parser,
+        "delete": _delete_parser,
+        "watch": _watch_parser,
+        "status": _status_parser,
+        "history": _history_parser,
+        "jobs": _jobs_parser,
+        "topics": _topics_parser,
+    }[name]
+    build(parser)
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _ref(parser: argparse.ArgumentParser, *, job_required: bool = False) -> None:
+    parser.add_argument("ref", metavar="REF", help="SUBMISSION or SUBMISSION/JOB")
+    parser.add_argument("job", nargs="?", help="the job, when REF names only the submission")
+    parser.set_defaults(job_required=job_required)
+
+
+def _submit_parser(parser: argparse.ArgumentParser) -> None:
+    parser.usage = (
+        "joblog submit (--task NAME [--arg V]... [--kwarg K=V]... | --file FILE | -- CMD ...) "
+        "[options]"
+    )
+    what = parser.add_argument_group("what to run (one of)")
+    what.add_argument("--task", help="a registered task name")
+    what.add_argument("--file", "-f", help="YAML/JSON file with a graph and/or tree of jobs")
+    what.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="a shell command after --"
+    )
+    args = parser.add_argument_group("task arguments (JSON values, else strings)")
+    args.add_argument("--arg", action="append", default=[], metavar="V", help="positional")
+    args.add_argument("--kwarg", action="append", default=[], metavar="K=V", help="keyword")
+    job = parser.add_argument_group("job options (one job: --task or a command)")
+    job.add_argument("--id", dest="job_id", help="the job's key (default from task/command)")
+    job.add_argument("--name", default="", help="a human name")
+    job.add_argument("--queue", help="worker queue (default: default)")
+    job.add_argument("--retries", type=int, help="retries after a failed attempt")
+    job.add_argument("--retry-backoff", type=float, help="seconds before the first retry")
+    job.add_argument("--timeout", type=float, help="run timeout of an attempt, seconds")
+    job.add_argument("--queue-timeout", type=float, help="longest wait for a worker, seconds")
+    job.add_argument("--idempotency-key", help="skip the job if this key already completed")
+    job.add_argument("--priority", type=int, help="higher runs first within the submission")
+    job.add_argument("--env", action="append", default=[], metavar="K=V", help="command env")
+    job.add_argument("--cwd", help="working directory of the command")
+    sub = parser.add_argument_group("submission")
+    sub.add_argument("--label", action="append", default=[], metavar="K=V", help="a tag")
+    sub.add_argument("--submission-id", help="the id to use (a resubmit is then rejected)")
+    sub.add_argument("--wait", action="store_true", help="wait until done; exit 1 unless ok")
+    sub.add_argument("--watch", action="store_true", help="show live progress until done")
+    sub.add_argument("--wait-timeout", type=float, help="seconds for --wait/--watch")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_submit)
+
+
+def _cancel_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser)
+    parser.add_argument(
+        "--mode",
+        choices=("kill", "finish"),
+        default="kill",
+        help="a RUNNING job: kill it (default) or let it finish and abandon its dependents",
+    )
+    parser.add_argument("--reason", default="", help="recorded on the canceled jobs")
+    _decision_flags(parser)
+    parser.set_defaults(run=cmd_cancel)
+
+
+def _retry_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser, job_required=True)
+    _decision_flags(parser)
+    parser.set_defaults(run=cmd_retry)
+
+
+def _delete_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser)
+    parser.add_argument("--force", action="store_true", help="delete unfinished jobs too")
+    _decision_flags(parser)
+    parser.set_defaults(run=cmd_delete)
+
+
+def _decision_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the scheduler's decision (default 15)",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="send the command and exit at once")
+    _json_flag(parser)
+
+
+def _watch_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("submission", help="the submission id")
+    parser.add_argument("--timeout", type=float, help="give up after this many seconds")
+    parser.add_argument(
+        "--events", action="store_true", help="print every event instead of progress bars"
+    )
+    parser.add_argument(
+        "--no-history", action="store_true", help="start at the end of the log (live only)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print events as JSON lines (a 'live' flag on each)"
+    )
+    parser.set_defaults(run=cmd_watch)
+
+
+def _status_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser)
+    parser.add_argument(
+        "--source",
+        choices=("events", "projections"),
+        default="events",
+        help="read the event stream (default, always current) or the projections",
+    )
+    parser.add_argument("--db", help="projection file (with --source projections)")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_status)
+
+
+def _history_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser)
+    parser.add_argument(
+        "--source",
+        choices=("events", "projections"),
+        default="events",
+        help="read the event stream (default) or the projections' job_history view",
+    )
+    parser.add_argument("--db", help="projection file (with --source projections)")
+    parser.add_argument("--all", action="store_true", help="include progress and output events")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_history)
+
+
+def _jobs_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--status", action="append", default=[], help="only this status (repeatable)"
+    )
+    parser.add_argument("--task", help="only jobs of this task")
+    parser.add_argument("--submission", help="only jobs of this submission")
+    parser.add_argument("--limit", type=int, default=100, help="the newest N (default 100)")
+    parser.add_argument("--deleted", action="store_true", help="include deleted jobs")
+    parser.add_argument("--db", help="projection file (default $JOBLOG_PROJECTION_DB)")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_jobs)
+
+
+def _topics_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create the missing topics")
+    create.add_argument(
+        "--queue", action="append", default=[], help="a worker queue (repeatable; default: default)"
+    )
+    create.add_argument("--partitions", type=int, help="partitions of the keyed topics")
+    create.add_argument("--timeout", type=float, default=30.0)
+    _json_flag(create)
+    create.set_defaults(run=cmd_topics_create)
+    listing = actions.add_parser("list", help="list the topics under the prefix")
+    _json_flag(listing)
+    listing.set_defaults(run=cmd_topics_list)
+    describe = actions.add_parser("describe", help="partitions and settings of each topic")
+    describe.add_argument("topic", nargs="*", help="topic names (default: all under the prefix)")
+    _json_flag(describe)
+    describe.set_defaults(run=cmd_topics_describe)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _client(db: str | None = None) -> Joblog:
+    from engine.api import Joblog
+
+    return Joblog(db_path=db)
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=_json_default, indent=None, separators=(",", ":")))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses (``21``, ``[1,2]``, ``true``), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: Sequence[str], option: str, *, values: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"{option} takes KEY=VALUE, not {item!r}")
+        out[key] = parse_value(value) if values else value
+    return out
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, str | None]:
+    from engine.api import resolve
+
+    submission_id, job = resolve(args.ref, args.job)
+    if getattr(args, "job_required", False) and job is None:
+        raise UsageError("name the job: SUBMISSION/JOB or SUBMISSION JOB")
+    return submission_id, job
+
+
+def job_to_dict(job: JobView) -> dict[str, Any]:
+    """A job view as plain JSON-able data (durations included)."""
+    data = asdict(job)
+    data["ref"] = job.ref
+    data["execution_duration"] = job.execution_duration
+    data["pending_duration"] = job.pending_duration
+    data["blocked_duration"] = job.blocked_duration
+    return data
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone().strftime("%H:%M:%S")
+
+
+def styled_status(status: str) -> str:
+    """A status in rich markup with its colour."""
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``joblog submit``."""
+    from engine.api import load_jobs
+
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    given = sum(bool(x) for x in (args.task, args.file, command))
+    if given != 1:
+        raise UsageError("give exactly one of --task NAME, --file FILE or -- CMD ...")
+    client = _client()
+    labels = _pairs(args.label, "--label")
+    if args.file:
+        if args.arg or args.kwarg or args.job_id:
+            raise UsageError("--arg, --kwarg and --id describe one job; not with --file")
+        jobs, file_labels = load_jobs(args.file)
+        submission = client.submit(
+            *jobs, labels={**file_labels, **labels}, submission_id=args.submission_id
+        )
+    else:
+        if command and (args.arg or args.kwarg):
+            raise UsageError("--arg and --kwarg are task arguments; a command takes its own")
+        submission = client.submit(
+            task=args.task,
+            args=[parse_value(value) for value in args.arg],
+            kwargs=_pairs(args.kwarg, "--kwarg", values=True),
+            command=command or None,
+            job_id=args.job_id,
+            name=args.name,
+            queue=args.queue,
+            retries=args.retries,
+            retry_backoff=args.retry_backoff,
+            timeout=args.timeout,
+            queue_timeout=args.queue_timeout,
+            idempotency_key=args.idempotency_key,
+            priority=args.priority,
+            env=_pairs(args.env, "--env"),
+            cwd=args.cwd,
+            labels=labels,
+            submission_id=args.submission_id,
+        )
+    client.close()
+    if not (args.wait or args.watch):
+        if args.json:
+            _print_json(
+                {
+                    "submission_id": submission.id,
+                    "command_id": submission.command_id,
+                    "jobs": list(submission.job_ids),
+                }
+            )
+        else:
+            print(submission.id)
+            print(
+                f"submitted {len(submission.jobs)} job(s): {', '.join(submission.job_ids)}",
+                file=sys.stderr,
+            )
+            print(f"watch it with: joblog watch {submission.id}", file=sys.stderr)
+        return EXIT_OK
+    if args.watch and not args.json:
+        return watch_live(submission.id, timeout=args.wait_timeout)
+    from engine.watch import wait_until_done
+
+    view = wait_until_done(submission.id, timeout=args.wait_timeout, settings=client.settings)
+    return _report_outcome(view, as_json=args.json)
+
+
+def _report_outcome(view: SubmissionView, *, as_json: bool) -> int:
+    ok = view.outcome is not None and view.outcome.value == "COMPLETED"
+    if as_json:
+        _print_json(
+            {
+                "submission_id": view.submission_id,
+                "outcome": None if view.outcome is None else str(view.outcome),
+                "jobs": [job_to_dict(job) for job in view.jobs.values()],
+            }
+        )
+    else:
+        console = _console()
+        console.print(summary_table(view))
+        console.print(outcome_line(view))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- cancel/retry/delete
+
+
+def _send_and_confirm(
+    args: argparse.Namespace,
+    submission_id: str,
+    job_id: str | None,
+    send: Callable[[Joblog], str],
+    confirms: Callable[[Event], bool],
+    what: str,
+) -> int:
+    """Sends a command, then waits for the scheduler's decision on the event stream.
+
+    The history is read first so that only events decided after the command count.
+    """
+    from engine.lifecycle.records import CommandRejected
+    from engine.watch import LIVE, Live, WatchTimeout, event_watch
+
+    client = _client()
+    if args.no_wait:
+        command_id = send(client)
+        client.close()
+        _emit_decision(args, what, submission_id, job_id, command_id, "sent", "")
+        return EXIT_OK
+    stream = event_watch(
+        submission_id, timeout=args.timeout, settings=client.settings, until_done=False
+    )
+    command_id = ""
+    decision, detail = "sent", "no decision seen yet; the command waits in Kafka"
+    try:
+        for item in stream:
+            if item is LIVE:
+                command_id = send(client)
+                continue
+            if not command_id or isinstance(item, Live):
+                continue
+            body = item.body
+            if isinstance(body, CommandRejected) and body.command_id == command_id:
+                decision, detail = "rejected", f"{body.code}: {body.reason}"
+                break
+            if confirms(item):
+                decision, detail = "done", ""
+                break
+    except WatchTimeout:
+        if not command_id:
+            command_id = send(client)
+    finally:
+        client.close()
+    _emit_decision(args, what, submission_id, job_id, command_id, decision, detail)
+    return EXIT_FAILED if decision == "rejected" else EXIT_OK
+
+
+def _emit_decision(
+    args: argparse.Namespace,
+    what: str,
+    submission_id: str,
+    job_id: str | None,
+    command_id: str,
+    decision: str,
+    detail: str,
+) -> None:
+    ref = f"{submission_id}/{job_id}" if job_id else submission_id
+    if args.json:
+        _print_json(
+            {
+                "command": what,
+                "submission_id": submission_id,
+                "job_id": job_id,
+                "command_id": command_id,
+                "decision": decision,
+                "detail": detail,
+            }
+        )
+        return
+    if decision == "rejected":
+        print(f"{what} {ref}: rejected: {detail}", file=sys.stderr)
+    elif decision == "done":
+        print(f"{what} {ref}: done")
+    else:
+        print(f"{what} {ref}: sent{f' ({detail})' if detail else ''}")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """``joblog cancel``."""
+    from engine.lifecycle.records import JobCanceled, JobCancelRequested
+
+    submission_id, job_id = _resolve(args)
+
+    def send(client: Joblog) -> str:
+        from engine.lifecycle.records import CancelMode
+
+        command = client.producer.cancel(
+            submission_id,
+            job_id,
+            mode=CancelMode(args.mode.upper()),
+            reason=args.reason,
+            requested_by=client.submitted_by,
+        )
+        return command.command_id
+
+    def confirms(event: Event) -> bool:
+        if job_id is not None and event.job_id != job_id:
+            return False
+        return isinstance(event.body, JobCanceled | JobCancelRequested)
+
+    return _send_and_confirm(args, submission_id, job_id, send, confirms, "cancel")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """``joblog retry``."""
+    from engine.lifecycle.records import JobDispatched, JobPending
+
+    submission_id, job_id = _resolve(args)
+    assert job_id is not None
+
+    def send(client: Joblog) -> str:
+        return client.producer.retry(submission_id, job_id).command_id
+
+    def confirms(event: Event) -> bool:
+        return event.job_id == job_id and isinstance(event.body, JobDispatched | JobPending)
+
+    return _send_and_confirm(args, submission_id, job_id, send, confirms, "retry")
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """``joblog delete``."""
+    from engine.lifecycle.records import JobDeleted
+
+    submission_id, job_id = _resolve(args)
+
+    def send(client: Joblog) -> str:
+        return client.producer.delete(submission_id, job_id, force=args.force).command_id
+
+    def confirms(event: Event) -> bool:
+        return isinstance(event.body, JobDeleted) and (job_id is None or event.job_id == job_id)
+
+    return _send_and_confirm(args, submission_id, job_id, send, confirms, "delete")
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """``joblog watch``."""
+    if args.json or args.events:
+        return _watch_events(args)
+    return watch_live(args.submission, timeout=args.timeout)
+
+
+def _event_dict(event: Event, status: str | None, live: bool) -> dict[str, Any]:
+    from engine.notify.templates import describe_event
+
+    return {
+        "seq": event.seq,
+        "timestamp": datetime.fromtimestamp(event.timestamp / 1000).astimezone().isoformat(),
+        "submission_id": event.submission_id,
+        "job_id": event.job_id,
+        "event": event.name,
+        "status": status,
+        "description": describe_event(event),
+        "live": live,
+    }
+
+
+def _watch_events(args: argparse.Namespace) -> int:
+    from engine.config import Settings
+    from engine.watch import LIVE, Live, SubmissionView, event_watch
+
+    view = SubmissionView(args.submission)
+    live = False
+    for item in event_watch(
+        args.submission,
+        from_start=not args.no_history,
+        timeout=args.timeout,
+        settings=Settings.from_env(),
+    ):
+        if item is LIVE:
+            live = True
+            if not args.json:
+                print("-- live --")
+            continue
+        if isinstance(item, Live):
+            continue
+        _, after = view.apply(item)
+        status = None if after is None else str(after.status)
+        if view.outcome is not None and after is None:
+            status = str(view.outcome)
+        data = _event_dict(item, status, live)
+        if args.json:
+            _print_json(data)
+        else:
+            who = item.job_id or "(submission)"
+            print(f"{data['timestamp'][11:23]}  {who:<20} {item.name:<20} {data['description']}")
+    if view.rejection is not None:
+        return EXIT_FAILED
+    return (
+        EXIT_OK if view.outcome is not None and view.outcome.value == "COMPLETED" else (EXIT_FAILED)
+    )
+
+
+def render_submission(view: SubmissionView, *, limit: int = 25) -> RenderableType:
+    """The live display of a submission: one progress bar per job and a status line."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, max_width=28)
+    table.add_column(no_wrap=True, width=10)
+    table.add_column(width=30)
+    table.add_column(no_wrap=True, width=6, justify="right")
+    table.add_column(no_wrap=True, max_width=40)
+    jobs = list(view.jobs.values())
+    active = [j for j in jobs if not j.is_terminal]
+    shown = (active + [j for j in jobs if j.is_terminal])[:limit] if len(jobs) > limit else jobs
+    for job in shown:
+        fraction = job.fraction
+        if job.status.value == "COMPLETED":
+            fraction = 1.0
+        if fraction is None:
+            bar = ProgressBar(total=None, pulse=job.status.value == "RUNNING", width=30)
+            if job.status.value != "RUNNING":
+                bar = ProgressBar(total=1, completed=0, width=30)
+        else:
+            bar = ProgressBar(total=1.0, completed=fraction, width=30)
+        percent = "" if fraction is None else f"{100 * fraction:.0f}%"
+        note = job.status_line or job.error or ""
+        table.add_row(
+            Text(job.display_name if job.job_id == job.display_name else job.job_id),
+            Text.from_markup(styled_status(job.status.value)),
+            bar,
+            percent,
+            Text(note, style="dim"),
+        )
+    if len(jobs) > len(shown):
+        table.add_row(Text(f"… and {len(jobs) - len(shown)} more", style="dim"), "", "", "", "")
+    return Group(Text.from_markup(status_line(view)), table)
+
+
+def status_line(view: SubmissionView) -> str:
+    """``s-… 3/7 done · 2 running · 1 failed`` in rich markup."""
+    counts = view.counts()
+    total = len(view.jobs)
+    done = sum(n for status, n in counts.items() if status.is_terminal)
+    parts = [f"[bold]{view.submission_id}[/]  {done}/{total} done"]
+    for status, n in sorted(counts.items(), key=lambda item: item[0].value):
+        if status.value != "COMPLETED":
+            parts.append(f"{n} {styled_status(status.value).replace(status.value, status.lower())}")
+    if view.outcome is not None:
+        parts.append(f"→ {styled_status(view.outcome.value)}")
+    return " · ".join(parts)
+
+
+def outcome_line(view: SubmissionView) -> str:
+    """The final line of a watch, in rich markup."""
+    if view.rejection is not None:
+        return f"[bold red]rejected[/] ({view.rejection.code}): {view.rejection.reason}"
+    if view.outcome is None:
+        return f"{view.submission_id}: not done"
+    return f"{view.submission_id}: {styled_status(view.outcome.value)}"
+
+
+def summary_table(view: SubmissionView, title: str | None = None) -> RenderableType:
+    """The final table of a watch: status, attempts, durations and errors per job."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("job")
+    table.add_column("task / command")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("waited", justify="right")
+    table.add_column("ran", justify="right")
+    table.add_column("error / result", overflow="fold", max_width=50)
+    for job in view.jobs.values():
+        what = job.task or " ".join(job.command or ())
+        detail = job.error if job.error else (job.result or "")
+        if job.exit_code is not None and not job.error:
+            detail = f"exit {job.exit_code}"
+        table.add_row(
+            job.job_id,
+            what[:40],
+            styled_status(job.status.value),
+            str(job.attempt) if job.attempt else "-",
+            _duration(job.pending_duration),
+            _duration(job.execution_duration),
+            detail,
+        )
+    return table
+
+
+def watch_live(
+    submission_id: str,
+    *,
+    timeout: float | None = None,
+    console: Console | None = None,
+    title: str | None = None,
+) -> int:
+    """Shows a submission's progress live, then its summary; returns 0 if it completed."""
+    from rich.live import Live
+
+    from engine.config import Settings
+    from engine.watch import SubmissionRejected, SubmissionView, wait_until_done
+
+    out = console or _console()
+    view = SubmissionView(submission_id)
+    with Live(render_submission(view), console=out, refresh_per_second=8, transient=True) as live:
+
+        def refresh(current: SubmissionView) -> None:
+            live.update(render_submission(current))
+
+        try:
+            view = wait_until_done(
+                submission_id,
+                progress=refresh,
+                timeout=timeout,
+                interval=0.25,
+                settings=Settings.from_env(),
+            )
+        except SubmissionRejected as exc:
+            live.stop()
+            out.print(f"[bold red]rejected[/] ({exc.code}): {exc.reason}")
+            return EXIT_FAILED
+    out.print(summary_table(view, title=title))
+    out.print(outcome_line(view))
+    return (
+        EXIT_OK if view.outcome is not None and view.outcome.value == "COMPLETED" else (EXIT_FAILED)
+    )
+
+
+# --------------------------------------------------------------------------- status / history
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``joblog status``."""
+    submission_id, job_id = _resolve(args)
+    client = _client(args.db)
+    if args.source == "projections":
+        if job_id is not None:
+            jobs = [client.get_job(submission_id, job_id)]
+        else:
+            jobs = client.get_jobs(submission_id=submission_id, include_deleted=True)
+            if not jobs:
+                from engine.api import JobNotFound
+
+                raise JobNotFound(f"no jobs of {submission_id} in {client.db_path}")
+        outcome = None
+    else:
+        view = client.view(submission_id)
+        if job_id is not None and job_id not in view.jobs:
+            from engine.api import JobNotFound
+
+            raise JobNotFound(f"submission {submission_id} has no job {job_id!r}")
+        jobs = [view.jobs[job_id]] if job_id is not None else list(view.jobs.values())
+        outcome = view.outcome
+        if view.rejection is not None:
+            print(
+                f"{submission_id}: rejected ({view.rejection.code}): {view.rejection.reason}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    if args.json:
+        payload: dict[str, Any] = {
+            "submission_id": submission_id,
+            "outcome": None if outcome is None else str(outcome),
+            "jobs": [job_to_dict(job) for job in jobs],
+        }
+        _print_json(payload if job_id is None else payload["jobs"][0])
+        return EXIT_OK
+    console = _console()
+    if job_id is not None:
+        console.print(_job_panel(jobs[0]))
+    else:
+        from engine.watch import SubmissionView
+
+        view = SubmissionView(submission_id, jobs={job.job_id: job for job in jobs})
+        view.outcome = outcome
+        console.print(summary_table(view))
+        console.print(status_line(view))
+    return EXIT_OK
+
+
+def _job_panel(job: JobView) -> RenderableType:
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("job", job.ref),
+        ("name", job.display_name),
+        ("task", job.task or "-"),
+        ("command", " ".join(job.command) if job.command else "-"),
+        ("queue", job.queue),
+        ("status", styled_status(job.status.value)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("worker", job.worker_id or "-"),
+        ("depends on", ", ".join(job.depends_on) or "-"),
+        ("parent", job.parent or "-"),
+        ("submitted", str(job.submitted_at or "-")),
+        ("started", str(job.run_at or "-")),
+        ("finished", str(job.finished_at or "-")),
+        ("pending", _duration(job.pending_duration)),
+        ("ran", _duration(job.execution_duration)),
+    ]
+    if job.progress is not None:
+        total = f"/{job.total:g}" if job.total else ""
+        rows.append(("progress", f"{job.progress:g}{total}"))
+    if job.status_line:
+        rows.append(("status line", job.status_line))
+    if job.error:
+        rows.append(("error", job.error))
+    if job.result is not None:
+        rows.append(("result", job.result))
+    if job.exit_code is not None:
+        rows.append(("exit code", str(job.exit_code)))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+_QUIET_EVENTS = frozenset({"JobProgressed", "JobOutput", "JobDispatched"})
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """``joblog history``: Tapis-style status + description per event."""
+    submission_id, job_id = _resolve(args)
+    client = _client(args.db)
+    entries: list[dict[str, Any]] = []
+    if args.source == "projections":
+        sql = (
+            "SELECT created, event, status, description, job_id, seq FROM job_history "
+            "WHERE submission_id = ?"
+        )
+        params: list[Any] = [submission_id]
+        if job_id is not None:
+            sql += " AND job_id = ?"
+            params.append(job_id)
+        for row in client.query(sql, params):
+            if args.all or row["event"] not in _QUIET_EVENTS:
+                created = row["created"]
+                entries.append(
+                    {
+                        "created": created.isoformat() if created else None,
+                        "job_id": row["job_id"],
+                        "event": row["event"],
+                        "status": row["status"],
+                        "description": row["description"],
+                    }
+                )
+    else:
+        from engine.notify.templates import describe_event, iso
+        from engine.watch import SubmissionView, to_datetime
+
+        view = SubmissionView(submission_id)
+        for event in client.history(submission_id, job_id):
+            _, after = view.apply(event)
+            if not args.all and event.name in _QUIET_EVENTS:
+                continue
+            status = str(after.status) if after is not None else None
+            if after is None and view.outcome is not None:
+                status = str(view.outcome)
+            entries.append(
+                {
+                    "created": iso(to_datetime(event.timestamp)),
+                    "job_id": event.job_id,
+                    "event": event.name,
+                    "status": status,
+                    "description": describe_event(event),
+                }
+            )
+    if not entries:
+        from engine.api import JobNotFound
+
+        ref = f"{submission_id}/{job_id}" if job_id else submission_id
+        raise JobNotFound(f"no history for {ref}")
+    if args.json:
+        _print_json(entries)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("created")
+    if job_id is None:
+        table.add_column("job")
+    table.add_column("status")
+    table.add_column("description", overflow="fold")
+    for entry in entries:
+        cells = [entry["created"] or "-"]
+        if job_id is None:
+            cells.append(entry["job_id"] or "-")
+        cells += [styled_status(entry["status"]) if entry["status"] else "-", entry["description"]]
+        table.add_row(*cells)
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """``joblog jobs``."""
+    client = _client(args.db)
+    jobs = client.get_jobs(
+        status=args.status or None,
+        task=args.task,
+        submission_id=args.submission,
+        include_deleted=args.deleted,
+        limit=args.limit,
+    )
+    if args.json:
+        _print_json([job_to_dict(job) for job in jobs])
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table()
+    for column in ("job", "task / command", "status", "attempts", "submitted", "ran", "error"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.ref,
+            (job.task or " ".join(job.command or ()))[:40],
+            styled_status(job.status.value),
+            str(job.attempt),
+            _time(job.submitted_at),
+            _duration(job.execution_duration),
+            job.error[:60],
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"{len(jobs)} job(s)", style="dim")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    """``joblog topics create``."""
+    from dataclasses import replace
+
+    from engine.admin import ensure_topics, topic_specs
+    from engine.config import Settings
+
+    settings = Settings.from_env()
+    if args.partitions is not None:
+        if args.partitions < 1:
+            raise UsageError("--partitions must be at least 1")
+        settings = replace(settings, partitions=args.partitions)
+    queues = args.queue or ["default"]
+    ensure_topics(settings, queues, timeout=args.timeout)
+    names = [spec.name for spec in topic_specs(settings, queues)]
+    if args.json:
+        _print_json({"topics": names})
+    else:
+        for name in names:
+            print(name)
+    return EXIT_OK
+
+
+def _topic_metadata(timeout: float = 15.0) -> tuple[Any, Any, str]:
+    """An admin client, the cluster's metadata, and the topic prefix."""
+    from confluent_kafka.admin import AdminClient
+
+    from engine.config import Settings
+    from engine.errors import BrokerError
+
+    settings = Settings.from_env()
+    config: dict[str, Any] = settings.client_config()
+    admin = AdminClient(config)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except Exception as exc:
+        raise BrokerError(
+            f"no answer from Kafka at {settings.bootstrap_servers}: {exc}; is a broker running "
+            "(`joblog broker start`)?"
+        ) from exc
+    return admin, metadata, settings.topic_prefix
+
+
+def cmd_topics_list(args: argparse.Namespace) -> int:
+    """``joblog topics list``."""
+    _, metadata, prefix = _topic_metadata()
+    names = sorted(name for name in metadata.topics if name.startswith(prefix))
+    if args.json:
+        _print_json(
+            [{"topic": name, "partitions": len(metadata.topics[name].partitions)} for name in names]
+        )
+    else:
+        for name in names:
+            print(f"{name}\t{len(metadata.topics[name].partitions)}")
+    return EXIT_OK
+
+
+def cmd_topics_describe(args: argparse.Namespace) -> int:
+    """``joblog topics describe``."""
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+    admin, metadata, prefix = _topic_metadata()
+    names = args.topic or sorted(name for name in metadata.topics if name.startswith(prefix))
+    missing = [name for name in names if name not in metadata.topics]
+    if missing:
+        from engine.api import JobNotFound
+
+        raise JobNotFound(f"no such topic(s): {', '.join(missing)}")
+    interesting = ("cleanup.policy", "retention.ms", "retention.bytes", "segment.bytes")
+    resources = [ConfigResource("TOPIC", name) for name in names]
+    configs: dict[str, dict[str, str]] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        try:
+            entries = future.result(timeout=15)
+        except Exception:
+            entries = {}
+        configs[resource.name] = {key: entries[key].value for key in interesting if key in entries}
+    rows = []
+    for name in names:
+        topic = metadata.topics[name]
+        replicas = {len(p.replicas) for p in topic.partitions.values()}
+        rows.append(
+            {
+                "topic": name,
+                "partitions": len(topic.partitions),
+                "replication_factor": max(replicas) if replicas else 0,
+                "config": configs.get(name, {}),
+            }
+        )
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table()
+    for column in ("topic", "partitions", "replicas", *interesting):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["topic"],
+            str(row["partitions"]),
+            str(row["replication_factor"]),
+            *(row["config"].get(key, "-") for key in interesting),
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
