@@ -381,9 +381,11 @@ class Fold:
                 job["blocked_at"] = ts
         elif isinstance(body, JobPending):
             self._status(job, JobStatus.PENDING, submission)
-            job.update(attempts=body.attempt, not_before=body.not_before, queue=body.queue)
-            if job["pending_at"] is None:
-                job["pending_at"] = ts
+            if job["pending_at"] is None and job["blocked_at"] is not None:
+                job["blocked_duration"] = _seconds(job["blocked_at"], ts)
+            job.update(
+                attempts=body.attempt, not_before=body.not_before, queue=body.queue, pending_at=ts
+            )
             self._open_attempt(
                 sid,
                 job_id,
@@ -481,6 +483,7 @@ class Fold:
             )
             job.update(
                 attempts=body.next_attempt,
+                pending_at=ts,
                 not_before=body.not_before,
                 worker_id=None,
                 host=None,
@@ -770,17 +773,21 @@ def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:
 
 
 def _durations(job: Row) -> Row:
-    """Taipy's durations of a job row, in seconds; ``None`` while a phase is open.
+    """Taipy's durations of a job row, in seconds; ``None`` while a phase is still open.
 
-    execution: ``finished_at - run_at`` (the last attempt's start); pending: from the first
-    PENDING to ``run_at``; blocked: from the first BLOCKED to the first PENDING.
+    ``pending_at`` and ``run_at`` are those of the job's last attempt. execution:
+    ``finished_at - run_at``. pending: ``run_at - pending_at``, or up to ``finished_at`` if
+    the job ended without its last attempt running. blocked: from BLOCKED to the first
+    PENDING (set when that happens), or up to ``finished_at`` if it ended while blocked.
     """
-    run_at, finished_at = job["run_at"], job["finished_at"]
-    return {
+    run_at, finished_at, pending_at = job["run_at"], job["finished_at"], job["pending_at"]
+    durations: Row = {
         "execution_duration": _seconds(run_at, finished_at),
-        "pending_duration": _seconds(job["pending_at"], run_at),
-        "blocked_duration": _seconds(job["blocked_at"], job["pending_at"]),
+        "pending_duration": _seconds(pending_at, finished_at if run_at is None else run_at),
     }
+    if pending_at is None:
+        durations["blocked_duration"] = _seconds(job["blocked_at"], finished_at)
+    return durations
 
 
 def _trim(rows: dict[Any, Row], limit: int) -> None:
