@@ -113,27 +113,28 @@ def rebuild(
         replayed = skipped = 0
         end = events_from
         for message in _read_to_end(reader, topics.events, partition, events_from, timeout_s):
-            end = message.offset() + 1
+            offset = message.offset() or 0
+            end = offset + 1
             try:
                 event = codec.decode_event(message.value() or b"")
             except CodecError:
                 continue
-            state = book.submissions.get(event.submission_id)
-            if event.seq == 0 or (state is not None and event.seq <= state.seq):
+            known = book.submissions.get(event.submission_id)
+            if event.seq == 0 or (known is not None and event.seq <= known.seq):
                 skipped += 1  # a rejection outside any sequence, or covered by the snapshot
                 continue
-            if state is None and not isinstance(event.body, SubmissionAccepted):
+            if known is None and not isinstance(event.body, SubmissionAccepted):
                 skipped += 1  # its beginning is gone: the submission was deleted
                 continue
             replayed += 1
-            state = evolve(state, event)
+            state = evolve(known, event)
             book.submissions[event.submission_id] = state
-            book.unsnapshotted_from.setdefault(event.submission_id, message.offset())
+            book.unsnapshotted_from.setdefault(event.submission_id, offset)
             book.dirty_since.setdefault(event.submission_id, 0)
             if isinstance(event.body, JobCompleted):
-                key = state.jobs[event.job_id].spec.idempotency_key
-                if key:
-                    book.completed_keys[key] = f"{event.submission_id}/{event.job_id}"
+                idempotency_key = state.jobs[event.job_id].spec.idempotency_key
+                if idempotency_key:
+                    book.completed_keys[idempotency_key] = f"{event.submission_id}/{event.job_id}"
         book.events_end = max(end, _high_watermark(reader, topics.events, partition))
         for submission_id in [s for s, st in book.submissions.items() if st.deleted]:
             del book.submissions[submission_id]
@@ -172,11 +173,14 @@ def _read_to_end(
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and message.offset() >= high:
+                    if (
+                        error.code() == KafkaError._PARTITION_EOF
+                        and (message.offset() or 0) >= high
+                    ):
                         return
                     continue
                 yield message
-                if message.offset() + 1 >= high:
+                if (message.offset() or 0) + 1 >= high:
                     return
             position = reader.position([TopicPartition(topic, partition)])[0].offset
             if position >= high:

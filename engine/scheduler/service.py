@@ -264,8 +264,8 @@ class Scheduler:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error: %s", error)
                     continue
-                topic, partition = message.topic(), message.partition()
-                offsets[(topic, partition)] = message.offset() + 1
+                topic, partition = message.topic() or "", message.partition() or 0
+                offsets[(topic, partition)] = (message.offset() or 0) + 1
                 if partition not in self.book.partitions:
                     continue
                 for submission_id, given in self._inputs(producer, message):
@@ -336,7 +336,7 @@ class Scheduler:
             return [(s, report) for s in sorted({ref.submission_id for ref in report.attempts})]
         if isinstance(report, WorkerLeft):
             return [(s, report) for s in sorted({ref.submission_id for ref in report.unfinished})]
-        book = self.book.partitions[message.partition()]
+        book = self.book.partitions[message.partition() or 0]
         if is_stale(book.submissions.get(report.ref.submission_id), report):
             self.metrics.counts["stale_reports"] += 1
         return [(report.ref.submission_id, report)]
@@ -377,7 +377,7 @@ class Scheduler:
     ) -> Callable[[KafkaError | None, Message], None]:
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is None and seq > 0:
-                self._delivered.append((partition, submission_id, message.offset(), seq))
+                self._delivered.append((partition, submission_id, message.offset() or 0, seq))
 
         return delivered
 
@@ -429,7 +429,7 @@ class Scheduler:
             key=message.key(),
             value=message.value() or b"",
             error_type=type(error).__name__,
-            error=str(error),
+            error_message=str(error),
             consumer=f"{self.settings.topic_prefix}scheduler/{self.config.instance_id}",
             failed_at=now_ms(),
         )

@@ -153,7 +153,7 @@ def test_garbage_and_invalid_commands_do_not_stop_valid_ones(settings: Settings)
     assert "mis-1" not in by
     letters = read_all(settings, topics.deadletter, codec.decode_deadletter)
     assert len(letters) == 2
-    reasons = sorted(letter.error for _, letter in letters)
+    reasons = sorted(letter.error_message for _, letter in letters)
     assert any("submission id" in reason for reason in reasons)
     assert all(letter.value for _, letter in letters), "the original bytes are kept"
 
