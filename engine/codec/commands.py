@@ -1,0 +1,109 @@
+"""Records of the ``commands`` topic: intents from clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.codec.framing import decode, encode
+from engine.codec.mapping import (
+    CANCEL_MODES,
+    pairs_from_avro,
+    pairs_to_avro,
+    restore,
+    spec_from_avro,
+    spec_to_avro,
+)
+from engine.codec.schemas import NAMESPACE, REGISTRY
+from engine.lifecycle.records import (
+    CancelJobs,
+    Command,
+    DeleteJobs,
+    RetryJob,
+    SubmitJobs,
+)
+
+_SCHEMA = REGISTRY.current("Command")
+
+
+def _submit_to_avro(c: SubmitJobs) -> dict[str, Any]:
+    return {
+        **vars(c),
+        "jobs": [spec_to_avro(spec) for spec in c.jobs],
+        "labels": pairs_to_avro(c.labels),
+    }
+
+
+def _submit_from_avro(r: dict[str, Any]) -> SubmitJobs:
+    r["jobs"] = tuple([spec_from_avro(spec) for spec in r["jobs"]])
+    r["labels"] = pairs_from_avro(r["labels"])
+    return restore(SubmitJobs, r)
+
+
+def _cancel_from_avro(r: dict[str, Any]) -> CancelJobs:
+    r["mode"] = CANCEL_MODES[r["mode"]]
+    return restore(CancelJobs, r)
+
+
+def _retry_from_avro(r: dict[str, Any]) -> RetryJob:
+    return restore(RetryJob, r)
+
+
+def _delete_from_avro(r: dict[str, Any]) -> DeleteJobs:
+    return restore(DeleteJobs, r)
+
+
+_TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
+    SubmitJobs: (f"{NAMESPACE}.SubmitJobs", _submit_to_avro),
+    CancelJobs: (f"{NAMESPACE}.CancelJobs", vars),
+    RetryJob: (f"{NAMESPACE}.RetryJob", vars),
+    DeleteJobs: (f"{NAMESPACE}.DeleteJobs", vars),
+}
+_FROM_AVRO: dict[str, Callable[[dict[str, Any]], Command]] = {
+    f"{NAMESPACE}.SubmitJobs": _submit_from_avro,
+    f"{NAMESPACE}.CancelJobs": _cancel_from_avro,
+    f"{NAMESPACE}.RetryJob": _retry_from_avro,
+    f"{NAMESPACE}.DeleteJobs": _delete_from_avro,
+}
+
+
+def _to_avro(c: Command) -> dict[str, Any]:
+    name, to_avro = _TO_AVRO[type(c)]
+    return {"body": (name, to_avro(c))}
+
+
+def _from_avro(record: dict[str, Any]) -> Command:
+    name, body = record["body"]
+    return _FROM_AVRO[name](body)
+
+
+def encode_command(c: Command) -> bytes:
+    """Encode a command for the ``commands`` topic.
+
+    Args:
+        c: a SubmitJobs, CancelJobs, RetryJob or DeleteJobs.
+
+    Returns:
+        The record value: Avro single-object encoding of the ``Command`` schema.
+
+    Raises:
+        CodecError: ``c`` is not a command or does not fit the schema.
+    """
+    return encode(_SCHEMA, _to_avro, c)
+
+
+def decode_command(raw: bytes) -> Command:
+    """Decode a record value of the ``commands`` topic.
+
+    Args:
+        raw: the record value.
+
+    Returns:
+        The command.
+
+    Raises:
+        UnknownSchemaError: not single-object encoded, or written with an unknown schema.
+        WrongKindError: the record is not a command.
+        CorruptRecordError: the body does not decode.
+    """
+    return decode("Command", raw, _from_avro)

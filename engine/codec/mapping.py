@@ -1,0 +1,79 @@
+"""What the per-kind mappings between records and Avro dicts share.
+
+Every Avro record has exactly the fields of its dataclass, with the same names, so an
+instance's ``vars()`` is most of its Avro form and the dict fastavro reads is most of the
+instance's ``__dict__``; the mappings only convert what Avro spells differently (enums, tuples
+of pairs, sets, nested records, optional lists).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypeVar
+
+from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, RetryPolicy
+
+R = TypeVar("R")
+E = TypeVar("E", bound=enum.Enum)
+Pairs = tuple[tuple[str, str], ...]
+
+_new = object.__new__
+
+
+def restore(cls: type[R], fields: dict[str, Any]) -> R:
+    """Build a frozen record from its complete, converted field dict.
+
+    The generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``, which costs more than the Avro decoding of the record itself;
+    taking the dict as the instance's ``__dict__`` gives the same object. The records have no
+    ``__post_init__`` and no slots (a test keeps it so), and ``fields`` holds every field
+    because the Avro schema has every field.
+    """
+    record = _new(cls)
+    record.__dict__.update(fields)
+    return record
+
+
+def members(cls: type[E]) -> dict[str, E]:
+    """An enum's members by value: a dict lookup is several times faster than ``cls(value)``."""
+    return {member.value: member for member in cls}
+
+
+CANCEL_MODES = members(CancelMode)
+JOB_STATUSES = members(JobStatus)
+
+
+def pairs_to_avro(pairs: Pairs) -> list[dict[str, str]]:
+    """Ordered pairs as a list of ``KeyValue`` records."""
+    return [{"key": key, "value": value} for key, value in pairs]
+
+
+def pairs_from_avro(items: list[dict[str, str]]) -> Pairs:
+    """A list of ``KeyValue`` records as ordered pairs."""
+    return tuple([(item["key"], item["value"]) for item in items])
+
+
+def spec_to_avro(spec: JobSpec) -> dict[str, Any]:
+    """A job spec as a ``JobSpec`` record."""
+    command = spec.command
+    return {
+        **vars(spec),
+        # a tuple inside a union would be taken for fastavro's (type name, value) notation
+        "command": None if command is None else list(command),
+        "env": pairs_to_avro(spec.env),
+        "retry": vars(spec.retry),
+        "labels": pairs_to_avro(spec.labels),
+    }
+
+
+def spec_from_avro(fields: dict[str, Any]) -> JobSpec:
+    """A ``JobSpec`` record as a job spec (``fields`` is consumed)."""
+    command = fields["command"]
+    retry = fields["retry"]
+    retry["retry_on"] = tuple(retry["retry_on"])
+    fields["command"] = None if command is None else tuple(command)
+    fields["env"] = pairs_from_avro(fields["env"])
+    fields["depends_on"] = tuple(fields["depends_on"])
+    fields["retry"] = restore(RetryPolicy, retry)
+    fields["labels"] = pairs_from_avro(fields["labels"])
+    return restore(JobSpec, fields)

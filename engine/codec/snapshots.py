@@ -1,0 +1,122 @@
+"""Records of the compacted ``state`` topic: snapshots of live submissions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.codec.framing import decode, encode
+from engine.codec.mapping import (
+    CANCEL_MODES,
+    JOB_STATUSES,
+    members,
+    pairs_from_avro,
+    pairs_to_avro,
+    restore,
+    spec_from_avro,
+    spec_to_avro,
+)
+from engine.codec.schemas import NAMESPACE, REGISTRY
+from engine.lifecycle.records import SubmissionStatus
+from engine.lifecycle.state import CancelRequest, JobState, PendingProgress, SubmissionState
+
+_SCHEMA = REGISTRY.current("Snapshot")
+_SUBMISSION_STATUSES = members(SubmissionStatus)
+_CANCEL_REQUEST = f"{NAMESPACE}.CancelRequest"
+_PENDING_PROGRESS = f"{NAMESPACE}.PendingProgress"
+
+
+def _job_to_avro(job: JobState) -> dict[str, Any]:
+    cancel = job.cancel
+    held = job.held_progress
+    return {
+        **vars(job),
+        "spec": spec_to_avro(job.spec),
+        # sorted, so that equal states encode to equal bytes
+        "waiting_on": sorted(job.waiting_on),
+        "fenced_workers": sorted(job.fenced_workers),
+        "cancel": None if cancel is None else (_CANCEL_REQUEST, vars(cancel)),
+        "held_progress": None if held is None else (_PENDING_PROGRESS, vars(held)),
+    }
+
+
+def _job_from_avro(r: dict[str, Any]) -> JobState:
+    # optional records come back as (record name, fields)
+    cancel = r["cancel"]
+    held = r["held_progress"]
+    if cancel is not None:
+        fields = cancel[1]
+        fields["mode"] = CANCEL_MODES[fields["mode"]]
+        r["cancel"] = restore(CancelRequest, fields)
+    if held is not None:
+        r["held_progress"] = restore(PendingProgress, held[1])
+    r["spec"] = spec_from_avro(r["spec"])
+    r["status"] = JOB_STATUSES[r["status"]]
+    r["waiting_on"] = frozenset(r["waiting_on"])
+    r["fenced_workers"] = frozenset(r["fenced_workers"])
+    return restore(JobState, r)
+
+
+def _to_avro(s: SubmissionState) -> dict[str, Any]:
+    return {
+        **vars(s),
+        "jobs": [_job_to_avro(job) for job in s.jobs.values()],
+        "dependents": [{"job_id": k, "job_ids": v} for k, v in s.dependents.items()],
+        "children": [{"job_id": k, "job_ids": v} for k, v in s.children.items()],
+        "labels": pairs_to_avro(s.labels),
+    }
+
+
+def _from_avro(r: dict[str, Any]) -> SubmissionState:
+    jobs = [_job_from_avro(job) for job in r["jobs"]]
+    outcome = r["outcome"]
+    return SubmissionState(
+        submission_id=r["submission_id"],
+        seq=r["seq"],
+        last_timestamp=r["last_timestamp"],
+        accepted=r["accepted"],
+        command_id=r["command_id"],
+        jobs={job.spec.job_id: job for job in jobs},
+        dependents={link["job_id"]: tuple(link["job_ids"]) for link in r["dependents"]},
+        children={link["job_id"]: tuple(link["job_ids"]) for link in r["children"]},
+        outcome=None if outcome is None else _SUBMISSION_STATUSES[outcome],
+        deleted=r["deleted"],
+        submitted_by=r["submitted_by"],
+        labels=pairs_from_avro(r["labels"]),
+    )
+
+
+def encode_snapshot(s: SubmissionState) -> bytes:
+    """Encode the state of a submission for the ``state`` topic.
+
+    Every field is kept, the transient ones (lease renewals, held-back progress) included, and
+    jobs stay in submission order.
+
+    Args:
+        s: the submission state.
+
+    Returns:
+        The record value: Avro single-object encoding of the ``Snapshot`` schema.
+
+    Raises:
+        CodecError: ``s`` is not a SubmissionState or does not fit the schema.
+    """
+    return encode(_SCHEMA, _to_avro, s)
+
+
+def decode_snapshot(raw: bytes) -> SubmissionState:
+    """Decode a record value of the ``state`` topic.
+
+    A tombstone (``None`` value) is not a snapshot: check for it before calling.
+
+    Args:
+        raw: the record value.
+
+    Returns:
+        The submission state, its mappings as plain dicts in submission order.
+
+    Raises:
+        UnknownSchemaError: not single-object encoded, or written with an unknown schema.
+        WrongKindError: the record is not a snapshot.
+        CorruptRecordError: the body does not decode.
+    """
+    return decode("Snapshot", raw, _from_avro)
