@@ -1,0 +1,268 @@
+"""Golden bytes: records as joblog writes them on the wire, checked in.
+
+A failure here means the wire format changed. If the change is intended (a new field with a
+default, say), keep the old schema in ``schemas/history/`` so the old bytes still decode, then
+rewrite the fixtures with ``python -m tests.unit.test_codec_golden``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastavro import schemaless_reader
+from fastavro.schema import load_schema
+
+from engine import codec
+from engine.codec import SCHEMA_DIR, TOPIC_SCHEMAS
+from engine.codec.schemas import schema_fingerprint
+from engine.lifecycle.records import (
+    AttemptRef,
+    CancelJobs,
+    CancelMode,
+    Control,
+    Dispatch,
+    Event,
+    FailureReason,
+    Finished,
+    Heartbeat,
+    JobAssigned,
+    JobFailed,
+    JobSpec,
+    JobStatus,
+    JobSubmitted,
+    Outcome,
+    RetryPolicy,
+    SubmissionCompleted,
+    SubmissionStatus,
+    SubmitJobs,
+)
+from engine.lifecycle.state import CancelRequest, JobState, PendingProgress, SubmissionState
+from tests.unit.fixtures.compare import same_types
+
+GOLDEN = Path(__file__).parent / "fixtures" / "codec" / "golden"
+
+T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SPEC = JobSpec(
+    job_id="load",
+    name="load orders",
+    task="etl.load",
+    args='{"args": ["2026-01-01"], "kwargs": {"table": "orders"}}',
+    env=(("TZ", "UTC"), ("LANG", "C.UTF-8")),
+    queue="etl",
+    depends_on=("extract",),
+    parent="nightly",
+    retry=RetryPolicy(max_attempts=3, backoff_ms=500, retry_on=("TimeoutError", "timeout")),
+    timeout_ms=60_000,
+    queue_timeout_ms=5_000,
+    idempotency_key="orders-2026-01-01",
+    priority=-2,
+    labels=(("team", "data"), ("team", "ops")),
+)
+COMMAND_SPEC = JobSpec(job_id="extract", command=("curl", "-sf", "https://example.com/orders"))
+REF = AttemptRef("sub-1", "load", 2, "sub-1/load/2", "worker-7")
+
+
+def _snapshot() -> SubmissionState:
+    running = JobState(
+        spec=SPEC,
+        status=JobStatus.RUNNING,
+        attempt=2,
+        dispatch_id="sub-1/load/2",
+        not_before=T + 1_500,
+        worker_id="worker-7",
+        host="node-3",
+        submitted_at=T,
+        pending_at=T + 1_000,
+        assigned_at=T + 1_600,
+        run_at=T + 1_700,
+        cancel=CancelRequest(CancelMode.KILL, "operator request", "alice", T + 31_000),
+        lease_ms=30_000,
+        progress=0.25,
+        total=1.0,
+        status_line="reading",
+        last_progress_at=T + 2_000,
+        exceptions=1,
+        error_type="TimeoutError",
+        error_note="attempt 1 timed out",
+        fenced_workers=frozenset({"worker-2", "worker-1"}),
+        lease_until=T + 32_000,
+        held_progress=PendingProgress(0.5, 1.0, None),
+    )
+    waiting = JobState(
+        spec=JobSpec(job_id="report", task="etl.report", depends_on=("load",)),
+        status=JobStatus.BLOCKED,
+        waiting_on=frozenset({"load"}),
+        submitted_at=T,
+        blocked_at=T,
+    )
+    return SubmissionState(
+        submission_id="sub-1",
+        seq=12,
+        last_timestamp=T + 2_000,
+        accepted=True,
+        command_id="cmd-1",
+        jobs={"load": running, "report": waiting},
+        dependents={"load": ("report",)},
+        children={},
+        submitted_by="alice",
+        labels=(("env", "prod"),),
+    )
+
+
+#: file name -> (record, encode, decode)
+CASES: dict[str, tuple[Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
+    "command-submit-jobs": (
+        SubmitJobs("cmd-1", "sub-1", (COMMAND_SPEC, SPEC), "alice", (("env", "prod"),), T),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-cancel-jobs": (
+        CancelJobs("cmd-2", "sub-1", None, CancelMode.FINISH, "wrong input", "bob", T + 5),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "report-finished": (
+        Finished(REF, Outcome.FAILED, None, 3, "CalledProcessError", "exit 3", "", 0.5, 1.0),
+        codec.encode_report,
+        codec.decode_report,
+    ),
+    "report-heartbeat": (
+        Heartbeat("worker-7", "etl", "node-3", 4242, 4, 1, (REF,), 30_000, T + 9),
+        codec.encode_report,
+        codec.decode_report,
+    ),
+    "event-job-submitted": (
+        Event("sub-1:2", "sub-1", "load", 2, T, JobSubmitted(SPEC)),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-job-assigned": (
+        Event(
+            "sub-1:7",
+            "sub-1",
+            "load",
+            7,
+            T + 1_600,
+            JobAssigned(2, "sub-1/load/2", "worker-7", 30_000, "node-3", "worker-1"),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-job-failed": (
+        Event(
+            "sub-1:9",
+            "sub-1",
+            "load",
+            9,
+            T + 9_000,
+            JobFailed(
+                3, FailureReason.EXIT_CODE, "CalledProcessError", "exit 3", "Traceback ...", 3
+            ),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-submission-completed": (
+        Event(
+            "sub-1:10",
+            "sub-1",
+            "",
+            10,
+            T + 9_001,
+            SubmissionCompleted(
+                SubmissionStatus.FAILED, ((JobStatus.ABANDONED, 1), (JobStatus.FAILED, 1))
+            ),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "dispatch": (
+        Dispatch("sub-1/load/2", "sub-1", "load", 2, SPEC, T + 1_500, 30_000),
+        codec.encode_dispatch,
+        codec.decode_dispatch,
+    ),
+    "control": (
+        Control(
+            "worker-7",
+            "kill",
+            "sub-1",
+            "load",
+            2,
+            "sub-1/load/2",
+            "canceled by alice",
+            5_000,
+            T + 20,
+        ),
+        codec.encode_control,
+        codec.decode_control,
+    ),
+    "snapshot": (_snapshot(), codec.encode_snapshot, codec.decode_snapshot),
+    "deadletter": (
+        codec.DeadLetter(
+            "joblog.commands",
+            3,
+            1_234,
+            b"sub-1",
+            b"\x00\xff garbage",
+            "UnknownSchemaError",
+            "not a joblog Command",
+            "joblog.scheduler",
+            T + 30,
+        ),
+        codec.encode_deadletter,
+        codec.decode_deadletter,
+    ),
+}
+
+
+def _golden(name: str) -> bytes:
+    return bytes.fromhex((GOLDEN / f"{name}.hex").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_encoding_gives_the_golden_bytes(name: str) -> None:
+    record, encode, _ = CASES[name]
+    assert encode(record).hex() == _golden(name).hex()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_golden_bytes_decode_to_the_record(name: str) -> None:
+    record, _, decode = CASES[name]
+    decoded = decode(_golden(name))
+    same_types(decoded, record)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_plain_avro_reader_decodes_the_golden_bytes_from_the_schema_files(name: str) -> None:
+    # what a client in another language does: read the header, pick the schema whose
+    # canonical form has that fingerprint, decode the rest with a generic Avro reader
+    raw = _golden(name)
+    by_fingerprint = {}
+    for topic in TOPIC_SCHEMAS:
+        schema = load_schema(str(SCHEMA_DIR / f"{topic}.avsc"))
+        by_fingerprint[schema_fingerprint(schema)] = schema
+    assert raw[:2] == b"\xc3\x01"
+    body = BytesIO(raw[10:])
+    record = schemaless_reader(body, by_fingerprint[raw[2:10]])
+    assert body.tell() == len(raw) - 10
+    assert isinstance(record, dict)
+
+
+def test_every_golden_file_has_a_case() -> None:
+    assert sorted(path.stem for path in GOLDEN.glob("*.hex")) == sorted(CASES)
+
+
+def write() -> None:
+    """Rewrite the fixtures from the current encoders."""
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for name, (record, encode, _) in CASES.items():
+        (GOLDEN / f"{name}.hex").write_text(encode(record).hex() + "\n")
+        print(f"wrote {GOLDEN / name}.hex")
+
+
+if __name__ == "__main__":
+    write()
