@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from hypothesis import strategies as st
+
 from engine.lifecycle.decide import Policy, dispatch_id, next_deadline
 from engine.lifecycle.records import (
     AttemptRef,
@@ -51,6 +53,7 @@ from engine.lifecycle.records import (
     Outcome,
     OutputReported,
     ProgressReported,
+    RetryPolicy,
     Started,
     SubmitJobs,
     Tick,
@@ -376,4 +379,74 @@ def outcome(scenario: Scenario) -> RunOutcome:
     return RunOutcome(
         jobs={job_id: (job.status, job.attempt) for job_id, job in state.jobs.items()},
         submission=None if state.outcome is None else str(state.outcome),
+    )
+
+
+# --------------------------------------------------------------------------- random plans
+
+fates = st.builds(
+    Fate,
+    kind=st.sampled_from(("complete",) * 4 + FATES),
+    worker=st.integers(0, 2),
+    claim_delay=st.integers(0, 50),
+    duration=st.integers(0, 600),
+    error_type=st.sampled_from(("Flaky", "Fatal")),
+    progress_steps=st.integers(0, 3),
+    stubborn=st.sampled_from((False, False, False, True)),
+    output=st.booleans(),
+)
+
+
+@st.composite
+def plans(draw: st.DrawFn, max_jobs: int = 6) -> Plan:
+    """A random DAG and tree of jobs, what each attempt's worker does, and the user's moves.
+
+    Jobs are numbered; a job depends only on lower numbers and is a sub-job of a higher one,
+    so the graph has no cycle; the submission lists them in random order.
+    """
+    count = draw(st.integers(1, max_jobs))
+    ids = [f"j{i}" for i in range(count)]
+    specs: list[JobSpec] = []
+    for i, job_id in enumerate(ids):
+        depends_on = draw(st.lists(st.sampled_from(ids[:i]), unique=True, max_size=2)) if i else []
+        parent = draw(st.none() | st.sampled_from(ids[i + 1 :])) if i + 1 < count else None
+        retry = RetryPolicy(
+            max_attempts=draw(st.integers(1, 3)),
+            backoff_ms=draw(st.sampled_from((0, 50, 300))),
+            jitter=draw(st.sampled_from((0.0, 0.5))),
+            retry_on=draw(st.sampled_from(((), ("Flaky",), ("timeout", "worker_lost")))),
+        )
+        specs.append(
+            JobSpec(
+                job_id=job_id,
+                task="tasks.work",
+                depends_on=tuple(depends_on),
+                parent=parent,
+                retry=retry,
+                timeout_ms=draw(st.sampled_from((0, 0, 400))),
+                queue_timeout_ms=draw(st.sampled_from((0, 0, 300))),
+                idempotency_key=draw(st.sampled_from((None, None, None, "done"))),
+            )
+        )
+    return Plan(
+        jobs=tuple(draw(st.permutations(specs))),
+        fates={
+            (spec.job_id, attempt): draw(fates)
+            for spec in specs
+            for attempt in range(1, spec.retry.max_attempts + 1)
+        },
+        cancels=tuple(
+            draw(
+                st.lists(
+                    st.tuples(
+                        st.integers(0, 2_000),
+                        st.none() | st.sampled_from(ids),
+                        st.sampled_from(CancelMode),
+                    ),
+                    max_size=2,
+                )
+            )
+        ),
+        ticks=tuple(draw(st.lists(st.integers(0, 3_000), max_size=3))),
+        completed_keys={"done": "earlier/job"} if draw(st.booleans()) else {},
     )

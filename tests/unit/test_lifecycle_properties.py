@@ -53,7 +53,7 @@ from engine.lifecycle.records import (
     SubmissionStatus,
 )
 from tests.unit.lifecycle_dsl import Scenario
-from tests.unit.lifecycle_sim import FATES, Fate, Noise, Plan, Simulation, outcome, simulate
+from tests.unit.lifecycle_sim import FATES, Fate, Noise, Plan, Simulation, outcome, plans, simulate
 
 TERMINAL_EVENT = {
     JobCompleted: JobStatus.COMPLETED,
@@ -66,73 +66,6 @@ RUNNING_EVENTS = (JobPending, JobAssigned, JobStarted, JobCompleted)
 NOT_A_SUCCESS = (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.ABANDONED)
 #: Events a duplicated report may add (a second chunk of output, a second warning).
 REPEATABLE = (JobOutput, JobExceptionRaised, JobProgressed)
-
-fates = st.builds(
-    Fate,
-    kind=st.sampled_from(("complete",) * 4 + FATES),
-    worker=st.integers(0, 2),
-    claim_delay=st.integers(0, 50),
-    duration=st.integers(0, 600),
-    error_type=st.sampled_from(("Flaky", "Fatal")),
-    progress_steps=st.integers(0, 3),
-    stubborn=st.sampled_from((False, False, False, True)),
-    output=st.booleans(),
-)
-
-
-@st.composite
-def plans(draw: st.DrawFn, max_jobs: int = 6) -> Plan:
-    """A random DAG and tree of jobs, what each attempt's worker does, and the user's moves.
-
-    Jobs are numbered; a job depends only on lower numbers and is a sub-job of a higher one,
-    so the graph has no cycle; the submission lists them in random order.
-    """
-    count = draw(st.integers(1, max_jobs))
-    ids = [f"j{i}" for i in range(count)]
-    specs: list[JobSpec] = []
-    for i, job_id in enumerate(ids):
-        depends_on = draw(st.lists(st.sampled_from(ids[:i]), unique=True, max_size=2)) if i else []
-        parent = draw(st.none() | st.sampled_from(ids[i + 1 :])) if i + 1 < count else None
-        retry = RetryPolicy(
-            max_attempts=draw(st.integers(1, 3)),
-            backoff_ms=draw(st.sampled_from((0, 50, 300))),
-            jitter=draw(st.sampled_from((0.0, 0.5))),
-            retry_on=draw(st.sampled_from(((), ("Flaky",), ("timeout", "worker_lost")))),
-        )
-        specs.append(
-            JobSpec(
-                job_id=job_id,
-                task="tasks.work",
-                depends_on=tuple(depends_on),
-                parent=parent,
-                retry=retry,
-                timeout_ms=draw(st.sampled_from((0, 0, 400))),
-                queue_timeout_ms=draw(st.sampled_from((0, 0, 300))),
-                idempotency_key=draw(st.sampled_from((None, None, None, "done"))),
-            )
-        )
-    return Plan(
-        jobs=tuple(draw(st.permutations(specs))),
-        fates={
-            (spec.job_id, attempt): draw(fates)
-            for spec in specs
-            for attempt in range(1, spec.retry.max_attempts + 1)
-        },
-        cancels=tuple(
-            draw(
-                st.lists(
-                    st.tuples(
-                        st.integers(0, 2_000),
-                        st.none() | st.sampled_from(ids),
-                        st.sampled_from(CancelMode),
-                    ),
-                    max_size=2,
-                )
-            )
-        ),
-        ticks=tuple(draw(st.lists(st.integers(0, 3_000), max_size=3))),
-        completed_keys={"done": "earlier/job"} if draw(st.booleans()) else {},
-    )
 
 
 def check_invariants(plan: Plan, scenario: Scenario) -> None:
