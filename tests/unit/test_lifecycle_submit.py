@@ -25,9 +25,13 @@ from tests.unit.lifecycle_dsl import (
     POLICY,
     SUB,
     T0,
+    Scenario,
+    cancel,
+    delete,
     given,
     job,
     on,
+    retry_now,
     submit,
     succeeded,
 )
@@ -306,45 +310,49 @@ def _retry(**changes: object) -> JobSpec:
     return JobSpec(job_id="a", task="t", retry=RetryPolicy(**changes))  # type: ignore[arg-type]
 
 
-REJECTED_SUBMISSIONS = [
-    pytest.param((), RejectionCode.EMPTY_SUBMISSION, id="no jobs"),
-    pytest.param((job("a"), job("a")), RejectionCode.DUPLICATE_JOB_ID, id="same id twice"),
-    pytest.param((job("a/b"),), RejectionCode.INVALID_JOB_ID, id="slash in job id"),
-    pytest.param((job(""),), RejectionCode.INVALID_JOB_ID, id="empty job id"),
-    pytest.param((job("-a"),), RejectionCode.INVALID_JOB_ID, id="job id starts with dash"),
-    pytest.param((job("x" * 201),), RejectionCode.INVALID_JOB_ID, id="job id too long"),
-    pytest.param((job("a", queue="gpu/1"),), RejectionCode.INVALID_JOB_ID, id="bad queue"),
-    pytest.param((job("a", after=["z"]),), RejectionCode.UNKNOWN_DEPENDENCY, id="unknown dep"),
-    pytest.param((job("a", parent="z"),), RejectionCode.UNKNOWN_PARENT, id="unknown parent"),
-    pytest.param((job("a", after=["a"]),), RejectionCode.CYCLE, id="depends on itself"),
-    pytest.param((job("a", parent="a"),), RejectionCode.CYCLE, id="own parent"),
-    pytest.param(
+#: (what is wrong, the jobs, the code)
+REJECTED_SUBMISSIONS: list[tuple[str, tuple[JobSpec, ...], RejectionCode]] = [
+    ("no jobs", (), RejectionCode.EMPTY_SUBMISSION),
+    ("same id twice", (job("a"), job("a")), RejectionCode.DUPLICATE_JOB_ID),
+    ("slash in job id", (job("a/b"),), RejectionCode.INVALID_JOB_ID),
+    ("empty job id", (job(""),), RejectionCode.INVALID_JOB_ID),
+    ("job id starts with dash", (job("-a"),), RejectionCode.INVALID_JOB_ID),
+    ("job id too long", (job("x" * 201),), RejectionCode.INVALID_JOB_ID),
+    ("bad queue", (job("a", queue="gpu/1"),), RejectionCode.INVALID_JOB_ID),
+    ("unknown dep", (job("a", after=["z"]),), RejectionCode.UNKNOWN_DEPENDENCY),
+    ("unknown parent", (job("a", parent="z"),), RejectionCode.UNKNOWN_PARENT),
+    ("depends on itself", (job("a", after=["a"]),), RejectionCode.CYCLE),
+    ("own parent", (job("a", parent="a"),), RejectionCode.CYCLE),
+    (
+        "dependency cycle",
         (job("a", after=["c"]), job("b", after=["a"]), job("c", after=["b"])),
         RejectionCode.CYCLE,
-        id="dependency cycle",
     ),
-    pytest.param(
+    (
+        "sub-job depends on its parent",
         (job("p"), job("c", parent="p", after=["p"])),
         RejectionCode.CYCLE,
-        id="sub-job depends on its parent",
     ),
-    pytest.param((job("a", task=None),), RejectionCode.NO_TASK, id="neither task nor command"),
-    pytest.param((job("a", task=None, command=("",)),), RejectionCode.NO_TASK, id="empty argv"),
-    pytest.param((job("a", command=("ls",)),), RejectionCode.TASK_AND_COMMAND, id="both"),
-    pytest.param((_retry(max_attempts=0),), RejectionCode.BAD_RETRY, id="no attempt"),
-    pytest.param((_retry(backoff_ms=-1),), RejectionCode.BAD_RETRY, id="negative backoff"),
-    pytest.param((_retry(max_backoff_ms=-1),), RejectionCode.BAD_RETRY, id="negative cap"),
-    pytest.param((_retry(backoff_multiplier=0.5),), RejectionCode.BAD_RETRY, id="shrinking"),
-    pytest.param((_retry(jitter=1.5),), RejectionCode.BAD_RETRY, id="jitter above 1"),
-    pytest.param((_retry(jitter=-0.1),), RejectionCode.BAD_RETRY, id="negative jitter"),
-    pytest.param((job("a", timeout_ms=-1),), RejectionCode.BAD_TIMEOUT, id="run timeout"),
-    pytest.param((job("a", queue_timeout_ms=-5),), RejectionCode.BAD_TIMEOUT, id="queue timeout"),
-    pytest.param((job("a", args="{"),), RejectionCode.BAD_ARGS, id="args not JSON"),
-    pytest.param((job("a", args="[1, 2]"),), RejectionCode.BAD_ARGS, id="args not an object"),
+    ("neither task nor command", (job("a", task=None),), RejectionCode.NO_TASK),
+    ("empty argv", (job("a", task=None, command=("",)),), RejectionCode.NO_TASK),
+    ("both", (job("a", command=("ls",)),), RejectionCode.TASK_AND_COMMAND),
+    ("no attempt", (_retry(max_attempts=0),), RejectionCode.BAD_RETRY),
+    ("negative backoff", (_retry(backoff_ms=-1),), RejectionCode.BAD_RETRY),
+    ("negative cap", (_retry(max_backoff_ms=-1),), RejectionCode.BAD_RETRY),
+    ("shrinking", (_retry(backoff_multiplier=0.5),), RejectionCode.BAD_RETRY),
+    ("jitter above 1", (_retry(jitter=1.5),), RejectionCode.BAD_RETRY),
+    ("negative jitter", (_retry(jitter=-0.1),), RejectionCode.BAD_RETRY),
+    ("run timeout", (job("a", timeout_ms=-1),), RejectionCode.BAD_TIMEOUT),
+    ("queue timeout", (job("a", queue_timeout_ms=-5),), RejectionCode.BAD_TIMEOUT),
+    ("args not JSON", (job("a", args="{"),), RejectionCode.BAD_ARGS),
+    ("args not an object", (job("a", args="[1, 2]"),), RejectionCode.BAD_ARGS),
 ]
 
 
-@pytest.mark.parametrize(("jobs", "code"), REJECTED_SUBMISSIONS)
+@pytest.mark.parametrize(
+    ("jobs", "code"),
+    [pytest.param(jobs, code, id=name) for name, jobs, code in REJECTED_SUBMISSIONS],
+)
 def test_a_submission_that_breaks_a_rule_is_rejected(
     jobs: tuple[JobSpec, ...], code: RejectionCode
 ) -> None:
@@ -380,3 +388,35 @@ def test_a_valid_submission_passes_validation() -> None:
         validate_submission(submit(*tree(), job("x", after=["r"], command=("ls",), task=None)))
         is None
     )
+
+
+# --------------------------------------------------------------------------- every code
+
+
+def test_every_rejection_code_is_emitted_by_some_command() -> None:
+    """Each code of RejectionCode has a command that gets it (a new code needs an example)."""
+    finished_a = given(submit(job("a"), job("b")), *succeeded("a"))
+    examples: dict[RejectionCode, Scenario] = {
+        code: given().when(submit(*jobs)) for _, jobs, code in REJECTED_SUBMISSIONS
+    }
+    examples[RejectionCode.TOO_MANY_JOBS] = given(policy=Policy(max_jobs=1)).when(
+        submit(job("a"), job("b"))
+    )
+    examples[RejectionCode.ARGS_TOO_LARGE] = given(policy=Policy(max_args_bytes=1)).when(
+        submit(job("a"))
+    )
+    examples[RejectionCode.DUPLICATE_SUBMISSION] = given(submit(job("a"))).when(
+        submit(job("a"), command_id="again")
+    )
+    examples[RejectionCode.UNKNOWN_SUBMISSION] = given().when(cancel())
+    examples[RejectionCode.UNKNOWN_JOB] = given(submit(job("a"))).when(retry_now("zz"))
+    examples[RejectionCode.ALREADY_TERMINAL] = finished_a.when(cancel("a"))
+    examples[RejectionCode.NOT_WAITING] = given(submit(job("a"))).when(retry_now("a"))
+    examples[RejectionCode.NOT_TERMINAL] = given(submit(job("a"))).when(delete("a"))
+    examples[RejectionCode.DELETED] = given(submit(job("a"), job("b")), *succeeded("a")).step(
+        delete("a"), delete("a", command_id="delete-2")
+    )
+    assert set(examples) == set(RejectionCode)
+    for code, scenario in examples.items():
+        codes = [e.body.code for e in scenario.last if isinstance(e.body, CommandRejected)]
+        assert codes == [code], (code, scenario.last)
