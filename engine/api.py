@@ -543,9 +543,11 @@ class Joblog:
             return self._producer
 
     def close(self) -> None:
-        """Flushes commands still queued."""
-        if self._producer is not None:
-            self._producer.flush()
+        """Flushes commands still queued and lets go of the producer."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush()
 
     def __enter__(self) -> Joblog:
         return self

@@ -657,6 +657,10 @@ def event_watch(
             yield item
 
 
+#: Events that can come after a job is terminal: waiting for them outlives the job.
+_AFTER_THE_END = frozenset({"JobDeleted", "CommandRejected"})
+
+
 def event_wait(
     submission_id: str,
     job_id: str | None,
@@ -684,14 +688,20 @@ def event_wait(
 
     Raises:
         JobException: a fatal exception came first (with ``type``, ``note``, ``severity``).
-        EventNotFound: the job or submission ended without such an event.
+        EventNotFound: the job or submission ended without such an event (waits for
+            ``JobDeleted`` and ``CommandRejected`` go on after the end, until ``timeout``).
         SubmissionRejected: the submission was rejected.
         WatchTimeout: nothing came within ``timeout``.
     """
     wanted = event_name(name)
     saw_rejection: CommandRejected | None = None
     for item in event_watch(
-        submission_id, job_id, from_start=True, timeout=timeout, settings=settings
+        submission_id,
+        job_id,
+        from_start=True,
+        timeout=timeout,
+        settings=settings,
+        until_done=wanted not in _AFTER_THE_END,
     ):
         if isinstance(item, Live):
             continue
