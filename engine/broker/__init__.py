@@ -1,0 +1,17 @@
+"""A local single-node Apache Kafka broker (KRaft) run from Maven Central jars.
+
+Used by the demo and the integration tests when no cluster is configured; production runs
+against any Kafka cluster through ``JOBLOG_BOOTSTRAP_SERVERS``.
+"""
+
+from engine.broker.distribution import KAFKA_VERSION, KafkaDistribution, resolve_kafka
+from engine.broker.local import DEFAULT_DATA_DIR, BrokerStatus, LocalBroker
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "KAFKA_VERSION",
+    "BrokerStatus",
+    "KafkaDistribution",
+    "LocalBroker",
+    "resolve_kafka",
+]
