@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from engine import codec
 from engine.config import Settings
@@ -153,16 +153,43 @@ def rebuild(
 
 
 def _high_watermark(reader: Consumer, topic: str, partition: int) -> int:
-    _, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-    return int(high)
+    return _watermarks(reader, topic, partition)[1]
+
+
+def _watermarks(
+    reader: Consumer, topic: str, partition: int, timeout_s: float = 30.0
+) -> tuple[int, int]:
+    """The partition's low and high watermarks, waiting out a leader election (a topic
+    created a moment ago, or a broker restarting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() not in _ELECTING:
+                raise
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{topic}[{partition}] has no leader: {exc}") from exc
+            time.sleep(0.2)
+
+
+_ELECTING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
 def _read_to_end(
     reader: Consumer, topic: str, partition: int, start: int, timeout_s: float
 ) -> Iterator[Message]:
     """Every committed record of a partition from ``start`` to its current end."""
-    low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-    start = max(start, int(low))
+    low, high = _watermarks(reader, topic, partition)
+    start = max(start, low)
     if start >= high:
         return
     reader.assign([TopicPartition(topic, partition, start)])

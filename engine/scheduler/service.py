@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from engine import codec
 from engine.admin import ensure_topics
 from engine.config import Settings
-from engine.errors import CodecError, JoblogError
+from engine.errors import BrokerError, CodecError, JoblogError
 from engine.lifecycle.decide import DEFAULT_POLICY, Policy, is_stale
 from engine.lifecycle.records import (
     CancelJobs,
@@ -137,8 +137,12 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self._run_once(stop)
-            except _Restart as exc:
-                log.warning("scheduler restarting after an aborted transaction: %s", exc)
+            except (_Restart, KafkaException, JoblogError) as exc:
+                if isinstance(exc, KafkaException) and exc.args[0].fatal():
+                    raise JoblogError(f"fatal Kafka error: {exc.args[0].str()}") from exc
+                if isinstance(exc, JoblogError) and not isinstance(exc, BrokerError):
+                    raise
+                log.warning("scheduler restarting on a fresh book: %s", exc)
                 self.metrics.counts["restarts"] += 1
                 self.book = Book(self.policy, retain_done=self.config.retain_done)
                 self.assigned = set()

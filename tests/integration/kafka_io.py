@@ -122,6 +122,7 @@ class EchoWorker:
                     "group.id": f"{self.settings.topic_prefix}echo-{self.queue}",
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 10,
                 }
             )
         )

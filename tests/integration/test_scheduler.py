@@ -140,7 +140,7 @@ def test_garbage_and_invalid_commands_do_not_stop_valid_ones(settings: Settings)
     producer.flush(10)
     with scheduler_thread(settings) as scheduler:
         wait_for(
-            lambda: scheduler.metrics["commands"] >= 4 and scheduler.metrics["dead_letters"] >= 2,
+            lambda: scheduler.metrics["commands"] >= 3 and scheduler.metrics["dead_letters"] >= 2,
             30,
             "all commands to be processed",
         )
