@@ -1065,7 +1065,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table()
-    for column in ("job", "task / command", "status", "attempts", "submitted", "ran", "error"):
+    table.add_column("job", no_wrap=True)
+    for column in ("task / command", "status", "attempts", "submitted", "ran", "error"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
