@@ -120,7 +120,6 @@ def worker_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _configure_logging(args.log_level, args.log_format)
     if args.concurrency < 1:
         parser.print_usage(sys.stderr)
         print("joblog worker: --concurrency must be at least 1", file=sys.stderr)
@@ -134,6 +133,7 @@ def worker_main(argv: list[str]) -> int:
     except JoblogError as exc:
         print(f"joblog worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    _configure_logging(args.log_level, args.log_format)
     settings = Settings.from_env(
         bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
     )

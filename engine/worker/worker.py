@@ -44,6 +44,7 @@ from confluent_kafka import (
 )
 
 from engine import codec
+from engine.admin import ensure_topics
 from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.records import (
@@ -84,6 +85,8 @@ class WorkerOptions:
         session_timeout_ms: the group session timeout: how soon a crashed worker's
             partitions go to another worker.
         attempt: progress interval, output limits and kill grace of attempts.
+        create_topics: create joblog's topics and this queue's dispatch topic at start-up
+            when they are missing.
     """
 
     drain_timeout_s: float = 30.0
@@ -92,6 +95,7 @@ class WorkerOptions:
     poll_timeout_s: float = 0.05
     session_timeout_ms: int = 10_000
     attempt: AttemptOptions = field(default_factory=AttemptOptions)
+    create_topics: bool = True
 
 
 @dataclass
@@ -170,6 +174,7 @@ class Worker:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._recent_lock = threading.Lock()
         self._paused = False
+        self._assigned: set[Partition] = set()
         self._reapply_pause = False
         self._last_heartbeat = 0.0
         self._hurry = threading.Event()
@@ -206,12 +211,19 @@ class Worker:
         self._hurry.set()
 
     @property
+    def assigned(self) -> list[int]:
+        """The dispatch partitions this worker owns now."""
+        return sorted(partition for _, partition in self._assigned)
+
+    @property
     def running(self) -> list[AttemptRef]:
         """The attempts running now."""
         return [slot.run.ref for slot in list(self._running.values())]
 
     def _start_clients(self) -> None:
         settings = self.settings
+        if self.options.create_topics:
+            ensure_topics(settings, queues=[self.queue])
         self._producer = Producer(
             settings.producer_config(
                 **{
@@ -597,7 +609,9 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._reapply_pause = True
-        self.ready.set()
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if self._assigned:
+            self.ready.set()
         _log(
             logging.INFO,
             "partitions assigned",
@@ -623,6 +637,7 @@ class Worker:
         # Attempts taken from these partitions keep running; their offsets are another
         # member's business now (it will redeliver them, and the scheduler picks one claim).
         gone = set(partitions)
+        self._assigned -= gone
         self._offsets.forget(gone)
         self._held = [m for m in self._held if (m.topic(), m.partition()) not in gone]
         for slot in self._running.values():
@@ -694,6 +709,7 @@ class Worker:
                     except (KafkaException, RuntimeError) as exc:
                         _log(logging.WARNING, "closing a consumer failed", error=exc)
             self.ready.clear()
+            self._consumer = self._control = self._producer = None
             _log(logging.INFO, "worker stopped", worker=self.worker_id, **dict(self.metrics))
 
     def _send_left(self, unfinished: list[_Slot]) -> None:

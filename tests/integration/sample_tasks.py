@@ -76,3 +76,12 @@ def sleepy(ctx: JobContext, seconds: float) -> float:
 def shell(ctx: JobContext, argv: list[str]) -> int:
     """Runs a program through the context (cgkit's execCmd) and returns its exit code."""
     return ctx.run_command(argv)
+
+
+@task
+def slow_first(ctx: JobContext, seconds: float) -> int:
+    """Holds its slot for ``seconds`` on the first attempt only (until cancelled)."""
+    if ctx.attempt == 1:
+        ctx.wait_cancelled(seconds)
+        ctx.check_cancelled()
+    return ctx.attempt
