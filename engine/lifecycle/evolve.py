@@ -6,8 +6,6 @@ applies it to a :class:`SubmissionState` in place (O(1) per event) and returns i
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -33,7 +31,13 @@ from engine.lifecycle.records import (
     SubmissionAccepted,
     SubmissionCompleted,
 )
-from engine.lifecycle.state import CancelRequest, JobState, SubmissionState, upstream_of
+from engine.lifecycle.state import (
+    CancelRequest,
+    JobState,
+    SubmissionState,
+    replace_job,
+    upstream_of,
+)
 
 
 def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
@@ -66,7 +70,7 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
     elif isinstance(body, CommandRejected):
         pass
     elif isinstance(body, JobDeleted):
-        state.jobs[event.job_id] = replace(state.jobs[event.job_id], deleted=True)
+        state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
         state.deleted = all(job.deleted for job in state.jobs.values())
     else:
         job = state.jobs[event.job_id]
@@ -90,7 +94,7 @@ def _release_dependents(state: SubmissionState, job_id: str) -> None:
     for dependent_id in state.dependents.get(job_id, ()):
         dependent = state.jobs.get(dependent_id)
         if dependent is not None and job_id in dependent.waiting_on:
-            state.jobs[dependent_id] = replace(
+            state.jobs[dependent_id] = replace_job(
                 dependent, waiting_on=dependent.waiting_on - {job_id}
             )
 
@@ -98,14 +102,14 @@ def _release_dependents(state: SubmissionState, job_id: str) -> None:
 def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
     """Folds one job-level event into a job's state."""
     if isinstance(body, JobBlocked):
-        return replace(
+        return replace_job(
             job,
             status=JobStatus.BLOCKED,
             blocked_at=timestamp,
             waiting_on=frozenset(body.waiting_on),
         )
     if isinstance(body, JobPending):
-        return replace(
+        return replace_job(
             job,
             status=JobStatus.PENDING,
             attempt=body.attempt,
@@ -116,9 +120,9 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             fenced_workers=frozenset(),
         )
     if isinstance(body, JobDispatched):
-        return replace(job, dispatch_id=body.dispatch_id)
+        return replace_job(job, dispatch_id=body.dispatch_id)
     if isinstance(body, JobAssigned):
-        return replace(
+        return replace_job(
             job,
             status=JobStatus.ASSIGNED,
             worker_id=body.worker_id,
@@ -133,7 +137,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             ),
         )
     if isinstance(body, JobStarted):
-        return replace(
+        return replace_job(
             job,
             status=JobStatus.RUNNING,
             run_at=timestamp,
@@ -142,7 +146,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
     if isinstance(body, JobProgressed):
         # Whatever was held back is older than the input that produced this event, and
         # decide merged its fields into it: nothing held survives a progress event.
-        return replace(
+        return replace_job(
             job,
             progress=body.value if body.value is not None else job.progress,
             total=body.total if body.total is not None else job.total,
@@ -152,9 +156,9 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             lease_until=_renewed(job, timestamp),
         )
     if isinstance(body, JobOutput):
-        return replace(job, lease_until=_renewed(job, timestamp))
+        return replace_job(job, lease_until=_renewed(job, timestamp))
     if isinstance(body, JobExceptionRaised):
-        return replace(
+        return replace_job(
             job,
             exceptions=job.exceptions + 1,
             error_type=body.type if body.severity == 0 else job.error_type,
@@ -162,7 +166,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             lease_until=_renewed(job, timestamp),
         )
     if isinstance(body, JobRetryScheduled):
-        return replace(
+        return replace_job(
             job,
             status=JobStatus.PENDING,
             attempt=body.next_attempt,
@@ -180,7 +184,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             fenced_workers=frozenset(),
         )
     if isinstance(body, JobCancelRequested):
-        return replace(
+        return replace_job(
             job,
             cancel=CancelRequest(
                 mode=body.mode, reason=body.reason, requested_by="", deadline=body.deadline
@@ -224,7 +228,7 @@ def _terminal(
     error_type: str | None = None,
     error_note: str | None = None,
 ) -> JobState:
-    return replace(
+    return replace_job(
         job,
         status=status,
         finished_at=timestamp,

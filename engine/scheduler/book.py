@@ -16,9 +16,8 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from engine.lifecycle.decide import Policy, decide, next_deadline, observe, recover
-from engine.lifecycle.effects import Effect, effects
-from engine.lifecycle.evolve import evolve
+from engine.lifecycle.decide import Policy, next_deadline, recover, step
+from engine.lifecycle.effects import Effect
 from engine.lifecycle.records import (
     TERMINAL,
     CancelJobs,
@@ -27,7 +26,6 @@ from engine.lifecycle.records import (
     Input,
     JobCompleted,
     RetryJob,
-    SubmissionAccepted,
     SubmitJobs,
 )
 from engine.lifecycle.state import SubmissionState
@@ -114,32 +112,18 @@ class Book:
         """
         book = self.partitions[partition]
         state = book.submissions.get(submission_id)
-        decision = Decision(submission_id)
         if state is None and not isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
-            return decision  # a report or timer of a submission this partition never had
-        events = decide(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
-        decision.events = events
+            return Decision(submission_id)  # a report or timer of a submission never seen here
+        outcome = step(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
+        decision = Decision(submission_id, outcome.events, outcome.effects)
+        state = outcome.state
         if state is None:
-            if not any(isinstance(event.body, SubmissionAccepted) for event in events):
-                # A rejected command naming an unknown submission: its rejection is logged,
-                # but the empty state it would create is not kept.
-                return decision
-            state = SubmissionState(submission_id=submission_id)
-            book.submissions[submission_id] = state
-        for event in events:
-            decision.effects.extend(
-                effects(
-                    state,
-                    event,
-                    lease_ms=self.policy.lease_ms,
-                    kill_grace_ms=self.policy.kill_grace_ms,
-                )
-            )
-            evolve(state, event)
+            return decision  # a rejection of a command naming an unknown submission
+        book.submissions[submission_id] = state
+        for event in outcome.events:
             if isinstance(event.body, JobCompleted):
                 self._note_completed(book, state, event)
-        observe(state, given, now, self.policy)
-        if events:
+        if outcome.events:
             book.dirty_since.setdefault(submission_id, now)
         if state.done:
             book.done_order[submission_id] = None

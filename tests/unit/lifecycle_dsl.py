@@ -33,6 +33,7 @@ from engine.lifecycle.decide import (
     event_id,
     next_deadline,
     observe,
+    step,
 )
 from engine.lifecycle.effects import Effect, effects
 from engine.lifecycle.evolve import evolve
@@ -313,6 +314,13 @@ class Scenario:
             assert now >= self.now, f"the clock runs forwards ({now} < {self.now})"
             self.now = now
         before = self._fingerprint()
+        stepped = step(
+            None if self.state is None else self.state.copy(),
+            given,
+            self.now,
+            policy=self.policy,
+            completed_keys=self.completed_keys,
+        )
         events = decide(
             self.state, given, self.now, policy=self.policy, completed_keys=self.completed_keys
         )
@@ -339,6 +347,12 @@ class Scenario:
             self.history.append(event)
         if self.state is not None:
             observe(self.state, given, self.now, self.policy)
+        # the scheduler's one-pass step must agree with decide + effects + evolve + observe
+        assert stepped.events == events
+        assert stepped.effects == produced
+        if stepped.state is not None and self.state is not None:
+            assert stepped.state == self.state
+            assert _transients(stepped.state) == _transients(self.state)
         self.last = events
         self.last_effects = produced
         self.all_effects += produced
@@ -510,3 +524,8 @@ __all__ = [
     "with_policy",
     "worker_left",
 ]
+
+
+def _transients(state: SubmissionState) -> dict[str, tuple[object, object]]:
+    """The bookkeeping equality ignores (leases, held progress), job by job."""
+    return {job_id: (job.lease_until, job.held_progress) for job_id, job in state.jobs.items()}
