@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from engine import codec
 from engine.client import CommandProducer
@@ -60,37 +59,6 @@ _TERMINAL_EVENT = {
 
 
 # --------------------------------------------------------------------------- harness
-
-
-@pytest.fixture(autouse=True)
-def leaders_ready(settings: Settings) -> None:
-    """Waits until every partition of the test's fresh topics answers offset requests.
-
-    Just after creation a partition may still answer NOT_LEADER_FOR_PARTITION, which the
-    scheduler's rebuild does not retry yet.
-    """
-    probe = Consumer(settings.client_config(**{"group.id": f"{settings.topic_prefix}probe"}))
-    try:
-        topics = probe.list_topics(timeout=10).topics
-        pending = [
-            TopicPartition(name, partition)
-            for name, topic in topics.items()
-            if name.startswith(settings.topic_prefix)
-            for partition in topic.partitions
-        ]
-
-        def answered() -> bool:
-            for tp in list(pending):
-                try:
-                    probe.get_watermark_offsets(tp, timeout=5)
-                except KafkaException:
-                    return False
-                pending.remove(tp)
-            return True
-
-        wait_for(answered, 30, "the new topics' partition leaders", every=0.1)
-    finally:
-        probe.close()
 
 
 @contextmanager
