@@ -26,6 +26,7 @@ dead-lettered: the scheduler, which owns that topic's reading, dead-letters it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -113,6 +114,8 @@ class Projector:
             :mod:`projections.server`).
         max_rows: rows of each keyed table the fold keeps in memory.
         on_batch: called after each committed batch with the stats (benchmarks, tests).
+        open_timeout: how long to wait for the file while another process holds it (a
+            reader's read-only query), in seconds.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class Projector:
         serve: bool = True,
         max_rows: int = 200_000,
         on_batch: Callable[[ProjectorStats], None] | None = None,
+        open_timeout: float = 30.0,
     ) -> None:
         self.settings = settings
         self.db_path = Path(db_path)
@@ -139,6 +143,9 @@ class Projector:
         self.workers = workers
         self.serve = serve
         self.on_batch = on_batch
+        self.open_timeout = open_timeout
+        digest = hashlib.sha1(str(self.db_path.resolve()).encode()).hexdigest()[:12]
+        self.instance_id = f"{self.group}.{digest}"
         self.stats = ProjectorStats()
         self.fold = Fold(max_rows=max_rows)
         self.endpoint: Endpoint | None = None
@@ -155,7 +162,7 @@ class Projector:
             ProjectionFrozenError: the file is a point-in-time projection.
             duckdb.IOException: another process holds the file.
         """
-        store = ProjectionStore(self.db_path, topic_prefix=self.settings.topic_prefix)
+        store = self._open_store(stop)
         self._store = store
         server: QueryServer | None = None
         producer = Producer(
@@ -188,6 +195,22 @@ class Projector:
             self._store = None
         return self.stats
 
+    def _open_store(self, stop: threading.Event) -> ProjectionStore:
+        # A reader that opened the file read-only (no projector was serving) holds it for the
+        # length of one query: wait for it rather than fail.
+        deadline = time.monotonic() + self.open_timeout
+        while True:
+            try:
+                return ProjectionStore(self.db_path, topic_prefix=self.settings.topic_prefix)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                # IOException: another process; ConnectionException: a read-only reader in
+                # this very process (DuckDB shares one instance per file and process).
+                held = "lock" in str(exc).lower() or isinstance(exc, duckdb.ConnectionException)
+                if not held or time.monotonic() > deadline or stop.is_set():
+                    raise
+                log.info("waiting for %s to be free: %s", self.db_path, exc)
+                stop.wait(0.2)
+
     def status(self) -> dict[str, Any]:
         """The counters, for ``GET /status`` of the query endpoint."""
         return {"group": self.group, "db": str(self.db_path), **asdict(self.stats)}
@@ -199,6 +222,10 @@ class Projector:
             self.settings.client_config(
                 **{
                     "group.id": self.group,
+                    # Static membership, one identity per file: a projector restarted on the
+                    # same file (after a crash, say) takes its partitions back at once
+                    # instead of waiting for the dead member's session to time out.
+                    "group.instance.id": self.instance_id,
                     "client.id": f"{self.group}-{self.db_path.name}",
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
@@ -473,7 +500,7 @@ def run_projector(
         stop_event: set it to stop the projector.
         **options: keyword arguments of :class:`Projector` (``group``, ``from_beginning``,
             ``batch_size``, ``poll_timeout``, ``workers``, ``serve``, ``max_rows``,
-            ``on_batch``).
+            ``on_batch``, ``open_timeout``).
 
     Returns:
         The projector's counters.

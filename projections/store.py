@@ -22,6 +22,7 @@ from projections.fold import AttemptKey, Changes, JobKey, PartitionKey, Row
 from projections.schema import (
     APPEND_TABLES,
     ATTEMPTS,
+    JOB_EVENTS,
     JOBS,
     KEYED_TABLES,
     META,
@@ -169,20 +170,25 @@ class ProjectionStore:
 
         Commit order: rows of every table, then the offsets, then COMMIT. A crash before the
         COMMIT leaves neither (the batch is read again from the old offsets); after it, both
-        (the batch is never read again). Upserted tables are replaced by key; appended
-        tables ignore an event id already present (a rejection logged twice).
+        (the batch is never read again). Keyed tables replace the rows of the batch's keys
+        (DELETE by key, then INSERT: several times faster in DuckDB than INSERT OR REPLACE);
+        appended tables take new rows, minus rejections already logged (``seq == 0`` events
+        have no sequence number to catch a replay with).
         """
         connection = self.connection
         connection.execute("BEGIN TRANSACTION")
         try:
             for name, rows in changes.tables():
                 table = _BY_NAME[name]
-                verb = "INSERT OR REPLACE" if name in _KEYED else "INSERT OR IGNORE"
-                self._insert(verb, table, rows)
+                if name in _KEYED:
+                    self._replace(table, rows)
+                else:
+                    if name == JOB_EVENTS.name:
+                        rows = self._unseen(rows)
+                    self._insert(table, rows)
             if changes.offsets:
                 now = int(time.time() * 1000)
-                self._insert(
-                    "INSERT OR REPLACE",
+                self._replace(
                     OFFSETS,
                     [
                         {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
@@ -194,13 +200,39 @@ class ProjectionStore:
             connection.execute("ROLLBACK")
             raise
 
-    def _insert(self, verb: str, table: Table, rows: list[Row]) -> None:
+    def _replace(self, table: Table, rows: list[Row]) -> None:
+        batch = to_arrow(table, rows)
+        names = ", ".join(f'"{name}"' for name in table.names)
+        match = " AND ".join(f'{table.name}."{key}" = _batch."{key}"' for key in table.key)
+        with self._registered("_batch", batch):
+            self.connection.execute(f"DELETE FROM {table.name} USING _batch WHERE {match}")
+            self.connection.execute(
+                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM _batch"
+            )
+
+    def _insert(self, table: Table, rows: list[Row]) -> None:
+        if not rows:
+            return
         batch = to_arrow(table, rows)
         names = ", ".join(f'"{name}"' for name in table.names)
         with self._registered("_batch", batch):
             self.connection.execute(
-                f"{verb} INTO {table.name} ({names}) SELECT {names} FROM _batch"
+                f"INSERT INTO {table.name} ({names}) SELECT {names} FROM _batch"
             )
+
+    def _unseen(self, rows: list[Row]) -> list[Row]:
+        outside = [row["event_id"] for row in rows if row["seq"] == 0]
+        if not outside:
+            return rows
+        known = {
+            str(event_id)
+            for (event_id,) in self.connection.execute(
+                f"SELECT event_id FROM {JOB_EVENTS.name} WHERE event_id IN "
+                f"(SELECT unnest(?::VARCHAR[]))",
+                [outside],
+            ).fetchall()
+        }
+        return [row for row in rows if row["event_id"] not in known]
 
     @contextmanager
     def _registered(self, name: str, data: pa.Table) -> Iterator[None]:
