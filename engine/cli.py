@@ -819,8 +819,8 @@ def summary_table(view: SubmissionView, title: str | None = None) -> RenderableT
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("job")
-    table.add_column("task / command")
+    table.add_column("job", overflow="fold")
+    table.add_column("task / command", no_wrap=True, max_width=24, overflow="ellipsis")
     table.add_column("status")
     table.add_column("attempts", justify="right")
     table.add_column("waited", justify="right")
@@ -828,12 +828,13 @@ def summary_table(view: SubmissionView, title: str | None = None) -> RenderableT
     table.add_column("error / result", overflow="fold", max_width=50)
     for job in view.jobs.values():
         what = job.task or " ".join(job.command or ())
-        detail = job.error if job.error else (job.result or "")
-        if job.exit_code is not None and not job.error:
-            detail = f"exit {job.exit_code}"
+        if job.status.is_success:
+            detail = job.result or ("" if job.exit_code is None else f"exit {job.exit_code}")
+        else:
+            detail = job.error
         table.add_row(
             job.job_id,
-            what[:40],
+            what,
             styled_status(job.status.value),
             str(job.attempt) if job.attempt else "-",
             _duration(job.pending_duration),
@@ -1062,26 +1063,41 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([job_to_dict(job) for job in jobs])
         return EXIT_OK
-    from rich.table import Table
-
-    table = Table()
-    table.add_column("job", no_wrap=True)
-    for column in ("task / command", "status", "attempts", "submitted", "ran", "error"):
-        table.add_column(column, overflow="fold")
-    for job in jobs:
-        table.add_row(
+    rows = [
+        [
             job.ref,
-            (job.task or " ".join(job.command or ()))[:40],
-            styled_status(job.status.value),
+            _clip(job.task or " ".join(job.command or ()), 24),
+            job.status.value,
             str(job.attempt),
             _time(job.submitted_at),
             _duration(job.execution_duration),
-            job.error[:60],
-        )
-    console = _console()
-    console.print(table)
-    console.print(f"{len(jobs)} job(s)", style="dim")
+            "" if job.status.is_success else job.error,
+        ]
+        for job in jobs
+    ]
+    print(
+        plain_table(["JOB", "TASK/COMMAND", "STATUS", "TRIES", "SUBMITTED", "RAN", "ERROR"], rows)
+    )
+    print(f"{len(jobs)} job(s)")
     return EXIT_OK
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns like ``kubectl get``; the last column is cut to the terminal width."""
+    import shutil
+
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    room = shutil.get_terminal_size((120, 24)).columns - sum(widths) - 2 * len(widths)
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, _clip(row[-1], max(room, 20))]).rstrip())
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- topics

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,9 @@ class Demo:
                 bootstrap_servers=broker.bootstrap_servers, topic_prefix=self.args.topic_prefix
             )
             self.step(f"broker ready at {settings.bootstrap_servers}")
+        # librdkafka's own warnings (coordinator still loading, ...) are noise on a screen
+        # that shows progress bars; errors still come through.
+        settings = replace(settings, kafka={"log_level": "3", **settings.kafka})
         wait_for_cluster(settings, timeout=60)
         ensure_topics(settings, ["default"])
         self.step(f"topics ready under the prefix {settings.topic_prefix!r}")
@@ -463,12 +467,13 @@ class Demo:
             ),
         ]
         for title, sql, params in queries:
-            self.console.print(_table(title, client.query(sql, params)))
+            self.console.print(f"[bold]{title}[/]")
+            self.console.print(_table(client.query(sql, params)))
             self.console.print(f"[dim]{sql}[/]\n")
 
 
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold")
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table()
     columns = list(rows[0]) if rows else ["(no rows)"]
     for column in columns:
         table.add_column(column, overflow="fold")

@@ -67,3 +67,11 @@ def evaluate_model(ctx: JobContext) -> dict[str, float]:
 def publish_report(ctx: JobContext, channel: str = "#ml") -> str:
     """Publishes the evaluation (abandoned in the demo along with evaluate_model)."""
     return f"posted to {channel}"
+
+
+@task
+def check_plate(ctx: JobContext, path: str) -> str:
+    """Checks a plate before rendering; a wrong format is a fatal job exception (Flux)."""
+    if not path.endswith(".exr"):
+        ctx.raise_exception("BadPlate", f"{path} is not an OpenEXR image", severity=0)
+    return path
