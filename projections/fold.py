@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
+from engine.lifecycle.durations import JobTimes, durations_of
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -377,14 +378,17 @@ class Fold:
         sid, job_id, ts, body = job["submission_id"], job["job_id"], event.timestamp, event.body
         if isinstance(body, JobBlocked):
             self._status(job, JobStatus.BLOCKED, submission)
-            if job["blocked_at"] is None:
-                job["blocked_at"] = ts
+            job["blocked_at"] = ts
         elif isinstance(body, JobPending):
             self._status(job, JobStatus.PENDING, submission)
-            if job["pending_at"] is None and job["blocked_at"] is not None:
-                job["blocked_duration"] = _seconds(job["blocked_at"], ts)
+            if job["first_pending_at"] is None:
+                job["first_pending_at"] = ts
             job.update(
-                attempts=body.attempt, not_before=body.not_before, queue=body.queue, pending_at=ts
+                attempts=body.attempt,
+                not_before=body.not_before,
+                queue=body.queue,
+                pending_at=ts,
+                run_at=None,
             )
             self._open_attempt(
                 sid,
@@ -773,21 +777,32 @@ def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:
 
 
 def _durations(job: Row) -> Row:
-    """Taipy's durations of a job row, in seconds; ``None`` while a phase is still open.
+    """Taipy's durations of a job row in seconds, by :mod:`engine.lifecycle.durations`.
 
-    ``pending_at`` and ``run_at`` are those of the job's last attempt. execution:
-    ``finished_at - run_at``. pending: ``run_at - pending_at``, or up to ``finished_at`` if
-    the job ended without its last attempt running. blocked: from BLOCKED to the first
-    PENDING (set when that happens), or up to ``finished_at`` if it ended while blocked.
+    ``pending_at`` and ``run_at`` are those of the job's last attempt; blocked time ends at
+    the first PENDING; a phase the job ended in closes at ``finished_at``; a phase still
+    open has no duration here (the ``job_durations`` view counts it up to now).
     """
-    run_at, finished_at, pending_at = job["run_at"], job["finished_at"], job["pending_at"]
-    durations: Row = {
-        "execution_duration": _seconds(run_at, finished_at),
-        "pending_duration": _seconds(pending_at, finished_at if run_at is None else run_at),
+    spans = durations_of(
+        JobTimes(
+            submitted_at=job["submitted_at"],
+            blocked_at=job["blocked_at"],
+            first_pending_at=job["first_pending_at"],
+            pending_at=job["pending_at"],
+            run_at=job["run_at"],
+            finished_at=job["finished_at"],
+            attempt=job["attempts"],
+        )
+    )
+    return {
+        "execution_duration": _ms_to_seconds(spans.execution_ms),
+        "pending_duration": _ms_to_seconds(spans.pending_ms),
+        "blocked_duration": _ms_to_seconds(spans.blocked_ms),
     }
-    if pending_at is None:
-        durations["blocked_duration"] = _seconds(job["blocked_at"], finished_at)
-    return durations
+
+
+def _ms_to_seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 def _trim(rows: dict[Any, Row], limit: int) -> None:

@@ -90,6 +90,7 @@ JOBS = Table(
         ("pid", _I),
         ("submitted_at", _TS),
         ("blocked_at", _TS),
+        ("first_pending_at", _TS),
         ("pending_at", _TS),
         ("assigned_at", _TS),
         ("run_at", _TS),
@@ -316,21 +317,21 @@ VIEWS: dict[str, tuple[str, str]] = {
         "Taipy's three durations of every job, counted up to now while a phase is still open.",
         f"""
         SELECT submission_id, job_id, name, {_TASK} AS task, status, submitted_at, blocked_at,
-               pending_at, run_at, finished_at,
+               first_pending_at, pending_at, run_at, finished_at,
                coalesce(execution_duration,
                         CASE WHEN run_at IS NOT NULL AND finished_at IS NULL
-                             THEN (epoch_ms({_NOW}) - epoch_ms(run_at)) / 1000.0 END)
-                   AS execution_duration,
+                             THEN greatest(0, epoch_ms({_NOW}) - epoch_ms(run_at)) / 1000.0
+                        END) AS execution_duration,
                coalesce(pending_duration,
                         CASE WHEN pending_at IS NOT NULL AND run_at IS NULL
                                   AND finished_at IS NULL
-                             THEN (epoch_ms({_NOW}) - epoch_ms(pending_at)) / 1000.0 END)
-                   AS pending_duration,
+                             THEN greatest(0, epoch_ms({_NOW}) - epoch_ms(pending_at)) / 1000.0
+                        END) AS pending_duration,
                coalesce(blocked_duration,
-                        CASE WHEN blocked_at IS NOT NULL AND pending_at IS NULL
+                        CASE WHEN blocked_at IS NOT NULL AND first_pending_at IS NULL
                                   AND finished_at IS NULL
-                             THEN (epoch_ms({_NOW}) - epoch_ms(blocked_at)) / 1000.0 END)
-                   AS blocked_duration
+                             THEN greatest(0, epoch_ms({_NOW}) - epoch_ms(blocked_at)) / 1000.0
+                        END) AS blocked_duration
         FROM jobs WHERE NOT deleted
         """,
     ),

@@ -1,9 +1,10 @@
 """An independent fold of the expected ``jobs`` rows, and the projection checked against it.
 
 :func:`expected_jobs` derives what each ``jobs`` row must hold from the decider's own fold
-(:func:`engine.lifecycle.evolve.evolve`) plus a separate walk over each job's events for
-Taipy's three durations. It shares no code with ``projections.fold``; the integration tests
-use it too, against the DuckDB file a real projector wrote.
+(:func:`engine.lifecycle.evolve.evolve`) and Taipy's three durations from each job's events
+(:func:`engine.lifecycle.durations.durations`, the definitions the projection must follow).
+It shares no code with ``projections.fold``'s event handling; the integration tests use it
+too, against the DuckDB file a real projector wrote.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from typing import Any
 
 import pytest
 
+from engine.lifecycle.durations import durations, job_times
 from engine.lifecycle.evolve import evolve
-from engine.lifecycle.records import (
-    Event,
-    JobAbandoned,
-    JobBlocked,
-    JobCanceled,
-    JobCompleted,
-    JobFailed,
-    JobPending,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
-)
+from engine.lifecycle.records import Event
 from engine.lifecycle.state import SubmissionState
 from projections.fold import Fold, NoRows
 from projections.workload import simulate
@@ -38,6 +29,7 @@ CHECKED = (
     "host",
     "submitted_at",
     "blocked_at",
+    "first_pending_at",
     "pending_at",
     "run_at",
     "finished_at",
@@ -55,8 +47,6 @@ CHECKED = (
     "deleted",
 )
 
-_TERMINAL = (JobCompleted, JobFailed, JobCanceled, JobAbandoned, JobSkipped)
-
 
 def expected_jobs(events: Iterable[Event]) -> dict[tuple[str, str], dict[str, Any]]:
     """What the ``jobs`` table must hold for a log, by (submission id, job id).
@@ -64,32 +54,17 @@ def expected_jobs(events: Iterable[Event]) -> dict[tuple[str, str], dict[str, An
     Timestamps are epoch milliseconds, durations seconds, empty strings ``None``.
     """
     states: dict[str, SubmissionState] = {}
-    marks: dict[tuple[str, str], dict[str, int | None]] = {}
+    by_job: dict[tuple[str, str], list[Event]] = {}
     for event in events:
         states[event.submission_id] = evolve(states.get(event.submission_id), event)
-        if not event.job_id or event.seq == 0:
-            continue
-        mark = marks.setdefault(
-            (event.submission_id, event.job_id),
-            {"blocked": None, "first_pending": None, "pending": None, "run": None, "end": None},
-        )
-        body, ts = event.body, event.timestamp
-        if isinstance(body, JobBlocked) and mark["blocked"] is None:
-            mark["blocked"] = ts
-        elif isinstance(body, JobPending | JobRetryScheduled):
-            if mark["first_pending"] is None:
-                mark["first_pending"] = ts
-            mark["pending"] = ts
-            mark["run"] = None
-        elif isinstance(body, JobStarted):
-            mark["run"] = ts
-        elif isinstance(body, _TERMINAL):
-            mark["end"] = ts
+        if event.job_id and event.seq > 0:
+            by_job.setdefault((event.submission_id, event.job_id), []).append(event)
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for sid, state in states.items():
         for job_id, job in state.jobs.items():
-            mark = marks[(sid, job_id)]
+            spans = durations(by_job[(sid, job_id)])
+            times = job_times(by_job[(sid, job_id)])
             out[(sid, job_id)] = {
                 "status": str(job.status),
                 "attempts": job.attempt,
@@ -97,17 +72,13 @@ def expected_jobs(events: Iterable[Event]) -> dict[tuple[str, str], dict[str, An
                 "host": job.host or None,
                 "submitted_at": job.submitted_at,
                 "blocked_at": job.blocked_at,
+                "first_pending_at": times.first_pending_at,
                 "pending_at": job.pending_at,
                 "run_at": job.run_at,
                 "finished_at": job.finished_at,
-                "execution_duration": _span(mark["run"], mark["end"]),
-                "pending_duration": _span(
-                    mark["pending"], mark["run"] if mark["run"] is not None else mark["end"]
-                ),
-                "blocked_duration": _span(
-                    mark["blocked"],
-                    mark["first_pending"] if mark["first_pending"] is not None else mark["end"],
-                ),
+                "execution_duration": _seconds(spans.execution_ms),
+                "pending_duration": _seconds(spans.pending_ms),
+                "blocked_duration": _seconds(spans.blocked_ms),
                 "progress": job.progress,
                 "total": job.total,
                 "status_line": job.status_line,
@@ -126,10 +97,8 @@ def actual_subset(row: dict[str, Any]) -> dict[str, Any]:
     return {name: (None if row[name] == "" else row[name]) for name in CHECKED}
 
 
-def _span(start: int | None, end: int | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (end - start) / 1000.0
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
 
 
 # --------------------------------------------------------------------------- the check
