@@ -18,6 +18,9 @@ On assignment it replays the partition from up to ``replay_max`` records before 
 offset without delivering anything, so that ``${JOB_SUBMIT_TIME}`` and friends are known for
 jobs submitted before it started. A group that never committed starts delivering at the end
 of the log (or at its beginning with ``from_beginning``).
+
+An event that cannot be decoded is logged and skipped: the projector, which reads every
+event too, is the one that dead-letters it.
 """
 
 from __future__ import annotations
