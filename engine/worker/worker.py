@@ -84,6 +84,7 @@ class WorkerOptions:
             kills and of resuming after a slot frees).
         session_timeout_ms: the group session timeout: how soon a crashed worker's
             partitions go to another worker.
+        commit_interval_s: shortest time between two asynchronous offset commits.
         attempt: progress interval, output limits and kill grace of attempts.
         create_topics: create joblog's topics and this queue's dispatch topic at start-up
             when they are missing.
@@ -94,6 +95,7 @@ class WorkerOptions:
     default_lease_ms: int = 30_000
     poll_timeout_s: float = 0.05
     session_timeout_ms: int = 10_000
+    commit_interval_s: float = 0.2
     attempt: AttemptOptions = field(default_factory=AttemptOptions)
     create_topics: bool = True
 
@@ -177,6 +179,7 @@ class Worker:
         self._assigned: set[Partition] = set()
         self._reapply_pause = False
         self._last_heartbeat = 0.0
+        self._last_commit = 0.0
         self._hurry = threading.Event()
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
@@ -300,14 +303,23 @@ class Worker:
         if taking:
             while self._held and len(self._running) < self.concurrency:
                 self._take(self._held.pop(0))
+        # Paused partitions return nothing, but polling keeps the worker in its group. One
+        # blocking poll returns as soon as a record is there; the rest of the free slots are
+        # filled from what is already fetched.
         message = self._consumer.poll(self.options.poll_timeout_s)
         if message is not None:
             self._on_dispatch_message(message, taking=taking)
+            free = self.concurrency - len(self._running) if taking else 0
+            if free > 0:
+                for more in self._consumer.consume(free, 0):
+                    self._on_dispatch_message(more, taking=taking)
+        self._reap()
         self._read_controls()
         for slot in list(self._running.values()):
             slot.run.pump()
         self._heartbeat_if_due()
-        self._commit()
+        if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
+            self._commit()
         self._producer.poll(0)
 
     def _apply_pause(self, taking: bool) -> None:
@@ -474,7 +486,7 @@ class Worker:
             _log(logging.WARNING, "unknown control action", action=control.action)
             return
         slot = self._find(control)
-        if slot is None:
+        if slot is None or slot.run.finished is not None:
             _log(
                 logging.INFO,
                 "kill for an attempt not running here",
@@ -596,6 +608,7 @@ class Worker:
         offsets = self._offsets.to_commit(partitions)
         if not offsets:
             return
+        self._last_commit = time.monotonic()
         committing = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             if wait:
