@@ -38,12 +38,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import cast
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ in the stubs
     AdminClient,
     ClusterMetadata,
     ConfigResource,
     NewTopic,
+    OffsetSpec,
 )
 
 from engine.config import Settings
@@ -66,6 +67,7 @@ DEADLETTER_CONFIG: Mapping[str, str] = MappingProxyType(
 CONTROL_PARTITIONS = 1
 DEADLETTER_PARTITIONS = 1
 
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 _MAX_TOPIC_LENGTH = 249
 
@@ -296,16 +298,36 @@ def _check_compacted(admin: AdminClient, name: str, deadline: float) -> None:
 def _await_topics(
     admin: AdminClient, settings: Settings, specs: list[TopicSpec], deadline: float
 ) -> dict[str, int]:
-    """Waits until every topic shows all its partitions with a leader in the metadata."""
+    """Waits until every partition of every topic has a leader that serves it.
+
+    The metadata names a partition's leader a moment before that broker has taken the
+    leadership on, and in that moment offset lookups fail with NOT_LEADER_FOR_PARTITION, which
+    librdkafka's watermark queries do not retry. Asking each leader for its end offsets closes
+    that window before the caller reads or writes.
+    """
     while True:
         metadata = _metadata(admin, settings, deadline)
-        ready = all(_has_leaders(metadata, spec.name) for spec in specs)
-        if ready:
-            return _partition_counts(metadata)
+        waiting = [spec.name for spec in specs if not _has_leaders(metadata, spec.name)]
+        if not waiting:
+            break
         if time.monotonic() >= deadline:
-            waiting = [spec.name for spec in specs if not _has_leaders(metadata, spec.name)]
             raise BrokerError(f"topics without a leader after the timeout: {waiting}")
         time.sleep(0.05)
+    pending = [
+        TopicPartition(spec.name, partition)
+        for spec in specs
+        for partition in metadata.topics[spec.name].partitions
+    ]
+    while pending:
+        queries = {partition: _LATEST for partition in pending}
+        futures = admin.list_offsets(queries, request_timeout=_remaining(deadline))
+        pending = [partition for partition, future in futures.items() if future.exception()]
+        if pending and time.monotonic() >= deadline:
+            names = sorted({partition.topic for partition in pending})
+            raise BrokerError(f"partitions of {names} not served by a leader after the timeout")
+        if pending:
+            time.sleep(0.05)
+    return _partition_counts(metadata)
 
 
 def _has_leaders(metadata: ClusterMetadata, name: str) -> bool:
