@@ -202,8 +202,10 @@ def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
-    if isinstance(value, datetime | date):
-        text = value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    if isinstance(value, datetime):
+        text = value.isoformat(sep=" ", timespec="milliseconds" if value.microsecond else "seconds")
+    elif isinstance(value, date):
+        text = value.isoformat()
     elif isinstance(value, float):
         text = f"{value:.6g}"
     else:

@@ -585,7 +585,7 @@ class Fold:
         key = (sid, job_id, number)
         attempt = self.attempts.get(key)
         if attempt is None:
-            attempt = dict.fromkeys(ATTEMPTS.names)
+            attempt = ATTEMPTS.empty_row()
             attempt.update(
                 submission_id=sid,
                 job_id=job_id,
@@ -617,7 +617,7 @@ class Fold:
         self._dirty_attempts.add((sid, job_id, number))
 
     def _new_submission(self, sid: str, ts: int) -> Row:
-        submission = dict.fromkeys(SUBMISSIONS.names)
+        submission = SUBMISSIONS.empty_row()
         submission.update(
             submission_id=sid,
             labels=[],
@@ -648,7 +648,7 @@ class Fold:
         at = report.sent_at or timestamp
         worker = self.workers.get(report.worker_id)
         if worker is None:
-            worker = dict.fromkeys(WORKERS.names)
+            worker = WORKERS.empty_row()
             worker.update(
                 worker_id=report.worker_id,
                 first_seen=at,
@@ -686,7 +686,7 @@ class Fold:
 
 def _new_job(sid: str, body: JobSubmitted, ts: int) -> Row:
     spec = body.spec
-    job = dict.fromkeys(JOBS.names)
+    job = JOBS.empty_row()
     job.update(
         submission_id=sid,
         job_id=spec.job_id,
@@ -754,16 +754,23 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 def _plain(value: Any) -> Any:
     """A dataclass tree as JSON-ready values (dicts, lists, strings, numbers)."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    if is_dataclass(value):
-        names = _FIELD_NAMES.get(type(value))
-        if names is None:
-            names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
-        return {name: _plain(getattr(value, name)) for name in names}
-    return str(value)
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        if isinstance(value, tuple | list):
+            return [_plain(item) for item in value]
+        if not is_dataclass(value):
+            return str(value)
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    out = {}
+    for name in names:
+        item = getattr(value, name)
+        out[name] = item if item is None or type(item) in _SCALARS else _plain(item)
+    return out
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:

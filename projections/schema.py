@@ -9,6 +9,8 @@ durations are ``DOUBLE`` seconds. The views are documented in ``docs/projections
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -37,18 +39,17 @@ class Table:
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
-    @property
-    def timestamps(self) -> tuple[str, ...]:
-        """Columns held as epoch milliseconds in the fold and as TIMESTAMP in DuckDB."""
-        return tuple(name for name, kind in self.columns if kind == "TIMESTAMP")
-
-    @property
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.columns])
+
+    def empty_row(self) -> dict[str, Any]:
+        """A row with every column ``None``."""
+        return dict.fromkeys(self.names)
 
     def ddl(self) -> str:
         columns = ",\n    ".join(f'"{name}" {kind}' for name, kind in self.columns)
@@ -500,10 +501,10 @@ VIEWS: dict[str, tuple[str, str]] = {
                submitted_at AS submit, run_at AS start, finished_at AS "end",
                execution_duration AS elapsed_seconds,
                CASE WHEN execution_duration IS NULL THEN NULL
-                    ELSE printf('%02d:%02d:%02d',
+                    ELSE printf('%02d:%02d:%06.3f',
                                 CAST(floor(execution_duration / 3600) AS BIGINT),
                                 CAST(floor(execution_duration / 60) AS BIGINT) % 60,
-                                CAST(floor(execution_duration) AS BIGINT) % 60)
+                                execution_duration - 60 * floor(execution_duration / 60))
                END AS elapsed,
                exit_code, attempts, worker_id AS worker, host, error_type
         FROM jobs WHERE NOT deleted

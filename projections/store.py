@@ -245,11 +245,7 @@ class ProjectionStore:
 
 def to_arrow(table: Table, rows: list[Row]) -> pa.Table:
     """Rows of the fold (dicts, epoch-ms timestamps) as an Arrow table of ``table``'s schema."""
-    schema = table.arrow_schema
-    return pa.table(
-        [pa.array([row[field.name] for row in rows], type=field.type) for field in schema],
-        schema=schema,
-    )
+    return pa.Table.from_pylist(rows, schema=table.arrow_schema)
 
 
 def arrow_query(
