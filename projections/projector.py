@@ -226,6 +226,8 @@ class Projector:
                     # same file (after a crash, say) takes its partitions back at once
                     # instead of waiting for the dead member's session to time out.
                     "group.instance.id": self.instance_id,
+                    # An eager assignor: on_assign assigns the whole list it is given.
+                    "partition.assignment.strategy": "range",
                     "client.id": f"{self.group}-{self.db_path.name}",
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,

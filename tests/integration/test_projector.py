@@ -355,6 +355,37 @@ def test_an_undecodable_record_goes_to_the_dead_letters_and_the_projection_goes_
     assert "Error" in letter.error_type and letter.error_message
 
 
+def test_events_of_aborted_transactions_are_never_projected(
+    settings: Settings, workload: Workload, tmp_path: Path
+) -> None:
+    events = workload.events[:600]
+    produce(settings, events[:300])
+    producer = Producer(
+        settings.producer_config(**{"transactional.id": f"test-{uuid.uuid4().hex}"})
+    )
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    for event in events[300:350]:  # decided, then lost with a scheduler that crashed
+        producer.produce(
+            Topics(settings.topic_prefix).events,
+            key=event.submission_id.encode(),
+            value=codec.encode_event(event),
+        )
+    producer.flush(30)
+    producer.abort_transaction(60)
+    produce(settings, events[300:])
+    db = tmp_path / "p.duckdb"
+    with projector_thread(settings, db) as projector:
+        wait_until(lambda: caught_up(settings, db), 120, "the projector to catch up")
+        assert projector.stats.duplicates == 0
+    expected = expected_jobs(events)
+    actual = stored_jobs(db)
+    assert {key: actual_subset(row) for key, row in actual.items()} == expected
+    assert query(db, "SELECT count(*) AS n FROM job_events") == [{"n": len(events)}]
+    rebuilt = rebuild(settings, db, out=tmp_path / "rebuilt.duckdb")
+    assert snapshot(rebuilt.path) == snapshot(db)
+
+
 def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[bytes]:
     consumer = Consumer(
         settings.client_config(
