@@ -55,6 +55,7 @@ from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
 from engine.topics import Topics
+from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
 from projections.reader import ProjectionReader
 from projections.server import Endpoint, QueryServer
@@ -158,9 +159,10 @@ class Projector:
         """Projects until ``stop`` is set, then finishes the batch in hand and returns.
 
         Raises:
-            ProjectionError: the file belongs to another schema version or topic prefix.
+            ProjectionError: the file belongs to another schema version or topic prefix,
+                another process holds it for longer than ``open_timeout``, or the consumer
+                hit a fatal Kafka error.
             ProjectionFrozenError: the file is a point-in-time projection.
-            duckdb.IOException: another process holds the file.
         """
         store = self._open_store(stop)
         self._store = store
@@ -206,8 +208,13 @@ class Projector:
                 # IOException: another process; ConnectionException: a read-only reader in
                 # this very process (DuckDB shares one instance per file and process).
                 held = "lock" in str(exc).lower() or isinstance(exc, duckdb.ConnectionException)
-                if not held or time.monotonic() > deadline or stop.is_set():
+                if not held:
                     raise
+                if time.monotonic() > deadline or stop.is_set():
+                    raise ProjectionError(
+                        f"{self.db_path} is held by another process ({exc}); is another "
+                        "projector running on it? Give each projector its own --db file"
+                    ) from exc
                 log.info("waiting for %s to be free: %s", self.db_path, exc)
                 stop.wait(0.2)
 
@@ -293,7 +300,7 @@ class Projector:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 if error.fatal():
-                    raise KafkaException(error)
+                    raise ProjectionError(f"the consumer hit a fatal Kafka error: {error.str()}")
                 log.warning("consumer error: %s", error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -325,7 +332,7 @@ class Projector:
             fold.prefetch((e for e, _, _ in events), (r for r, _, _ in reports), store)
         except duckdb.Error as exc:
             raise _Restart(f"reading rows from {self.db_path} failed: {exc}") from exc
-        duplicates = fold.stats.duplicates
+        duplicates, folded = fold.stats.duplicates, fold.stats.events
         for event, position, message in events:
             try:
                 fold.event(event, position)
@@ -351,7 +358,7 @@ class Projector:
 
         stats = self.stats
         stats.duplicates += fold.stats.duplicates - duplicates
-        stats.events += len(events) - (fold.stats.duplicates - duplicates)
+        stats.events += fold.stats.events - folded
         stats.heartbeats += len(reports)
         stats.batches += 1
         stats.last_commit_at = time.time()
