@@ -248,7 +248,7 @@ def test_a_rejected_submission_raises(jl: Joblog) -> None:
 def test_cancel_a_blocked_job_while_its_dependency_runs(jl: Joblog) -> None:
     """Taipy example 1: cancel print_task (BLOCKED): it is CANCELED, double_task completes."""
     submission = jl.submit(
-        Job("double_task", task="double", args=[21], kwargs={"seconds": 2.0}),
+        Job("double_task", task="double", args=[21], kwargs={"seconds": 3.0}),
         Job("print_task", task="print_it", depends_on=["double_task"]),
     )
     submission.event_wait("double_task", "JobStarted", timeout=60)
@@ -265,7 +265,7 @@ def test_cancel_a_blocked_job_while_its_dependency_runs(jl: Joblog) -> None:
 def test_cancel_a_running_job_taipy_rule_abandons_its_dependents(jl: Joblog) -> None:
     """Taipy example 2 (mode=finish): double_task completes, print_task is ABANDONED."""
     submission = jl.submit(
-        Job("double_task", task="double", args=[21], kwargs={"seconds": 1.5}),
+        Job("double_task", task="double", args=[21], kwargs={"seconds": 3.0}),
         Job("print_task", task="print_it", depends_on=["double_task"]),
     )
     submission.event_wait("double_task", "started", timeout=60)
@@ -295,7 +295,7 @@ def test_cancel_a_running_job_kills_it_by_default(jl: Joblog) -> None:
 
 def test_cancel_of_a_blocked_job_abandons_its_dependents(jl: Joblog) -> None:
     submission = jl.submit(
-        Job("a", task="double", args=[1], kwargs={"seconds": 1.5}),
+        Job("a", task="double", args=[1], kwargs={"seconds": 3.0}),
         Job("b", task="double", args=[2], depends_on=["a"]),
         Job("c", task="double", args=[3], depends_on=["b"]),
         Job("d", task="print_it", depends_on=["a"]),
@@ -453,12 +453,13 @@ def test_get_jobs_get_job_and_get_latest_job(jl: Joblog) -> None:
     second = jl.submit(task="double", args=[6])
     second.wait_until_done(timeout=60)
 
-    latest = eventually(
-        lambda: (job := jl.get_latest_job("double")) and job.submission_id == second.id and job,
-        30,
-        "the projection to catch up",
-    )
-    assert isinstance(latest, JobView) and latest.status is JobStatus.COMPLETED
+    def projected(submission_id: str) -> bool:
+        jobs = jl.get_jobs(submission_id=submission_id)
+        return bool(jobs) and all(job.status is JobStatus.COMPLETED for job in jobs)
+
+    eventually(lambda: projected(first.id) and projected(second.id), 30, "the projection")
+    latest = jl.get_latest_job("double")
+    assert latest is not None and latest.submission_id == second.id
     job = jl.get_job(first.id, "double")
     assert job.result == "10" and job.execution_duration is not None
     assert jl.get_job(f"{second.id}/double").result == "12"
