@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.lifecycle.durations import JobTimes, durations_of
@@ -55,6 +55,15 @@ from projections.describe import describe
 from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
 
 Row = dict[str, Any]
+#: Events that move none of the times the durations are made of.
+_TIMELESS = (
+    JobDispatched,
+    JobProgressed,
+    JobOutput,
+    JobExceptionRaised,
+    JobCancelRequested,
+    JobDeleted,
+)
 JobKey = tuple[str, str]
 AttemptKey = tuple[str, str, int]
 PartitionKey = tuple[str, int]
@@ -276,9 +285,8 @@ class Fold:
     def event(self, event: Event, position: Position | None = None) -> bool:
         """Folds one event; returns False if it was a duplicate and changed nothing.
 
-        Raises:
-            KeyError: a job-level event names a submission never accepted and whose rows are
-                not loaded (the store loads what :meth:`needs` lists before folding).
+        Rows the event touches must be in memory (:meth:`prefetch`); a job never seen
+        submitted gets a bare row, so a log that starts mid-submission still folds.
         """
         if position is not None:
             self.advance(position)
@@ -297,7 +305,8 @@ class Fold:
         elif event.event_id in self._seen_event_ids:
             self.stats.duplicates += 1
             return False
-        self._seen_event_ids.add(event.event_id)
+        else:
+            self._seen_event_ids.add(event.event_id)
         self.stats.events += 1
 
         body = event.body
@@ -341,7 +350,7 @@ class Fold:
                 "status": status,
                 "attempt": _attempt_of(body),
                 "description": describe(event),
-                "body": json.dumps(_plain(body), separators=(",", ":")),
+                "body": _BODY_JSON.encode(body),
                 "kafka_partition": position.partition if position is not None else None,
                 "kafka_offset": position.offset if position is not None else None,
             }
@@ -370,7 +379,8 @@ class Fold:
             self._apply(job, event, submission)
         job["last_seq"] = event.seq
         job["updated_at"] = ts
-        job.update(_durations(job))
+        if not isinstance(event.body, _TIMELESS):
+            job.update(_durations(job))
         self._dirty_jobs.add(key)
         return job
 
@@ -749,28 +759,9 @@ def _seconds(start: int | None, end: int | None) -> float | None:
     return (end - start) / 1000.0
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass tree as JSON-ready values (dicts, lists, strings, numbers)."""
-    names = _FIELD_NAMES.get(type(value))
-    if names is None:
-        if value is None or isinstance(value, str | int | float | bool):
-            return value
-        if isinstance(value, tuple | list):
-            return [_plain(item) for item in value]
-        if not is_dataclass(value):
-            return str(value)
-        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
-    out = {}
-    for name in names:
-        item = getattr(value, name)
-        out[name] = item if item is None or type(item) in _SCALARS else _plain(item)
-    return out
-
-
-_SCALARS = frozenset({str, int, float, bool})
+# Event bodies are frozen dataclasses of scalars, tuples, enums (str) and nested dataclasses:
+# ``vars`` turns each dataclass into its field dict, the C encoder does the rest.
+_BODY_JSON = json.JSONEncoder(separators=(",", ":"), default=vars, check_circular=False)
 
 
 def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:

@@ -7,11 +7,14 @@ DuckDB transaction.
 
 Exactly-once, in commit order:
 
-1. Fold the batch in memory (no I/O).
+1. Fold the batch in memory (no I/O) and copy its rows out as Arrow tables.
 2. Send the batch's dead letters and wait for the broker to acknowledge them. A crash after
    this step sends them again on restart: dead letters are at-least-once, never lost.
 3. One DuckDB transaction: every row of the batch, then the next offset of every partition
    the batch read, then COMMIT. Either the rows and the offsets are in the file or neither is.
+   The transaction runs in a background thread while the next batch is consumed and folded;
+   that batch's commit starts only after this one's, so the file moves from one batch
+   boundary to the next. A failed commit restarts the loop from the offsets in the file.
 4. Only then, for monitoring tools, commit the same offsets to Kafka (asynchronously).
 
 Kafka's committed offsets are never read back: on start and on every partition assignment
@@ -59,7 +62,7 @@ from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
 from projections.reader import ProjectionReader
 from projections.server import Endpoint, QueryServer
-from projections.store import ProjectionStore
+from projections.store import PreparedBatch, ProjectionStore, prepare
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,18 @@ class ProjectorStats:
     positions: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     last_commit_at: float | None = None
+
+
+@dataclass
+class _Write:
+    """A batch being committed: what to account for once it is in the file."""
+
+    offsets: dict[PartitionKey, int]
+    events: int
+    duplicates: int
+    heartbeats: int
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
 
 
 class _Restart(Exception):
@@ -148,12 +163,15 @@ class Projector:
         digest = hashlib.sha1(str(self.db_path.resolve()).encode()).hexdigest()[:12]
         self.instance_id = f"{self.group}.{digest}"
         self.stats = ProjectorStats()
-        self.fold = Fold(max_rows=max_rows)
+        # The rows of the batch being committed must stay in memory while the next batch is
+        # folded (a read from the file could miss them), hence the floor.
+        self.fold = Fold(max_rows=max(max_rows, 4 * batch_size))
         self.endpoint: Endpoint | None = None
         #: Set once the first partitions are assigned (and positioned from the file).
         self.ready = threading.Event()
         self._positions: dict[PartitionKey, int] = {}
         self._store: ProjectionStore | None = None
+        self._in_flight: _Write | None = None
 
     def run(self, stop: threading.Event) -> ProjectorStats:
         """Projects until ``stop`` is set, then finishes the batch in hand and returns.
@@ -260,12 +278,16 @@ class Projector:
                     idle_since = time.monotonic()
         finally:
             try:
-                consumer.close()
-            except KafkaException as exc:
-                log.warning("closing the consumer failed: %s", exc)
+                self._finish_write(consumer)  # the last batch is in the file before we go
+            finally:
+                try:
+                    consumer.close()
+                except KafkaException as exc:
+                    log.warning("closing the consumer failed: %s", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._store is not None
+        self._finish_write(consumer)
         # The file, not Kafka, says where each partition stands.
         self._positions = self._store.offsets()
         for tp in partitions:
@@ -278,9 +300,10 @@ class Projector:
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every consumed batch is written before the next consume(), so nothing is in
-        # flight when partitions go: there is nothing to flush here.
+        # Every consumed batch is folded before the next consume(); the one being committed
+        # is waited for, so nothing is in flight when partitions go.
         self.ready.clear()
+        self._finish_write(consumer)
 
     def _batch(
         self,
@@ -350,29 +373,72 @@ class Projector:
         self._advance_to_consumer_position(consumer)
 
         changes = fold.take()
-        try:
-            store.write(changes)
-        except duckdb.Error as exc:
-            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
-        self._positions.update(changes.offsets)
+        # The values are copied out of the fold before the next batch changes them.
+        prepared = prepare(changes)
+        self._finish_write(consumer)
+        self._start_write(
+            store,
+            prepared,
+            changes.offsets,
+            events=fold.stats.events - folded,
+            duplicates=fold.stats.duplicates - duplicates,
+            heartbeats=len(reports),
+        )
 
-        stats = self.stats
-        stats.duplicates += fold.stats.duplicates - duplicates
-        stats.events += fold.stats.events - folded
-        stats.heartbeats += len(reports)
-        stats.batches += 1
-        stats.last_commit_at = time.time()
-        self._publish_positions()
-        if changes.offsets:
+    def _start_write(
+        self,
+        store: ProjectionStore,
+        prepared: PreparedBatch,
+        offsets: dict[PartitionKey, int],
+        *,
+        events: int = 0,
+        duplicates: int = 0,
+        heartbeats: int = 0,
+    ) -> None:
+        """Commits a batch in a background thread: DuckDB releases the GIL while it writes,
+        so the next batch is decoded and folded meanwhile. One batch at most is in flight."""
+        write = _Write(offsets, events, duplicates, heartbeats)
+
+        def commit() -> None:
+            try:
+                store.commit(prepared)
+            except BaseException as exc:
+                write.error = exc
+                return
+            # Counted as soon as the batch is in the file, so the counters never lag it.
+            stats = self.stats
+            stats.events += write.events
+            stats.duplicates += write.duplicates
+            stats.heartbeats += write.heartbeats
+            stats.batches += 1
+            stats.last_commit_at = time.time()
+            stats.positions = _named({**self._positions, **offsets})
+
+        write.thread = threading.Thread(target=commit, name="projection-commit", daemon=True)
+        write.thread.start()
+        self._in_flight = write
+
+    def _finish_write(self, consumer: Consumer | None) -> None:
+        """Waits until the batch in flight is in the file, then does what follows a commit."""
+        write = self._in_flight
+        if write is None:
+            return
+        self._in_flight = None
+        assert write.thread is not None
+        write.thread.join()
+        if write.error is not None:
+            raise _Restart(f"writing to {self.db_path} failed: {write.error}") from write.error
+        self._positions.update(write.offsets)
+        if consumer is not None and write.offsets:
             try:
                 consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in changes.offsets.items()],
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in write.offsets.items()],
                     asynchronous=True,
                 )
             except KafkaException as exc:
                 log.debug("offset commit for monitoring failed: %s", exc)
         if self.on_batch is not None:
-            self.on_batch(stats)
+            self.on_batch(self.stats)
 
     def _advance_to_consumer_position(self, consumer: Consumer) -> None:
         # The consumer's position is past every record it returned and past the transaction
@@ -384,16 +450,12 @@ class Projector:
 
     def _store_positions(self, consumer: Consumer, store: ProjectionStore) -> None:
         """On a quiet log, stores positions that moved past markers only (offsets alone)."""
+        self._finish_write(consumer)
         self._advance_to_consumer_position(consumer)
         changes = self.fold.take()
-        if not changes:
-            return
-        try:
-            store.write(changes)
-        except duckdb.Error as exc:
-            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
-        self._positions.update(changes.offsets)
-        self._publish_positions()
+        if changes:
+            self._start_write(store, prepare(changes), changes.offsets)
+            self._finish_write(consumer)
 
     def _send_dead_letters(
         self, producer: Producer, letters: list[tuple[Message, Exception]]
@@ -435,7 +497,11 @@ class Projector:
         self.stats.dead_letters += len(letters)
 
     def _publish_positions(self) -> None:
-        self.stats.positions = {f"{t}[{p}]": o for (t, p), o in sorted(self._positions.items())}
+        self.stats.positions = _named(self._positions)
+
+
+def _named(positions: dict[PartitionKey, int]) -> dict[str, int]:
+    return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
 
 
 class PartitionLag(NamedTuple):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from projections.errors import ProjectionError, ProjectionFrozenError
 from projections.fold import AttemptKey, Changes, JobKey, PartitionKey, Row
@@ -60,6 +62,7 @@ class ProjectionStore:
         self.connection = duckdb.connect(str(self.path))
         try:
             self._check(topic_prefix, allow_frozen)
+            self._reads = self.connection.cursor()
         except BaseException:
             self.connection.close()
             raise
@@ -92,6 +95,7 @@ class ProjectionStore:
             )
 
     def close(self) -> None:
+        self._reads.close()
         self.connection.close()
 
     def __enter__(self) -> ProjectionStore:
@@ -132,6 +136,9 @@ class ProjectionStore:
             raise
 
     # ------------------------------------------------------------------ reads by key
+    #
+    # Reads go through their own cursor, so they may run while another thread commits a
+    # batch on the main connection (they see what is committed).
 
     def submissions(self, ids: Collection[str]) -> Iterable[Row]:
         return self._by_key(SUBMISSIONS, [(sid,) for sid in ids])
@@ -155,9 +162,9 @@ class ProjectionStore:
             schema=key_schema,
         )
         using = ", ".join(f'"{name}"' for name in table.key)
-        with self._registered("_wanted", wanted):
+        with _registered(self._reads, "_wanted", wanted):
             rows: list[Row] = arrow_query(
-                self.connection,
+                self._reads,
                 f"SELECT {table.select_for_fold()} FROM {table.name} "
                 f"SEMI JOIN _wanted USING ({using})",
             ).to_pylist()
@@ -166,7 +173,11 @@ class ProjectionStore:
     # ------------------------------------------------------------------ the batch write
 
     def write(self, changes: Changes) -> None:
-        """Writes one batch and its offsets in one transaction.
+        """Writes one batch and its offsets in one transaction (:func:`prepare`, :meth:`commit`)."""
+        self.commit(prepare(changes))
+
+    def commit(self, batch: PreparedBatch) -> None:
+        """Writes a prepared batch and its offsets in one transaction.
 
         Commit order: rows of every table, then the offsets, then COMMIT. A crash before the
         COMMIT leaves neither (the batch is read again from the old offsets); after it, both
@@ -174,73 +185,94 @@ class ProjectionStore:
         (DELETE by key, then INSERT: several times faster in DuckDB than INSERT OR REPLACE);
         appended tables take new rows, minus rejections already logged (``seq == 0`` events
         have no sequence number to catch a replay with).
+
+        Only one thread may commit at a time; reads by key may run meanwhile.
         """
         connection = self.connection
         connection.execute("BEGIN TRANSACTION")
         try:
-            for name, rows in changes.tables():
-                table = _BY_NAME[name]
-                if name in _KEYED:
-                    self._replace(table, rows)
+            for table, data in batch.tables:
+                if table.name in _KEYED:
+                    self._replace(table, data)
                 else:
-                    if name == JOB_EVENTS.name:
-                        rows = self._unseen(rows)
-                    self._insert(table, rows)
-            if changes.offsets:
-                now = int(time.time() * 1000)
-                self._replace(
-                    OFFSETS,
-                    [
-                        {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
-                        for (t, p), o in changes.offsets.items()
-                    ],
-                )
+                    if table.name == JOB_EVENTS.name:
+                        data = self._unseen(data)
+                    self._insert(table, data)
+            if batch.offsets is not None:
+                self._replace(OFFSETS, batch.offsets)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
 
-    def _replace(self, table: Table, rows: list[Row]) -> None:
-        batch = to_arrow(table, rows)
+    def _replace(self, table: Table, data: pa.Table) -> None:
         names = ", ".join(f'"{name}"' for name in table.names)
         match = " AND ".join(f'{table.name}."{key}" = _batch."{key}"' for key in table.key)
-        with self._registered("_batch", batch):
+        with _registered(self.connection, "_batch", data):
             self.connection.execute(f"DELETE FROM {table.name} USING _batch WHERE {match}")
             self.connection.execute(
                 f"INSERT INTO {table.name} ({names}) SELECT {names} FROM _batch"
             )
 
-    def _insert(self, table: Table, rows: list[Row]) -> None:
-        if not rows:
+    def _insert(self, table: Table, data: pa.Table) -> None:
+        if data.num_rows == 0:
             return
-        batch = to_arrow(table, rows)
         names = ", ".join(f'"{name}"' for name in table.names)
-        with self._registered("_batch", batch):
+        with _registered(self.connection, "_batch", data):
             self.connection.execute(
                 f"INSERT INTO {table.name} ({names}) SELECT {names} FROM _batch"
             )
 
-    def _unseen(self, rows: list[Row]) -> list[Row]:
-        outside = [row["event_id"] for row in rows if row["seq"] == 0]
-        if not outside:
-            return rows
-        known = {
-            str(event_id)
-            for (event_id,) in self.connection.execute(
-                f"SELECT event_id FROM {JOB_EVENTS.name} WHERE event_id IN "
-                f"(SELECT unnest(?::VARCHAR[]))",
-                [outside],
-            ).fetchall()
-        }
-        return [row for row in rows if row["event_id"] not in known]
+    def _unseen(self, data: pa.Table) -> pa.Table:
+        outside = pc.filter(data.column("event_id"), pc.equal(data.column("seq"), 0))
+        if len(outside) == 0:
+            return data
+        known = self.connection.execute(
+            f"SELECT event_id FROM {JOB_EVENTS.name} WHERE event_id IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [outside.to_pylist()],
+        ).fetchall()
+        if not known:
+            return data
+        seen = pa.array([event_id for (event_id,) in known], type=pa.string())
+        return data.filter(pc.invert(pc.is_in(data.column("event_id"), value_set=seen)))
 
-    @contextmanager
-    def _registered(self, name: str, data: pa.Table) -> Iterator[None]:
-        self.connection.register(name, data)
-        try:
-            yield
-        finally:
-            self.connection.unregister(name)
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch's rows as Arrow tables, ready for :meth:`ProjectionStore.commit`.
+
+    Preparing copies the values out of the fold's rows, so the fold may go on with the next
+    batch while this one is committed.
+    """
+
+    tables: list[tuple[Table, pa.Table]]
+    offsets: pa.Table | None
+
+
+def prepare(changes: Changes) -> PreparedBatch:
+    """Converts a batch's changes to Arrow (the offsets stamped with the current time)."""
+    tables = [(_BY_NAME[name], to_arrow(_BY_NAME[name], rows)) for name, rows in changes.tables()]
+    offsets = None
+    if changes.offsets:
+        now = int(time.time() * 1000)
+        offsets = to_arrow(
+            OFFSETS,
+            [
+                {"topic": t, "partition": p, "next_offset": o, "updated_at": now}
+                for (t, p), o in changes.offsets.items()
+            ],
+        )
+    return PreparedBatch(tables, offsets)
+
+
+@contextmanager
+def _registered(connection: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> Iterator[None]:
+    connection.register(name, data)
+    try:
+        yield
+    finally:
+        connection.unregister(name)
 
 
 def to_arrow(table: Table, rows: list[Row]) -> pa.Table:

@@ -16,6 +16,7 @@ import json
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.lifecycle.decide import decide, dispatch_id
 from engine.lifecycle.evolve import evolve
@@ -165,8 +166,8 @@ def _beat(sim: _Simulation, at: int) -> None:
 # --------------------------------------------------------------------------- building blocks
 
 
-def _spec(job_id: str, task: str = "tasks.work", **fields: object) -> JobSpec:
-    return JobSpec(job_id=job_id, task=task, args=json.dumps({"args": [job_id]}), **fields)  # type: ignore[arg-type]
+def _spec(job_id: str, task: str = "tasks.work", **fields: Any) -> JobSpec:
+    return JobSpec(job_id=job_id, task=task, args=json.dumps({"args": [job_id]}), **fields)
 
 
 def _submit(sid: str, *specs: JobSpec) -> SubmitJobs:
@@ -191,7 +192,7 @@ def _run(
     outcome: Outcome = Outcome.COMPLETED,
     *,
     work_ms: int = 400,
-    **finish: object,
+    **finish: Any,
 ) -> Story:
     """A worker claims, starts, reports progress and finishes the job's current attempt."""
     worker = sim.worker()
@@ -207,7 +208,7 @@ def _run(
             progress=2.0,
             total=2.0,
             status_line="done",
-            **finish,  # type: ignore[arg-type]
+            **finish,
         ),
     )
 

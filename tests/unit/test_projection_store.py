@@ -9,11 +9,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from engine.lifecycle.records import Event
+from engine.lifecycle.records import CommandRejected, Event
 from projections.errors import ProjectionError, ProjectionFrozenError
 from projections.fold import Fold, NoRows, Position
 from projections.schema import KEYED_TABLES, SCHEMA_VERSION, TABLES, VIEWS, Table
-from projections.store import ProjectionStore
+from projections.store import ProjectionStore, prepare
 from projections.workload import simulate
 
 TOPIC = "x.events"
@@ -176,3 +176,33 @@ def test_reset_empties_every_table(tmp_path: Path) -> None:
         if definition.name != "projection_meta":
             assert table(path, definition.name) == []
     assert {t.name for t in KEYED_TABLES} <= {t.name for t in TABLES}
+
+
+def test_a_rejection_outside_a_sequence_is_stored_once_across_batches(tmp_path: Path) -> None:
+    rejection = Event(
+        "s-9:rejected:c-7",
+        "s-9",
+        "",
+        0,
+        1_700_000_000_000,
+        CommandRejected("c-7", "CancelJobs", "unknown_submission", "no submission 's-9'"),
+    )
+    path = tmp_path / "p.duckdb"
+    project(path, [[rejection], [rejection], [rejection, rejection]], fresh_fold=True)
+    assert [row[0] for row in table(path, "job_events")] == ["s-9:rejected:c-7"]
+
+
+def test_a_prepared_batch_does_not_change_with_the_fold(tmp_path: Path) -> None:
+    events = simulate(3).events
+    fold = Fold()
+    fold.prefetch(events, (), NoRows())
+    for event in events:
+        fold.event(event)
+    changes = fold.take()
+    prepared = prepare(changes)
+    for row in changes.jobs:
+        row["status"] = "CHANGED AFTERWARDS"
+    path = tmp_path / "p.duckdb"
+    with ProjectionStore(path) as store:
+        store.commit(prepared)
+    assert "CHANGED AFTERWARDS" not in {row[6] for row in table(path, "jobs")}
