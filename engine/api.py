@@ -915,7 +915,7 @@ def job_from_row(row: Mapping[str, Any]) -> JobView:
         run_at=_utc(row.get("run_at")),
         finished_at=_utc(row.get("finished_at")),
         error_type=row.get("error_type") or "",
-        error_note=row.get("error_note") or row.get("cancel_reason") or "",
+        error_note=row.get("error_note") or row.get("end_reason") or "",
         result=row.get("result"),
         exit_code=row.get("exit_code"),
         exceptions=int(row.get("exceptions") or 0),

@@ -297,3 +297,7 @@ def test_job_from_a_projection_row() -> None:
     assert job.execution_duration == 5.0
     assert job.run_at is not None and job.run_at.tzinfo is UTC
     assert job.status is JobStatus.FAILED and job.attempt == 2 and job.depends_on == ("a",)
+    canceled = job_from_row(
+        {"submission_id": "s", "job_id": "k", "status": "CANCELED", "end_reason": "no budget"}
+    )
+    assert canceled.error == "no budget"
