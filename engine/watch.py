@@ -235,6 +235,7 @@ class JobView:
         progress / total / status_line: the last progress report.
         submitted_at / blocked_at / pending_at / run_at / finished_at: when it entered those
             statuses (``pending_at`` and ``run_at`` of the current attempt).
+        first_pending_at: when the job first became PENDING (the end of its blocked time).
         error_type / error_note: the error of the last failed attempt or fatal exception.
         result: the task's JSON-encoded return value.
         exit_code: a command's exit code.
@@ -260,6 +261,7 @@ class JobView:
     submitted_at: datetime | None = None
     blocked_at: datetime | None = None
     pending_at: datetime | None = None
+    first_pending_at: datetime | None = None
     run_at: datetime | None = None
     finished_at: datetime | None = None
     error_type: str = ""
@@ -309,8 +311,9 @@ class JobView:
 
     @property
     def blocked_duration(self) -> float | None:
-        """Seconds from ``blocked_at`` to ``pending_at`` (to now while blocked)."""
-        end = self.pending_at or (self.finished_at if self.status.is_terminal else None)
+        """Seconds from ``blocked_at`` to the first ``PENDING`` (to now while blocked), as
+        :mod:`engine.lifecycle.durations` and the projections define it."""
+        end = self.first_pending_at or (self.finished_at if self.status.is_terminal else None)
         return _seconds(self.blocked_at, end)
 
 
@@ -401,7 +404,14 @@ def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
     if isinstance(body, JobBlocked):
         return replace(job, status=status, blocked_at=at)
     if isinstance(body, JobPending):
-        return replace(job, status=status, attempt=body.attempt, pending_at=at, queue=body.queue)
+        return replace(
+            job,
+            status=status,
+            attempt=body.attempt,
+            pending_at=at,
+            first_pending_at=job.first_pending_at or at,
+            queue=body.queue,
+        )
     if isinstance(body, JobAssigned):
         return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
     if isinstance(body, JobStarted):
