@@ -910,43 +910,16 @@ def _report(draft: _Draft, report: Input) -> None:
     job = draft.job(job_id)
     if isinstance(report, Claimed):
         if job.status is JobStatus.PENDING:
-            draft.emit(
-                job_id,
-                JobAssigned(
-                    attempt=ref.attempt,
-                    dispatch_id=ref.dispatch_id,
-                    worker_id=ref.worker_id,
-                    lease_ms=draft.policy.lease_ms,
-                    host=report.host,
-                ),
-            )
+            _assign(draft, ref, host=report.host)
         elif job.worker_id != ref.worker_id:
             # The dispatch record was redelivered to another worker: the first one lost its
             # partition (crash or rebalance). The newcomer takes over; the old one is fenced.
-            draft.emit(
-                job_id,
-                JobAssigned(
-                    attempt=ref.attempt,
-                    dispatch_id=ref.dispatch_id,
-                    worker_id=ref.worker_id,
-                    lease_ms=draft.policy.lease_ms,
-                    host=report.host,
-                    previous_worker_id=job.worker_id,
-                ),
-            )
+            _assign(draft, ref, host=report.host, previous_worker_id=job.worker_id)
         return
     if job.status is JobStatus.PENDING:
         # The claim was not seen (e.g. the report order was broken by a producer retry):
         # any report of the current dispatch proves the worker has it.
-        draft.emit(
-            job_id,
-            JobAssigned(
-                attempt=ref.attempt,
-                dispatch_id=ref.dispatch_id,
-                worker_id=ref.worker_id,
-                lease_ms=draft.policy.lease_ms,
-            ),
-        )
+        _assign(draft, ref)
         job = draft.job(job_id)
     if isinstance(report, Started):
         if job.status is JobStatus.ASSIGNED:
@@ -1007,6 +980,22 @@ def _is_news(job: JobState, progress: PendingProgress) -> bool:
             (progress.total, job.total),
             (progress.status_line, job.status_line),
         )
+    )
+
+
+def _assign(
+    draft: _Draft, ref: AttemptRef, *, host: str = "", previous_worker_id: str = ""
+) -> None:
+    draft.emit(
+        ref.job_id,
+        JobAssigned(
+            attempt=ref.attempt,
+            dispatch_id=ref.dispatch_id,
+            worker_id=ref.worker_id,
+            lease_ms=draft.policy.lease_ms,
+            host=host,
+            previous_worker_id=previous_worker_id,
+        ),
     )
 
 
