@@ -270,9 +270,9 @@ class Scheduler:
                         log.warning("consume error: %s", error)
                     continue
                 topic, partition = message.topic() or "", message.partition() or 0
-                offsets[(topic, partition)] = (message.offset() or 0) + 1
                 if partition not in self.book.partitions:
-                    continue
+                    continue  # fetched before a revocation: its new owner decides it
+                offsets[(topic, partition)] = (message.offset() or 0) + 1
                 for submission_id, given in self._inputs(producer, message):
                     decision = self.book.apply(partition, submission_id, given, now)
                     self._write(producer, partition, decision)
