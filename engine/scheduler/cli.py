@@ -10,6 +10,7 @@ from types import FrameType
 
 from engine.config import Settings
 from engine.lifecycle.decide import Policy
+from engine.logs import configure_logging
 from engine.scheduler.service import Scheduler, SchedulerConfig, default_instance_id
 
 
@@ -31,11 +32,11 @@ def scheduler_main(argv: list[str]) -> int:
     parser.add_argument("--lease-ms", type=int, default=30_000, help="worker lease")
     parser.add_argument("--kill-grace-ms", type=int, default=15_000, help="wait for a kill")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
     )
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     settings = Settings.from_env(
         bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
     )

@@ -12,7 +12,6 @@ elsewhere. A second signal ends the drain at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from confluent_kafka import KafkaException
 
 from engine.config import Settings
 from engine.errors import JoblogError
+from engine.logs import configure_logging
 from engine.worker.attempt import AttemptOptions
 from engine.worker.output import OutputLimits
 from engine.worker.tasks import TaskRegistry
@@ -32,33 +32,6 @@ from engine.worker.worker import Worker, WorkerOptions
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, event, and the event's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        event = getattr(record, "event", None)
-        fields = getattr(record, "fields", None)
-        if event is not None and isinstance(fields, dict):
-            entry["event"] = event
-            entry.update({key: _jsonable(value) for key, value in fields.items()})
-        else:
-            entry["message"] = record.getMessage()
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _jsonable(value: object) -> object:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +106,7 @@ def worker_main(argv: list[str]) -> int:
     except JoblogError as exc:
         print(f"joblog worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format)
     settings = Settings.from_env(
         bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
     )
@@ -164,14 +137,3 @@ def worker_main(argv: list[str]) -> int:
         logging.getLogger("joblog.worker").error("worker failed: %s", exc)
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _configure_logging(level: str, style: str) -> None:
-    handler = logging.StreamHandler()
-    if style == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

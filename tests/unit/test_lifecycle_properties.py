@@ -19,6 +19,7 @@ on until nothing is left to happen. Whatever happened:
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 
@@ -163,15 +164,18 @@ def decisive(events: list[Event]) -> list[tuple[int, str, object]]:
     return [(e.timestamp, e.job_id, e.body) for e in events if not isinstance(e.body, REPEATABLE)]
 
 
+#: JOBLOG_PROPERTY_EXAMPLES=2000 runs a longer search than the default, which CI uses
+EXAMPLES = int(os.environ.get("JOBLOG_PROPERTY_EXAMPLES", "60"))
+
 FAST = settings(
-    max_examples=60,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 
 #: runs the same plan twice (or shuffles its reports): fewer examples for the same budget
-FAST_PAIRS = settings(FAST, max_examples=40)
+FAST_PAIRS = settings(FAST, max_examples=max(1, EXAMPLES * 2 // 3))
 
 
 @FAST

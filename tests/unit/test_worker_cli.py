@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from engine.worker.cli import JsonLogFormatter, build_parser, worker_main
+from engine.logs import JsonLogFormatter
+from engine.worker.cli import build_parser, worker_main
 
 
 @pytest.mark.parametrize(
