@@ -339,3 +339,15 @@ def test_rebuild_reads_snapshots_not_history(settings: Settings) -> None:
         assert sum(s.snapshots for s in stats) == 20
         done = [s for book in second.book.partitions.values() for s in book.submissions.values()]
         assert all(state.done for state in done) and len(done) == 20
+
+
+def test_commands_land_where_partition_for_says(settings: Settings) -> None:
+    """librdkafka's murmur2 partitioner and engine.partitioning agree, so readers can find a
+    submission's events in one partition."""
+    from engine.partitioning import partition_for
+
+    commands = CommandProducer(settings)
+    for i in range(30):
+        sent = commands.send(SubmitJobs(f"c-{i}", f"where-{i}", (JobSpec("j", task="t"),)))
+        assert sent is not None
+        assert sent.partition == partition_for(f"where-{i}", settings.partitions)
