@@ -10,7 +10,7 @@ Three measurements on one event log made by the real decider
   while the projector runs; the lag (events on the topic not yet in the file) is sampled.
 
 Usage:
-    python benchmarks/projector_bench.py [--submissions 10000] [--rate 5000] [--seconds 20]
+    python -m benchmarks.projector_bench [--submissions 10000] [--rate 5000] [--seconds 20]
         [--bootstrap-servers HOST:PORT]
 
 Without ``--bootstrap-servers`` (or ``JOBLOG_BOOTSTRAP_SERVERS``) a local broker is started in
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from benchmarks.stats import percentile
 from engine import codec
 from engine.admin import ensure_topics
 from engine.config import Settings
@@ -172,7 +173,7 @@ def steady_load(
     def sample() -> None:
         while not done.is_set():
             samples.append(caught_up(settings, db)[1])
-            done.wait(0.5)
+            done.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -200,7 +201,12 @@ def steady_load(
         "events": sent,
         "achieved_rate": sent / produced_in,
         "lag_p50": statistics.median(samples) if samples else 0,
+        "lag_p99": percentile(samples, 0.99) if samples else 0,
         "lag_max": max(samples) if samples else 0,
+        # events behind at a steady rate, as time: how old the newest unprojected event is
+        "lag_p50_s": (statistics.median(samples) if samples else 0) / rate,
+        "lag_p99_s": (percentile(samples, 0.99) if samples else 0) / rate,
+        "lag_max_s": (max(samples) if samples else 0) / rate,
         "lag_samples": len(samples),
         "drain_seconds_after_producer_stopped": drained_in,
     }

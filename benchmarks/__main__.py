@@ -1,0 +1,90 @@
+"""``python -m benchmarks run [--smoke | --quick | --full]``: see BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks import report
+from benchmarks.plan import PLANS
+from benchmarks.run import RESULTS, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="joblog's benchmarks: throughput, latency, projection, recovery, queries, "
+        "against raw Kafka and Celery on the same machine.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    go = commands.add_parser("run", help="run the benchmarks, print the table, write results")
+    mode = go.add_mutually_exclusive_group()
+    for name, text in (
+        ("smoke", "seconds: tiny sizes, one run each, no Celery, no profile (CI)"),
+        ("quick", "the default: 2k/10k jobs, 3 runs each, ~15 min"),
+        ("full", "10k/100k jobs, 1M/10M events, 3 runs each, ~45 min; updates BENCHMARKS.md"),
+    ):
+        mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name, help=text)
+    go.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("JOBLOG_BOOTSTRAP_SERVERS"),
+        help="use this cluster (default: a local broker in a temporary directory)",
+    )
+    go.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the Celery peer (default: on, except in --smoke)",
+    )
+    go.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="profile the services with py-spy (default: on, except in --smoke)",
+    )
+    go.add_argument(
+        "--out", type=Path, help="results file (default benchmarks/results/<mode>.json)"
+    )
+    go.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="write the figures into this file (default: BENCHMARKS.md in --full)",
+    )
+    args = parser.parse_args(argv)
+    plan = PLANS[args.mode or "quick"]
+    smoke = plan.name == "smoke"
+    out = args.out or RESULTS / f"{plan.name}.json"
+    markdown = args.markdown or (ROOT / "BENCHMARKS.md" if plan.name == "full" else None)
+    command = "python -m benchmarks run" + ("" if plan.name == "quick" else f" --{plan.name}")
+    if argv is None:
+        command = "python -m benchmarks " + shlex.join(sys.argv[1:])
+    results = run(
+        plan,
+        bootstrap_servers=args.bootstrap_servers,
+        peer_enabled=args.peer if args.peer is not None else not smoke,
+        profile=args.profile if args.profile is not None else not smoke,
+        results_path=out,
+        command=command,
+    )
+    try:
+        results["results_file"] = str(out.resolve().relative_to(ROOT))
+    except ValueError:
+        results["results_file"] = str(out)
+    print(report.table(results))
+    if markdown is not None:
+        report.write_markdown(markdown, results)
+        print(f"figures written to {markdown}", file=sys.stderr)
+    print(f"results in {out}", file=sys.stderr)
+    json.dumps(results, default=str)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

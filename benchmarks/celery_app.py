@@ -1,0 +1,26 @@
+"""The Celery application of the peer benchmark: one no-op task, Redis broker and results.
+
+The worker runs it with ``celery -A benchmarks.celery_app worker``; ``BENCH_REDIS_URL``
+names the Redis server (database 0 is the broker, database 1 the result backend).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery  # type: ignore[import-not-found]
+
+_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+
+app = Celery("bench", broker=f"{_REDIS}/0", backend=f"{_REDIS}/1")
+app.conf.update(
+    task_ignore_result=False,
+    result_expires=3600,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@app.task(name="noop")
+def noop() -> None:
+    """Does nothing and returns ``None`` (its result is stored all the same)."""

@@ -1,0 +1,201 @@
+"""The peer: Celery 5 with a Redis broker and result backend, on the same machine, same run.
+
+Installed on demand and never a dependency of joblog: ``redis-server`` from the Debian
+packages (``apt-get install -y redis-server``) and ``celery`` + ``redis`` from PyPI into the
+running environment (``pip install 'joblog[bench]'`` does the same). The worker is one
+``celery worker`` with two prefork processes (defaults otherwise: prefetch multiplier 4, acks
+early); tasks are sent with ``apply_async`` and their results stored in Redis. The clock runs
+from the first send to the moment Redis holds every result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cluster import ROOT
+
+
+def ensure_installed(log: Any = print) -> str | None:
+    """Installs what the peer needs if it is missing; returns why it cannot run, or None."""
+    if shutil.which("redis-server") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            return "redis-server is missing (apt-get install -y redis-server)"
+        log("installing redis-server from the Debian packages")
+        for argv in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "redis-server"],
+        ):
+            result = subprocess.run(argv, capture_output=True, text=True)
+            if result.returncode != 0 and argv[1] != "update":
+                return f"apt-get install redis-server failed: {result.stderr[-500:]}"
+    if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
+        log("installing celery and redis from PyPI into this environment")
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "celery>=5.3", "redis>=5"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            return f"pip install celery redis failed: {result.stderr[-500:]}"
+        importlib.invalidate_caches()
+    return None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Celery, redis-py and redis-server."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("celery", "redis", "kombu"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        text = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+        out["redis-server"] = next(
+            (part.split("=", 1)[1] for part in text.split() if part.startswith("v=")), text
+        )
+    except OSError:
+        out["redis-server"] = None
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CeleryPeer:
+    """A Redis server and a Celery worker of two processes; :meth:`throughput` runs tasks."""
+
+    def __init__(self, processes: int = 2) -> None:
+        self.processes = processes
+        self.workdir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self._redis: subprocess.Popen[bytes] | None = None
+        self._worker: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        import redis
+
+        self._redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(f"{self.url}/0")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        client.flushall()
+        env = {**os.environ, "BENCH_REDIS_URL": self.url, "PYTHONPATH": str(ROOT)}
+        self._log = (self.workdir / "worker.log").open("wb")
+        self._worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "benchmarks.celery_app",
+                "worker",
+                "--concurrency",
+                str(self.processes),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        os.environ["BENCH_REDIS_URL"] = self.url
+        self.throughput(20, timeout=timeout)  # warm: the worker is up and has run tasks
+
+    def pids(self) -> dict[str, int]:
+        out = {}
+        if self._worker is not None:
+            out["celery"] = self._worker.pid
+        if self._redis is not None:
+            out["redis"] = self._redis.pid
+        return out
+
+    def throughput(self, tasks: int, *, timeout: float = 600.0) -> dict[str, Any]:
+        """Sends ``tasks`` no-op tasks; returns tasks/s from first send to last result stored."""
+        import redis
+
+        from benchmarks import celery_app
+
+        app = celery_app.app
+        app.conf.broker_url = f"{self.url}/0"
+        app.conf.result_backend = f"{self.url}/1"
+        results = redis.Redis.from_url(f"{self.url}/1")
+        results.flushdb()
+        started = time.time()
+        for _ in range(tasks):
+            celery_app.noop.apply_async()
+        sent = time.time()
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = int(results.dbsize())
+            if stored >= tasks:
+                break
+            if self._worker is not None and self._worker.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited; see {self.workdir}/worker.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{stored}/{tasks} Celery results after {timeout}s")
+            time.sleep(0.05)
+        done = time.time()
+        return {
+            "tasks": tasks,
+            "seconds": done - started,
+            "tasks_per_s": tasks / (done - started),
+            "send_seconds": sent - started,
+            "send_per_s": tasks / max(sent - started, 1e-9),
+        }
+
+    def stop(self) -> None:
+        for process in (self._worker, self._redis):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
