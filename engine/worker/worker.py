@@ -1,7 +1,8 @@
 """The worker process: takes dispatch records of one queue and runs them (DESIGN.md §5).
 
 One loop in the calling thread moves records; each attempt runs in a thread of its own (a
-Python task runs in it, a command job runs as a child process it supervises):
+Python task runs in it, a command job runs as a child process it supervises), a daemon
+thread kept for the next attempt once this one ended:
 
 * ``dispatch.<queue>``: consumer group ``<prefix>workers.<queue>``, auto-commit off,
   read_committed. Up to ``concurrency`` attempts run at once; when all slots are taken and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -112,8 +114,48 @@ class _Slot:
     run: AttemptRun
     lease_ms: int
     offsets: list[tuple[Partition, int]]
-    thread: threading.Thread | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
     abandoned: bool = False  # reported in WorkerLeft: its later reports are dropped
+
+
+class _AttemptThreads:
+    """Daemon threads that run attempts, one attempt at a time each, kept for the next one.
+
+    Starting a thread per attempt made the loop wait for each new thread to get the GIL
+    (about a millisecond while other attempts hold it); handing work to a kept thread is a
+    queue put. A thread is started only when none is idle, so there are about as many
+    threads as attempts ever ran at once.
+    """
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    def run(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if start:
+                self._started += 1
+            else:
+                self._idle -= 1
+        if start:
+            threading.Thread(
+                target=self._serve, name=f"joblog-attempt-{self._started}", daemon=True
+            ).start()
+        self._work.put(work)
+
+    def _serve(self) -> None:
+        while (work := self._work.get()) is not None:
+            work()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Lets every thread end once it is done with its attempt."""
+        for _ in range(self._started):
+            self._work.put(None)
 
 
 def default_worker_id() -> str:
@@ -186,6 +228,7 @@ class Worker:
         self._last_heartbeat = 0.0
         self._last_commit = 0.0
         self._hurry = threading.Event()
+        self._threads = _AttemptThreads()
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._control: Consumer | None = None
@@ -440,17 +483,17 @@ class Worker:
             kind=slot.run.kind,
             running=len(self._running),
         )
-        slot.thread = threading.Thread(
-            target=self._execute,
-            args=(slot,),
-            name=f"joblog-attempt-{ref.job_id}-{ref.attempt}",
-            daemon=True,
-        )
-        slot.thread.start()
+        self._threads.run(lambda: self._execute(slot))
         if len(self._running) >= self.concurrency:
             self._apply_pause(taking=True)
 
     def _execute(self, slot: _Slot) -> None:
+        try:
+            self._execute_attempt(slot)
+        finally:
+            slot.ended.set()
+
+    def _execute_attempt(self, slot: _Slot) -> None:
         run = slot.run
         try:
             finished = run.execute()
@@ -749,6 +792,7 @@ class Worker:
                     except (KafkaException, RuntimeError) as exc:
                         _log(logging.WARNING, "closing a consumer failed", error=exc)
             self.ready.clear()
+            self._threads.close()
             self._consumer = self._control = self._producer = None
             _log(logging.INFO, "worker stopped", worker=self.worker_id, **dict(self.metrics))
 
@@ -780,5 +824,4 @@ class Worker:
             slot.run.cancel("worker stopping", grace)
         deadline = time.monotonic() + grace / 1000 + 1.0
         for slot in unfinished:
-            if slot.thread is not None:
-                slot.thread.join(max(0.0, deadline - time.monotonic()))
+            slot.ended.wait(max(0.0, deadline - time.monotonic()))
