@@ -217,7 +217,12 @@ class _ProjectionWatch(threading.Thread):
 
 
 def latency(
-    cluster: JoblogCluster, rate: float, seconds: float, *, poll_s: float = 0.05
+    cluster: JoblogCluster,
+    rate: float,
+    seconds: float,
+    *,
+    poll_s: float = 0.05,
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Submits no-op jobs at ``rate`` per second for ``seconds``; returns latency percentiles.
 
@@ -280,6 +285,15 @@ def latency(
         ),
         "poll_s": poll_s,
     }
+    if keep_samples:
+        result["samples"] = [
+            {
+                "sent": at - started,
+                **{name: t - at for name, t in events.decided.get(s, {}).items()},
+                "projected": projection.projected[s] - at,
+            }
+            for s, at in sent.items()
+        ]
     result["projection_lag"]["note"] = (
         f"JobCompleted decided -> first poll showing it; polls every {poll_s * 1000:.0f} ms"
     )

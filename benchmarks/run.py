@@ -94,7 +94,7 @@ class Runner:
     # ------------------------------------------------------------------ sections
 
     def ceiling(self) -> dict[str, Any]:
-        events = simulate(max(1, self.plan.ceiling_records // 12 + 1), seed=3).events
+        events = simulate(min(2_000, self.plan.ceiling_records // 12 + 1), seed=3).events
         records = [(e.submission_id.encode(), codec.encode_event(e)) for e in events]
         records = (records * (self.plan.ceiling_records // max(len(records), 1) + 1))[
             : self.plan.ceiling_records
