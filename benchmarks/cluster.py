@@ -215,6 +215,21 @@ def process_cpu_seconds(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / ticks
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of its live children (a prefork pool, say)."""
+    total = process_cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            total += process_cpu_seconds(int(entry.name))
+    return total
+
+
 def _assigned_members(admin: AdminClient, groups: list[str]) -> dict[str, int]:
     """Members of each group that hold at least one partition."""
     out: dict[str, int] = {}

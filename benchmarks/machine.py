@@ -10,7 +10,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("joblog", "confluent-kafka", "fastavro", "duckdb", "pyarrow", "celery", "redis")
+_PACKAGES = ("joblog", "confluent-kafka", "fastavro", "duckdb", "pyarrow")
 
 
 def load_average() -> tuple[float, float, float]:
@@ -74,4 +74,13 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    # Uncommitted changes to the measured code make the commit alone a wrong label.
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "engine", "projections", "benchmarks"],
+        cwd=Path(__file__).parent.parent,
+        timeout=5,
+    )
+    return f"{commit}-dirty" if dirty.returncode else commit

@@ -167,6 +167,7 @@ class CeleryPeer:
         results = redis.Redis.from_url(f"{self.url}/1")
         results.flushdb()
         started = time.time()
+        cpu = time.process_time()
         for _ in range(tasks):
             celery_app.noop.apply_async()
         sent = time.time()
@@ -181,12 +182,14 @@ class CeleryPeer:
                 raise RuntimeError(f"{stored}/{tasks} Celery results after {timeout}s")
             time.sleep(0.05)
         done = time.time()
+        client_cpu = time.process_time() - cpu
         return {
             "tasks": tasks,
             "seconds": done - started,
             "tasks_per_s": tasks / (done - started),
             "send_seconds": sent - started,
             "send_per_s": tasks / max(sent - started, 1e-9),
+            "client_cpu_seconds": client_cpu,
         }
 
     def stop(self) -> None:

@@ -110,6 +110,20 @@ def rows(results: dict[str, Any]) -> Iterator[Row]:
             "",
             "",
         )
+    for name, entries, unit in (("joblog", joblog, "job"), ("Celery", celery, "task")):
+        if not entries:
+            continue
+        size = max(entries, key=int)
+        cpu = _cpu_per_item(entries[size].get("runs", []), int(size))
+        if cpu:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "total")
+            yield (
+                f"{name} CPU per {unit}, {int(size):,} {unit}s, ms (total; {parts})",
+                _num(cpu["total"], 2),
+                "",
+                "",
+                "",
+            )
     ratios = throughput.get("ratio", {})
     largest_ratio = max((int(n) for n in ratios), default=None)
     for size in sorted(ratios, key=int):
@@ -219,6 +233,27 @@ def rows(results: dict[str, Any]) -> Iterator[Row]:
                     "",
                     "",
                 )
+
+
+def _cpu_per_item(runs: list[dict[str, Any]], items: int) -> dict[str, float]:
+    """Median CPU milliseconds per job of each process (worker processes summed)."""
+    per_run: list[dict[str, float]] = []
+    for run in runs:
+        cpu = run.get("cpu_seconds")
+        if not cpu:
+            continue
+        grouped: dict[str, float] = {}
+        for name, seconds in cpu.items():
+            if seconds is None or math.isnan(seconds):
+                continue
+            key = "workers" if name.startswith("worker-") else name
+            grouped[key] = grouped.get(key, 0.0) + seconds * 1000 / items
+        grouped["total"] = sum(grouped.values())
+        per_run.append(grouped)
+    if not per_run:
+        return {}
+    keys = [k for k in per_run[0] if all(k in r for r in per_run)]
+    return {k: sorted(r[k] for r in per_run)[len(per_run) // 2] for k in keys}
 
 
 HEADER = ("figure", "median", "runs: min to max", "target", "status")

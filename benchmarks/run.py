@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ceiling, endtoend, machine, peer, profiles, queries, recovery
-from benchmarks.cluster import JoblogCluster, process_cpu_seconds
+from benchmarks.cluster import JoblogCluster, process_cpu_seconds, tree_cpu_seconds
 from benchmarks.plan import Plan
 from benchmarks.stats import summary
 from engine import codec
@@ -134,9 +134,11 @@ class Runner:
                     if celery is not None and size in self.plan.peer_tasks:
                         say(f"  celery {size:,} tasks, run {repeat + 1}")
                         load = machine.load_average()
-                        cpu0 = {n: process_cpu_seconds(p) for n, p in celery.pids().items()}
+                        cpu0 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
                         result = celery.throughput(size)
-                        cpu1 = {n: process_cpu_seconds(p) for n, p in celery.pids().items()}
+                        cpu1 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
+                        cpu1["client"] = result.pop("client_cpu_seconds")
+                        cpu0["client"] = 0.0
                         result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
                         celery_runs.append({"load_average": load, **result})
                         say(f"    {result['tasks_per_s']:,.0f} tasks/s")
@@ -175,8 +177,10 @@ class Runner:
             endtoend.throughput(cluster, 50)  # warm: every service has done its first job
             load = machine.load_average()
             cpu0 = self._cpu(cluster)
+            client = time.process_time()
             result = endtoend.throughput(cluster, jobs)
             cpu1 = self._cpu(cluster)
+            cpu0["client"], cpu1["client"] = 0.0, time.process_time() - client
             result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
             return {"load_average": load, **result}
         finally:
@@ -358,9 +362,14 @@ def run(
         runner.section("queries", runner.queries)
         if profile_dir is not None:
             runner.section("profile", runner.profile)
+    try:
+        results_file = str(results_path.resolve().relative_to(Path(__file__).parent.parent))
+    except ValueError:
+        results_file = str(results_path)
     results: dict[str, Any] = {
         "mode": plan.name,
         "command": command,
+        "results_file": results_file,
         "plan": asdict(plan),
         "machine": facts,
         "load_average_at_end": machine.load_average(),
