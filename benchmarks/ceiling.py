@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from engine.config import Settings
 
@@ -72,9 +72,10 @@ def raw_kafka(
         batch = consumer.consume(1000, timeout=0.5)
         if batch and first is None:
             first = time.perf_counter()
-        got += sum(
-            1 for m in batch if m.error() is None or m.error().code() != KafkaError._PARTITION_EOF
-        )
+        for message in batch:
+            error = message.error()
+            if error is None or error.code() != KafkaError._PARTITION_EOF:
+                got += 1
     consume_s = time.perf_counter() - (first or time.perf_counter())
     consumer.close()
     admin.delete_topics([topic])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery  # type: ignore[import-not-found]
+from celery import Celery  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 _REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -21,6 +21,6 @@ app.conf.update(
 )
 
 
-@app.task(name="noop")
+@app.task(name="noop")  # type: ignore[untyped-decorator,misc,unused-ignore]
 def noop() -> None:
     """Does nothing and returns ``None`` (its result is stored all the same)."""
