@@ -1,6 +1,6 @@
 """How many typical records the codec encodes and decodes per second on one core.
 
-Run with ``python benchmarks/codec_bench.py [seconds per measurement]``; each figure is the
+Run with ``python -m benchmarks.codec_bench [seconds per measurement]``; each figure is the
 best of five runs, so that other load on the machine disturbs it less. DESIGN.md §9 gives the
 budget: a job costs about ten records, each decoded by one to three consumers.
 """

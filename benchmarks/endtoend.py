@@ -14,14 +14,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.cluster import ClusterError, JoblogCluster
-from benchmarks.stats import latency_summary, percentile
+from benchmarks.stats import latency_summary
 from engine import codec
 from engine.client import CommandProducer
 from engine.config import Settings
@@ -298,8 +297,3 @@ def latency(
         f"JobCompleted decided -> first poll showing it; polls every {poll_s * 1000:.0f} ms"
     )
     return result
-
-
-def p99(values: Iterable[float]) -> float:
-    """The 99th percentile of ``values``."""
-    return percentile(list(values), 0.99)

@@ -2,7 +2,7 @@
 rebuild time per 100k events.
 
 Usage:
-    python benchmarks/scheduler_bench.py [--submissions 20000] [--bootstrap-servers HOST:PORT]
+    python -m benchmarks.scheduler_bench [--submissions 20000] [--bootstrap-servers HOST:PORT]
 
 Without ``--bootstrap-servers`` (or ``JOBLOG_BOOTSTRAP_SERVERS``) a local broker is started in
 a temporary directory. Figures are printed and written to ``benchmarks/results/scheduler.json``.
