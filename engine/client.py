@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message, Producer
 
 from engine import codec
+from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import JoblogError
 from engine.lifecycle.records import (
@@ -131,7 +132,7 @@ class CommandProducer:
             jobs=specs,
             submitted_by=submitted_by,
             labels=tuple(labels),
-            issued_at=_now_ms(),
+            issued_at=now_ms(),
         )
         self.send(command, wait=wait)
         return command
@@ -154,7 +155,7 @@ class CommandProducer:
             mode=mode,
             reason=reason,
             requested_by=requested_by,
-            issued_at=_now_ms(),
+            issued_at=now_ms(),
         )
         self.send(command, wait=wait)
         return command
@@ -165,7 +166,7 @@ class CommandProducer:
             command_id=new_id("c-"),
             submission_id=submission_id,
             job_id=job_id,
-            issued_at=_now_ms(),
+            issued_at=now_ms(),
         )
         self.send(command, wait=wait)
         return command
@@ -184,13 +185,7 @@ class CommandProducer:
             submission_id=submission_id,
             job_id=job_id,
             force=force,
-            issued_at=_now_ms(),
+            issued_at=now_ms(),
         )
         self.send(command, wait=wait)
         return command
-
-
-def _now_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from engine.lifecycle.decide import Policy, next_deadline, recover, step
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.records import (
-    TERMINAL,
     CancelJobs,
     DeleteJobs,
     Event,
@@ -229,14 +228,3 @@ class Book:
             book.submissions.pop(submission_id, None)
             book.snapshot_seq.pop(submission_id, None)
             self._deadline.pop(submission_id, None)
-
-    def live_jobs(self) -> int:
-        """Jobs not yet terminal, over all owned partitions."""
-        return sum(
-            1
-            for book in self.partitions.values()
-            for state in book.submissions.values()
-            if not state.done
-            for job in state.jobs.values()
-            if job.status not in TERMINAL
-        )

@@ -32,20 +32,17 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from engine import codec
 from engine.admin import ensure_topics
+from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError, JoblogError
 from engine.lifecycle.decide import DEFAULT_POLICY, Policy, is_stale
 from engine.lifecycle.records import (
-    CancelJobs,
     Claimed,
     CommandRejected,
     Control,
-    DeleteJobs,
     Dispatch,
     Heartbeat,
     Input,
-    RetryJob,
-    SubmitJobs,
     Tick,
     WorkerLeft,
 )
@@ -55,11 +52,6 @@ from engine.scheduler.rebuild import CHECKPOINT_KEY, RebuildStats, checkpoint_re
 from engine.topics import Topics
 
 log = logging.getLogger("joblog.scheduler")
-
-
-def now_ms() -> int:
-    """The scheduler's clock: wall time in integer milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -260,7 +252,7 @@ class Scheduler:
         offsets: dict[tuple[str, int], int] = {}
         touched: dict[int, set[str]] = {}
         self._delivered = []
-        snapshots: list[tuple[int, SubmissionState, bytes | None]] = []
+        snapshots: list[tuple[int, SubmissionState]] = []
         try:
             producer.begin_transaction()
             for message in messages:
@@ -306,7 +298,7 @@ class Scheduler:
         self.metrics.counts["transactions"] += 1
         for partition, submission_id, offset, seq in self._delivered:
             self.book.delivered(partition, submission_id, offset, seq)
-        for partition, state, _ in snapshots:
+        for partition, state in snapshots:
             self.book.snapshotted(partition, state)
 
     def _inputs(self, producer: Producer, message: Message) -> list[tuple[str, Input]]:
@@ -411,7 +403,7 @@ class Scheduler:
 
     def _snapshots(
         self, producer: Producer, partition: int, now: int, touched: set[str] | None
-    ) -> list[tuple[int, SubmissionState, bytes | None]]:
+    ) -> list[tuple[int, SubmissionState]]:
         book = self.book.partitions.get(partition)
         if book is None:
             return []
@@ -422,7 +414,7 @@ class Scheduler:
             self.config.snapshot_every_events,
             touched or set(),
         )
-        out: list[tuple[int, SubmissionState, bytes | None]] = []
+        out: list[tuple[int, SubmissionState]] = []
         for state in states:
             value = None if state.deleted else codec.encode_snapshot(state)
             producer.produce(
@@ -432,7 +424,7 @@ class Scheduler:
                 partition=partition,
             )
             self.metrics.counts["snapshots"] += 1
-            out.append((partition, state.copy(), value))
+            out.append((partition, state.copy()))
         producer.produce(
             self.topics.state,
             key=CHECKPOINT_KEY,
@@ -489,13 +481,9 @@ def default_instance_id() -> str:
 
 
 __all__ = [
-    "CancelJobs",
-    "DeleteJobs",
     "Metrics",
-    "RetryJob",
     "Scheduler",
     "SchedulerConfig",
-    "SubmitJobs",
     "default_instance_id",
     "now_ms",
 ]

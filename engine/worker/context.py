@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.clock import now_ms
 from engine.lifecycle.records import (
     AttemptRef,
     AttemptReport,
@@ -35,9 +36,8 @@ DEFAULT_PROGRESS_INTERVAL_MS = 200
 DEFAULT_KILL_GRACE_MS = 10_000
 
 
-def wall_ms() -> int:
-    """Milliseconds since the Unix epoch (the ``sent_at`` of reports)."""
-    return time.time_ns() // 1_000_000
+#: Milliseconds since the Unix epoch (the ``sent_at`` of reports).
+wall_ms = now_ms
 
 
 @dataclass(frozen=True)
