@@ -21,6 +21,10 @@ deadletter          1                            ``retention.ms`` 30 days: long 
                                                  flood of bad records cannot fill the disk
 ==================  ===========================  ==============================================
 
+Every topic also gets ``max.message.bytes`` = ``JOBLOG_MAX_RECORD_BYTES`` (16 MiB by default,
+see :mod:`engine.limits`), above the broker's 1 MB default, so that every record joblog writes
+fits by construction; an existing topic with a smaller value is raised to it.
+
 ``commands``, ``reports``, ``events`` and ``state`` are co-partitioned. When some of them
 already exist, the missing ones are created with the existing count, whatever
 ``settings.partitions`` says, since partition counts cannot shrink and the scheduler relies on
@@ -41,7 +45,9 @@ from typing import cast
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ in the stubs
     AdminClient,
+    AlterConfigOpType,
     ClusterMetadata,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
     OffsetSpec,
@@ -67,6 +73,7 @@ DEADLETTER_CONFIG: Mapping[str, str] = MappingProxyType(
 CONTROL_PARTITIONS = 1
 DEADLETTER_PARTITIONS = 1
 
+_MAX_MESSAGE_BYTES = "max.message.bytes"
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 _MAX_TOPIC_LENGTH = 249
@@ -112,6 +119,8 @@ def topic_specs(settings: Settings, queues: Iterable[str] = ("default",)) -> lis
     ]
     for queue in dict.fromkeys(queues):
         specs.append(TopicSpec(topics.dispatch(queue), count))
+    record_limit = {_MAX_MESSAGE_BYTES: str(settings.limits.max_record_bytes)}
+    specs = [replace(spec, config={**spec.config, **record_limit}) for spec in specs]
     for spec in specs:
         _check_name(spec.name)
     return specs
@@ -152,6 +161,7 @@ def ensure_topics(
     # Checked after creation too: another process may have created the topics in between.
     _copartitioned_count(existing, topics, settings)
     _check_compacted(admin, topics.state, deadline)
+    _raise_record_limit(admin, [spec.name for spec in specs], settings, deadline)
 
 
 def wait_for_cluster(settings: Settings, timeout: float = 30.0) -> None:
@@ -293,6 +303,54 @@ def _check_compacted(admin: AdminClient, name: str, deadline: float) -> None:
             "there and needs it compacted: kafka-configs.sh --alter --entity-type topics "
             f"--entity-name {name} --add-config cleanup.policy=compact"
         )
+
+
+def _raise_record_limit(
+    admin: AdminClient, names: list[str], settings: Settings, deadline: float
+) -> None:
+    """Raises ``max.message.bytes`` of topics created before the limit, or by someone else."""
+    wanted = settings.limits.max_record_bytes
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    futures = admin.describe_configs(resources, request_timeout=_remaining(deadline))
+    low: list[ConfigResource] = []
+    for resource, future in futures.items():
+        try:
+            entries = future.result()
+        except KafkaException as exc:
+            raise BrokerError(
+                f"could not read the configuration of {resource.name}: {exc.args[0]}"
+            ) from exc
+        entry = entries.get(_MAX_MESSAGE_BYTES)
+        if entry is not None and entry.value is not None and int(entry.value) < wanted:
+            low.append(resource)
+    if not low:
+        return
+    updates = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            resource.name,
+            incremental_configs=[
+                ConfigEntry(
+                    _MAX_MESSAGE_BYTES,
+                    str(wanted),
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for resource in low
+    ]
+    altered = admin.incremental_alter_configs(updates, request_timeout=_remaining(deadline))
+    for resource, future in altered.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise ConfigurationError(
+                f"topic {resource.name} accepts smaller records than JOBLOG_MAX_RECORD_BYTES="
+                f"{wanted} and could not be changed ({exc.args[0].str()}): kafka-configs.sh "
+                f"--alter --entity-type topics --entity-name {resource.name} --add-config "
+                f"max.message.bytes={wanted}, or lower JOBLOG_MAX_RECORD_BYTES"
+            ) from exc
+        log.info("Raised max.message.bytes of %s to %d", resource.name, wanted)
 
 
 def _await_topics(

@@ -8,6 +8,7 @@ Environment variables:
     JOBLOG_KAFKA_<SETTING>: any librdkafka setting passed through to every client, with
         ``_`` standing for ``.``; e.g. ``JOBLOG_KAFKA_SECURITY_PROTOCOL=SASL_SSL``,
         ``JOBLOG_KAFKA_SASL_MECHANISMS=PLAIN``.
+    JOBLOG_MAX_*: the designed size limits (:mod:`engine.limits`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from engine.errors import ConfigurationError
+from engine.limits import Limits
 
 DEFAULT_PREFIX = "joblog."
 _PASSTHROUGH = "JOBLOG_KAFKA_"
@@ -32,6 +34,7 @@ class Settings:
         partitions: partition count of commands, reports, events and state.
         replication_factor: replication factor of the topics joblog creates.
         kafka: extra librdkafka settings given to every producer, consumer and admin client.
+        limits: the designed size limits (records, submissions, arguments, results, ...).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -39,6 +42,7 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     kafka: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -65,6 +69,7 @@ class Settings:
                 env, "JOBLOG_REPLICATION_FACTOR", cls.replication_factor
             ),
             kafka=passthrough,
+            limits=Limits.from_env(env),
         )
         given = {key: value for key, value in overrides.items() if value is not None}
         return replace(settings, **given)  # type: ignore[arg-type]
@@ -76,7 +81,13 @@ class Settings:
         produced by any Kafka client and the reports of its jobs land in the same partition
         of the co-partitioned topics as the scheduler expects.
         """
-        return self.client_config(**{"partitioner": "murmur2_random", **extra})
+        return self.client_config(
+            **{
+                "partitioner": "murmur2_random",
+                "message.max.bytes": self.limits.producer_message_max_bytes(),
+                **extra,
+            }
+        )
 
     def client_config(self, **extra: object) -> dict[str, object]:
         """The librdkafka configuration for a client: bootstrap, passthrough, then ``extra``."""
