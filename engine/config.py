@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from engine.errors import ConfigurationError
 from engine.limits import Limits
+from engine.logs import kafka_log_settings
 
 DEFAULT_PREFIX = "joblog."
 _PASSTHROUGH = "JOBLOG_KAFKA_"
@@ -90,8 +91,13 @@ class Settings:
         )
 
     def client_config(self, **extra: object) -> dict[str, object]:
-        """The librdkafka configuration for a client: bootstrap, passthrough, then ``extra``."""
+        """The librdkafka configuration for a client: bootstrap, passthrough, then ``extra``.
+
+        librdkafka's log lines and client errors go to Python logging (``joblog.kafka``),
+        similar ones held back with backoff, instead of to stderr.
+        """
         config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers}
+        config.update(kafka_log_settings())
         config.update(self.kafka)
         config.update(extra)
         return config

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
+import time
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -43,3 +46,74 @@ def configure_logging(level: str, style: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class RepeatLimiter(logging.Filter):
+    """Lets the first of a run of similar records through, then fewer and fewer.
+
+    Records are similar when their logger and their message without digits agree (a broker's
+    address, a count or a millisecond figure do not make a new message). After the first, a
+    similar record passes again only once the current interval has gone by, the interval
+    doubling up to ``max_interval_s``; the passing record says how many were held back.
+    A message that has been quiet for ``max_interval_s`` starts over.
+    """
+
+    def __init__(self, first_interval_s: float = 5.0, max_interval_s: float = 60.0) -> None:
+        super().__init__()
+        self.first_interval_s = first_interval_s
+        self.max_interval_s = max_interval_s
+        self._seen: dict[tuple[str, str], list[float]] = {}  # key -> [next_at, interval, held]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, _DIGITS.sub("#", record.getMessage())[:300])
+        now = time.monotonic()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is None or now - entry[0] > self.max_interval_s:
+                self._seen[key] = [now + self.first_interval_s, self.first_interval_s, 0]
+                if len(self._seen) > 1000:
+                    self._seen.clear()
+                return True
+            if now < entry[0]:
+                entry[2] += 1
+                return False
+            held = int(entry[2])
+            entry[1] = min(entry[1] * 2, self.max_interval_s)
+            entry[0] = now + entry[1]
+            entry[2] = 0
+        if held:
+            record.msg = f"{record.getMessage()} ({held} similar held back)"
+            record.args = None
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
+
+class _DemoteFailures(logging.Filter):
+    """librdkafka's FAIL lines repeat what its error callback says: keep them for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and isinstance(record.args, tuple) and record.args[0] == "FAIL":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return KAFKA_CLIENT_LOG.isEnabledFor(logging.DEBUG)
+        return True
+
+
+#: Client errors of librdkafka (error_cb), routed to Python logging (see
+#: :func:`kafka_log_settings`): a broker outage is logged once, then with backoff.
+KAFKA_LOG = logging.getLogger("joblog.kafka")
+KAFKA_LOG.addFilter(RepeatLimiter())
+#: librdkafka's own log lines.
+KAFKA_CLIENT_LOG = logging.getLogger("joblog.kafka.librdkafka")
+KAFKA_CLIENT_LOG.addFilter(_DemoteFailures())
+KAFKA_CLIENT_LOG.addFilter(RepeatLimiter())
+
+
+def _on_kafka_error(error: object) -> None:
+    KAFKA_LOG.warning("kafka: %s", getattr(error, "str", lambda: str(error))())
+
+
+def kafka_log_settings() -> dict[str, object]:
+    """The librdkafka settings that send its log lines and errors to :data:`KAFKA_LOG`."""
+    return {"logger": KAFKA_CLIENT_LOG, "error_cb": _on_kafka_error}
