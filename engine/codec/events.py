@@ -30,6 +30,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -140,6 +141,7 @@ _BODIES = (
     _body(JobDeleted),
     _body(CommandRejected),
     _body(SubmissionCompleted, _completed_to_avro, _completed),
+    _body(JobDuplicateClaim),
 )
 _TO_AVRO: dict[type, tuple[str, _ToAvro]] = {cls: (name, to) for cls, name, to, _ in _BODIES}
 _FROM_AVRO: dict[str, _FromAvro] = {name: from_ for _, name, _, from_ in _BODIES}

@@ -46,6 +46,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -572,18 +573,11 @@ def _fail_attempt(
     *,
     traceback: str = "",
     exit_code: int | None = None,
+    ended_at: int = 0,
 ) -> None:
     job = draft.job(job_id)
     if job.cancel is not None and job.cancel.mode is CancelMode.KILL:
-        draft.emit(
-            job_id,
-            JobCanceled(
-                reason=job.cancel.reason or "canceled",
-                requested_by=job.cancel.requested_by,
-                attempt=job.attempt,
-            ),
-        )
-        _after_terminal(draft, job_id)
+        _cancel_killed(draft, job_id, "", ended_at)
         return
     spec = job.spec
     if job.attempt < spec.retry.max_attempts and _retryable(spec, reason, error_type):
@@ -616,6 +610,31 @@ def _fail_attempt(
             error_note=note,
             traceback=traceback,
             exit_code=exit_code,
+            ended_at=ended_at,
+        ),
+    )
+    _after_terminal(draft, job_id)
+
+
+def _cancel_killed(draft: _Draft, job_id: str, late_outcome: str, ended_at: int) -> None:
+    """Ends a job whose attempt was sent a kill: CANCELED, whatever the attempt reported.
+
+    A finish report that arrives after an accepted kill-cancel is recorded in the reason
+    (``late_outcome``) but does not change the outcome, so a canceled job's dependents are
+    abandoned even when its task ignored the kill and completed.
+    """
+    job = draft.job(job_id)
+    assert job.cancel is not None
+    reason = job.cancel.reason or "canceled"
+    if late_outcome:
+        reason = f"{reason} (the attempt reported {late_outcome} after the kill; ignored)"
+    draft.emit(
+        job_id,
+        JobCanceled(
+            reason=reason,
+            requested_by=job.cancel.requested_by,
+            attempt=job.attempt,
+            ended_at=ended_at,
         ),
     )
     _after_terminal(draft, job_id)
@@ -912,9 +931,24 @@ def _report(draft: _Draft, report: Input) -> None:
         if job.status is JobStatus.PENDING:
             _assign(draft, ref, host=report.host)
         elif job.worker_id != ref.worker_id:
-            # The dispatch record was redelivered to another worker: the first one lost its
-            # partition (crash or rebalance). The newcomer takes over; the old one is fenced.
-            _assign(draft, ref, host=report.host, previous_worker_id=job.worker_id)
+            if holder_alive(job, draft.now):
+                # The dispatch record was redelivered to another worker (a rebalance gave
+                # its partition away) while its holder still heartbeats: the holder keeps
+                # the attempt, the claimer is told to stop and fenced.
+                draft.emit(
+                    job_id,
+                    JobDuplicateClaim(
+                        attempt=ref.attempt,
+                        dispatch_id=ref.dispatch_id,
+                        worker_id=ref.worker_id,
+                        holder_worker_id=job.worker_id,
+                        host=report.host,
+                    ),
+                )
+            else:
+                # The holder went silent (crashed, or lost its partition): the newcomer
+                # takes over at once instead of waiting out the lease; the old one is fenced.
+                _assign(draft, ref, host=report.host, previous_worker_id=job.worker_id)
         return
     if job.status is JobStatus.PENDING:
         # The claim was not seen (e.g. the report order was broken by a producer retry):
@@ -924,7 +958,13 @@ def _report(draft: _Draft, report: Input) -> None:
     if isinstance(report, Started):
         if job.status is JobStatus.ASSIGNED:
             draft.emit(
-                job_id, JobStarted(attempt=ref.attempt, worker_id=ref.worker_id, pid=report.pid)
+                job_id,
+                JobStarted(
+                    attempt=ref.attempt,
+                    worker_id=ref.worker_id,
+                    pid=report.pid,
+                    started_at=report.sent_at,
+                ),
             )
     elif isinstance(report, ProgressReported):
         last = job.last_progress_at
@@ -953,6 +993,7 @@ def _report(draft: _Draft, report: Input) -> None:
                 report.type,
                 report.note,
                 traceback=report.traceback,
+                ended_at=report.sent_at,
             )
     else:
         _finish(draft, job_id, report)
@@ -1006,20 +1047,29 @@ def _finish(draft: _Draft, job_id: str, report: Finished) -> None:
     final = _latest(report.progress, report.total, report.status_line, job.held_progress)
     if _is_news(job, final):
         draft.emit(job_id, JobProgressed(job.attempt, final.value, final.total, final.status_line))
-    if report.outcome is Outcome.COMPLETED:
+    cancel = job.cancel
+    if cancel is not None and cancel.mode is CancelMode.KILL:
+        late = "" if report.outcome is Outcome.CANCELED else str(report.outcome)
+        _cancel_killed(draft, job_id, late, report.sent_at)
+    elif report.outcome is Outcome.COMPLETED:
         draft.emit(
             job_id,
-            JobCompleted(attempt=job.attempt, result=report.result, exit_code=report.exit_code),
+            JobCompleted(
+                attempt=job.attempt,
+                result=report.result,
+                exit_code=report.exit_code,
+                ended_at=report.sent_at,
+            ),
         )
         _after_terminal(draft, job_id)
     elif report.outcome is Outcome.CANCELED:
-        cancel = draft.job(job_id).cancel
         draft.emit(
             job_id,
             JobCanceled(
                 reason=cancel.reason if cancel else "canceled by the worker",
                 requested_by=cancel.requested_by if cancel else "",
                 attempt=job.attempt,
+                ended_at=report.sent_at,
             ),
         )
         _after_terminal(draft, job_id)
@@ -1038,7 +1088,19 @@ def _finish(draft: _Draft, job_id: str, report: Finished) -> None:
             report.error_note,
             traceback=report.traceback,
             exit_code=report.exit_code,
+            ended_at=report.sent_at,
         )
+
+
+def holder_alive(job: JobState, now: int) -> bool:
+    """Whether the worker holding a job's attempt still heartbeats.
+
+    Workers heartbeat three times per lease; a holder that missed two heartbeats in a row
+    (less than a third of its lease left) counts as gone and may be taken over from.
+    """
+    if job.lease_ms <= 0 or job.lease_until is None:
+        return False
+    return job.lease_until >= now + job.lease_ms // 3
 
 
 # --------------------------------------------------------------------------- timers

@@ -15,6 +15,7 @@ from engine.lifecycle.records import (
     JobCanceled,
     JobCancelRequested,
     JobDispatched,
+    JobDuplicateClaim,
     JobFailed,
     JobPending,
     JobRetryScheduled,
@@ -60,6 +61,16 @@ def effects(
         return [_kill(event, job, str(body.reason), kill_grace_ms)]
     if isinstance(body, JobCanceled) and job.status in _HAS_WORKER and job.worker_id:
         return [_kill(event, job, body.reason, kill_grace_ms)]
+    if isinstance(body, JobDuplicateClaim):
+        return [
+            _kill(
+                event,
+                job,
+                f"{body.holder_worker_id} holds this attempt and is alive",
+                kill_grace_ms,
+                worker_id=body.worker_id,
+            )
+        ]
     if isinstance(body, JobAssigned) and body.previous_worker_id:
         return [
             _kill(

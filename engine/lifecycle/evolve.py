@@ -18,6 +18,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -209,6 +210,8 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
         return _terminal(job, JobStatus.ABANDONED, timestamp)
     if isinstance(body, JobSkipped):
         return _terminal(job, JobStatus.SKIPPED, timestamp)
+    if isinstance(body, JobDuplicateClaim):
+        return replace_job(job, fenced_workers=job.fenced_workers | {body.worker_id})
     raise TypeError(f"not a job event: {type(body).__name__}")
 
 

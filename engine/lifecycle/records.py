@@ -430,11 +430,17 @@ class JobAssigned:
 
 @dataclass(frozen=True)
 class JobStarted:
-    """The attempt runs: status RUNNING."""
+    """The attempt runs: status RUNNING.
+
+    ``started_at`` is the worker's clock when the attempt's code started (0 if no worker
+    said): the run time of a job is measured between the worker's times, not the
+    scheduler's decisions.
+    """
 
     attempt: int
     worker_id: str
     pid: int = 0
+    started_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -497,9 +503,12 @@ class JobCancelRequested:
 
 @dataclass(frozen=True)
 class JobCompleted:
+    """``ended_at``: the worker's clock when the attempt ended (0 if no worker said)."""
+
     attempt: int
     result: str | None = None
     exit_code: int | None = None
+    ended_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -510,6 +519,7 @@ class JobFailed:
     error_note: str = ""
     traceback: str = ""
     exit_code: int | None = None
+    ended_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -517,6 +527,7 @@ class JobCanceled:
     reason: str = ""
     requested_by: str = ""
     attempt: int = 0
+    ended_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -560,6 +571,18 @@ class SubmissionCompleted:
     counts: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True)
+class JobDuplicateClaim:
+    """A worker claimed the current attempt while its holder is alive: refused (a duplicate
+    execution is recorded; the claimer is told to stop and fenced; status unchanged)."""
+
+    attempt: int
+    dispatch_id: str
+    worker_id: str
+    holder_worker_id: str
+    host: str = ""
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -581,6 +604,7 @@ EventBody = (
     | JobDeleted
     | CommandRejected
     | SubmissionCompleted
+    | JobDuplicateClaim
 )
 
 

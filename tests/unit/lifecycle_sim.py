@@ -71,9 +71,23 @@ MAX_STEPS = 20_000
 #: What the worker running an attempt does:
 #: complete / fail (Finished), fatal (a severity-0 exception), warn (a severity-3 exception,
 #: then complete), crash (goes silent: no report, no heartbeat), leave (WorkerLeft), hang
-#: (runs until killed), unclaimed (the dispatch is never claimed), takeover (another worker
-#: claims the same dispatch midway and completes it; the first runs on if stubborn).
-FATES = ("complete", "fail", "fatal", "warn", "crash", "leave", "hang", "unclaimed", "takeover")
+#: (runs until killed), unclaimed (the dispatch is never claimed), takeover (the worker
+#: freezes midway, another worker claims the same dispatch once the first missed two
+#: heartbeats and completes it; the first revives and reports completion if stubborn),
+#: duplicate (another worker claims the same dispatch midway while the first heartbeats:
+#: the claim is refused and the first completes).
+FATES = (
+    "complete",
+    "fail",
+    "fatal",
+    "warn",
+    "crash",
+    "leave",
+    "hang",
+    "unclaimed",
+    "takeover",
+    "duplicate",
+)
 
 
 @dataclass(frozen=True)
@@ -306,7 +320,7 @@ class Simulation:
             self.report(run, t + 1, OutputReported(ref, "stdout", "hello\n"))
         end = t + fate.duration
         kind = fate.kind
-        if kind in ("complete", "takeover"):
+        if kind in ("complete", "duplicate"):
             self.report(run, end, Finished(ref, Outcome.COMPLETED, result="1", progress=1.0))
         elif kind == "fail":
             self.report(run, end, Finished(ref, Outcome.FAILED, error_type=fate.error_type))
@@ -319,11 +333,20 @@ class Simulation:
             self.at(end, lambda _t: self.stop(run, heartbeats=False))
         elif kind == "leave":
             self.report(run, end, WorkerLeft(worker, (ref,)), last=True)
-        if kind == "takeover" and worker != GHOST:
-            other = WORKERS[(fate.worker + 1) % len(WORKERS)]
-            follow = replace(fate, kind="complete", stubborn=False)
-            when = t + fate.duration // 2
-            self.at(when, lambda now: self.start_run(dispatch, other, follow, now))
+        other = WORKERS[(fate.worker + 1) % len(WORKERS)]
+        follow = replace(fate, kind="complete", stubborn=False)
+        middle = t + fate.duration // 2
+        if kind == "takeover":
+            # frozen midway; claimed again once the holder missed two heartbeats (before its
+            # lease runs out)
+            self.at(middle, lambda _t: self.stop(run, heartbeats=False))
+            again = middle + POLICY.lease_ms * 7 // 10
+            self.at(again, lambda now: self.start_run(dispatch, other, follow, now))
+            if fate.stubborn:
+                late = Finished(ref, Outcome.COMPLETED, result="1")
+                self.at(again + 50, lambda now: self.send(now, late))
+        elif kind == "duplicate":
+            self.at(middle, lambda now: self.start_run(dispatch, other, follow, now))
 
     def report(self, run: Run, t: int, report: Input, *, last: bool = False) -> None:
         def act(now: int) -> None:

@@ -158,9 +158,10 @@ def test_trailing_bytes_are_corrupt() -> None:
 
 def test_an_out_of_range_union_branch_is_corrupt() -> None:
     raw = bytearray(codec.encode_event(EVENT))
-    # JobCompleted(1, "42") is the last 6 bytes; before them, its branch index 12 (zig-zag 24)
-    assert raw[-7] == 24
-    raw[-7] = 126  # branch 63 of a 20-branch union
+    # JobCompleted(1, "42") is the last 7 bytes (ended_at 0 last); before them, its branch
+    # index 12 (zig-zag 24)
+    assert raw[-8] == 24
+    raw[-8] = 126  # branch 63 of a 21-branch union
     with pytest.raises(CorruptRecordError):
         codec.decode_event(bytes(raw))
 

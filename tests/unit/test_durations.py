@@ -117,11 +117,11 @@ def test_a_takeover_restarts_the_run_and_the_lost_run_counts_as_waiting() -> Non
     scenario = given(
         at(0, submit(job("a"))),
         at(10, *running("a", worker="A")),
-        at(500, claimed("a", worker="B")),
-        at(520, started("a", worker="B")),
-        at(920, finished("a", worker="B")),
+        at(700, claimed("a", worker="B")),
+        at(720, started("a", worker="B")),
+        at(1120, finished("a", worker="B")),
     )
-    assert durations(scenario.events_of("a")) == Durations(400, 520, None)
+    assert durations(scenario.events_of("a")) == Durations(400, 720, None)
 
 
 def test_a_job_canceled_while_running_ran_until_its_cancel() -> None:

@@ -187,12 +187,23 @@ def test_an_unconfirmed_kill_cancels_the_job_at_its_deadline() -> None:
     )
 
 
-def test_a_completion_that_beats_the_kill_completes_the_job() -> None:
+def test_a_completion_after_the_kill_is_recorded_but_the_job_is_canceled() -> None:
+    # A task that ignored the kill and completed: the user's cancel stands, and what
+    # depends on the job never runs.
     (
-        given(submit(job("a")), *running("a"), cancel("a"))
+        given(submit(job("a"), job("b", after=["a"])), *running("a"), cancel("a"))
         .when(finished("a"))
-        .then(on("a", JobCompleted), SubmissionCompleted)
-        .status(a=JobStatus.COMPLETED)
+        .then(
+            on(
+                "a",
+                JobCanceled(
+                    f"{BY_USER} (the attempt reported COMPLETED after the kill; ignored)", "", 1
+                ),
+            ),
+            on("b", abandoned("a", JobStatus.CANCELED)),
+            outcome(SubmissionStatus.CANCELED, abandoned=1, canceled=1),
+        )
+        .status(a=JobStatus.CANCELED, b=JobStatus.ABANDONED)
     )
 
 
@@ -200,7 +211,15 @@ def test_a_failure_after_the_kill_is_a_cancel_and_is_not_retried() -> None:
     (
         given(submit(job("a", retries=3)), *running("a"), cancel("a"))
         .when(failed("a", "KeyboardInterrupt"))
-        .then(on("a", JobCanceled(BY_USER, "", 1)), SubmissionCompleted)
+        .then(
+            on(
+                "a",
+                JobCanceled(
+                    f"{BY_USER} (the attempt reported FAILED after the kill; ignored)", "", 1
+                ),
+            ),
+            SubmissionCompleted,
+        )
     )
     (
         given(submit(job("a", retries=3)), *running("a"), cancel("a"))

@@ -227,6 +227,9 @@ def test_the_simulation_reaches_every_kind_of_ending() -> None:
         isinstance(e.body, JobAssigned) and e.body.previous_worker_id
         for e in simulate(_takeover_plan()).history
     )
+    duplicate = simulate(_takeover_plan("duplicate")).history
+    assert [e.name for e in duplicate].count("JobDuplicateClaim") == 1
+    assert not any(isinstance(e.body, JobAssigned) and e.body.previous_worker_id for e in duplicate)
 
 
 def _random_plan(rng: random.Random) -> Plan:
@@ -267,6 +270,6 @@ def _random_plan(rng: random.Random) -> Plan:
     )
 
 
-def _takeover_plan() -> Plan:
+def _takeover_plan(kind: str = "takeover") -> Plan:
     spec = JobSpec(job_id="a", task="t")
-    return Plan(jobs=(spec,), fates={("a", 1): Fate(kind="takeover", duration=400, stubborn=True)})
+    return Plan(jobs=(spec,), fates={("a", 1): Fate(kind=kind, duration=400, stubborn=True)})

@@ -17,6 +17,7 @@ from engine.lifecycle.records import (
     JobAssigned,
     JobCompleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -51,6 +52,7 @@ from tests.unit.lifecycle_dsl import (
     started,
     submit,
     tick,
+    with_policy,
     worker_left,
 )
 
@@ -579,10 +581,29 @@ def test_a_worker_leaving_is_retried_and_ignores_other_submissions_and_attempts(
 # --------------------------------------------------------------------------- takeover, fencing
 
 
+# A holder that missed two heartbeats (a third of its lease left) counts as gone.
+SILENT = POLICY.lease_ms - POLICY.lease_ms // 3 + 1
+
+
+def test_a_claim_of_an_attempt_whose_holder_heartbeats_is_refused_and_recorded() -> None:
+    scenario = given(submit(job("a")), at(0, *running("a", worker="A")))
+    scenario.step(at(300, heartbeat("A", ref("a", worker="A"))))
+    (
+        scenario.when(claimed("a", worker="B"), at=500)
+        .then(on("a", JobDuplicateClaim(1, f"{SUB}/a/1", "B", "A", host="B.local")))
+        .status(a=JobStatus.RUNNING)
+        .effects_are(kill("a", "A holds this attempt and is alive", worker="B", sent_at=500))
+    )
+    assert scenario.job("a").worker_id == "A"
+    for report in (started("a", worker="B"), finished("a", worker="B")):
+        scenario.when(report).then_nothing().status(a=JobStatus.RUNNING)
+    scenario.when(finished("a", worker="A")).then(on("a", JobCompleted), SubmissionCompleted)
+
+
 def test_another_worker_claiming_the_same_dispatch_takes_over_and_the_old_one_is_killed() -> None:
     (
-        given(submit(job("a")), *running("a", worker="A"))
-        .when(claimed("a", worker="B"), at=50)
+        given(submit(job("a")), at(0, *running("a", worker="A")))
+        .when(claimed("a", worker="B"), at=SILENT)
         .then(
             on(
                 "a",
@@ -592,12 +613,14 @@ def test_another_worker_claiming_the_same_dispatch_takes_over_and_the_old_one_is
             )
         )
         .status(a=JobStatus.ASSIGNED)
-        .effects_are(kill("a", "another worker took over", worker="A", sent_at=50))
+        .effects_are(kill("a", "another worker took over", worker="A", sent_at=SILENT))
     )
 
 
 def test_after_a_takeover_the_old_worker_is_fenced() -> None:
-    scenario = given(submit(job("a")), *running("a", worker="A"), claimed("a", worker="B"))
+    scenario = given(
+        submit(job("a")), at(0, *running("a", worker="A")), at(SILENT, claimed("a", worker="B"))
+    )
     for report in (
         started("a", worker="A"),
         progress("a", 0.5, worker="A"),
@@ -613,31 +636,34 @@ def test_after_a_takeover_the_old_worker_is_fenced() -> None:
 
 
 def test_a_heartbeat_of_the_old_worker_does_not_renew_the_new_lease() -> None:
-    scenario = given(submit(job("a")), at(0, *running("a", worker="A"), claimed("a", worker="B")))
-    scenario.when(heartbeat("A", ref("a", worker="A")), at=900)
-    assert scenario.job("a").lease_until == T0 + POLICY.lease_ms
+    scenario = given(
+        submit(job("a")), at(0, *running("a", worker="A")), at(SILENT, claimed("a", worker="B"))
+    )
+    scenario.when(heartbeat("A", ref("a", worker="A")), at=SILENT + 900)
+    assert scenario.job("a").lease_until == T0 + SILENT + POLICY.lease_ms
 
 
 def test_a_new_attempt_is_open_to_a_fenced_worker() -> None:
     scenario = given(
         submit(job("a", retries=1)),
-        *running("a", worker="A"),
-        claimed("a", worker="B"),
-        failed("a", worker="B"),
+        at(0, *running("a", worker="A")),
+        at(SILENT, claimed("a", worker="B"), failed("a", worker="B")),
     )
     scenario.when(claimed("a", 2, worker="A")).then(on("a", JobAssigned))
 
 
 def test_a_takeover_of_a_started_attempt_stays_bounded_by_its_run_timeout() -> None:
     spec = job("a", timeout_ms=2_000, queue_timeout_ms=300)
+    policy = with_policy(lease_ms=1_200)  # A, silent since 0, is gone by 1,000
     scenario = given(
         submit(spec),
         at(0, *running("a", worker="A")),
-        at(900, heartbeat("A", ref("a", worker="A"))),
         at(1_000, claimed("a", worker="B")),
+        policy=policy,
     )
+    assert scenario.job("a").worker_id == "B"
     scenario.when(tick(), at=1_000).then_nothing()
-    assert scenario.deadline() == T0 + 1_000 + POLICY.lease_ms
+    assert scenario.deadline() == T0 + 2_000  # the run timeout, before B's lease ends
     scenario.step(at(1_900, heartbeat("B", ref("a", worker="B"))))
     scenario.when(tick(), at=2_000).then(
         on("a", JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran longer than 2000 ms")),

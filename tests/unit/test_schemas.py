@@ -182,7 +182,9 @@ def test_each_record_has_exactly_the_fields_of_its_dataclass(name: str) -> None:
     # the codec relies on it: vars(record) is the Avro record and back
     cls = dataclass_of(name)
     avro_fields = [field["name"] for field in RECORDS[name]["fields"]]
-    assert avro_fields == [field.name for field in dataclasses.fields(cls)]
+    # a snapshot's layout fields (per-job records of a large submission) are the codec's own
+    layout = ["job_ids", "per_job"] if name == "Snapshot" else []
+    assert avro_fields == [field.name for field in dataclasses.fields(cls)] + layout
 
 
 @pytest.mark.parametrize("name", sorted(set(RECORDS) - _NO_DATACLASS))
