@@ -20,7 +20,7 @@ import json
 import shlex
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from engine.lifecycle.durations import JobTimes, durations_of
 from engine.lifecycle.records import (
@@ -36,6 +36,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -63,7 +64,29 @@ _TIMELESS = (
     JobExceptionRaised,
     JobCancelRequested,
     JobDeleted,
+    JobDuplicateClaim,
 )
+#: The bodies of events about one job that change its row (all but its submission).
+_JobChange = (
+    JobBlocked
+    | JobPending
+    | JobDispatched
+    | JobAssigned
+    | JobStarted
+    | JobProgressed
+    | JobOutput
+    | JobExceptionRaised
+    | JobRetryScheduled
+    | JobCancelRequested
+    | JobCompleted
+    | JobFailed
+    | JobCanceled
+    | JobAbandoned
+    | JobSkipped
+    | JobDeleted
+    | JobDuplicateClaim
+)
+_JobBody = JobSubmitted | _JobChange
 JobKey = tuple[str, str]
 AttemptKey = tuple[str, str, int]
 PartitionKey = tuple[str, int]
@@ -310,34 +333,33 @@ class Fold:
         self.stats.events += 1
 
         body = event.body
-        job: Row | None = None
-        if isinstance(body, SubmissionAccepted):
-            assert submission is not None
-            submission.update(
-                submitted_by=body.submitted_by,
-                command_id=body.command_id,
-                labels=list(body.labels),
-                submitted_at=event.timestamp,
-            )
-            status: str | None = "ACCEPTED"
-        elif isinstance(body, SubmissionCompleted):
-            assert submission is not None
-            submission.update(
-                done=True,
-                outcome=str(body.status),
-                finished_at=event.timestamp,
-                wall_time=_seconds(submission["submitted_at"], event.timestamp),
-            )
-            status = str(body.status)
-        elif isinstance(body, CommandRejected):
-            if submission is not None:
-                submission["rejections"] += 1
-            job = self.jobs.get((sid, event.job_id)) if event.job_id else None
-            status = job["status"] if job is not None else None
-            job = None
-        else:
-            job = self._job_event(event, body, submission)
-            status = job["status"]
+        status: str | None
+        match body:
+            case SubmissionAccepted():
+                assert submission is not None
+                submission.update(
+                    submitted_by=body.submitted_by,
+                    command_id=body.command_id,
+                    labels=list(body.labels),
+                    submitted_at=event.timestamp,
+                )
+                status = "ACCEPTED"
+            case SubmissionCompleted():
+                assert submission is not None
+                submission.update(
+                    done=True,
+                    outcome=str(body.status),
+                    finished_at=event.timestamp,
+                    wall_time=_seconds(submission["submitted_at"], event.timestamp),
+                )
+                status = str(body.status)
+            case CommandRejected():
+                if submission is not None:
+                    submission["rejections"] += 1
+                rejected = self.jobs.get((sid, event.job_id)) if event.job_id else None
+                status = rejected["status"] if rejected is not None else None
+            case _:
+                status = self._job_event(event, body, submission)["status"]
 
         self._changes.job_events.append(
             {
@@ -357,7 +379,7 @@ class Fold:
         )
         return True
 
-    def _job_event(self, event: Event, body: EventBody, submission: Row | None) -> Row:
+    def _job_event(self, event: Event, body: _JobBody, submission: Row | None) -> Row:
         sid, job_id, ts = event.submission_id, event.job_id, event.timestamp
         key = (sid, job_id)
         if isinstance(body, JobSubmitted):
@@ -376,7 +398,7 @@ class Fold:
                     submission["jobs"] += 1
                     submission["submitted"] += 1
             job = found
-            self._apply(job, event, submission)
+            self._apply(job, event, body, submission)
         job["last_seq"] = event.seq
         job["updated_at"] = ts
         if not isinstance(event.body, _TIMELESS):
@@ -384,183 +406,186 @@ class Fold:
         self._dirty_jobs.add(key)
         return job
 
-    def _apply(self, job: Row, event: Event, submission: Row | None) -> None:
-        sid, job_id, ts, body = job["submission_id"], job["job_id"], event.timestamp, event.body
-        if isinstance(body, JobBlocked):
-            self._status(job, JobStatus.BLOCKED, submission)
-            job["blocked_at"] = ts
-        elif isinstance(body, JobPending):
-            self._status(job, JobStatus.PENDING, submission)
-            if job["first_pending_at"] is None:
-                job["first_pending_at"] = ts
-            job.update(
-                attempts=body.attempt,
-                not_before=body.not_before,
-                queue=body.queue,
-                pending_at=ts,
-                run_at=None,
-            )
-            self._open_attempt(
-                sid,
-                job_id,
-                body.attempt,
-                body.queue,
-                ts,
-                body.not_before,
-                body.dispatch_id is not None,
-            )
-        elif isinstance(body, JobDispatched):
-            attempt = self._attempt(sid, job_id, body.attempt, body.queue, ts)
-            attempt["dispatched_at"] = ts
-        elif isinstance(body, JobAssigned):
-            self._status(job, JobStatus.ASSIGNED, submission)
-            job.update(worker_id=body.worker_id, host=body.host or None, assigned_at=ts)
-            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
-            if attempt["assigned_at"] is None:
-                attempt["assigned_at"] = ts
-                waited_from = attempt["dispatched_at"] or attempt["pending_at"]
-                attempt["queue_wait"] = _seconds(waited_from, ts)
-            else:
-                attempt["takeovers"] += 1
-            attempt.update(worker_id=body.worker_id, host=body.host or None)
-        elif isinstance(body, JobStarted):
-            self._status(job, JobStatus.RUNNING, submission)
-            job.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or job["pid"])
-            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
-            attempt.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or attempt["pid"])
-        elif isinstance(body, JobProgressed):
-            if body.value is not None:
-                job["progress"] = body.value
-            if body.total is not None:
-                job["total"] = body.total
-            if body.status_line is not None:
-                job["status_line"] = body.status_line
-            self._changes.progress.append(
-                {
-                    "event_id": event.event_id,
-                    "submission_id": sid,
-                    "job_id": job_id,
-                    "attempt": body.attempt,
-                    "timestamp": ts,
-                    "value": body.value,
-                    "total": body.total,
-                    "status_line": body.status_line,
-                }
-            )
-        elif isinstance(body, JobOutput):
-            self._changes.job_outputs.append(
-                {
-                    "event_id": event.event_id,
-                    "submission_id": sid,
-                    "job_id": job_id,
-                    "attempt": body.attempt,
-                    "timestamp": ts,
-                    "stream": body.stream,
-                    "offset": body.offset,
-                    "chunk": body.chunk,
-                    "truncated": body.truncated,
-                }
-            )
-        elif isinstance(body, JobExceptionRaised):
-            job["exceptions"] += 1
-            if body.severity == 0:
-                job.update(error_type=body.type, error_note=body.note)
+    def _apply(self, job: Row, event: Event, body: _JobChange, submission: Row | None) -> None:
+        sid, job_id, ts = job["submission_id"], job["job_id"], event.timestamp
+        match body:
+            case JobBlocked():
+                self._status(job, JobStatus.BLOCKED, submission)
+                job["blocked_at"] = ts
+            case JobPending():
+                self._status(job, JobStatus.PENDING, submission)
+                if job["first_pending_at"] is None:
+                    job["first_pending_at"] = ts
+                job.update(
+                    attempts=body.attempt,
+                    not_before=body.not_before,
+                    queue=body.queue,
+                    pending_at=ts,
+                    run_at=None,
+                )
+                self._open_attempt(
+                    sid,
+                    job_id,
+                    body.attempt,
+                    body.queue,
+                    ts,
+                    body.not_before,
+                    body.dispatch_id is not None,
+                )
+            case JobDispatched():
+                attempt = self._attempt(sid, job_id, body.attempt, body.queue, ts)
+                attempt["dispatched_at"] = ts
+            case JobAssigned():
+                self._status(job, JobStatus.ASSIGNED, submission)
+                job.update(worker_id=body.worker_id, host=body.host or None, assigned_at=ts)
+                attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+                if attempt["assigned_at"] is None:
+                    attempt["assigned_at"] = ts
+                    waited_from = attempt["dispatched_at"] or attempt["pending_at"]
+                    attempt["queue_wait"] = _seconds(waited_from, ts)
+                else:
+                    attempt["takeovers"] += 1
+                attempt.update(worker_id=body.worker_id, host=body.host or None)
+            case JobStarted():
+                self._status(job, JobStatus.RUNNING, submission)
+                job.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or job["pid"])
+                attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+                attempt.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or attempt["pid"])
+            case JobProgressed():
+                if body.value is not None:
+                    job["progress"] = body.value
+                if body.total is not None:
+                    job["total"] = body.total
+                if body.status_line is not None:
+                    job["status_line"] = body.status_line
+                self._changes.progress.append(
+                    {
+                        "event_id": event.event_id,
+                        "submission_id": sid,
+                        "job_id": job_id,
+                        "attempt": body.attempt,
+                        "timestamp": ts,
+                        "value": body.value,
+                        "total": body.total,
+                        "status_line": body.status_line,
+                    }
+                )
+            case JobOutput():
+                self._changes.job_outputs.append(
+                    {
+                        "event_id": event.event_id,
+                        "submission_id": sid,
+                        "job_id": job_id,
+                        "attempt": body.attempt,
+                        "timestamp": ts,
+                        "stream": body.stream,
+                        "offset": body.offset,
+                        "chunk": body.chunk,
+                        "truncated": body.truncated,
+                    }
+                )
+            case JobExceptionRaised():
+                job["exceptions"] += 1
+                if body.severity == 0:
+                    job.update(error_type=body.type, error_note=body.note)
+                    if body.traceback:
+                        job["traceback"] = body.traceback
+                attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+                attempt["exceptions"] += 1
+                self._changes.job_exceptions.append(
+                    {
+                        "event_id": event.event_id,
+                        "submission_id": sid,
+                        "job_id": job_id,
+                        "attempt": body.attempt,
+                        "timestamp": ts,
+                        "type": body.type,
+                        "note": body.note,
+                        "severity": body.severity,
+                        "fatal": body.severity == 0,
+                        "traceback": body.traceback or None,
+                    }
+                )
+            case JobRetryScheduled():
+                self._status(job, JobStatus.PENDING, submission)
+                self._close_attempt(
+                    sid,
+                    job_id,
+                    body.failed_attempt,
+                    ts,
+                    "FAILED",
+                    failure_reason=str(body.reason),
+                    error_type=body.error_type,
+                    error_note=body.error_note,
+                )
+                job.update(
+                    attempts=body.next_attempt,
+                    pending_at=ts,
+                    not_before=body.not_before,
+                    worker_id=None,
+                    host=None,
+                    pid=None,
+                    assigned_at=None,
+                    run_at=None,
+                    failure_reason=str(body.reason),
+                    error_type=body.error_type,
+                    error_note=body.error_note,
+                    queue=body.queue,
+                )
+                self._open_attempt(
+                    sid,
+                    job_id,
+                    body.next_attempt,
+                    body.queue,
+                    ts,
+                    body.not_before,
+                    body.dispatch_id is not None,
+                )
+            case JobCancelRequested():
+                job["end_reason"] = body.reason or None
+            case JobCompleted():
+                self._finish(job, JobStatus.COMPLETED, ts, submission)
+                job.update(result=body.result, exit_code=body.exit_code)
+                self._close_attempt(sid, job_id, body.attempt, ts, "COMPLETED")
+            case JobFailed():
+                self._finish(job, JobStatus.FAILED, ts, submission)
+                job.update(
+                    failure_reason=str(body.reason),
+                    error_type=body.error_type or str(body.reason),
+                    error_note=body.error_note,
+                    exit_code=body.exit_code,
+                )
                 if body.traceback:
                     job["traceback"] = body.traceback
-            attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
-            attempt["exceptions"] += 1
-            self._changes.job_exceptions.append(
-                {
-                    "event_id": event.event_id,
-                    "submission_id": sid,
-                    "job_id": job_id,
-                    "attempt": body.attempt,
-                    "timestamp": ts,
-                    "type": body.type,
-                    "note": body.note,
-                    "severity": body.severity,
-                    "fatal": body.severity == 0,
-                    "traceback": body.traceback or None,
-                }
-            )
-        elif isinstance(body, JobRetryScheduled):
-            self._status(job, JobStatus.PENDING, submission)
-            self._close_attempt(
-                sid,
-                job_id,
-                body.failed_attempt,
-                ts,
-                "FAILED",
-                failure_reason=str(body.reason),
-                error_type=body.error_type,
-                error_note=body.error_note,
-            )
-            job.update(
-                attempts=body.next_attempt,
-                pending_at=ts,
-                not_before=body.not_before,
-                worker_id=None,
-                host=None,
-                pid=None,
-                assigned_at=None,
-                run_at=None,
-                failure_reason=str(body.reason),
-                error_type=body.error_type,
-                error_note=body.error_note,
-                queue=body.queue,
-            )
-            self._open_attempt(
-                sid,
-                job_id,
-                body.next_attempt,
-                body.queue,
-                ts,
-                body.not_before,
-                body.dispatch_id is not None,
-            )
-        elif isinstance(body, JobCancelRequested):
-            job["end_reason"] = body.reason or None
-        elif isinstance(body, JobCompleted):
-            self._finish(job, JobStatus.COMPLETED, ts, submission)
-            job.update(result=body.result, exit_code=body.exit_code)
-            self._close_attempt(sid, job_id, body.attempt, ts, "COMPLETED")
-        elif isinstance(body, JobFailed):
-            self._finish(job, JobStatus.FAILED, ts, submission)
-            job.update(
-                failure_reason=str(body.reason),
-                error_type=body.error_type or str(body.reason),
-                error_note=body.error_note,
-                exit_code=body.exit_code,
-            )
-            if body.traceback:
-                job["traceback"] = body.traceback
-            self._close_attempt(
-                sid,
-                job_id,
-                body.attempt,
-                ts,
-                "FAILED",
-                failure_reason=str(body.reason),
-                error_type=body.error_type or str(body.reason),
-                error_note=body.error_note,
-            )
-        elif isinstance(body, JobCanceled):
-            self._finish(job, JobStatus.CANCELED, ts, submission)
-            job.update(end_reason=body.reason or None, canceled_by=body.requested_by or None)
-            if body.attempt > 0:
-                self._close_attempt(sid, job_id, body.attempt, ts, "CANCELED")
-        elif isinstance(body, JobAbandoned):
-            self._finish(job, JobStatus.ABANDONED, ts, submission)
-            job["end_reason"] = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
-        elif isinstance(body, JobSkipped):
-            self._finish(job, JobStatus.SKIPPED, ts, submission)
-            job["end_reason"] = body.reason or None
-        elif isinstance(body, JobDeleted):
-            if not job["deleted"] and submission is not None:
-                submission["deleted_jobs"] += 1
-            job["deleted"] = True
-        else:
-            raise TypeError(f"not a job event: {type(body).__name__}")
+                self._close_attempt(
+                    sid,
+                    job_id,
+                    body.attempt,
+                    ts,
+                    "FAILED",
+                    failure_reason=str(body.reason),
+                    error_type=body.error_type or str(body.reason),
+                    error_note=body.error_note,
+                )
+            case JobCanceled():
+                self._finish(job, JobStatus.CANCELED, ts, submission)
+                job.update(end_reason=body.reason or None, canceled_by=body.requested_by or None)
+                if body.attempt > 0:
+                    self._close_attempt(sid, job_id, body.attempt, ts, "CANCELED")
+            case JobAbandoned():
+                self._finish(job, JobStatus.ABANDONED, ts, submission)
+                job["end_reason"] = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
+            case JobSkipped():
+                self._finish(job, JobStatus.SKIPPED, ts, submission)
+                job["end_reason"] = body.reason or None
+            case JobDeleted():
+                if not job["deleted"] and submission is not None:
+                    submission["deleted_jobs"] += 1
+                job["deleted"] = True
+            case JobDuplicateClaim():
+                pass  # columns come with the duplicate-execution counters
+            case _:
+                assert_never(body)
 
     def _status(self, job: Row, status: JobStatus, submission: Row | None) -> None:
         old = job["status"]
@@ -745,7 +770,8 @@ def _attempts_of(body: EventBody) -> tuple[int, ...]:
         | JobStarted
         | JobExceptionRaised
         | JobCompleted
-        | JobFailed,
+        | JobFailed
+        | JobDuplicateClaim,
     ):
         return (body.attempt,)
     if isinstance(body, JobCanceled) and body.attempt > 0:

@@ -20,6 +20,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobDispatched,
+    JobDuplicateClaim,
     JobExceptionRaised,
     JobFailed,
     JobOutput,
@@ -325,6 +326,37 @@ def test_descriptions_read_like_a_job_history() -> None:
     )
     assert text(SubmissionCompleted(SubmissionStatus.COMPLETED, (("COMPLETED", 2),))) == (
         "Submission finished COMPLETED: 2 COMPLETED"
+    )
+
+
+def test_a_duplicate_claim_is_history_and_leaves_the_status_alone() -> None:
+    log = Log().submit(spec("a"))
+    run_once(log, "a", 0, worker="w-1")
+    log.add(300, "a", JobDuplicateClaim(1, "d1", "w-2", "w-1", host="h2"))
+    log.add(900, "a", JobCompleted(1))
+
+    folded = fold(log.events)
+    history = folded.take().job_events
+    claim = history[-2]
+
+    assert folded.jobs[(SID, "a")]["status"] == "COMPLETED"
+    assert folded.jobs[(SID, "a")]["worker_id"] == "w-1"
+    assert (claim["event"], claim["status"], claim["attempt"]) == (
+        "JobDuplicateClaim",
+        "RUNNING",
+        1,
+    )
+    assert claim["description"] == (
+        "Duplicate execution: worker w-2 on host h2 claimed attempt 1 held by live worker w-1; "
+        "claim refused, w-2 told to stop"
+    )
+    assert json.loads(claim["body"])["holder_worker_id"] == "w-1"
+
+
+def test_a_pending_time_beyond_the_calendar_is_described_anyway() -> None:
+    pending = Event("e", SID, "a", 1, T0, JobPending(1, "q", None, 10**18))
+    assert describe(pending) == (
+        "Attempt 1 waits until 1000000000000000000 ms after the epoch before dispatch to queue q"
     )
 
 
