@@ -422,6 +422,8 @@ class Fold:
                     queue=body.queue,
                     pending_at=ts,
                     run_at=None,
+                    worker_started_at=None,
+                    worker_ended_at=None,
                 )
                 self._open_attempt(
                     sid,
@@ -448,9 +450,22 @@ class Fold:
                 attempt.update(worker_id=body.worker_id, host=body.host or None)
             case JobStarted():
                 self._status(job, JobStatus.RUNNING, submission)
-                job.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or job["pid"])
+                started = body.started_at or None
+                job.update(
+                    run_at=ts,
+                    worker_started_at=started,
+                    worker_ended_at=None,
+                    worker_id=body.worker_id,
+                    pid=body.pid or job["pid"],
+                )
                 attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
-                attempt.update(run_at=ts, worker_id=body.worker_id, pid=body.pid or attempt["pid"])
+                attempt.update(
+                    run_at=ts,
+                    worker_started_at=started,
+                    worker_ended_at=None,
+                    worker_id=body.worker_id,
+                    pid=body.pid or attempt["pid"],
+                )
             case JobProgressed():
                 if body.value is not None:
                     job["progress"] = body.value
@@ -527,6 +542,8 @@ class Fold:
                     pid=None,
                     assigned_at=None,
                     run_at=None,
+                    worker_started_at=None,
+                    worker_ended_at=None,
                     failure_reason=str(body.reason),
                     error_type=body.error_type,
                     error_note=body.error_note,
@@ -544,11 +561,13 @@ class Fold:
             case JobCancelRequested():
                 job["end_reason"] = body.reason or None
             case JobCompleted():
-                self._finish(job, JobStatus.COMPLETED, ts, submission)
+                self._finish(job, JobStatus.COMPLETED, ts, submission, body.ended_at)
                 job.update(result=body.result, exit_code=body.exit_code)
-                self._close_attempt(sid, job_id, body.attempt, ts, "COMPLETED")
+                self._close_attempt(
+                    sid, job_id, body.attempt, ts, "COMPLETED", ended_at=body.ended_at
+                )
             case JobFailed():
-                self._finish(job, JobStatus.FAILED, ts, submission)
+                self._finish(job, JobStatus.FAILED, ts, submission, body.ended_at)
                 job.update(
                     failure_reason=str(body.reason),
                     error_type=body.error_type or str(body.reason),
@@ -563,15 +582,18 @@ class Fold:
                     body.attempt,
                     ts,
                     "FAILED",
+                    ended_at=body.ended_at,
                     failure_reason=str(body.reason),
                     error_type=body.error_type or str(body.reason),
                     error_note=body.error_note,
                 )
             case JobCanceled():
-                self._finish(job, JobStatus.CANCELED, ts, submission)
+                self._finish(job, JobStatus.CANCELED, ts, submission, body.ended_at)
                 job.update(end_reason=body.reason or None, canceled_by=body.requested_by or None)
                 if body.attempt > 0:
-                    self._close_attempt(sid, job_id, body.attempt, ts, "CANCELED")
+                    self._close_attempt(
+                        sid, job_id, body.attempt, ts, "CANCELED", ended_at=body.ended_at
+                    )
             case JobAbandoned():
                 self._finish(job, JobStatus.ABANDONED, ts, submission)
                 job["end_reason"] = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
@@ -597,9 +619,12 @@ class Fold:
                 submission[old.lower()] -= 1
             submission[status.lower()] += 1
 
-    def _finish(self, job: Row, status: JobStatus, ts: int, submission: Row | None) -> None:
+    def _finish(
+        self, job: Row, status: JobStatus, ts: int, submission: Row | None, ended_at: int = 0
+    ) -> None:
         self._status(job, status, submission)
         job["finished_at"] = ts
+        job["worker_ended_at"] = ended_at or None
 
     def _open_attempt(
         self,
@@ -641,14 +666,21 @@ class Fold:
         number: int,
         ts: int,
         outcome: str,
+        ended_at: int = 0,
         **fields_: str | None,
     ) -> None:
         attempt = self.attempts.get((sid, job_id, number))
         if attempt is None or attempt["outcome"] is not None:
             return
-        attempt.update(outcome=outcome, finished_at=ts, **fields_)
-        if attempt["run_at"] is not None:
-            attempt["execution_duration"] = _seconds(attempt["run_at"], ts)
+        attempt.update(outcome=outcome, finished_at=ts, worker_ended_at=ended_at or None, **fields_)
+        times = JobTimes(
+            run_at=attempt["run_at"],
+            finished_at=ts,
+            worker_started_at=attempt["worker_started_at"],
+            worker_ended_at=attempt["worker_ended_at"],
+        )
+        attempt["execution_duration"] = _ms_to_seconds(durations_of(times).execution_ms)
+        attempt["execution_clock"] = times.execution_clock
         self._dirty_attempts.add((sid, job_id, number))
 
     def _new_submission(self, sid: str, ts: int) -> Row:
@@ -803,23 +835,27 @@ def _recent(rows: dict[Any, Row], keys: set[Any]) -> list[Row]:
 def _durations(job: Row) -> Row:
     """Taipy's durations of a job row in seconds, by :mod:`engine.lifecycle.durations`.
 
-    ``pending_at`` and ``run_at`` are those of the job's last attempt; blocked time ends at
+    A finished execution is measured on the worker's clock when both of its times are known
+    (``execution_clock`` says whose clock); ``pending_at`` and ``run_at`` are those of the
+    job's last attempt; blocked time ends at
     the first PENDING; a phase the job ended in closes at ``finished_at``; a phase still
     open has no duration here (the ``job_durations`` view counts it up to now).
     """
-    spans = durations_of(
-        JobTimes(
-            submitted_at=job["submitted_at"],
-            blocked_at=job["blocked_at"],
-            first_pending_at=job["first_pending_at"],
-            pending_at=job["pending_at"],
-            run_at=job["run_at"],
-            finished_at=job["finished_at"],
-            attempt=job["attempts"],
-        )
+    times = JobTimes(
+        submitted_at=job["submitted_at"],
+        blocked_at=job["blocked_at"],
+        first_pending_at=job["first_pending_at"],
+        pending_at=job["pending_at"],
+        run_at=job["run_at"],
+        finished_at=job["finished_at"],
+        attempt=job["attempts"],
+        worker_started_at=job["worker_started_at"],
+        worker_ended_at=job["worker_ended_at"],
     )
+    spans = durations_of(times)
     return {
         "execution_duration": _ms_to_seconds(spans.execution_ms),
+        "execution_clock": times.execution_clock,
         "pending_duration": _ms_to_seconds(spans.pending_ms),
         "blocked_duration": _ms_to_seconds(spans.blocked_ms),
     }

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 #: Bumped when a table changes incompatibly; a file of another version must be rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -96,8 +96,11 @@ JOBS = Table(
         ("assigned_at", _TS),
         ("run_at", _TS),
         ("finished_at", _TS),
+        ("worker_started_at", _TS),
+        ("worker_ended_at", _TS),
         ("not_before", _TS),
         ("execution_duration", _D),
+        ("execution_clock", _S),
         ("pending_duration", _D),
         ("blocked_duration", _D),
         ("progress", _D),
@@ -139,6 +142,8 @@ ATTEMPTS = Table(
         ("assigned_at", _TS),
         ("run_at", _TS),
         ("finished_at", _TS),
+        ("worker_started_at", _TS),
+        ("worker_ended_at", _TS),
         ("worker_id", _S),
         ("host", _S),
         ("pid", _I),
@@ -150,6 +155,7 @@ ATTEMPTS = Table(
         ("exceptions", _I),
         ("queue_wait", _D),
         ("execution_duration", _D),
+        ("execution_clock", _S),
     ),
     ("submission_id", "job_id", "attempt"),
 )
@@ -318,7 +324,8 @@ VIEWS: dict[str, tuple[str, str]] = {
         "Taipy's three durations of every job, counted up to now while a phase is still open.",
         f"""
         SELECT submission_id, job_id, name, {_TASK} AS task, status, submitted_at, blocked_at,
-               first_pending_at, pending_at, run_at, finished_at,
+               first_pending_at, pending_at, run_at, finished_at, worker_started_at,
+               worker_ended_at, execution_clock,
                coalesce(execution_duration,
                         CASE WHEN run_at IS NOT NULL AND finished_at IS NULL
                              THEN greatest(0, epoch_ms({_NOW}) - epoch_ms(run_at)) / 1000.0
@@ -443,7 +450,8 @@ VIEWS: dict[str, tuple[str, str]] = {
         "Finished jobs by execution duration, longest first.",
         f"""
         SELECT submission_id, job_id, name, {_TASK} AS task, status, attempts, worker_id,
-               run_at, finished_at, execution_duration, pending_duration
+               run_at, finished_at, worker_started_at, worker_ended_at, execution_duration,
+               execution_clock, pending_duration
         FROM jobs WHERE execution_duration IS NOT NULL AND NOT deleted
         ORDER BY execution_duration DESC, submission_id, job_id
         """,
@@ -498,7 +506,11 @@ VIEWS: dict[str, tuple[str, str]] = {
         f"""
         SELECT submission_id || '/' || job_id AS job,
                name, {_TASK} AS task, queue, status AS state,
-               submitted_at AS submit, run_at AS start, finished_at AS "end",
+               submitted_at AS submit,
+               CASE WHEN execution_clock = 'worker' THEN worker_started_at ELSE run_at END
+                   AS start,
+               CASE WHEN execution_clock = 'worker' THEN worker_ended_at ELSE finished_at END
+                   AS "end",
                execution_duration AS elapsed_seconds,
                CASE WHEN execution_duration IS NULL THEN NULL
                     ELSE printf('%02d:%02d:%06.3f',

@@ -6,7 +6,10 @@ see them: clients submit and cancel, workers claim, start, report progress, outp
 exceptions, and finish. The mix covers every terminal status: completed, completed after a
 retry, failed after retries, canceled (waiting and running), abandoned (a dependency failed),
 skipped (idempotency key already completed), sub-job trees, command jobs with exit codes,
-rejected commands and deletions. Worker heartbeats come along for the ``workers`` table.
+run timeouts, duplicate claims of a live attempt, takeovers from a silent worker, rejected
+commands and deletions. Worker heartbeats come along for the ``workers`` table.
+Workers stamp their reports a few ms before the scheduler decides on them (the trip), so
+executions are measured on the worker's clock as in a live log.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import heapq
 import json
 import random
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.lifecycle.decide import decide, dispatch_id
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     AttemptRef,
+    AttemptReport,
     CancelJobs,
     Claimed,
     DeleteJobs,
@@ -67,6 +71,9 @@ class Workload:
 class _Simulation:
     def __init__(self, seed: int, start_ms: int, workers: int) -> None:
         self.rng = random.Random(seed)
+        # The reports' trip to the scheduler: a generator of its own, so the rest of a
+        # seed's log does not change with it.
+        self.trips = random.Random(seed + 1)
         self.now = start_ms
         self.workers = [f"w-{i + 1}" for i in range(workers)]
         self.out = Workload()
@@ -83,6 +90,9 @@ class _Simulation:
         return self.out.states[sid].jobs[job_id].attempt
 
     def apply(self, sid: str, given: Input) -> None:
+        if isinstance(given, AttemptReport) and given.sent_at == 0:
+            # The worker stamped the report a little before the scheduler decided on it.
+            given = replace(given, sent_at=self.now - self.trips.randrange(1, 40))
         events = decide(self.state(sid), given, self.now, completed_keys=self.completed_keys)
         state = self.state(sid)
         for event in events:
@@ -344,6 +354,41 @@ def _command(sim: _Simulation, sid: str) -> Story:
     yield 50, DeleteJobs(f"{sid}:delete", sid, "sh", requested_by="bob")
 
 
+def _timed_out(sim: _Simulation, sid: str) -> Story:
+    """The run timeout fires: no worker says when the attempt ended."""
+    yield 0, _submit(sid, _spec("crunch", "tasks.crunch", timeout_ms=500))
+    worker = sim.worker()
+    ref = _ref(sim, sid, "crunch", worker)
+    yield 10, Claimed(ref, host=f"host-{worker[2:]}")
+    yield 3, Started(ref, pid=8000)
+    yield 600, Tick()
+    yield 100, Finished(ref, Outcome.COMPLETED, result="late")  # stale: already failed
+
+
+def _duplicate_claim(sim: _Simulation, sid: str) -> Story:
+    """A dispatch redelivered after a rebalance: a second worker claims a live attempt."""
+    yield 0, _submit(sid, _spec("index", "tasks.index"))
+    holder, other = sim.rng.sample(sim.workers, 2)
+    ref = _ref(sim, sid, "index", holder)
+    yield 10, Claimed(ref, host=f"host-{holder[2:]}")
+    yield 4, Started(ref, pid=8100)
+    yield 150, Claimed(replace(ref, worker_id=other), host=f"host-{other[2:]}")
+    yield 250, Finished(ref, Outcome.COMPLETED, result="3")
+
+
+def _taken_over(sim: _Simulation, sid: str) -> Story:
+    """The holder went silent; another worker takes the attempt over and runs it again."""
+    yield 0, _submit(sid, _spec("scan", "tasks.scan"))
+    first, second = sim.rng.sample(sim.workers, 2)
+    ref = _ref(sim, sid, "scan", first)
+    yield 10, Claimed(ref, host=f"host-{first[2:]}")
+    yield 4, Started(ref, pid=8200)
+    took = replace(ref, worker_id=second)
+    yield 21_000, Claimed(took, host=f"host-{second[2:]}")
+    yield 5, Started(took, pid=8300)
+    yield 300, Finished(took, Outcome.COMPLETED, result="9")
+
+
 _STORIES: tuple[Callable[[_Simulation, str], Story], ...] = (
     _completed,
     _retried,
@@ -355,4 +400,7 @@ _STORIES: tuple[Callable[[_Simulation, str], Story], ...] = (
     _tree,
     _canceled_waiting,
     _command,
+    _timed_out,
+    _duplicate_claim,
+    _taken_over,
 )

@@ -2,7 +2,8 @@
 
 Taipy defines three durations of a job from the times its status changed:
 
-* execution: from RUNNING to the end (``finished_at - run_at``), or to now while it runs;
+* execution: from RUNNING to the end (``finished_at - run_at``, measured on the worker's
+  clock when it said; see below), or to now while it runs;
 * pending: from PENDING to RUNNING, or to now while it waits;
 * blocked: from BLOCKED to PENDING, or to now while it is blocked.
 
@@ -22,6 +23,19 @@ with the clock (Taipy's reading would count a canceled job as pending forever).
 
 Takeovers. When another worker takes a started attempt over and restarts it, ``run_at`` is
 the restart: the run the first worker lost counts as pending, like the wait of a retry.
+
+The worker's clock. ``run_at`` and ``finished_at`` are when the scheduler *decided* the start
+and the end, so they carry the delays of the reports' trip and of the scheduler's batches:
+a task that sleeps 0.1 s can show 0.06 s between them. The worker stamps when the attempt's
+code started (:attr:`~engine.lifecycle.records.JobStarted.started_at`) and when it ended
+(``ended_at`` of ``JobCompleted``, ``JobFailed``, ``JobCanceled``). The execution of a
+finished job is measured between these two when both are known and the end is not before
+the start (one clock, the worker's); otherwise (a timeout, a lost worker, an older worker
+that stamped nothing) between ``run_at`` and ``finished_at`` (the scheduler's clock).
+:attr:`JobTimes.execution_clock` says which. An execution still running counts from
+``run_at`` to the reader's ``now``: the worker's clock is not the reader's. Pending time
+ends at ``run_at`` in every case, so the scheduler's two clocks are never mixed with the
+worker's in one span.
 
 These are the same times :func:`~engine.lifecycle.evolve.evolve` folds into
 :class:`~engine.lifecycle.state.JobState`, and the definitions the projector uses.
@@ -47,6 +61,9 @@ from engine.lifecycle.records import (
 )
 
 _TERMINAL = (JobCompleted, JobFailed, JobCanceled, JobAbandoned, JobSkipped)
+#: Values of :attr:`JobTimes.execution_clock`.
+WORKER_CLOCK = "worker"
+SCHEDULER_CLOCK = "scheduler"
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,10 @@ class JobTimes:
         run_at: its last attempt started (``None`` while a retry waits or runs no more).
         finished_at: it reached its terminal status.
         attempt: the number of its last attempt (0 if it never had one).
+        worker_started_at: the worker's clock when the last attempt's code started
+            (``None``: not started, or the worker did not say).
+        worker_ended_at: the worker's clock when the last attempt ended (``None``: not
+            ended, or no worker said: a timeout, a lost worker).
     """
 
     submitted_at: int | None = None
@@ -70,6 +91,19 @@ class JobTimes:
     run_at: int | None = None
     finished_at: int | None = None
     attempt: int = 0
+    worker_started_at: int | None = None
+    worker_ended_at: int | None = None
+
+    @property
+    def execution_clock(self) -> str | None:
+        """Whose clock measures the execution: ``"worker"``, ``"scheduler"``, or ``None``
+        while it has no end (not run, or still running)."""
+        if self.run_at is None or self.finished_at is None:
+            return None
+        started, ended = self.worker_started_at, self.worker_ended_at
+        if started is not None and ended is not None and ended >= started:
+            return WORKER_CLOCK
+        return SCHEDULER_CLOCK
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,8 @@ def job_times(events: Iterable[Event]) -> JobTimes:
     if len({(event.submission_id, event.job_id) for event in ordered}) > 1:
         raise ValueError("job_times takes the events of a single job")
     submitted_at = blocked_at = first_pending_at = pending_at = run_at = finished_at = None
+    worker_started_at: int | None = None
+    worker_ended_at: int | None = None
     attempt = 0
     for event in ordered:
         body, ts = event.body, event.timestamp
@@ -114,12 +150,16 @@ def job_times(events: Iterable[Event]) -> JobTimes:
         elif isinstance(body, JobPending):
             first_pending_at = ts if first_pending_at is None else first_pending_at
             pending_at, run_at, attempt = ts, None, body.attempt
+            worker_started_at = worker_ended_at = None
         elif isinstance(body, JobRetryScheduled):
             pending_at, run_at, attempt = ts, None, body.next_attempt
+            worker_started_at = worker_ended_at = None
         elif isinstance(body, JobStarted):
-            run_at = ts
+            run_at, worker_started_at = ts, body.started_at or None
         elif isinstance(body, _TERMINAL) and finished_at is None:
             finished_at = ts
+            if isinstance(body, JobCompleted | JobFailed | JobCanceled):
+                worker_ended_at = body.ended_at or None
     return JobTimes(
         submitted_at=submitted_at,
         blocked_at=blocked_at,
@@ -128,6 +168,8 @@ def job_times(events: Iterable[Event]) -> JobTimes:
         run_at=run_at,
         finished_at=finished_at,
         attempt=attempt,
+        worker_started_at=worker_started_at,
+        worker_ended_at=worker_ended_at,
     )
 
 
@@ -140,11 +182,17 @@ def durations_of(times: JobTimes, now: int | None = None) -> Durations:
             duration (``None``).
 
     Returns:
-        The durations; never negative (a clock behind the events counts as no time).
+        The durations; never negative (a clock behind the events counts as no time). A
+        finished execution is measured on the worker's clock when it can be (see the
+        module's docstring and :attr:`JobTimes.execution_clock`).
     """
     end = times.finished_at if times.finished_at is not None else now
+    if times.execution_clock == WORKER_CLOCK:
+        execution_ms = _span(times.worker_started_at, times.worker_ended_at)
+    else:
+        execution_ms = _span(times.run_at, end)
     return Durations(
-        execution_ms=_span(times.run_at, end),
+        execution_ms=execution_ms,
         pending_ms=_span(times.pending_at, times.run_at if times.run_at is not None else end),
         blocked_ms=_span(
             times.blocked_at,
@@ -175,4 +223,12 @@ def _span(start: int | None, end: int | None) -> int | None:
     return max(0, end - start)
 
 
-__all__ = ["Durations", "JobTimes", "durations", "durations_of", "job_times"]
+__all__ = [
+    "SCHEDULER_CLOCK",
+    "WORKER_CLOCK",
+    "Durations",
+    "JobTimes",
+    "durations",
+    "durations_of",
+    "job_times",
+]

@@ -6,8 +6,30 @@ import pytest
 from hypothesis import given as for_all
 from hypothesis import settings
 
-from engine.lifecycle.durations import Durations, JobTimes, durations, durations_of, job_times
-from engine.lifecycle.records import CancelMode, Event, Outcome
+from engine.lifecycle.durations import (
+    SCHEDULER_CLOCK,
+    WORKER_CLOCK,
+    Durations,
+    JobTimes,
+    durations,
+    durations_of,
+    job_times,
+)
+from engine.lifecycle.records import (
+    CancelMode,
+    Event,
+    EventBody,
+    FailureReason,
+    JobAssigned,
+    JobCompleted,
+    JobFailed,
+    JobPending,
+    JobRetryScheduled,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    Outcome,
+)
 from tests.unit.lifecycle_dsl import (
     T0,
     at,
@@ -183,3 +205,66 @@ def test_the_times_are_those_the_state_folds(plan: Plan) -> None:
             span is None or span >= 0
             for span in (spans.execution_ms, spans.pending_ms, spans.blocked_ms)
         )
+
+
+# --------------------------------------------------------------------------- the worker's clock
+
+
+def _job(*bodies: tuple[int, EventBody]) -> list[Event]:
+    return [
+        Event(f"s:{seq}", "s", "a", seq, T0 + at, body)
+        for seq, (at, body) in enumerate(bodies, start=1)
+    ]
+
+
+def _ran(started_at: int, ended_at: int, end: EventBody | None = None) -> list[Event]:
+    """Pending at 0, assigned at 50, started (decided) at 100, ended (decided) at 1_100."""
+    return _job(
+        (0, JobSubmitted(JobSpec("a", task="t"))),
+        (0, JobPending(1, "q", "d1", T0)),
+        (50, JobAssigned(1, "d1", "w-1", 30_000)),
+        (100, JobStarted(1, "w-1", started_at=started_at)),
+        (1_100, end or JobCompleted(1, ended_at=ended_at)),
+    )
+
+
+def test_a_run_is_measured_on_the_worker_s_clock_when_it_said_both_times() -> None:
+    events = _ran(started_at=T0 + 80, ended_at=T0 + 1_000)
+    times = job_times(events)
+    assert (times.run_at, times.finished_at) == (T0 + 100, T0 + 1_100)
+    assert (times.worker_started_at, times.worker_ended_at) == (T0 + 80, T0 + 1_000)
+    assert times.execution_clock == WORKER_CLOCK
+    # Execution on the worker's clock; pending on the scheduler's, to its decision of the start.
+    assert durations(events) == Durations(execution_ms=920, pending_ms=100, blocked_ms=None)
+
+
+def test_without_both_worker_times_the_scheduler_s_decisions_measure_the_run() -> None:
+    timed_out = _ran(T0 + 80, 0, JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran long"))
+    unstamped = _ran(started_at=0, ended_at=T0 + 1_000)
+    backwards = _ran(started_at=T0 + 1_000, ended_at=T0 + 900)  # a worker's clock stepped back
+    for events in (timed_out, unstamped, backwards):
+        assert job_times(events).execution_clock == SCHEDULER_CLOCK
+        assert durations(events).execution_ms == 1_000
+
+
+def test_a_running_job_counts_from_the_scheduler_s_start_to_now() -> None:
+    events = _ran(T0 + 80, 0)[:-1]
+    assert job_times(events).execution_clock is None
+    assert durations(events, now=T0 + 600).execution_ms == 500
+
+
+def test_a_retry_forgets_the_worker_times_of_the_failed_attempt() -> None:
+    events = _job(
+        (0, JobSubmitted(JobSpec("a", task="t"))),
+        (0, JobPending(1, "q", "d1", T0)),
+        (50, JobAssigned(1, "d1", "w-1", 30_000)),
+        (100, JobStarted(1, "w-1", started_at=T0 + 90)),
+        (500, JobRetryScheduled(1, FailureReason.ERROR, "E", "", 2, T0 + 500, "d2", "q")),
+        (550, JobAssigned(2, "d2", "w-2", 30_000)),
+        (600, JobStarted(2, "w-2")),  # an older worker: no clock
+        (900, JobCompleted(2, ended_at=T0 + 880)),
+    )
+    times = job_times(events)
+    assert times.worker_started_at is None and times.worker_ended_at == T0 + 880
+    assert times.execution_clock == SCHEDULER_CLOCK
+    assert durations(events).execution_ms == 300

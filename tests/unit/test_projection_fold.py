@@ -118,6 +118,29 @@ def test_completed_job_row_and_taipy_durations() -> None:
     assert job["last_seq"] == 7
 
 
+def test_the_run_is_measured_on_the_worker_s_clock_and_the_decisions_are_kept() -> None:
+    log = Log().submit(spec("a"), spec("t", timeout_ms=500))
+    log.add(0, "a", JobPending(1, "default", "d1", T0))
+    log.add(100, "a", JobAssigned(1, "d1", "w-1", 30_000))
+    log.add(150, "a", JobStarted(1, "w-1", started_at=T0 + 120))
+    log.add(300, "a", JobCompleted(1, ended_at=T0 + 221))
+    run_once(log, "t", 0)
+    log.add(700, "t", JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran long"))
+
+    folded = fold(log.events)
+    a, t = folded.jobs[(SID, "a")], folded.jobs[(SID, "t")]
+    attempt = folded.attempts[(SID, "a", 1)]
+
+    assert (a["run_at"], a["finished_at"]) == (T0 + 150, T0 + 300)
+    assert (a["worker_started_at"], a["worker_ended_at"]) == (T0 + 120, T0 + 221)
+    assert (a["execution_duration"], a["execution_clock"]) == (0.101, "worker")
+    assert a["pending_duration"] == 0.15
+    assert (attempt["execution_duration"], attempt["execution_clock"]) == (0.101, "worker")
+    assert (attempt["worker_started_at"], attempt["worker_ended_at"]) == (T0 + 120, T0 + 221)
+    assert (t["worker_started_at"], t["worker_ended_at"]) == (None, None)
+    assert (t["execution_duration"], t["execution_clock"]) == (0.55, "scheduler")
+
+
 def test_blocked_duration_ends_at_the_first_pending() -> None:
     log = Log().submit(spec("a"), spec("b", depends_on=("a",)))
     log.add(0, "b", JobBlocked(("a",)))

@@ -33,7 +33,10 @@ CHECKED = (
     "pending_at",
     "run_at",
     "finished_at",
+    "worker_started_at",
+    "worker_ended_at",
     "execution_duration",
+    "execution_clock",
     "pending_duration",
     "blocked_duration",
     "progress",
@@ -76,7 +79,10 @@ def expected_jobs(events: Iterable[Event]) -> dict[tuple[str, str], dict[str, An
                 "pending_at": job.pending_at,
                 "run_at": job.run_at,
                 "finished_at": job.finished_at,
+                "worker_started_at": times.worker_started_at,
+                "worker_ended_at": times.worker_ended_at,
                 "execution_duration": _seconds(spans.execution_ms),
+                "execution_clock": times.execution_clock,
                 "pending_duration": _seconds(spans.pending_ms),
                 "blocked_duration": _seconds(spans.blocked_ms),
                 "progress": job.progress,
@@ -125,6 +131,8 @@ def test_every_terminal_status_is_covered() -> None:
     assert any(row["attempts"] > 1 and row["status"] == "FAILED" for row in expected.values())
     assert any(row["attempts"] > 1 and row["status"] == "COMPLETED" for row in expected.values())
     assert any(row["blocked_duration"] is not None for row in expected.values())
+    clocks = {row["execution_clock"] for row in expected.values()}
+    assert {"worker", "scheduler", None} <= clocks
 
 
 def test_submission_counts_match_the_decider() -> None:

@@ -21,6 +21,8 @@ from projections.store import ProjectionStore
 from projections.workload import simulate
 
 SQL_COUNT = "SELECT count(*) AS jobs FROM jobs"
+#: Jobs in the projection of ``simulate(20)``.
+JOBS = len({(e.submission_id, e.job_id) for e in simulate(20).events if e.name == "JobSubmitted"})
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def served(db: Path) -> Iterator[tuple[ProjectionStore, QueryServer]]:
 
 def test_the_file_is_read_when_no_projector_runs(db: Path) -> None:
     reader = ProjectionReader(db)
-    assert reader.query(SQL_COUNT) == [{"jobs": 30}]
+    assert reader.query(SQL_COUNT) == [{"jobs": JOBS}]
     assert reader.source == "file"
 
 
@@ -63,7 +65,7 @@ def test_queries_go_to_the_projector_that_holds_the_file(
     assert endpoint_path(db).stat().st_mode & 0o777 == 0o600
 
     reader = ProjectionReader(db)
-    assert reader.query(SQL_COUNT) == [{"jobs": 30}]
+    assert reader.query(SQL_COUNT) == [{"jobs": JOBS}]
     assert reader.source == "projector"
     rows = reader.query(
         "SELECT job_id, submitted_at FROM jobs WHERE job_id = ? LIMIT 1", ["double"]
@@ -72,7 +74,7 @@ def test_queries_go_to_the_projector_that_holds_the_file(
 
     doubles = reader.query("SELECT count(*) AS n FROM jobs WHERE job_id = 'double'")[0]["n"]
     store.connection.execute("DELETE FROM jobs WHERE job_id = 'double'")
-    assert reader.query(SQL_COUNT) == [{"jobs": 30 - doubles}]
+    assert reader.query(SQL_COUNT) == [{"jobs": JOBS - doubles}]
 
 
 def test_the_projector_refuses_writes_and_several_statements(
@@ -85,7 +87,7 @@ def test_the_projector_refuses_writes_and_several_statements(
         reader.query("SELECT 1; SELECT 2")
     with pytest.raises(QueryError, match="no_such_table"):
         reader.query("SELECT * FROM no_such_table")
-    assert reader.query(SQL_COUNT) == [{"jobs": 30}]
+    assert reader.query(SQL_COUNT) == [{"jobs": JOBS}]
 
 
 def test_the_file_refuses_writes_too(db: Path) -> None:
@@ -98,7 +100,7 @@ def test_a_stale_endpoint_falls_back_to_the_file(db: Path) -> None:
         json.dumps({"url": "http://127.0.0.1:9", "token": "t", "pid": 1, "db": str(db)})
     )
     reader = ProjectionReader(db, timeout=2)
-    assert reader.query(SQL_COUNT) == [{"jobs": 30}]
+    assert reader.query(SQL_COUNT) == [{"jobs": JOBS}]
     assert reader.source == "file"
 
 
@@ -209,4 +211,4 @@ def test_sidecar_of_a_dead_projector_is_harmless(db: Path) -> None:
     server._httpd.server_close()
     store.close()
     time.sleep(0.1)
-    assert query(db, SQL_COUNT) == [{"jobs": 30}]
+    assert query(db, SQL_COUNT) == [{"jobs": JOBS}]
