@@ -440,7 +440,10 @@ class Fold:
             case JobAssigned():
                 self._status(job, JobStatus.ASSIGNED, submission)
                 job.update(worker_id=body.worker_id, host=body.host or None, assigned_at=ts)
+                if body.previous_worker_id:
+                    job["takeovers"] += 1
                 attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+                _executed(job, attempt, body.worker_id)
                 if attempt["assigned_at"] is None:
                     attempt["assigned_at"] = ts
                     waited_from = attempt["dispatched_at"] or attempt["pending_at"]
@@ -605,7 +608,12 @@ class Fold:
                     submission["deleted_jobs"] += 1
                 job["deleted"] = True
             case JobDuplicateClaim():
-                pass  # columns come with the duplicate-execution counters
+                # The claimer may have started the code before it was told to stop: one
+                # more execution, on another worker, while the holder keeps the attempt.
+                job["duplicate_claims"] += 1
+                attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
+                attempt["duplicate_claims"] += 1
+                _executed(job, attempt, body.worker_id)
             case _:
                 assert_never(body)
 
@@ -653,6 +661,9 @@ class Fold:
                 queue=queue,
                 pending_at=ts,
                 takeovers=0,
+                duplicate_claims=0,
+                executions=0,
+                workers_seen=[],
                 exceptions=0,
             )
             self.attempts[key] = attempt
@@ -766,6 +777,10 @@ def _new_job(sid: str, body: JobSubmitted, ts: int) -> Row:
         max_attempts=spec.retry.max_attempts,
         priority=spec.priority,
         submitted_at=ts,
+        executions=0,
+        takeovers=0,
+        duplicate_claims=0,
+        workers_seen=[],
         exceptions=0,
         deleted=False,
         parent=spec.parent,
@@ -777,6 +792,14 @@ def _new_job(sid: str, body: JobSubmitted, ts: int) -> Row:
         queue_timeout_ms=spec.queue_timeout_ms,
     )
     return job
+
+
+def _executed(job: Row, attempt: Row, worker_id: str) -> None:
+    """A worker took one of the job's dispatches to run (a claim, a takeover, a duplicate)."""
+    for row in (job, attempt):
+        row["executions"] += 1
+        if worker_id not in row["workers_seen"]:
+            row["workers_seen"].append(worker_id)
 
 
 def _bare_spec(job_id: str) -> JobSpec:

@@ -89,6 +89,10 @@ JOBS = Table(
         ("worker_id", _S),
         ("host", _S),
         ("pid", _I),
+        ("executions", _I),
+        ("takeovers", _I),
+        ("duplicate_claims", _I),
+        ("workers_seen", "VARCHAR[]"),
         ("submitted_at", _TS),
         ("blocked_at", _TS),
         ("first_pending_at", _TS),
@@ -148,6 +152,9 @@ ATTEMPTS = Table(
         ("host", _S),
         ("pid", _I),
         ("takeovers", _I),
+        ("duplicate_claims", _I),
+        ("executions", _I),
+        ("workers_seen", "VARCHAR[]"),
         ("outcome", _S),
         ("failure_reason", _S),
         ("error_type", _S),
@@ -469,6 +476,17 @@ VIEWS: dict[str, tuple[str, str]] = {
         WHERE j.attempts > 1
         GROUP BY ALL
         ORDER BY j.attempts DESC, j.submission_id, j.job_id
+        """,
+    ),
+    "duplicate_executions": (
+        "Attempts that ran on more than one worker (takeovers, refused duplicate claims).",
+        f"""
+        SELECT a.submission_id, a.job_id, j.name, {_TASK} AS task, a.attempt, j.status,
+               a.outcome, a.executions, a.takeovers, a.duplicate_claims, a.workers_seen,
+               a.worker_id AS kept_by, a.assigned_at, a.finished_at
+        FROM attempts a JOIN jobs j USING (submission_id, job_id)
+        WHERE a.executions > 1
+        ORDER BY a.executions DESC, a.submission_id, a.job_id, a.attempt
         """,
     ),
     "worker_load": (

@@ -376,6 +376,29 @@ def test_a_duplicate_claim_is_history_and_leaves_the_status_alone() -> None:
     assert json.loads(claim["body"])["holder_worker_id"] == "w-1"
 
 
+def test_executions_count_claims_takeovers_and_duplicate_claims() -> None:
+    log = Log().submit(spec("a", retry=RetryPolicy(max_attempts=2)))
+    run_once(log, "a", 0, worker="w-1")
+    log.add(300, "a", JobDuplicateClaim(1, "d1", "w-2", "w-1"))
+    log.add(400, "a", JobRetryScheduled(1, FailureReason.ERROR, "E", "", 2, T0 + 400, "d2", "q"))
+    log.add(450, "a", JobAssigned(2, "d2", "w-3", 30_000))
+    log.add(500, "a", JobStarted(2, "w-3"))
+    log.add(30_000, "a", JobAssigned(2, "d2", "w-1", 30_000, previous_worker_id="w-3"))
+    log.add(30_050, "a", JobStarted(2, "w-1"))
+    log.add(30_500, "a", JobCompleted(2))
+
+    folded = fold(log.events)
+    job = folded.jobs[(SID, "a")]
+    first, second = folded.attempts[(SID, "a", 1)], folded.attempts[(SID, "a", 2)]
+
+    assert (job["executions"], job["takeovers"], job["duplicate_claims"]) == (4, 1, 1)
+    assert job["workers_seen"] == ["w-1", "w-2", "w-3"]
+    assert (first["executions"], first["duplicate_claims"], first["takeovers"]) == (2, 1, 0)
+    assert first["workers_seen"] == ["w-1", "w-2"]
+    assert (second["executions"], second["duplicate_claims"], second["takeovers"]) == (2, 0, 1)
+    assert (second["workers_seen"], second["worker_id"]) == (["w-3", "w-1"], "w-1")
+
+
 def test_a_pending_time_beyond_the_calendar_is_described_anyway() -> None:
     pending = Event("e", SID, "a", 1, T0, JobPending(1, "q", None, 10**18))
     assert describe(pending) == (

@@ -16,7 +16,7 @@ import pytest
 
 from engine.lifecycle.durations import durations, job_times
 from engine.lifecycle.evolve import evolve
-from engine.lifecycle.records import Event
+from engine.lifecycle.records import Event, JobAssigned, JobDuplicateClaim
 from engine.lifecycle.state import SubmissionState
 from projections.fold import Fold, NoRows
 from projections.workload import simulate
@@ -48,6 +48,10 @@ CHECKED = (
     "exit_code",
     "exceptions",
     "deleted",
+    "executions",
+    "takeovers",
+    "duplicate_claims",
+    "workers_seen",
 )
 
 
@@ -94,8 +98,28 @@ def expected_jobs(events: Iterable[Event]) -> dict[tuple[str, str], dict[str, An
                 "exit_code": job.exit_code,
                 "exceptions": job.exceptions,
                 "deleted": job.deleted,
+                **_executions(by_job[(sid, job_id)]),
             }
     return out
+
+
+def _executions(events: list[Event]) -> dict[str, Any]:
+    """How often and where the job ran: every claim a worker made of one of its dispatches."""
+    claims = [
+        event.body
+        for event in events
+        if isinstance(event.body, JobAssigned | JobDuplicateClaim) and event.seq > 0
+    ]
+    workers: list[str] = []
+    for claim in claims:
+        if claim.worker_id not in workers:
+            workers.append(claim.worker_id)
+    return {
+        "executions": len(claims),
+        "takeovers": sum(isinstance(c, JobAssigned) and bool(c.previous_worker_id) for c in claims),
+        "duplicate_claims": sum(isinstance(c, JobDuplicateClaim) for c in claims),
+        "workers_seen": workers,
+    }
 
 
 def actual_subset(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +155,8 @@ def test_every_terminal_status_is_covered() -> None:
     assert any(row["attempts"] > 1 and row["status"] == "FAILED" for row in expected.values())
     assert any(row["attempts"] > 1 and row["status"] == "COMPLETED" for row in expected.values())
     assert any(row["blocked_duration"] is not None for row in expected.values())
+    assert any(row["takeovers"] and row["executions"] > 1 for row in expected.values())
+    assert any(row["duplicate_claims"] for row in expected.values())
     clocks = {row["execution_clock"] for row in expected.values()}
     assert {"worker", "scheduler", None} <= clocks
 
