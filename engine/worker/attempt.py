@@ -2,51 +2,68 @@
 
 :class:`AttemptRun` is the part of the worker that knows nothing of Kafka: it gets a
 :class:`Dispatch`, sends its reports to a sink, and returns the :class:`Finished` report.
-How an attempt ends:
+A Python task runs in a child process forked from the worker's template
+(:mod:`engine.worker.forkserver`) when the run has a fork server, else in the calling thread
+(thread mode); a command runs as a child process either way. How an attempt ends:
 
 =================================================  ==========================================
 what happened                                      reports
 =================================================  ==========================================
 task returned                                      Finished(COMPLETED, result=JSON)
+its JSON result is above ``max_result_bytes``      Finished(FAILED, ResultTooLarge)
 task raised ``JobException`` / fatal               ExceptionReported(severity 0), then
 ``raise_exception``                                Finished(FAILED, error_type=type)
 task raised anything else                          Finished(FAILED, error_type=class name,
                                                    error_note=str(exc), traceback)
-cancel arrived and the task raised (any exception  Finished(CANCELED)
-or ``JobCancelled``) or the command was signalled
+the task's process died (signal, ``os._exit``)     Finished(FAILED, WorkerChildDied)
+its process went above the memory limit            Finished(FAILED, MemoryLimitExceeded)
+a kill arrived (whatever the task did then)        Finished(CANCELED)
+the run timeout expired (a kill for ``timeout``)   Finished(FAILED, Timeout)
 command exited 0 / non-zero                        Finished(COMPLETED / FAILED, exit_code)
 =================================================  ==========================================
 
-A task that finishes normally in spite of a cancel ends COMPLETED: the report says how it
-ended, and the scheduler decides what that means for a cancelled job.
+A kill of a task in a child process is three steps: the cancelled flag at once (and SIGTERM
+for the commands it runs), SIGTERM to the child after ``cooperative_ms`` (at most half the
+grace period), SIGKILL once the grace period is over. The whole sequence fits the grace
+period, which is also the scheduler's deadline for the kill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import json
+import logging
 import os
+import signal
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from engine.errors import ResultTooLarge
 from engine.lifecycle.records import (
     AttemptRef,
+    AttemptReport,
     Dispatch,
     ExceptionReported,
     Finished,
     Outcome,
+    ProgressReported,
     Started,
 )
+from engine.limits import DEFAULT_LIMITS, Limits, describe_bytes
+from engine.worker.channel import Channel, ChannelClosed
 from engine.worker.command import CommandProcess
 from engine.worker.context import (
     DEFAULT_KILL_GRACE_MS,
     DEFAULT_PROGRESS_INTERVAL_MS,
     AttemptReportSink,
     JobContext,
+    Progress,
     wall_ms,
 )
 from engine.worker.errors import (
@@ -55,13 +72,41 @@ from engine.worker.errors import (
     JobException,
     UnknownTaskError,
 )
+from engine.worker.fitting import (
+    UnserializableResult,
+    encode_result,
+    fit_finished,
+    fit_report,
+)
+from engine.worker.forkserver import (
+    ChildProcess,
+    ForkServer,
+    ForkServerError,
+    describe_wait_status,
+    keep_from_children,
+    release_fd,
+)
 from engine.worker.output import OutputLimits
 from engine.worker.tasks import TaskRegistry, bind_arguments, decode_args
+
+log = logging.getLogger("joblog.worker")
 
 UNKNOWN_TASK = "UnknownTask"
 BAD_ARGUMENTS = "BadArguments"
 UNSERIALIZABLE_RESULT = "UnserializableResult"
 NO_WORK = "NoWork"
+CHILD_DIED = "WorkerChildDied"
+MEMORY_LIMIT = "MemoryLimitExceeded"
+TIMEOUT = "Timeout"
+#: The reason of the scheduler's kill when the run timeout expired (``FailureReason.TIMEOUT``).
+TIMEOUT_REASON = "timeout"
+
+_TICK_S = 0.05
+_RSS_EVERY_S = 0.1
+# A child that sent its Finished exits at once; one that does not is killed after this.
+_EXIT_AFTER_FINISHED_S = 2.0
+_EXIT_STATUS_WAIT_S = 5.0
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -72,22 +117,52 @@ class AttemptOptions:
         progress_interval_ms: shortest time between two progress reports of one attempt.
         output_limits: chunk size, cap and flush interval of captured output.
         default_grace_ms: SIGTERM-to-SIGKILL time when a kill does not say.
+        cooperative_ms: how long a killed task in a child process has to stop by itself (the
+            cancelled flag) before SIGTERM; at most half the kill's grace period.
+        memory_limit_bytes: the most resident memory (RSS) a task's child process may use;
+            above it the child is killed and the attempt fails (0: no limit).
+        timeout_margin_ms: the worker ends an attempt this long after its run timeout
+            (``JobSpec.timeout_ms``) if the scheduler's kill has not come by then; ``None``
+            leaves the run timeout to the scheduler alone.
     """
 
     progress_interval_ms: int = DEFAULT_PROGRESS_INTERVAL_MS
     output_limits: OutputLimits = field(default_factory=OutputLimits)
     default_grace_ms: int = DEFAULT_KILL_GRACE_MS
+    cooperative_ms: int = 1_000
+    memory_limit_bytes: int = 0
+    timeout_margin_ms: int | None = 2_000
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """The first message to an attempt's child process: what to run, and how."""
+
+    dispatch: Dispatch
+    worker_id: str
+    options: AttemptOptions
+    limits: Limits
+
+
+@dataclass
+class _Kill:
+    reason: str
+    term_at: float
+    kill_at: float
 
 
 class AttemptRun:
-    """Runs one dispatch: a registered task in the calling thread, or a command process.
+    """Runs one dispatch: a task in a child process (or the calling thread), or a command.
 
     Args:
         dispatch: what to run.
         worker_id: this worker's id (part of every report's :class:`AttemptRef`).
         registry: the tasks this worker has.
-        sink: receives the attempt's reports in order.
-        options: progress interval, output limits, kill grace.
+        sink: receives the attempt's reports in order (already fitted to ``limits``).
+        options: progress interval, output limits, kill steps, memory limit.
+        limits: the designed sizes results and reports must fit.
+        fork_server: forks the child process of a Python task; without one, tasks run in
+            the thread that calls :meth:`execute` (thread mode).
         clock: monotonic seconds (for tests).
     """
 
@@ -99,10 +174,13 @@ class AttemptRun:
         sink: AttemptReportSink,
         options: AttemptOptions | None = None,
         *,
+        limits: Limits = DEFAULT_LIMITS,
+        fork_server: ForkServer | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.dispatch = dispatch
         self.options = options or AttemptOptions()
+        self.limits = limits
         self.ref = AttemptRef(
             submission_id=dispatch.submission_id,
             job_id=dispatch.job_id,
@@ -111,30 +189,69 @@ class AttemptRun:
             worker_id=worker_id,
         )
         self._registry = registry
-        self._sink = sink
+        self._raw_sink = sink
+        self._fork_server = fork_server
+        self._clock = clock or time.monotonic
         self.context = JobContext(
             self.ref,
             dispatch.spec,
-            sink,
+            self._sink,
             progress_interval_ms=self.options.progress_interval_ms,
             output_limits=self.options.output_limits,
-            clock=clock or time.monotonic,
+            clock=self._clock,
         )
         self.finished: Finished | None = None
+        self.child: ChildProcess | None = None
+        self._kill: _Kill | None = None
+        self._kill_lock = threading.Lock()
+        self._started_at: float | None = None
+        self._relayed_progress: Progress | None = None
 
     @property
     def kind(self) -> str:
-        """``"command"`` or ``"task"``."""
-        return "command" if self.dispatch.spec.command else "task"
+        """``"command"``, ``"task"`` (in a child process) or ``"task-thread"``."""
+        if self.dispatch.spec.command:
+            return "command"
+        return "task" if self._fork_server is not None else "task-thread"
 
     def cancel(self, reason: str, grace_ms: int | None = None) -> None:
-        """Asks the attempt to stop: cooperative flag, and SIGTERM/SIGKILL for processes."""
+        """Asks the attempt to stop: cooperative flag, then SIGTERM and SIGKILL (see the module
+        docstring). A second call keeps the first reason and can only shorten the grace."""
         grace = self.options.default_grace_ms if grace_ms is None or grace_ms <= 0 else grace_ms
+        now = self._clock()
+        with self._kill_lock:
+            kill_at = now + grace / 1000
+            if self._kill is None:
+                cooperative = min(self.options.cooperative_ms, grace // 2) / 1000
+                self._kill = _Kill(reason, term_at=now + cooperative, kill_at=kill_at)
+            else:
+                self._kill.kill_at = min(self._kill.kill_at, kill_at)
+                self._kill.term_at = min(self._kill.term_at, kill_at)
         self.context.request_cancel(reason, grace)
 
+    @property
+    def kill_reason(self) -> str | None:
+        """The reason of the first kill, ``None`` while there was none."""
+        kill = self._kill
+        return None if kill is None else kill.reason
+
     def pump(self) -> None:
-        """Sends held-back progress that is due; the worker calls it every loop."""
+        """Sends held-back progress that is due and enforces the run-timeout backstop; the
+        worker calls it every loop."""
         self.context.flush_progress()
+        margin = self.options.timeout_margin_ms
+        timeout_ms = self.dispatch.spec.timeout_ms
+        started = self._started_at
+        if margin is None or timeout_ms <= 0 or started is None or self._kill is not None:
+            return
+        if self.finished is None and self._clock() - started >= (timeout_ms + margin) / 1000:
+            log.warning(
+                "attempt ran past its timeout timeout_ms=%s job=%s attempt=%s",
+                timeout_ms,
+                self.ref.job_id,
+                self.ref.attempt,
+            )
+            self.cancel(TIMEOUT_REASON)
 
     def execute(self) -> Finished:
         """Runs the attempt to its end and sends its reports, ``Finished`` last.
@@ -144,13 +261,47 @@ class AttemptRun:
         spec = self.dispatch.spec
         if spec.command:
             finished = self._run_command(spec.command)
+        elif spec.task and self._fork_server is not None:
+            finished = self._run_task_in_child(spec.task, self._fork_server)
         elif spec.task:
             finished = self._run_task(spec.task)
         else:
             finished = self._failed(NO_WORK, "the job has neither a task nor a command")
+        finished = fit_finished(self._after_kill(finished), self.limits)
         self.finished = finished
-        self._sink(finished)
+        self._raw_sink(finished)
         return finished
+
+    def _sink(self, report: AttemptReport) -> None:
+        if isinstance(report, Started):
+            self._started_at = self._clock()
+        for fitted in fit_report(report, self.limits):
+            self._raw_sink(fitted)
+
+    def _after_kill(self, finished: Finished) -> Finished:
+        """After a kill the attempt ends CANCELED (FAILED ``Timeout`` for the run timeout)."""
+        kill = self._kill
+        if kill is None:
+            return finished
+        if kill.reason == TIMEOUT_REASON:
+            if finished.outcome is Outcome.FAILED and finished.error_type == TIMEOUT:
+                return finished
+            return replace(
+                finished,
+                outcome=Outcome.FAILED,
+                result=None,
+                error_type=TIMEOUT,
+                error_note=f"ran longer than {self.dispatch.spec.timeout_ms} ms",
+            )
+        if finished.outcome is Outcome.CANCELED:
+            return finished
+        return replace(
+            finished,
+            outcome=Outcome.CANCELED,
+            result=None,
+            error_type=JobCancelled.__name__,
+            error_note=self.context.cancel_reason or kill.reason,
+        )
 
     # ------------------------------------------------------------------ commands
 
@@ -185,7 +336,7 @@ class AttemptRun:
             error_note=f"{argv[0]} ended with {result.description}",
         )
 
-    # ------------------------------------------------------------------ tasks
+    # ------------------------------------------------------------------ tasks, thread mode
 
     def _run_task(self, name: str) -> Finished:
         context = self.context
@@ -224,17 +375,112 @@ class AttemptRun:
                 )
             )
             return self._failed(exc.type, exc.note, traceback.format_exc())
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt end the attempt too
             if context.cancelled:
                 return self._canceled()
-            return self._failed(type(exc).__name__, str(exc), traceback.format_exc())
+            note = str(exc)
+            if isinstance(exc, SystemExit):
+                note = f"the task called sys.exit({exc.code!r})"
+            return self._failed(type(exc).__name__, note, traceback.format_exc())
         try:
-            result = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            return self._failed(
-                UNSERIALIZABLE_RESULT, f"the task's return value is not JSON-encodable: {exc}"
-            )
+            result = encode_result(value, self.limits)
+        except UnserializableResult as exc:
+            return self._failed(UNSERIALIZABLE_RESULT, str(exc))
+        except ResultTooLarge as exc:
+            return self._failed(type(exc).__name__, str(exc))
         return self._finished(Outcome.COMPLETED, result=result)
+
+    # ------------------------------------------------------------------ tasks, child process
+
+    def _run_task_in_child(self, name: str, server: ForkServer) -> Finished:
+        if name not in self._registry:
+            try:
+                self._registry.get(name)
+            except UnknownTaskError as exc:
+                return self._failed(UNKNOWN_TASK, str(exc))
+        if self.context.cancelled:
+            return self._canceled()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        keep_from_children(ours.fileno())
+        channel = Channel(ours)
+        try:
+            try:
+                child = server.spawn(theirs)
+            except ForkServerError as exc:
+                return self._failed(CHILD_DIED, f"the task's process could not start: {exc}")
+            self.child = child
+            start = AttemptStart(
+                dispatch=self.dispatch,
+                worker_id=self.ref.worker_id,
+                options=replace(self.options, timeout_margin_ms=None),
+                limits=self.limits,
+            )
+            with contextlib.suppress(ChannelClosed):  # it died at once: its status says how
+                channel.send(start)
+            return self._supervise(server, child, channel)
+        finally:
+            release_fd(ours.fileno())
+            channel.close()
+
+    def _supervise(self, server: ForkServer, child: ChildProcess, channel: Channel) -> Finished:
+        """Relays the child's reports until it exits; carries out kills and the memory limit."""
+        finished: Finished | None = None
+        finished_at = 0.0
+        cancel_sent = terminated = killed = False
+        rss_over: int | None = None
+        next_rss = 0.0
+        limit = self.options.memory_limit_bytes
+        while True:
+            try:
+                message = channel.recv(timeout=_TICK_S)
+            except ChannelClosed:
+                break
+            now = self._clock()
+            if isinstance(message, Finished):
+                finished, finished_at = message, now
+            elif message is not None:
+                if isinstance(message, ProgressReported):
+                    self._relayed_progress = _merge(self._relayed_progress, message)
+                self._sink(message)
+            kill = self._kill
+            if kill is not None:
+                if not cancel_sent:
+                    cancel_sent = True
+                    grace_ms = max(0, int((kill.kill_at - now) * 1000))
+                    with contextlib.suppress(ChannelClosed):
+                        channel.send(("cancel", self.context.cancel_reason, grace_ms))
+                if not terminated and now >= kill.term_at:
+                    terminated = True
+                    server.signal(child, signal.SIGTERM)
+                if not killed and now >= kill.kill_at:
+                    killed = True
+                    server.signal(child, signal.SIGKILL)
+            if finished is not None and not killed and now - finished_at >= _EXIT_AFTER_FINISHED_S:
+                killed = True
+                server.signal(child, signal.SIGKILL)
+            if limit > 0 and rss_over is None and now >= next_rss:
+                next_rss = now + _RSS_EVERY_S
+                rss = resident_bytes(child.pid)
+                if rss is not None and rss > limit:
+                    rss_over = rss
+                    killed = True
+                    server.signal(child, signal.SIGKILL)
+        status = child.wait(_EXIT_STATUS_WAIT_S)
+        if status is None and server.alive:
+            server.signal(child, signal.SIGKILL)
+            status = child.wait(_EXIT_STATUS_WAIT_S)
+        if finished is not None:
+            return finished
+        how = "its template process ended" if status is None else describe_wait_status(status)
+        if rss_over is not None:
+            return self._failed(
+                MEMORY_LIMIT,
+                f"the task's process used {describe_bytes(rss_over)} of memory (RSS), the limit "
+                f"is {describe_bytes(limit)} (--task-memory-limit); it was killed",
+            )
+        if self._kill is not None:
+            return self._canceled()
+        return self._failed(CHILD_DIED, f"the task's process died: {how}")
 
     # ------------------------------------------------------------------ outcomes
 
@@ -260,7 +506,7 @@ class AttemptRun:
         trace: str = "",
     ) -> Finished:
         self.context.output.close()
-        progress = self.context.progress
+        progress = self._relayed_progress or self.context.progress
         return Finished(
             ref=self.ref,
             outcome=outcome,
@@ -274,6 +520,25 @@ class AttemptRun:
             status_line=progress.status_line,
             sent_at=wall_ms(),
         )
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident memory (RSS) of process ``pid``, from ``/proc`` (``None`` if unknown)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            fields = statm.read().split()
+        return int(fields[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _merge(previous: Progress | None, report: ProgressReported) -> Progress:
+    previous = previous or Progress()
+    return Progress(
+        value=previous.value if report.value is None else report.value,
+        total=previous.total if report.total is None else report.total,
+        status_line=previous.status_line if report.status_line is None else report.status_line,
+    )
 
 
 async def _awaited(awaitable: Any) -> Any:

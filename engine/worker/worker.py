@@ -1,8 +1,10 @@
 """The worker process: takes dispatch records of one queue and runs them (DESIGN.md §5).
 
-One loop in the calling thread moves records; each attempt runs in a thread of its own (a
-Python task runs in it, a command job runs as a child process it supervises), a daemon
-thread kept for the next attempt once this one ended:
+One loop in the calling thread moves records; each attempt is supervised by a thread of its
+own (a daemon thread kept for the next attempt once this one ended). A Python task runs in a
+child process forked for the attempt from the worker's template (:mod:`engine.worker.forkserver`,
+started before the Kafka clients), or in the attempt thread itself in thread mode; a command
+job runs as a child process:
 
 * ``dispatch.<queue>``: consumer group ``<prefix>workers.<queue>``, auto-commit off,
   read_committed. Up to ``concurrency`` attempts run at once; when all slots are taken and
@@ -19,7 +21,10 @@ thread kept for the next attempt once this one ended:
 
 Shutdown (``stop`` set, e.g. by SIGTERM): stop taking work, let running attempts finish until
 the drain deadline, then report the rest in ``WorkerLeft`` (the scheduler retries them), stop
-their processes, commit only what finished, and leave the group.
+their processes, commit only what finished, and leave the group. Every step has a deadline
+(the final commit and the consumers' close run in a helper thread the worker stops waiting
+for), so the worker is gone within about ``drain_timeout_s + stop_grace_ms + 10 s`` from any
+state, also while the cluster is unreachable.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from confluent_kafka import (
     OFFSET_END,
@@ -49,7 +54,7 @@ from confluent_kafka import (
 from engine import codec
 from engine.admin import ensure_topics
 from engine.config import Settings
-from engine.errors import CodecError
+from engine.errors import BrokerError, CodecError
 from engine.lifecycle.records import (
     AttemptRef,
     AttemptReport,
@@ -61,16 +66,30 @@ from engine.lifecycle.records import (
     Outcome,
     WorkerLeft,
 )
+from engine.logs import RepeatLimiter
 from engine.topics import Topics
 from engine.worker.attempt import AttemptOptions, AttemptRun
 from engine.worker.context import wall_ms
+from engine.worker.forkserver import ForkServer, ForkServerError
 from engine.worker.offsets import OffsetTracker, Partition
 from engine.worker.tasks import TaskRegistry
 
 log = logging.getLogger("joblog.worker")
+#: The worker's lines that a broker outage repeats (consume errors, undelivered reports, failed
+#: commits): the first passes, then fewer and fewer, each saying how many were held back.
+kafka_log = logging.getLogger("joblog.worker.kafka")
+kafka_log.addFilter(RepeatLimiter())
+
+#: Where a Python task runs: a child process per attempt (the default), or a worker thread.
+Isolation = Literal["process", "thread"]
+PROCESS: Isolation = "process"
+THREAD: Isolation = "thread"
 
 KILL = "kill"
 _RECENTLY_FINISHED = 10_000
+_PRODUCE_BLOCK_S = 10.0
+_STARTUP_TRY_S = 5.0
+_FLUSH_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,9 +110,14 @@ class WorkerOptions:
         max_held: dispatch records fetched ahead while every slot is taken (not claimed, not
             committed: redelivered if the worker dies); once this many wait, the worker pauses
             its partitions until the hold empties below it.
-        attempt: progress interval, output limits and kill grace of attempts.
+        attempt: progress interval, output limits, kill steps and memory limit of attempts.
         create_topics: create joblog's topics and this queue's dispatch topic at start-up
             when they are missing.
+        isolation: ``"process"`` runs each Python task attempt in a child process (killable,
+            crash- and leak-proof); ``"thread"`` runs it on a worker thread (cheaper, but a
+            kill is only the cooperative flag and a crash takes the worker down).
+        close_timeout_s: longest wait for the final offset commit and for closing the
+            consumers at shutdown (they block while the cluster is unreachable).
     """
 
     drain_timeout_s: float = 30.0
@@ -105,6 +129,8 @@ class WorkerOptions:
     max_held: int = 256
     attempt: AttemptOptions = field(default_factory=AttemptOptions)
     create_topics: bool = True
+    isolation: Isolation = PROCESS
+    close_timeout_s: float = 5.0
 
 
 @dataclass
@@ -158,6 +184,21 @@ class _AttemptThreads:
             self._work.put(None)
 
 
+def _shrunk(report: Finished, size: int, limit: int) -> Finished:
+    return replace(
+        report,
+        outcome=Outcome.FAILED,
+        result=None,
+        traceback="",
+        error_type="ReportTooLarge",
+        error_note=(
+            f"the attempt's Finished report is {size} bytes, above the record limit of {limit} "
+            "bytes (JOBLOG_MAX_RECORD_BYTES); raise it or lower the other JOBLOG_MAX_* limits"
+        )[:2000],
+        status_line=None,
+    )
+
+
 def default_worker_id() -> str:
     """``host-pid-random``: unique per process, readable in logs."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -169,8 +210,15 @@ def _fields(**fields: object) -> str:
 
 def _log(level: int, event: str, **fields: object) -> None:
     """Logs ``event`` with ``key=value`` fields (also kept on the record for JSON output)."""
-    if log.isEnabledFor(level):
-        log.log(level, "%s %s", event, _fields(**fields), extra={"event": event, "fields": fields})
+    _log_to(log, level, event, **fields)
+
+
+def _log_to(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
+    """:func:`_log` to another logger (:data:`kafka_log` for lines an outage repeats)."""
+    if logger.isEnabledFor(level):
+        logger.log(
+            level, "%s %s", event, _fields(**fields), extra={"event": event, "fields": fields}
+        )
 
 
 class Worker:
@@ -232,6 +280,7 @@ class Worker:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._control: Consumer | None = None
+        self._fork_server: ForkServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,21 +290,52 @@ class Worker:
         Raises:
             KafkaException: a client could not be created or the cluster is unreachable.
         """
-        self._start_clients()
-        _log(
-            logging.INFO,
-            "worker started",
-            worker=self.worker_id,
-            queue=self.queue,
-            concurrency=self.concurrency,
-            tasks=",".join(self.registry.names()) or "-",
-        )
         try:
+            # The template is forked before any Kafka client exists: no librdkafka thread,
+            # socket or buffer is copied into it or into the task processes forked from it.
+            self._start_fork_server()
+            if not self._start_clients(stop):
+                return  # stopped while the cluster was unreachable
+            _log(
+                logging.INFO,
+                "worker started",
+                worker=self.worker_id,
+                queue=self.queue,
+                concurrency=self.concurrency,
+                isolation=self.options.isolation,
+                tasks=",".join(self.registry.names()) or "-",
+            )
             while not stop.is_set():
                 self._step(taking=True)
             self._drain()
         finally:
             self._leave()
+
+    def _start_fork_server(self) -> None:
+        if self.options.isolation != PROCESS or not len(self.registry):
+            return
+        from engine.worker.child import run_attempt_child
+
+        registry = self.registry
+        server = ForkServer(lambda sock, template: run_attempt_child(sock, template, registry))
+        try:
+            server.start()
+        except ForkServerError as exc:
+            _log(logging.ERROR, "task template not started", error=exc)
+            return
+        self._fork_server = server
+        _log(logging.DEBUG, "task template started", pid=server.pid)
+
+    def _check_fork_server(self) -> None:
+        server = self._fork_server
+        if server is None or server.alive:
+            return
+        # Its children died with it (their attempts fail with WorkerChildDied); the next
+        # attempts get a new template, forked from this thread as the first one was.
+        _log(logging.ERROR, "task template process ended; starting a new one", pid=server.pid)
+        server.close(timeout=1.0)
+        self._fork_server = None
+        self._start_fork_server()
 
     def hurry(self) -> None:
         """Ends the drain at once (a second stop signal): what runs is reported unfinished."""
@@ -271,10 +351,13 @@ class Worker:
         """The attempts running now."""
         return [slot.run.ref for slot in list(self._running.values())]
 
-    def _start_clients(self) -> None:
+    def _start_clients(self, stop: threading.Event) -> bool:
+        """Creates the clients; ``False`` if ``stop`` was set before the cluster answered."""
         settings = self.settings
-        if self.options.create_topics:
-            ensure_topics(settings, queues=[self.queue])
+        if self.options.create_topics and not self._until_reachable(
+            stop, lambda: ensure_topics(settings, queues=[self.queue], timeout=_STARTUP_TRY_S)
+        ):
+            return False
         self._producer = Producer(
             settings.producer_config(
                 **{
@@ -314,26 +397,48 @@ class Worker:
                 "fetch.wait.max.ms": 50,
             }
         )
-        self._assign_control()
+        if not self._until_reachable(stop, self._assign_control):
+            return False
         self._consumer.subscribe(
             [self.topics.dispatch(self.queue)],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        return True
+
+    def _until_reachable(self, stop: threading.Event, step: Callable[[], None]) -> bool:
+        """Runs ``step`` until it works, retrying with backoff while the cluster is away.
+
+        Returns:
+            ``False`` when ``stop`` was set first.
+
+        Raises:
+            ConfigurationError: the cluster answered but the topics are wrong.
+        """
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                step()
+                return True
+            except (BrokerError, KafkaException) as exc:
+                _log_to(kafka_log, logging.WARNING, "cluster not reachable, retrying", error=exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
 
     def _assign_control(self) -> None:
         # From the end: a kill can only be for an attempt this process claimed, and every
         # claim comes after this point.
         assert self._control is not None
         topic = self.topics.control
-        metadata = self._control.list_topics(topic, timeout=30)
+        metadata = self._control.list_topics(topic, timeout=_STARTUP_TRY_S)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
         assignment = []
         for partition in partitions:
             try:
                 _, high = self._control.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10
+                    TopicPartition(topic, partition), timeout=_STARTUP_TRY_S
                 )
             except KafkaException:
                 high = OFFSET_END
@@ -347,6 +452,7 @@ class Worker:
     def _step(self, *, taking: bool) -> None:
         assert self._consumer is not None and self._producer is not None
         self._reap()
+        self._check_fork_server()
         self._apply_pause(taking)
         if taking:
             while self._held and len(self._running) < self.concurrency:
@@ -421,7 +527,7 @@ class Worker:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
-                _log(logging.WARNING, "dispatch consume error", error=error.str())
+                _log_to(kafka_log, logging.WARNING, "dispatch consume error", error=error.str())
             return
         if not taking or len(self._running) >= self.concurrency or self._held:
             # Fetched before the pause took effect: kept, not taken, so not committed.
@@ -463,6 +569,8 @@ class Worker:
                 self.registry,
                 lambda report: self._send_attempt_report(slot, report),
                 self.options.attempt,
+                limits=self.settings.limits,
+                fork_server=self._fork_server,
             ),
             lease_ms=dispatch.lease_ms if dispatch.lease_ms > 0 else self.options.default_lease_ms,
             offsets=[(partition, offset)],
@@ -541,7 +649,12 @@ class Worker:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
-                    _log(logging.WARNING, "control consume error", error=error.str())
+                    _log_to(
+                        kafka_log,
+                        logging.WARNING,
+                        "control consume error",
+                        error=error.str(),
+                    )
                 continue
             try:
                 control = codec.decode_control(message.value() or b"")
@@ -624,7 +737,22 @@ class Worker:
         except CodecError as exc:
             _log(logging.ERROR, "report not encodable", report=type(report).__name__, error=exc)
             return
+        limit = self.settings.limits.max_record_bytes
+        if len(value) > limit:
+            # Cannot happen with limits that fit the record (engine.limits); a last guard so
+            # a misconfiguration fails the attempt instead of losing its Finished.
+            _log(
+                logging.ERROR,
+                "report larger than a record",
+                report=type(report).__name__,
+                size=len(value),
+                limit=limit,
+            )
+            if not isinstance(report, Finished):
+                return
+            value = codec.encode_report(_shrunk(report, len(value), limit))
         callback = on_delivery or self._on_delivery
+        deadline = time.monotonic() + _PRODUCE_BLOCK_S
         while True:
             try:
                 producer.produce(
@@ -632,12 +760,31 @@ class Worker:
                 )
                 return
             except BufferError:
-                producer.poll(0.1)  # the local queue is full: let deliveries drain it
+                # The local queue is full (the cluster is away): let deliveries drain it, for
+                # a while; a report dropped after that is made good by the lease.
+                if time.monotonic() >= deadline:
+                    _log_to(
+                        kafka_log,
+                        logging.ERROR,
+                        "report dropped, the producer queue stays full",
+                        report=type(report).__name__,
+                    )
+                    return
+                producer.poll(0.1)
+            except KafkaException as exc:
+                _log_to(
+                    kafka_log,
+                    logging.ERROR,
+                    "report not produced",
+                    report=type(report).__name__,
+                    error=exc,
+                )
+                return
 
     @staticmethod
     def _on_delivery(error: KafkaError | None, _message: Message) -> None:
         if error is not None:
-            _log(logging.ERROR, "report not delivered", error=error.str())
+            _log_to(kafka_log, logging.ERROR, "report not delivered", error=error.str())
 
     def _heartbeat_if_due(self) -> None:
         slots = list(self._running.values())
@@ -686,7 +833,7 @@ class Worker:
             else:
                 consumer.commit(offsets=committing, asynchronous=True)
         except KafkaException as exc:
-            _log(logging.WARNING, "offset commit failed", error=exc.args[0].str())
+            _log_to(kafka_log, logging.WARNING, "offset commit failed", error=exc.args[0].str())
             return
         self._offsets.committed(offsets)
 
@@ -780,21 +927,49 @@ class Worker:
                 self._send_left(unfinished)
                 self._stop_unfinished(unfinished)
                 self._reap()
-                self._commit(wait=True)
-                remaining = producer.flush(10)
+                self._within(
+                    self.options.close_timeout_s, "final commit", lambda: self._commit(wait=True)
+                )
+                remaining = producer.flush(_FLUSH_S)
                 if remaining:
                     _log(logging.ERROR, "reports not delivered at exit", count=remaining)
         finally:
             for client in (consumer, control):
                 if client is not None:
-                    try:
-                        client.close()
-                    except (KafkaException, RuntimeError) as exc:
-                        _log(logging.WARNING, "closing a consumer failed", error=exc)
+                    self._within(self.options.close_timeout_s, "consumer close", client.close)
+            if self._fork_server is not None:
+                self._fork_server.close()
+                self._fork_server = None
             self.ready.clear()
             self._threads.close()
             self._consumer = self._control = self._producer = None
             _log(logging.INFO, "worker stopped", worker=self.worker_id, **dict(self.metrics))
+
+    @staticmethod
+    def _within(timeout_s: float, what: str, step: Callable[[], object]) -> None:
+        """Runs ``step`` in a helper thread and waits at most ``timeout_s`` for it: librdkafka's
+        synchronous commit and consumer close have no deadline of their own and block while
+        the cluster is unreachable."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                step()
+            except (KafkaException, RuntimeError) as exc:
+                failure.append(exc)
+
+        helper = threading.Thread(target=run, name=f"joblog-{what.replace(' ', '-')}", daemon=True)
+        helper.start()
+        helper.join(timeout_s)
+        if helper.is_alive():
+            _log_to(
+                kafka_log,
+                logging.WARNING,
+                f"{what} did not finish in time",
+                timeout_s=timeout_s,
+            )
+        elif failure:
+            _log_to(kafka_log, logging.WARNING, f"{what} failed", error=failure[0])
 
     def _send_left(self, unfinished: list[_Slot]) -> None:
         by_submission: dict[str, list[AttemptRef]] = {}
