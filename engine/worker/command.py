@@ -3,13 +3,21 @@
 The process starts in a session (and process group) of its own, so a kill reaches whatever it
 spawned: :meth:`CommandProcess.terminate` sends SIGTERM to the group and, if the group is still
 there after the grace period, SIGKILL.
+
+No orphans: ``/bin/sh`` starts the command (``exec``, so its pid, exit code and signals are the
+command's own) after leaving a guard in its process group: a background shell that ignores
+SIGTERM and waits on a pipe whose other end only the starting process holds. When the command
+ends normally the guard is told so and exits; when the starting process dies (a worker or task
+process SIGKILLed), the pipe reaches EOF and the guard SIGKILLs the whole group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -17,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.worker.forkserver import keep_from_children, release_fd
 from engine.worker.output import STDERR, STDOUT, OutputCapture
 
 _READ_BYTES = 64 * 1024
@@ -24,6 +33,16 @@ _TICK_S = 0.05
 # After the process exits, its pipes may still be held open by children it left behind; read
 # them this long, then stop (the attempt must not hang on a daemon the command started).
 _DRAIN_AFTER_EXIT_S = 0.5
+_SHELL = "/bin/sh"
+# stdin is the guard pipe: keep it as fd 3, start the guard (a background list gets /dev/null
+# as stdin, so it reads fd 3), then run the command with stdin /dev/null and fd 3 closed. The
+# guard exits quietly on a line, and kills the group on EOF.
+_GUARDED = (
+    "exec 3<&0; "
+    "( trap '' TERM INT HUP; if read _ <&3; then exit 0; fi; kill -9 0 ) "
+    ">/dev/null 2>&1 & "
+    'exec "$@" </dev/null 3<&-'
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,7 @@ class CommandProcess:
         self._terminate_requested = False
         self._kill_at: float | None = None
         self._killed = False
+        self._guard: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -103,19 +123,30 @@ class CommandProcess:
         """
         environment = dict(os.environ)
         environment.update(self.env)
-        with self._lock:
-            self._process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=environment,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-            if self._terminate_requested:
-                self._signal(signal.SIGTERM)
-            return self._process.pid
+        _check_runnable(self.argv[0], environment.get("PATH", os.defpath), self.cwd)
+        guard_read, guard_write = os.pipe()
+        keep_from_children(guard_write)
+        try:
+            with self._lock:
+                self._process = subprocess.Popen(
+                    [_SHELL, "-c", _GUARDED, "joblog-command", *self.argv],
+                    stdin=guard_read,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=environment,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                )
+                self._guard = guard_write
+                if self._terminate_requested:
+                    self._signal(signal.SIGTERM)
+                return self._process.pid
+        except BaseException:
+            release_fd(guard_write)
+            os.close(guard_write)
+            raise
+        finally:
+            os.close(guard_read)
 
     def terminate(self, grace_ms: int) -> None:
         """Asks the process group to stop: SIGTERM now, SIGKILL after ``grace_ms``.
@@ -173,6 +204,7 @@ class CommandProcess:
                     # read must never leave the process behind. The leader is not reaped yet,
                     # so its group id cannot have been reused.
                     self._signal(signal.SIGKILL)
+                self._release_guard()
             returncode = process.wait()
             self.capture.close()
         return CommandResult(
@@ -181,6 +213,16 @@ class CommandProcess:
             killed=self._killed,
             pid=process.pid,
         )
+
+    def _release_guard(self) -> None:
+        """Tells the guard the command ended here (it exits without touching the group)."""
+        guard, self._guard = self._guard, None
+        if guard is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(guard, b"\n")
+        release_fd(guard)
+        os.close(guard)
 
     def _kill_if_due(self) -> None:
         with self._lock:
@@ -194,6 +236,20 @@ class CommandProcess:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signum)
+
+
+def _check_runnable(program: str, path: str, cwd: str | None) -> None:
+    """Raises what ``exec`` would, before the shell is started (its own failure would only
+    be exit code 127)."""
+    if os.sep in program:
+        target = program if os.path.isabs(program) or cwd is None else os.path.join(cwd, program)
+        if not os.path.exists(target):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if os.path.isdir(target) or not os.access(target, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return
+    if shutil.which(program, path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _has_exited(pid: int) -> bool:
