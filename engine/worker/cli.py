@@ -72,11 +72,47 @@ def build_parser() -> argparse.ArgumentParser:
         default=OutputLimits.max_bytes,
         help="captured stdout+stderr kept per attempt (default: 1 MiB)",
     )
+    parser.add_argument(
+        "--isolation",
+        choices=("process", "thread"),
+        default="process",
+        help="run each Python task attempt in a child process (default; killable, a crash or "
+        "leak ends only the attempt) or on a worker thread (cooperative cancel only)",
+    )
+    parser.add_argument(
+        "--task-memory-limit",
+        type=parse_size,
+        default=0,
+        metavar="SIZE",
+        help="most resident memory (RSS) of one task's process, e.g. 512M or 2G; above it "
+        "the attempt fails with MemoryLimitExceeded (default: no limit; process isolation)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
     )
     return parser
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``2G``, ``1048576`` (bytes; K, M, G, T are powers of 1024).
+
+    Raises:
+        argparse.ArgumentTypeError: not a size.
+    """
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _SIZE_UNITS else ""
+    number = raw[: len(raw) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512M or 2G") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return int(value * _SIZE_UNITS[unit])
 
 
 def worker_main(argv: list[str]) -> int:
@@ -119,7 +155,11 @@ def worker_main(argv: list[str]) -> int:
         options=WorkerOptions(
             drain_timeout_s=args.drain_timeout,
             session_timeout_ms=args.session_timeout_ms,
-            attempt=AttemptOptions(output_limits=OutputLimits(max_bytes=args.max_output_bytes)),
+            attempt=AttemptOptions(
+                output_limits=OutputLimits(max_bytes=args.max_output_bytes),
+                memory_limit_bytes=args.task_memory_limit,
+            ),
+            isolation=args.isolation,
         ),
     )
     stop = threading.Event()
