@@ -17,6 +17,12 @@ Exactly-once, in commit order:
    boundary to the next. A failed commit restarts the loop from the offsets in the file.
 4. Only then, for monitoring tools, commit the same offsets to Kafka (asynchronously).
 
+A batch that cannot be folded or written (a record the fold raises on, a value DuckDB or
+Arrow refuses) is written again in pieces by :func:`~projections.isolate.isolate`, each with
+its own offsets; the record that fails alone is dead-lettered with the reason and its
+offset committed by itself. An I/O error of the file is not a record's fault: it restarts
+the loop from the offsets in the file.
+
 Kafka's committed offsets are never read back: on start and on every partition assignment
 the consumer is positioned at the offsets stored in the file (offset 0 for a partition the
 file has not seen), and a record below the stored offset is skipped. The consumer reads with
@@ -35,7 +41,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +66,7 @@ from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
 from engine.topics import Topics
 from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
+from projections.isolate import isolate
 from projections.reader import ProjectionReader
 from projections.server import Endpoint, QueryServer
 from projections.store import PreparedBatch, ProjectionStore, prepare
@@ -106,8 +113,29 @@ class _Write:
     events: int
     duplicates: int
     heartbeats: int
+    records: list[_Record]
     thread: threading.Thread | None = None
     error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One consumed record as the fold takes it: an event, a worker report, or neither (a
+    record that only moves the offset: undecodable, or a report the projection skips)."""
+
+    position: Position
+    message: Message
+    event: Event | None = None
+    report: Heartbeat | WorkerLeft | None = None
+
+
+@dataclass(frozen=True)
+class _Letter:
+    """A record for the dead-letter topic and why."""
+
+    message: Message
+    error_type: str
+    error_message: str
 
 
 class _Restart(Exception):
@@ -171,6 +199,7 @@ class Projector:
         self.ready = threading.Event()
         self._positions: dict[PartitionKey, int] = {}
         self._store: ProjectionStore | None = None
+        self._producer: Producer | None = None
         self._in_flight: _Write | None = None
 
     def run(self, stop: threading.Event) -> ProjectorStats:
@@ -190,6 +219,7 @@ class Projector:
                 **{"enable.idempotence": True, "linger.ms": 5, "client.id": f"{self.group}-dlq"}
             )
         )
+        self._producer = producer
         try:
             if self.from_beginning:
                 store.reset()
@@ -213,6 +243,7 @@ class Projector:
             producer.flush(10)
             store.close()
             self._store = None
+            self._producer = None
         return self.stats
 
     def _open_store(self, stop: threading.Event) -> ProjectionStore:
@@ -312,10 +343,8 @@ class Projector:
         store: ProjectionStore,
         messages: list[Message],
     ) -> None:
-        fold = self.fold
-        events: list[tuple[Event, Position, Message]] = []
-        reports: list[tuple[Heartbeat | WorkerLeft, int, Position]] = []
-        letters: list[tuple[Message, Exception]] = []
+        records: list[_Record] = []
+        letters: list[_Letter] = []
         events_topic = self.topics.events
         for message in messages:
             error = message.error()
@@ -334,56 +363,144 @@ class Projector:
             raw = message.value() or b""
             if topic == events_topic:
                 try:
-                    events.append((codec.decode_event(raw), position, message))
+                    records.append(_Record(position, message, event=codec.decode_event(raw)))
                 except CodecError as exc:
-                    letters.append((message, exc))
-                    fold.advance(position)
+                    letters.append(_Letter(message, type(exc).__name__, str(exc)))
+                    records.append(_Record(position, message))
                 continue
             try:
                 report = codec.decode_report(raw)
             except CodecError:
                 self.stats.undecodable_reports += 1
-                fold.advance(position)
+                records.append(_Record(position, message))
                 continue
             if isinstance(report, Heartbeat | WorkerLeft):
-                reports.append((report, message.timestamp()[1], position))
+                records.append(_Record(position, message, report=report))
             else:
                 self.stats.reports_skipped += 1
-                fold.advance(position)
-
-        try:
-            fold.prefetch((e for e, _, _ in events), (r for r, _, _ in reports), store)
-        except duckdb.Error as exc:
-            raise _Restart(f"reading rows from {self.db_path} failed: {exc}") from exc
-        duplicates, folded = fold.stats.duplicates, fold.stats.events
-        for event, position, message in events:
-            try:
-                fold.event(event, position)
-            except Exception as exc:
-                # An event the fold cannot place (an inconsistent log, or a bug): it goes to
-                # the dead letters with the reason, and the projection goes on.
-                log.exception("event %s could not be projected", event.event_id)
-                letters.append((message, exc))
-                fold.advance(position)
-        for report, timestamp, position in reports:
-            fold.report(report, timestamp)
-            fold.advance(position)
+                records.append(_Record(position, message))
         if letters:
             self._send_dead_letters(producer, letters)
-        self._advance_to_consumer_position(consumer)
 
-        changes = fold.take()
-        # The values are copied out of the fold before the next batch changes them.
-        prepared = prepare(changes)
-        self._finish_write(consumer)
+        duplicates, folded = self.fold.stats.duplicates, self.fold.stats.events
+        try:
+            self._fold_records(records)
+            self._advance_to_consumer_position(consumer)
+            changes = self.fold.take()
+            # The values are copied out of the fold before the next batch changes them.
+            prepared = prepare(changes)
+        except _Restart:
+            raise
+        except Exception as exc:
+            # A record the fold or the Arrow conversion cannot take: find it (below).
+            log.warning("batch of %d records could not be projected: %r", len(records), exc)
+            self._finish_write(consumer)
+            self._isolate(records)
+            return
+        if self._finish_write(consumer):
+            # The batch before this one failed and was written again record by record; this
+            # one was folded on top of rows that were dropped: fold and write it again too.
+            self._isolate(records)
+            return
         self._start_write(
             store,
             prepared,
             changes.offsets,
-            events=fold.stats.events - folded,
-            duplicates=fold.stats.duplicates - duplicates,
-            heartbeats=len(reports),
+            records=records,
+            events=self.fold.stats.events - folded,
+            duplicates=self.fold.stats.duplicates - duplicates,
+            heartbeats=sum(record.report is not None for record in records),
         )
+
+    def _fold_records(self, records: Sequence[_Record]) -> None:
+        """Folds records in order (rows read first); raises what the fold raises."""
+        fold = self.fold
+        try:
+            fold.prefetch(
+                (r.event for r in records if r.event is not None),
+                (r.report for r in records if r.report is not None),
+                self._require_store(),
+            )
+        except duckdb.Error as exc:
+            raise _Restart(f"reading rows from {self.db_path} failed: {exc}") from exc
+        for record in records:
+            if record.event is not None:
+                fold.event(record.event, record.position)
+            elif record.report is not None:
+                fold.report(record.report, record.message.timestamp()[1])
+                fold.advance(record.position)
+            else:
+                fold.advance(record.position)
+
+    def _isolate(self, records: list[_Record]) -> None:
+        """Writes a batch that failed in smaller and smaller pieces, to find what poisons it.
+
+        Each piece is folded from the rows in the file and committed on its own (with its
+        offsets, so exactly-once holds piece by piece). A piece that fails is split in two;
+        a single record that fails twice is poison: it goes to the dead letters with the
+        reason, then its offset alone is committed (a commit that also proves the file
+        still takes writes: if it fails, the file is at fault and the loop restarts). The
+        pieces keep the batch's order, so every partition still advances in offset order.
+        """
+        log.warning("isolating the record that fails in a batch of %d", len(records))
+        self.fold.forget()
+        isolate(records, self._commit_piece, self._poisoned)
+
+    def _poisoned(self, record: _Record, error: Exception) -> None:
+        """Dead-letters a record that cannot be projected, then commits its offset alone."""
+        what = f"event {record.event.event_id}" if record.event is not None else "record"
+        self._send_dead_letters(
+            self._require_producer(),
+            [
+                _Letter(
+                    record.message,
+                    type(error).__name__,
+                    f"the projector cannot fold or write {what}: {error}",
+                )
+            ],
+        )
+        self.fold.advance(record.position)
+        offsets = self.fold.take()
+        try:
+            self._require_store().commit(prepare(offsets))
+        except Exception as exc:
+            self.fold.forget()
+            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
+        self._positions.update(offsets.offsets)
+        self._publish_positions()
+
+    def _commit_piece(self, piece: Sequence[_Record]) -> Exception | None:
+        """Folds and commits one piece synchronously; the error, if it failed (fold dropped)."""
+        fold = self.fold
+        duplicates, folded = fold.stats.duplicates, fold.stats.events
+        try:
+            self._fold_records(piece)
+            changes = fold.take()
+            self._require_store().commit(prepare(changes))
+        except _Restart:
+            raise
+        except duckdb.IOException as exc:
+            raise _Restart(f"writing to {self.db_path} failed: {exc}") from exc
+        except Exception as exc:
+            fold.forget()
+            return exc
+        stats = self.stats
+        stats.events += fold.stats.events - folded
+        stats.duplicates += fold.stats.duplicates - duplicates
+        stats.heartbeats += sum(record.report is not None for record in piece)
+        stats.batches += 1
+        stats.last_commit_at = time.time()
+        self._positions.update(changes.offsets)
+        self._publish_positions()
+        return None
+
+    def _require_store(self) -> ProjectionStore:
+        assert self._store is not None
+        return self._store
+
+    def _require_producer(self) -> Producer:
+        assert self._producer is not None
+        return self._producer
 
     def _start_write(
         self,
@@ -391,13 +508,14 @@ class Projector:
         prepared: PreparedBatch,
         offsets: dict[PartitionKey, int],
         *,
+        records: list[_Record] | None = None,
         events: int = 0,
         duplicates: int = 0,
         heartbeats: int = 0,
     ) -> None:
         """Commits a batch in a background thread: DuckDB releases the GIL while it writes,
         so the next batch is decoded and folded meanwhile. One batch at most is in flight."""
-        write = _Write(offsets, events, duplicates, heartbeats)
+        write = _Write(offsets, events, duplicates, heartbeats, records or [])
 
         def commit() -> None:
             try:
@@ -418,16 +536,29 @@ class Projector:
         write.thread.start()
         self._in_flight = write
 
-    def _finish_write(self, consumer: Consumer | None) -> None:
-        """Waits until the batch in flight is in the file, then does what follows a commit."""
+    def _finish_write(self, consumer: Consumer | None) -> bool:
+        """Waits until the batch in flight is in the file, then does what follows a commit.
+
+        Returns:
+            True if the write failed on what the batch holds and the batch was written
+            again piece by piece (:meth:`_isolate`), which drops the fold's rows.
+
+        Raises:
+            _Restart: the file could not be written (an I/O error, not the batch's rows).
+        """
         write = self._in_flight
         if write is None:
-            return
+            return False
         self._in_flight = None
         assert write.thread is not None
         write.thread.join()
         if write.error is not None:
-            raise _Restart(f"writing to {self.db_path} failed: {write.error}") from write.error
+            error = write.error
+            if isinstance(error, duckdb.IOException) or not isinstance(error, Exception):
+                raise _Restart(f"writing to {self.db_path} failed: {error}") from error
+            log.warning("writing a batch to %s failed: %r", self.db_path, error)
+            self._isolate(write.records)
+            return True
         self._positions.update(write.offsets)
         if consumer is not None and write.offsets:
             try:
@@ -439,6 +570,7 @@ class Projector:
                 log.debug("offset commit for monitoring failed: %s", exc)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+        return False
 
     def _advance_to_consumer_position(self, consumer: Consumer) -> None:
         # The consumer's position is past every record it returned and past the transaction
@@ -457,9 +589,7 @@ class Projector:
             self._start_write(store, prepare(changes), changes.offsets)
             self._finish_write(consumer)
 
-    def _send_dead_letters(
-        self, producer: Producer, letters: list[tuple[Message, Exception]]
-    ) -> None:
+    def _send_dead_letters(self, producer: Producer, letters: list[_Letter]) -> None:
         failures: list[str] = []
 
         def delivered(error: KafkaError | None, _: Message) -> None:
@@ -467,24 +597,26 @@ class Projector:
                 failures.append(error.str())
 
         now = int(time.time() * 1000)
-        for message, error in letters:
+        for item in letters:
+            message = item.message
             letter = codec.DeadLetter(
                 topic=message.topic() or "",
                 partition=message.partition() or 0,
                 offset=message.offset() or 0,
                 key=message.key(),
                 value=message.value() or b"",
-                error_type=type(error).__name__,
-                error_message=str(error),
+                error_type=item.error_type,
+                error_message=item.error_message,
                 consumer=self.group,
                 failed_at=now,
             )
             log.warning(
-                "dead letter from %s[%s]@%s: %s",
+                "dead letter from %s[%s]@%s: %s: %s",
                 letter.topic,
                 letter.partition,
                 letter.offset,
-                error,
+                item.error_type,
+                item.error_message,
             )
             producer.produce(
                 self.topics.deadletter,

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
 from engine.topics import Topics
 from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
+from projections.isolate import isolate
 from projections.server import Endpoint
 from projections.store import ProjectionStore
 
@@ -106,7 +107,8 @@ class RebuildResult:
         path: the file written.
         events: events folded in.
         heartbeats: heartbeats and departures folded in.
-        dead_records: records that did not decode (skipped; the live projector dead-letters).
+        dead_records: records that did not decode, or could not be folded or written
+            (skipped; the live projector dead-letters them).
         offsets: the next offset of each (topic, partition) stored in the file.
         seconds: how long it took.
     """
@@ -313,8 +315,7 @@ class _LogReader:
         keep_report: Callable[[Heartbeat | WorkerLeft], bool] | None,
     ) -> None:
         fold = self.fold
-        events: list[tuple[Event, Position]] = []
-        reports: list[tuple[Heartbeat | WorkerLeft, int, Position]] = []
+        records: list[_Record] = []
         for message in messages:
             error = message.error()
             partition, offset = message.partition(), message.offset()
@@ -338,34 +339,80 @@ class _LogReader:
                 if topic == self.topics.events:
                     event = codec.decode_event(raw)
                     if keep_event is not None and keep_event(event):
-                        events.append((event, position))
+                        records.append(_Record(position, event=event))
                     else:
-                        fold.advance(position)
+                        records.append(_Record(position))
                     continue
                 report = codec.decode_report(raw)
             except CodecError:
                 self.result.dead_records += 1
-                fold.advance(position)
+                records.append(_Record(position))
                 continue
             if (
                 isinstance(report, Heartbeat | WorkerLeft)
                 and keep_report is not None
                 and keep_report(report)
             ):
-                reports.append((report, message.timestamp()[1], position))
+                records.append(_Record(position, report=report, timestamp=message.timestamp()[1]))
             else:
-                fold.advance(position)
-        fold.prefetch((e for e, _ in events), (r for r, _, _ in reports), self.store)
-        for event, position in events:
-            if fold.event(event, position):
-                self.result.events += 1
-        for report, timestamp, position in reports:
-            fold.report(report, timestamp)
-            fold.advance(position)
-            self.result.heartbeats += 1
-        changes = fold.take()
-        if changes:
-            self.store.write(changes)
+                records.append(_Record(position))
+        if records:
+            # The live projector's rule: a record that cannot be folded or written is found
+            # and left out (the projector dead-letters it), the rest of the batch goes in.
+            isolate(records, self._commit, self._skip)
+        else:
+            changes = fold.take()
+            if changes:
+                self.store.write(changes)
+
+    def _commit(self, records: Sequence[_Record]) -> Exception | None:
+        fold = self.fold
+        folded = fold.stats.events
+        try:
+            fold.prefetch(
+                (r.event for r in records if r.event is not None),
+                (r.report for r in records if r.report is not None),
+                self.store,
+            )
+            for record in records:
+                if record.event is not None:
+                    fold.event(record.event, record.position)
+                elif record.report is not None:
+                    fold.report(record.report, record.timestamp)
+                    fold.advance(record.position)
+                else:
+                    fold.advance(record.position)
+            changes = fold.take()
+            if changes:
+                self.store.write(changes)
+        except duckdb.IOException:
+            raise
+        except Exception as exc:
+            fold.forget()
+            return exc
+        self.result.events += fold.stats.events - folded
+        self.result.heartbeats += sum(r.report is not None for r in records)
+        return None
+
+    def _skip(self, record: _Record, error: Exception) -> None:
+        log.warning(
+            "rebuild leaves out %s[%d]@%d, which cannot be projected: %r",
+            record.position.topic,
+            record.position.partition,
+            record.position.offset,
+            error,
+        )
+        self.result.dead_records += 1
+        self.fold.advance(record.position)
+        self.store.write(self.fold.take())
+
+
+@dataclass(frozen=True)
+class _Record:
+    position: Position
+    event: Event | None = None
+    report: Heartbeat | WorkerLeft | None = None
+    timestamp: int = 0
 
 
 def _is_bound(part: str) -> bool:

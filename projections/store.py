@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,8 @@ class ProjectionStore:
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
+            with suppress(duckdb.Error):
+                connection.unregister("_batch")
             raise
 
     def _replace(self, table: Table, data: pa.Table) -> None:
@@ -271,8 +273,13 @@ def _registered(connection: duckdb.DuckDBPyConnection, name: str, data: pa.Table
     connection.register(name, data)
     try:
         yield
-    finally:
-        connection.unregister(name)
+    except BaseException:
+        # A failed statement aborts the transaction, which then refuses even this; the
+        # original error is the one to see (the caller rolls back and unregisters after).
+        with suppress(duckdb.Error):
+            connection.unregister(name)
+        raise
+    connection.unregister(name)
 
 
 def to_arrow(table: Table, rows: list[Row]) -> pa.Table:

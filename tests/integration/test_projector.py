@@ -27,9 +27,10 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from engine import codec
 from engine.config import Settings
-from engine.lifecycle.records import Event, Heartbeat
+from engine.lifecycle.records import Event, Heartbeat, JobStarted, SubmissionAccepted
 from engine.topics import Topics
 from projections import ProjectionError, ProjectionReader, Projector, lag, query, rebuild
+from projections.fold import Fold, Position
 from projections.schema import JOBS
 from projections.workload import Workload, simulate
 from tests.unit.test_projection_oracle import actual_subset, expected_jobs
@@ -85,8 +86,12 @@ def produce_raw(settings: Settings, key: bytes, value: bytes) -> None:
 
 
 @contextmanager
-def projector_thread(settings: Settings, db: Path, **options: Any) -> Iterator[Projector]:
+def projector_thread(
+    settings: Settings, db: Path, fold: Fold | None = None, **options: Any
+) -> Iterator[Projector]:
     projector = Projector(settings, db, **options)
+    if fold is not None:
+        projector.fold = fold
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -353,6 +358,76 @@ def test_an_undecodable_record_goes_to_the_dead_letters_and_the_projection_goes_
     assert letter.key == b"sub-garbage"
     assert letter.consumer == f"{settings.topic_prefix}projector"
     assert "Error" in letter.error_type and letter.error_message
+
+
+class _FoldThatChokesOn(Fold):
+    """The projection's fold, raising on one event id as a fold bug or a broken event would."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__()
+        self.event_id = event_id
+
+    def event(self, event: Event, position: Position | None = None) -> bool:
+        if event.event_id == self.event_id:
+            raise RuntimeError(f"cannot fold {event.event_id}")
+        return super().event(event, position)
+
+
+def test_a_record_that_cannot_be_folded_or_written_is_dead_lettered_and_the_rest_goes_on(
+    settings: Settings, workload: Workload, tmp_path: Path
+) -> None:
+    events = workload.events[:600]
+    at = events[0].timestamp
+    # Each decodes, and then: DuckDB refuses its time (beyond TIMESTAMP's range); its attempt
+    # number does not fit the INTEGER column; the fold raises on it.
+    beyond_time = Event(
+        "sub-poison-ts:1", "sub-poison-ts", "", 1, 10**16, SubmissionAccepted("c", "", (), ())
+    )
+    too_large = Event("sub-poison-int:1", "sub-poison-int", "a", 1, at, JobStarted(2**40, "w"))
+    choking = Event(
+        "sub-poison-fold:1", "sub-poison-fold", "", 1, at, SubmissionAccepted("c", "", (), ())
+    )
+    poison = [beyond_time, too_large, choking]
+    produce(settings, events[:150])
+    produce(settings, [beyond_time, *events[150:250], too_large, choking])
+    produce(settings, events[250:400])
+    db = tmp_path / "p.duckdb"
+    with projector_thread(settings, db, fold=_FoldThatChokesOn(choking.event_id)) as projector:
+        wait_until(lambda: caught_up(settings, db), 120, "the projector to pass the poison")
+        assert projector.stats.dead_letters == 3
+        produce(settings, events[400:])  # later batches go on as well
+        wait_until(lambda: caught_up(settings, db), 120, "the projector to catch up")
+        assert projector.stats.restarts == 0
+        assert projector.stats.dead_letters == 3
+
+    actual = stored_jobs(db)
+    assert {key: actual_subset(row) for key, row in actual.items()} == expected_jobs(events)
+    assert query(db, "SELECT count(*) AS n FROM job_events") == [{"n": len(events)}]
+    assert query(
+        db, "SELECT count(*) AS n FROM submissions WHERE submission_id LIKE 'sub-poison-%'"
+    ) == [{"n": 0}]
+
+    topics = Topics(settings.topic_prefix)
+    letters = {
+        letter.key: letter
+        for letter in map(codec.decode_deadletter, read_topic(settings, topics.deadletter))
+    }
+    assert set(letters) == {event.submission_id.encode() for event in poison}
+    for event in poison:
+        letter = letters[event.submission_id.encode()]
+        assert letter.value == codec.encode_event(event)  # the raw record, as it was read
+        assert letter.topic == topics.events
+        assert letter.consumer == f"{settings.topic_prefix}projector"
+        assert f"cannot fold or write event {event.event_id}" in letter.error_message
+    assert letters[b"sub-poison-ts"].error_type == "ConversionException"
+    assert letters[b"sub-poison-int"].error_type == "ArrowInvalid"
+    assert letters[b"sub-poison-fold"].error_type == "RuntimeError"
+    assert "cannot fold sub-poison-fold:1" in letters[b"sub-poison-fold"].error_message
+
+    # A rebuild leaves out the same records (only the fold of this test chokes on the third).
+    rebuilt = rebuild(settings, db, out=tmp_path / "rebuilt.duckdb")
+    assert rebuilt.dead_records == 2
+    assert query(rebuilt.path, "SELECT count(*) AS n FROM job_events") == [{"n": len(events) + 1}]
 
 
 def test_events_of_aborted_transactions_are_never_projected(

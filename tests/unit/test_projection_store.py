@@ -206,3 +206,24 @@ def test_a_prepared_batch_does_not_change_with_the_fold(tmp_path: Path) -> None:
     with ProjectionStore(path) as store:
         store.commit(prepared)
     assert "CHANGED AFTERWARDS" not in {row[6] for row in table(path, "jobs")}
+
+
+def test_a_refused_batch_says_why_and_leaves_the_store_usable(tmp_path: Path) -> None:
+    from engine.lifecycle.records import SubmissionAccepted
+
+    def batch(sid: str, timestamp: int) -> Any:
+        fold = Fold()
+        fold.event(
+            Event(f"{sid}:1", sid, "", 1, timestamp, SubmissionAccepted("c", "", (), ())),
+            Position(TOPIC, 0, 0),
+        )
+        return fold.take()
+
+    with ProjectionStore(tmp_path / "p.duckdb") as store:
+        for _ in range(2):  # the same refusal each time, not an aborted transaction
+            with pytest.raises(duckdb.ConversionException):
+                store.write(batch("s-beyond", 10**16))  # beyond DuckDB's TIMESTAMP range
+        store.write(batch("s-1", 1_700_000_000_000))
+        assert store.connection.execute("SELECT submission_id FROM submissions").fetchall() == [
+            ("s-1",)
+        ]
