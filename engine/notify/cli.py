@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending", type=int, default=1000, help="outstanding messages before pausing"
     )
     parser.add_argument(
+        "--max-hold",
+        type=float,
+        default=60.0,
+        help="seconds a failing message may hold back later messages of its job or submission",
+    )
+    parser.add_argument(
         "--from-beginning",
         action="store_true",
         help="a new group delivers the whole history (default: start at the end of the log)",
@@ -120,6 +126,7 @@ def notifier_main(argv: list[str]) -> int:
             timeout_s=args.timeout,
             concurrency=args.concurrency,
             max_pending=args.max_pending,
+            max_hold_s=args.max_hold,
             from_beginning=args.from_beginning,
         ),
     )

@@ -9,7 +9,9 @@ Each line::
      "response": "ok", "duration_ms": 12, "next_attempt_at": null}
 
 ``outcome`` is ``delivered`` for a success, ``retrying`` for a failure with another attempt
-planned at ``next_attempt_at``, ``gave_up`` for the last failed attempt. Query it with
+planned at ``next_attempt_at``, ``gave_up`` for the last failed attempt, ``revoked`` when the
+partition moved to another notifier, ``unrenderable`` (``attempt`` 0) when the message could
+not be rendered and was never sent. Query it with
 DuckDB: ``SELECT * FROM read_json_auto('.joblog/deliveries.jsonl')``.
 """
 
@@ -22,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.notify.delivery import AttemptResult, Message
+from engine.lifecycle.records import Event
+from engine.notify.delivery import AttemptResult, Message, message_id
+from engine.notify.subscriptions import Subscription
 from engine.notify.templates import iso
 
 
@@ -71,6 +75,10 @@ class DeliveryLog:
             "duration_ms": result.duration_ms,
             "next_attempt_at": iso(next_attempt_at) or None,
         }
+        self._write(entry)
+        return entry
+
+    def _write(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self.records.append(entry)
             if len(self.records) > 10_000:
@@ -78,6 +86,31 @@ class DeliveryLog:
             if self._file is not None:
                 self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
                 self._file.flush()
+
+    def record_unrenderable(
+        self, subscription: Subscription, event: Event, error: str
+    ) -> dict[str, Any]:
+        """Writes that ``subscription``'s message for ``event`` could not be rendered (it is
+        never sent: a template or a value that cannot be rendered will not render later)."""
+        entry: dict[str, Any] = {
+            "at": iso(datetime.now(UTC)),
+            "message_id": message_id(subscription.id, event.event_id),
+            "subscription": subscription.id,
+            "channel": subscription.channel,
+            "target": subscription.target,
+            "event_id": event.event_id,
+            "event": event.name,
+            "submission_id": event.submission_id,
+            "job_id": event.job_id,
+            "attempt": 0,
+            "outcome": "unrenderable",
+            "status_code": None,
+            "error": error,
+            "response": "",
+            "duration_ms": 0,
+            "next_attempt_at": None,
+        }
+        self._write(entry)
         return entry
 
     def close(self) -> None:

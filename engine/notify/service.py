@@ -11,6 +11,12 @@ message not *settled* (delivered, or given up after its last attempt); with noth
 outstanding it is the next offset to read. So a crash redelivers exactly the messages that
 were not settled, plus possibly some that were (receivers drop those by ``webhook-id``).
 
+Ordered per key (:meth:`Subscription.order_key`: a subscription and a job, or a subscription
+and a submission): one message of a key is attempted at a time, in event order, and a failed
+one is retried before the next of its key is sent, for at most ``max_hold_s``; other keys go
+on in parallel. No single event stops the others: a fold, a rendering or a deliveries-log
+write that raises is logged and counted, and the loop goes on.
+
 Bounded: when ``max_pending`` messages are outstanding the notifier pauses its partitions
 (it keeps polling, so it stays in the group) until half of them are settled.
 
@@ -30,7 +36,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,7 +57,7 @@ from engine.notify.delivery import (
 )
 from engine.notify.delivery import Message as Notification
 from engine.notify.log import DeliveryLog
-from engine.notify.subscriptions import SubscriptionSet
+from engine.notify.subscriptions import Subscription, SubscriptionSet
 from engine.topics import Topics
 from engine.watch import JobView, SubmissionView
 
@@ -73,6 +79,9 @@ class NotifierOptions:
         commit_interval_s: how often settled offsets are committed.
         drain_timeout_s: how long a stop waits for attempts in flight.
         fold_capacity: submissions kept in the fold (least recently used ones are dropped).
+        max_hold_s: longest a failing message holds back the later messages of its key
+            (:attr:`Subscription.order_key`); past it, it goes on retrying on its own and the
+            next message of the key is sent.
     """
 
     group_id: str | None = None
@@ -85,9 +94,10 @@ class NotifierOptions:
     commit_interval_s: float = 1.0
     drain_timeout_s: float = 10.0
     fold_capacity: int = 10_000
+    max_hold_s: float = 60.0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Delivery:
     message: Notification
     partition: int
@@ -95,7 +105,10 @@ class _Delivery:
     generation: int
     max_attempts: int
     timeout_s: float
+    key: tuple[str, ...] = ()
     attempts: int = 0
+    holding_since: float | None = None  # when it became the first of its key
+    detached: bool = False  # no longer holds its key back (held too long)
 
 
 class Notifier:
@@ -146,6 +159,9 @@ class Notifier:
         self._generation: dict[int, int] = {}
         self._replaying: set[int] = set()
         self._views: OrderedDict[str, tuple[int, SubmissionView]] = OrderedDict()
+        # Per ordering key, the messages not settled yet, in event order: the first is being
+        # attempted (or waits for its retry), the others wait for it.
+        self._lanes: dict[tuple[str, ...], deque[_Delivery]] = {}
         self._paused = False
         self._last_commit = 0.0
 
@@ -236,19 +252,28 @@ class Notifier:
                 exc,
             )
             return
-        job = self._fold(partition, event)
+        try:
+            job = self._fold(partition, event)
+        except Exception:
+            # A fold that cannot take the event must not stop the others: the job's view
+            # stays as it was before it.
+            log.exception("cannot fold %s into the notifier's view", event.event_id)
+            self.metrics["fold_errors"] += 1
+            entry = self._views.get(event.submission_id)
+            job = entry[1].jobs.get(event.job_id) if entry is not None else None
         if offset < self._start.get(partition, 0):
             return
         self._replayed(partition)
         self.metrics["events"] += 1
         for subscription in self.subscriptions.subscriptions:
-            if not subscription.matches(event, job):
-                continue
             try:
+                if not subscription.matches(event, job):
+                    continue
                 notification = build_message(subscription, event, job)
-            except Exception:
+            except Exception as exc:
                 log.exception("cannot render %s for %s", subscription.id, event.event_id)
                 self.metrics["render_errors"] += 1
+                self._record_unrenderable(subscription, event, exc)
                 continue
             delivery = _Delivery(
                 notification,
@@ -257,10 +282,20 @@ class Notifier:
                 self._generation.get(partition, 0),
                 subscription.max_attempts or self.options.retry.max_attempts,
                 subscription.timeout or self.options.timeout_s,
+                key=subscription.order_key(event),
             )
             self._pending.setdefault(partition, Counter())[offset] += 1
             self.metrics["messages"] += 1
-            self._submit(delivery)
+            self._enqueue(delivery)
+
+    def _record_unrenderable(
+        self, subscription: Subscription, event: Event, exc: Exception
+    ) -> None:
+        try:
+            self.deliveries.record_unrenderable(subscription, event, f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("cannot write to the deliveries log")
+            self.metrics["log_errors"] += 1
 
     def _fold(self, partition: int, event: Event) -> JobView | None:
         entry = self._views.get(event.submission_id)
@@ -279,6 +314,34 @@ class Notifier:
         return after
 
     # ----------------------------------------------------------------- delivering
+
+    def _enqueue(self, delivery: _Delivery) -> None:
+        """Sends at once if its key is idle, else after the messages of the key before it."""
+        lane = self._lanes.setdefault(delivery.key, deque())
+        lane.append(delivery)
+        if len(lane) == 1:
+            self._begin(delivery)
+
+    def _begin(self, delivery: _Delivery) -> None:
+        if delivery.holding_since is None:
+            delivery.holding_since = time.monotonic()
+        self._submit(delivery)
+
+    def _release(self, delivery: _Delivery) -> None:
+        """``delivery`` no longer holds its key: the next message of the key is sent."""
+        if delivery.detached:
+            return
+        delivery.detached = True
+        lane = self._lanes.get(delivery.key)
+        if not lane or lane[0] is not delivery:
+            return
+        lane.popleft()
+        while lane and self._generation.get(lane[0].partition) != lane[0].generation:
+            lane.popleft()  # its partition moved to another notifier, which redelivers it
+        if lane:
+            self._begin(lane[0])
+        else:
+            del self._lanes[delivery.key]
 
     def _submit(self, delivery: _Delivery) -> None:
         future = self._pool.submit(
@@ -305,13 +368,13 @@ class Notifier:
         delivery.attempts += 1
         current = self._generation.get(delivery.partition) == delivery.generation
         if result.ok:
-            self.deliveries.record(delivery.message, delivery.attempts, result, outcome="delivered")
+            self._record(delivery, result, outcome="delivered")
             self.metrics["delivered"] += 1
             self._settle(delivery, current)
             return
         if result.permanent or delivery.attempts >= delivery.max_attempts or not current:
             outcome = "gave_up" if current else "revoked"
-            self.deliveries.record(delivery.message, delivery.attempts, result, outcome=outcome)
+            self._record(delivery, result, outcome=outcome)
             self.metrics[outcome] += 1
             log.warning(
                 "%s %s to %s after %d attempt(s): %s",
@@ -324,17 +387,53 @@ class Notifier:
             self._settle(delivery, current)
             return
         delay = backoff_s(self.options.retry, delivery.attempts)
-        self.deliveries.record(
-            delivery.message,
-            delivery.attempts,
+        self._record(
+            delivery,
             result,
             outcome="retrying",
             next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay),
         )
         self.metrics["retries"] += 1
-        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._tiebreak), delivery))
+        now = time.monotonic()
+        if (
+            not delivery.detached
+            and delivery.holding_since is not None
+            and now + delay - delivery.holding_since > self.options.max_hold_s
+            and len(self._lanes.get(delivery.key, ())) > 1
+        ):
+            # Held back its key long enough: it goes on retrying on its own, out of order.
+            log.warning(
+                "%s has held back later messages of its key for %.0f s: sending them",
+                delivery.message.message_id,
+                now - delivery.holding_since,
+            )
+            self.metrics["released"] += 1
+            self._release(delivery)
+        heapq.heappush(self._retries, (now + delay, next(self._tiebreak), delivery))
+
+    def _record(
+        self,
+        delivery: _Delivery,
+        result: AttemptResult,
+        *,
+        outcome: str,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Writes an attempt to the deliveries log; a log that fails stops no delivery."""
+        try:
+            self.deliveries.record(
+                delivery.message,
+                delivery.attempts,
+                result,
+                outcome=outcome,
+                next_attempt_at=next_attempt_at,
+            )
+        except Exception:
+            log.exception("cannot write to the deliveries log")
+            self.metrics["log_errors"] += 1
 
     def _settle(self, delivery: _Delivery, current: bool) -> None:
+        self._release(delivery)
         if not current:
             return
         counts = self._pending.get(delivery.partition)
@@ -349,6 +448,7 @@ class Notifier:
         while self._retries and self._retries[0][0] <= now:
             _, _, delivery = heapq.heappop(self._retries)
             if self._generation.get(delivery.partition) != delivery.generation:
+                self._release(delivery)
                 continue  # its partition moved to another notifier, which redelivers it
             self._submit(delivery)
 
@@ -471,6 +571,13 @@ class Notifier:
         self._forget([tp.partition for tp in partitions])
 
     def _forget(self, partitions: list[int]) -> None:
+        gone = set(partitions)
+        for key in list(self._lanes):
+            lane = deque(d for d in self._lanes[key] if d.partition not in gone)
+            if lane:
+                self._lanes[key] = lane
+            else:
+                del self._lanes[key]
         for partition in partitions:
             self._generation.pop(partition, None)
             self._pending.pop(partition, None)

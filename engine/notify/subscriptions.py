@@ -23,6 +23,7 @@ The file given to ``joblog notifier --subscriptions FILE``::
         headers: {X-Team: render}
         body: {job: "${JOB_REF}", status: "${JOB_STATUS}", error: "${JOB_ERROR}"}
         max_attempts: 5
+        order: job                     # or submission; see Subscription.order
       - id: ops-mail
         email: ops@example.com         # or url: mailto:ops@example.com
         events: [failed]
@@ -71,6 +72,11 @@ DEFAULT_EVENTS: frozenset[str] = frozenset(
         "SubmissionCompleted",
     }
 )
+#: Events about a submission as a whole (``job_id`` may be empty).
+SUBMISSION_EVENTS: frozenset[str] = frozenset(
+    {"SubmissionAccepted", "SubmissionCompleted", "CommandRejected"}
+)
+ORDERS = ("job", "submission")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _KNOWN_KEYS = frozenset(
@@ -91,6 +97,7 @@ _KNOWN_KEYS = frozenset(
         "subject",
         "max_attempts",
         "timeout",
+        "order",
     }
 )
 
@@ -135,6 +142,10 @@ class Subscription:
         subject: the subject template of an email.
         max_attempts: delivery attempts before giving up (``None``: the notifier's default).
         timeout: seconds one attempt may take (``None``: the notifier's default).
+        order: ``"job"`` (messages of one job arrive in event order), ``"submission"`` (all
+            messages of one submission do), or ``""``: per submission when the subscription
+            gets submission events (``SubmissionAccepted``, ``SubmissionCompleted``,
+            ``CommandRejected``), per job otherwise.
     """
 
     id: str
@@ -152,6 +163,20 @@ class Subscription:
     subject: str = "joblog: job ${JOB_REF} ${JOB_STATUS}"
     max_attempts: int | None = None
     timeout: float | None = None
+    order: str = ""
+
+    @property
+    def ordering(self) -> str:
+        """``"job"`` or ``"submission"``: what the subscription's messages are ordered by."""
+        if self.order:
+            return self.order
+        return "submission" if self.events & SUBMISSION_EVENTS else "job"
+
+    def order_key(self, event: Event) -> tuple[str, ...]:
+        """The key whose messages are delivered one at a time, in event order."""
+        if self.ordering == "submission" or not event.job_id:
+            return (self.id, event.submission_id)
+        return (self.id, event.submission_id, event.job_id)
 
     @property
     def channel(self) -> str:
@@ -299,6 +324,9 @@ def _subscription(entry: Any, index: int, env: Mapping[str, str], source: str) -
     timeout = entry.get("timeout")
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise SubscriptionError(f"{where}: timeout must be a positive number of seconds")
+    order = str(entry.get("order") or "")
+    if order and order not in ORDERS:
+        raise SubscriptionError(f"{where}: order must be one of {', '.join(ORDERS)}")
     return Subscription(
         id=sub_id,
         url=url,
@@ -315,6 +343,7 @@ def _subscription(entry: Any, index: int, env: Mapping[str, str], source: str) -
         subject=subject,
         max_attempts=max_attempts,
         timeout=None if timeout is None else float(timeout),
+        order=order,
     )
 
 

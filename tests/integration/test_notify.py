@@ -9,8 +9,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine import Job, Joblog, SubmissionStatus
+from confluent_kafka import Producer
+
+from engine import Job, Joblog, SubmissionStatus, codec
 from engine.config import Settings
+from engine.lifecycle.records import (
+    Event,
+    EventBody,
+    JobAssigned,
+    JobCompleted,
+    JobPending,
+    JobSpec,
+    JobStarted,
+    JobSubmitted,
+    SubmissionAccepted,
+)
 from engine.notify import (
     Notifier,
     NotifierOptions,
@@ -21,6 +34,7 @@ from engine.notify import (
     verify,
 )
 from engine.notify.subscriptions import SubscriptionSet
+from engine.topics import Topics
 from tests.integration.test_client import engine_running
 from tests.unit.test_notify_endpoints import SmtpSink, WebhookReceiver
 
@@ -178,3 +192,94 @@ def test_a_restarted_notifier_does_not_resend_what_it_delivered(
     paths = [r.path for r in got]
     assert paths[0] == "/first" and paths[1].startswith("/second-")
     assert len(receiver.requests) == 2
+
+
+def _produce(settings: Settings, events: list[Event]) -> None:
+    producer = Producer(settings.producer_config(**{"enable.idempotence": True}))
+    for event in events:
+        producer.produce(
+            Topics(settings.topic_prefix).events,
+            key=event.submission_id.encode(),
+            value=codec.encode_event(event),
+        )
+    assert producer.flush(30) == 0
+
+
+def _log(sid: str, *items: tuple[str, EventBody, int]) -> list[Event]:
+    return [
+        Event(f"{sid}:{seq}", sid, job_id, seq, at, body)
+        for seq, (job_id, body, at) in enumerate(items, start=1)
+    ]
+
+
+def test_webhooks_of_a_job_arrive_in_event_order_and_a_poison_event_stops_no_other(
+    settings: Settings, tmp_path: Path
+) -> None:
+    receiver = WebhookReceiver().start()
+    subscriptions = parse_subscriptions(
+        [
+            {
+                "id": "ordered",
+                "url": receiver.url + "/${JOB_ID}/${EVENT}",
+                "events": ["JobSubmitted", "JobPending", "JobAssigned", "JobStarted", "completed"],
+            }
+        ]
+    )
+    t = 1_700_000_000_000
+    sid, other = f"s-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    events = _log(
+        sid,
+        ("", SubmissionAccepted("c", "alice", (), ("a", "b")), t),
+        ("a", JobSubmitted(JobSpec("a", task="t")), t),
+        ("b", JobSubmitted(JobSpec("b", task="t")), t),
+        ("a", JobPending(1, "default", "d-a", t), t + 1),
+        ("b", JobPending(1, "default", "d-b", t), 10**16),  # no calendar time: cannot render
+        ("a", JobAssigned(1, "d-a", "w-1", 30_000), t + 2),
+        ("a", JobStarted(1, "w-1", started_at=t + 3), t + 3),
+        ("b", JobAssigned(1, "d-b", "w-1", 30_000), t + 3),
+        ("a", JobCompleted(1, ended_at=t + 9), t + 10),
+    ) + _log(
+        other,
+        ("c", JobSubmitted(JobSpec("c", task="t")), t),
+        ("c", JobPending(1, "default", "d-c", t), t + 1),
+        ("c", JobAssigned(1, "d-c", "w-2", 30_000), t + 2),
+    )
+    # The first message of job a is slow and then fails: the later ones of a wait for it,
+    # those of b and c do not.
+    gate = receiver.hold("/a/JobSubmitted")
+    receiver.fail_first("/a/JobSubmitted", 1)
+    deliveries = tmp_path / "deliveries.jsonl"
+    try:
+        with notifier_running(settings, subscriptions, deliveries) as notifier:
+            _produce(settings, events)
+            others = receiver.wait_for(2, path_prefix="/b/") + receiver.wait_for(
+                3, path_prefix="/c/"
+            )
+            assert receiver.arrived_held.wait(30)
+            assert [r.path for r in receiver.requests if r.path.startswith("/a/")] == []
+            gate.set()
+            a = receiver.wait_for(6, path_prefix="/a/")
+            records = _wait_records(deliveries, 1 + 11)
+            assert notifier.metrics["render_errors"] == 1
+    finally:
+        gate.set()
+        receiver.stop()
+
+    assert [(r.path, r.status) for r in a] == [
+        ("/a/JobSubmitted", 503),
+        ("/a/JobSubmitted", 200),
+        ("/a/JobPending", 200),
+        ("/a/JobAssigned", 200),
+        ("/a/JobStarted", 200),
+        ("/a/JobCompleted", 200),
+    ]
+    assert [r.path for r in others] == [
+        "/b/JobSubmitted",
+        "/b/JobAssigned",
+        "/c/JobSubmitted",
+        "/c/JobPending",
+        "/c/JobAssigned",
+    ]
+    (unrenderable,) = [r for r in records if r["outcome"] == "unrenderable"]
+    assert (unrenderable["event_id"], unrenderable["job_id"]) == (f"{sid}:5", "b")
+    assert unrenderable["error"]

@@ -12,6 +12,7 @@ from engine.lifecycle.records import (
     EventBody,
     FailureReason,
     JobCompleted,
+    JobDeleted,
     JobFailed,
     JobProgressed,
     JobSpec,
@@ -308,3 +309,31 @@ def test_completed_event_body() -> None:
     done = event(2, "j", JobCompleted(1, result="42"))
     view.apply(done)
     assert variables(done, view.jobs["j"])["JOB_ERROR"] == ""
+
+
+def test_messages_are_ordered_per_job_or_per_submission() -> None:
+    def key(entry: dict[str, object], job_id: str) -> tuple[str, ...]:
+        (subscription,) = parse_subscriptions([entry]).subscriptions
+        return subscription.order_key(Event("e", "s-1", job_id, 1, 0, JobDeleted()))
+
+    jobs_only = {"id": "j", "url": "http://h/", "events": ["completed", "failed"]}
+    assert key(jobs_only, "a") == ("j", "s-1", "a")
+    assert key(jobs_only, "") == ("j", "s-1")
+    # The default events include SubmissionCompleted: one order for the whole submission.
+    assert key({"id": "d", "url": "http://h/"}, "a") == ("d", "s-1")
+    assert key({**jobs_only, "order": "submission"}, "a") == ("j", "s-1")
+    assert key({"id": "d", "url": "http://h/", "order": "job"}, "a") == ("d", "s-1", "a")
+    with pytest.raises(SubscriptionError, match="order must be one of job, submission"):
+        parse_subscriptions([{**jobs_only, "order": "none"}])
+
+
+def test_an_unrenderable_message_is_logged_without_an_attempt(tmp_path: Path) -> None:
+    (subscription,) = parse_subscriptions([{"id": "x", "url": "http://h/${JOB_ID}"}]).subscriptions
+    log = DeliveryLog(tmp_path / "d.jsonl")
+    event = Event("s-1:4", "s-1", "a", 4, 10**16, JobDeleted())
+    log.record_unrenderable(subscription, event, "ValueError: year is out of range")
+    log.close()
+    (line,) = read_deliveries(tmp_path / "d.jsonl")
+    assert (line["outcome"], line["attempt"], line["event_id"]) == ("unrenderable", 0, "s-1:4")
+    assert line["message_id"] == message_id("x", "s-1:4")
+    assert line["error"] == "ValueError: year is out of range"

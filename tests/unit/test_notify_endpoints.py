@@ -41,7 +41,9 @@ class WebhookReceiver:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.arrived_held = threading.Event()
         self._failures: dict[str, int] = {}
+        self._holds: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         receiver = self
@@ -50,6 +52,12 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with receiver._lock:
+                    held = next((p for p in receiver._holds if self.path.startswith(p)), None)
+                    gate = receiver._holds.pop(held) if held is not None else None
+                if gate is not None:
+                    receiver.arrived_held.set()
+                    gate.wait(30)
                 with receiver._lock:
                     prefix = next((p for p in receiver._failures if self.path.startswith(p)), None)
                     status = 200
@@ -85,6 +93,14 @@ class WebhookReceiver:
         """Answers 503 to the first ``times`` requests whose path starts with the prefix."""
         with self._lock:
             self._failures[path_prefix] = times
+
+    def hold(self, path_prefix: str) -> threading.Event:
+        """Keeps the next request under the prefix waiting until the returned event is set
+        (a slow endpoint); ``arrived_held`` is set when it arrives."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds[path_prefix] = gate
+        return gate
 
     def wait_for(self, count: int, timeout: float = 30.0, path_prefix: str = "") -> list[Received]:
         """Waits until ``count`` requests (under the prefix) arrived; returns them."""
@@ -178,6 +194,14 @@ class SmtpSink:
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    def hold(self, path_prefix: str) -> threading.Event:
+        """Keeps the next request under the prefix waiting until the returned event is set
+        (a slow endpoint); ``arrived_held`` is set when it arrives."""
+        gate = threading.Event()
+        with self._lock:
+            self._holds[path_prefix] = gate
+        return gate
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
