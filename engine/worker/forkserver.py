@@ -30,6 +30,7 @@ import ast
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import itertools
 import logging
@@ -74,13 +75,24 @@ def die_with_parent(parent_pid: int) -> None:
     The kernel watches the parent *thread* that forked this process. If the parent is already
     gone (this process was re-parented before the call), exits at once.
     """
-    if sys.platform.startswith("linux"):
-        libc_name = ctypes.util.find_library("c") or "libc.so.6"
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(libc_name, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    # Looked up once, in the template: find_library may run a program, too slow per child.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return function
 
 
 def describe_wait_status(status: int) -> str:

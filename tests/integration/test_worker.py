@@ -39,11 +39,25 @@ from engine.lifecycle.records import (
 from engine.partitioning import partition_for
 from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.topics import Topics
-from engine.worker import TaskRegistry, Worker, WorkerOptions
+from engine.worker import TaskRegistry, Worker, WorkerOptions, task
 from tests.integration import sample_tasks
 from tests.integration.kafka_io import events_by_submission, read_all, wait_for
 
+
+@task
+def segfault() -> None:
+    """Crashes its process the way a broken C extension does."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@task
+def huge_result(megabytes: float) -> str:
+    return "x" * int(megabytes * 1_000_000)
+
+
 REGISTRY = TaskRegistry.from_modules(["tests.integration.sample_tasks"])
+REGISTRY.register(segfault)
+REGISTRY.register(huge_result)
 POLICY = Policy(lease_ms=3_000, kill_grace_ms=3_000)
 FAST = WorkerOptions(drain_timeout_s=2.0, session_timeout_ms=6_000, stop_grace_ms=500)
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,7 +277,9 @@ def test_one_worker_never_runs_more_than_its_concurrency(settings: Settings) -> 
     assert solo.max_running == 2
 
 
-def start_worker_process(settings: Settings, worker_id: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker_process(
+    settings: Settings, worker_id: str, log: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
@@ -279,6 +295,7 @@ def start_worker_process(settings: Settings, worker_id: str, log: Path) -> subpr
                 "--session-timeout-ms=6000",
                 f"--bootstrap-servers={settings.bootstrap_servers}",
                 f"--topic-prefix={settings.topic_prefix}",
+                *(extra or []),
             ],
             cwd=ROOT,
             env=env,
@@ -450,3 +467,184 @@ def test_a_stopping_worker_reports_what_it_leaves_and_does_not_commit_it(
     assert terminal_status(found) == {"long": JobStatus.COMPLETED}
     (done,) = bodies(found, JobCompleted, "long")
     assert (done.attempt, done.result) == (2, "2")  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+def test_kill_cancel_ends_a_sleeping_task_canceled_and_abandons_its_dependent(
+    settings: Settings,
+) -> None:
+    jobs = [
+        sample_tasks.sleepy.spec("nap", 30.0),  # time.sleep(30): never looks at the flag
+        sample_tasks.add.spec_with("after", args=[1, 2], depends_on=["nap"]),
+    ]
+    commands = CommandProducer(settings)
+    with scheduler_running(settings), worker_running(settings, "w-kill") as worker:
+        commands.submit(jobs, submission_id="kill")
+        wait_events(
+            settings,
+            "kill",
+            lambda found: any(e.name == "JobStarted" for e in found),
+            60,
+            "the task to start",
+        )
+        cancel = commands.cancel("kill", "nap", reason="not needed")
+        found = wait_events(settings, "kill", completed, 30, "the cancel to take effect")
+        wait_for(lambda: not worker.running, 30, "the worker's slot to be free")
+    assert terminal_status(found) == {"nap": JobStatus.CANCELED, "after": JobStatus.ABANDONED}
+    canceled = next(e for e in found if isinstance(e.body, JobCanceled))
+    assert "did not confirm" not in canceled.body.reason, "the worker confirmed the kill"  # type: ignore[union-attr]
+    assert canceled.timestamp - cancel.issued_at < POLICY.kill_grace_ms
+    (abandoned,) = bodies(found, JobAbandoned, "after")
+    assert abandoned.cause_job_id == "nap"  # type: ignore[attr-defined]
+    assert worker.metrics["kills"] == 1
+    assert worker.metrics["finished.CANCELED"] == 1
+    assert worker.metrics["finished.COMPLETED"] == 0, "the killed task never completed"
+
+
+def test_the_run_timeout_stops_a_task_that_ignores_the_flag(settings: Settings) -> None:
+    job = sample_tasks.sleepy.spec_with("slow", args=[30.0], timeout_ms=1_000)
+    with scheduler_running(settings), worker_running(settings, "w-timeout") as worker:
+        CommandProducer(settings).submit(job, submission_id="timeout")
+        found = wait_events(settings, "timeout", completed, 60, "the job to time out")
+        # The task sleeps 30 s; its process was stopped long before that.
+        wait_for(lambda: worker.metrics["finished.FAILED"] == 1, 20, "the attempt to end")
+        assert not worker.running
+    assert terminal_status(found) == {"slow": JobStatus.FAILED}
+    (failed,) = bodies(found, JobFailed, "slow")
+    assert (failed.reason, failed.error_type) == ("timeout", "Timeout")  # type: ignore[attr-defined]
+    assert worker.metrics["finished.COMPLETED"] == 0
+
+
+def test_a_segfaulting_task_fails_and_the_same_worker_runs_the_next_job(
+    settings: Settings,
+) -> None:
+    commands = CommandProducer(settings)
+    with (
+        scheduler_running(settings),
+        worker_running(settings, "w-crash", concurrency=1) as worker,
+    ):
+        commands.submit(segfault.spec("crash"), submission_id="segv")
+        found = wait_events(settings, "segv", completed, 60, "the crash to be reported")
+        commands.submit(sample_tasks.add.spec("next", 20, 22), submission_id="after-segv")
+        after = wait_events(settings, "after-segv", completed, 60, "the next job to complete")
+    assert terminal_status(found) == {"crash": JobStatus.FAILED}
+    (failed,) = bodies(found, JobFailed, "crash")
+    assert failed.error_type == "WorkerChildDied"  # type: ignore[attr-defined]
+    assert failed.error_note == "the task's process died: exit signal SIGSEGV"  # type: ignore[attr-defined]
+    (done,) = bodies(after, JobCompleted, "next")
+    assert done.result == "42"  # type: ignore[attr-defined]
+    assert [b.worker_id for b in bodies(after, JobStarted)] == ["w-crash"]  # type: ignore[attr-defined]
+    assert worker.metrics["finished.FAILED"] == 1 and worker.metrics["finished.COMPLETED"] == 1
+
+
+def test_a_result_above_the_limit_fails_with_result_too_large(settings: Settings) -> None:
+    with scheduler_running(settings), worker_running(settings, "w-big"):
+        CommandProducer(settings).submit(huge_result.spec("big", 5.2), submission_id="big")
+        found = wait_events(settings, "big", completed, 60, "the job to fail")
+    assert terminal_status(found) == {"big": JobStatus.FAILED}
+    (failed,) = bodies(found, JobFailed, "big")
+    assert failed.error_type == "ResultTooLarge"  # type: ignore[attr-defined]
+    note = failed.error_note  # type: ignore[attr-defined]
+    assert note.startswith(
+        'result is 5.2 MB, the limit is 1.0 MB (JOBLOG_MAX_RESULT_BYTES); head: "xxx'
+    )
+    reports = read_all(settings, Topics(settings.topic_prefix).reports, lambda raw: len(raw))
+    assert max(size for _, size in reports) < settings.limits.max_result_bytes, "no 5 MB record"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_no_orphan_survives_a_sigkilled_worker(settings: Settings, tmp_path: Path) -> None:
+    worker_id = f"orphan-{os.getpid()}"
+    marker = f"joblog-orphan-marker-{settings.topic_prefix}"
+    jobs = [
+        sample_tasks.shell.spec("cmd", ["sh", "-c", f"sleep 600 & sleep 601; : {marker}"]),
+        sample_tasks.sleepy.spec("nap", 600.0),
+    ]
+    victim = start_worker_process(settings, worker_id, tmp_path / "victim.log")
+    try:
+        with scheduler_running(settings):
+            CommandProducer(settings).submit(jobs, submission_id="orphans")
+            wait_events(
+                settings,
+                "orphans",
+                lambda found: len([e for e in found if e.name == "JobStarted"]) == 2,
+                60,
+                "both jobs to start",
+            )
+            wait_for(lambda: len(_processes_with(marker)) >= 1, 30, "the command to run")
+            # The worker, its template and the two task processes share the worker's cmdline.
+            family = _processes_with(f"--worker-id={worker_id}")
+            assert len(family) >= 4, f"worker, template and two task processes: {family}"
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            wait_for(
+                lambda: not _processes_with(f"--worker-id={worker_id}"),
+                30,
+                "the worker's task processes to die with it",
+            )
+            wait_for(lambda: not _processes_with(marker), 30, "the task's command to die too")
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
+
+
+def test_a_worker_process_stops_on_sigterm_while_a_task_ignores_the_flag(
+    settings: Settings, tmp_path: Path
+) -> None:
+    victim = start_worker_process(
+        settings, "stopper", tmp_path / "stopper.log", extra=["--drain-timeout=1"]
+    )
+    try:
+        with scheduler_running(settings):
+            CommandProducer(settings).submit(
+                sample_tasks.sleepy.spec("nap", 600.0), submission_id="stop"
+            )
+            wait_events(
+                settings,
+                "stop",
+                lambda found: any(e.name == "JobStarted" for e in found),
+                60,
+                "the task to start",
+            )
+            victim.send_signal(signal.SIGTERM)
+            assert victim.wait(30) == 0
+            wait_for(
+                lambda: not _processes_with("--worker-id=stopper"), 30, "no process left behind"
+            )
+            found = wait_events(
+                settings,
+                "stop",
+                lambda found: any(isinstance(e.body, JobRetryScheduled | JobFailed) for e in found),
+                30,
+                "the scheduler to hear the attempt was left",
+            )
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
+    reasons = [b.reason for b in bodies(found, JobFailed) + bodies(found, JobRetryScheduled)]  # type: ignore[attr-defined]
+    assert reasons == ["worker_lost"]
