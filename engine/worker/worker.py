@@ -23,7 +23,7 @@ Shutdown (``stop`` set, e.g. by SIGTERM): stop taking work, let running attempts
 the drain deadline, then report the rest in ``WorkerLeft`` (the scheduler retries them), stop
 their processes, commit only what finished, and leave the group. Every step has a deadline
 (the final commit and the consumers' close run in a helper thread the worker stops waiting
-for), so the worker is gone within about ``drain_timeout_s + stop_grace_ms + 10 s`` from any
+for), so the worker is gone within about ``drain_timeout_s + stop_grace_ms + 12 s`` from any
 state, also while the cluster is unreachable.
 """
 
@@ -89,7 +89,7 @@ KILL = "kill"
 _RECENTLY_FINISHED = 10_000
 _PRODUCE_BLOCK_S = 10.0
 _STARTUP_TRY_S = 5.0
-_FLUSH_S = 5.0
+_FLUSH_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class WorkerOptions:
         isolation: ``"process"`` runs each Python task attempt in a child process (killable,
             crash- and leak-proof); ``"thread"`` runs it on a worker thread (cheaper, but a
             kill is only the cooperative flag and a crash takes the worker down).
-        close_timeout_s: longest wait for the final offset commit and for closing the
-            consumers at shutdown (they block while the cluster is unreachable).
+        close_timeout_s: longest wait for the final offset commit, and for closing the
+            consumers, at shutdown (both block while the cluster is unreachable).
     """
 
     drain_timeout_s: float = 30.0
@@ -130,7 +130,7 @@ class WorkerOptions:
     attempt: AttemptOptions = field(default_factory=AttemptOptions)
     create_topics: bool = True
     isolation: Isolation = PROCESS
-    close_timeout_s: float = 5.0
+    close_timeout_s: float = 3.0
 
 
 @dataclass
@@ -934,9 +934,14 @@ class Worker:
                 if remaining:
                     _log(logging.ERROR, "reports not delivered at exit", count=remaining)
         finally:
-            for client in (consumer, control):
-                if client is not None:
-                    self._within(self.options.close_timeout_s, "consumer close", client.close)
+            clients = [client for client in (consumer, control) if client is not None]
+
+            def close_all() -> None:
+                for client in clients:
+                    client.close()
+
+            if clients:
+                self._within(self.options.close_timeout_s, "consumer close", close_all)
             if self._fork_server is not None:
                 self._fork_server.close()
                 self._fork_server = None
