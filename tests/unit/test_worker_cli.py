@@ -36,3 +36,10 @@ def test_json_log_lines_carry_the_event_fields() -> None:
     assert line["event"] == "attempt claimed"
     assert (line["job"], line["attempt"], line["error"]) == ("j1", 2, "boom")
     assert line["level"] == "INFO"
+
+
+def test_isolation_and_memory_limit_options() -> None:
+    defaults = build_parser().parse_args([])
+    assert (defaults.isolation, defaults.task_memory_limit) == ("process", 0)
+    args = build_parser().parse_args(["--isolation", "thread", "--task-memory-limit", "512M"])
+    assert (args.isolation, args.task_memory_limit) == ("thread", 512 * 1024 * 1024)

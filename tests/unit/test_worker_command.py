@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -200,3 +201,69 @@ class TestCommandProcess:
         code, _, _ = run(["sh", "-c", "sleep 5 & echo started"])
         assert code == 0
         assert time.monotonic() - start < 3
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+class TestGuard:
+    def test_the_group_dies_with_the_process_that_started_it(self, tmp_path: Path) -> None:
+        pids = tmp_path / "pids"
+        starter = (
+            "import sys\n"
+            "from engine.worker.command import CommandProcess\n"
+            "from engine.worker.output import OutputCapture\n"
+            "p = CommandProcess(['sh', '-c', sys.argv[1]], OutputCapture(lambda *a: None))\n"
+            "p.start()\n"
+            "p.wait()\n"
+        )
+        script = f"sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; sleep 301"
+        parent = subprocess.Popen([sys.executable, "-c", starter, script])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(_read_pids(pids)) < 2:
+            time.sleep(0.05)
+        group = _read_pids(pids)
+        assert len(group) == 2 and all(_alive(pid) for pid in group)
+        parent.kill()  # SIGKILL: no handler of the starter runs
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in group):
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in group), "the command's group outlived its starter"
+
+    def test_a_normal_end_leaves_what_the_command_started_alone(self, tmp_path: Path) -> None:
+        pid_file = tmp_path / "daemon"
+        cap, _ = capture()
+        process = CommandProcess(
+            ["sh", "-c", f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}"], cap
+        )
+        process.start()
+        assert process.wait().returncode == 0
+        daemon = int(pid_file.read_text())
+        try:
+            time.sleep(0.2)
+            assert _alive(daemon), "the guard killed a daemon of a command that ended normally"
+        finally:
+            os.kill(daemon, signal.SIGKILL)
+
+    def test_a_program_that_is_not_executable_fails_to_start(self, tmp_path: Path) -> None:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("not a program")
+        cap, _ = capture()
+        with pytest.raises(PermissionError):
+            CommandProcess([str(plain)], cap).start()
+        with pytest.raises(FileNotFoundError):
+            CommandProcess(["no-such-program-here"], cap).start()
+
+
+def _read_pids(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except (OSError, ValueError):
+        return []
