@@ -45,6 +45,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.worker.errors import WorkerError
+
 log = logging.getLogger("joblog.worker")
 
 _PR_SET_PDEATHSIG = 1
@@ -107,7 +109,7 @@ def describe_wait_status(status: int) -> str:
     return f"exit signal {name}"
 
 
-class ForkServerError(Exception):
+class ForkServerError(WorkerError):
     """The fork server is not running, or it could not fork a child."""
 
 

@@ -90,6 +90,7 @@ _RECENTLY_FINISHED = 10_000
 _PRODUCE_BLOCK_S = 10.0
 _STARTUP_TRY_S = 5.0
 _FLUSH_S = 3.0
+_FORK_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._control: Consumer | None = None
         self._fork_server: ForkServer | None = None
+        self._next_fork_try = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -311,31 +313,42 @@ class Worker:
         finally:
             self._leave()
 
-    def _start_fork_server(self) -> None:
+    def _start_fork_server(self, *, first: bool = True) -> None:
+        """Forks the task template (process isolation).
+
+        Raises:
+            ForkServerError: the first template could not be forked (the worker does not
+                start); a later failure only fails the attempts until a fork works again.
+        """
         if self.options.isolation != PROCESS or not len(self.registry):
             return
         from engine.worker.child import run_attempt_child
 
         registry = self.registry
         server = ForkServer(lambda sock, template: run_attempt_child(sock, template, registry))
+        # Kept even if it did not start: its attempts then fail (WorkerChildDied) instead of
+        # running unisolated on a thread, and the loop tries again.
+        self._fork_server = server
         try:
             server.start()
         except ForkServerError as exc:
+            if first:
+                raise
             _log(logging.ERROR, "task template not started", error=exc)
             return
-        self._fork_server = server
         _log(logging.DEBUG, "task template started", pid=server.pid)
 
     def _check_fork_server(self) -> None:
         server = self._fork_server
-        if server is None or server.alive:
+        if server is None or server.alive or time.monotonic() < self._next_fork_try:
             return
+        self._next_fork_try = time.monotonic() + _FORK_RETRY_S
         # Its children died with it (their attempts fail with WorkerChildDied); the next
         # attempts get a new template, forked from this thread as the first one was.
-        _log(logging.ERROR, "task template process ended; starting a new one", pid=server.pid)
-        server.close(timeout=1.0)
-        self._fork_server = None
-        self._start_fork_server()
+        if server.pid is not None:
+            _log(logging.ERROR, "task template process ended; starting a new one", pid=server.pid)
+            server.close(timeout=1.0)
+        self._start_fork_server(first=False)
 
     def hurry(self) -> None:
         """Ends the drain at once (a second stop signal): what runs is reported unfinished."""
