@@ -27,7 +27,15 @@ from engine.codec.schemas import (
     find_schema_dir,
     fingerprint,
 )
-from engine.codec.snapshots import decode_snapshot, encode_snapshot
+from engine.codec.snapshots import (
+    SnapshotRecord,
+    decode_snapshot,
+    decode_snapshot_record,
+    encode_job_snapshot,
+    encode_snapshot,
+    encode_snapshot_header,
+    job_record_key,
+)
 
 __all__ = [
     "REGISTRY",
@@ -35,6 +43,7 @@ __all__ = [
     "TOPIC_SCHEMAS",
     "DeadLetter",
     "SchemaRegistry",
+    "SnapshotRecord",
     "WriterSchema",
     "WrongKindError",
     "bundle",
@@ -45,13 +54,17 @@ __all__ = [
     "decode_event",
     "decode_report",
     "decode_snapshot",
+    "decode_snapshot_record",
     "encode_command",
     "encode_control",
     "encode_deadletter",
     "encode_dispatch",
     "encode_event",
+    "encode_job_snapshot",
     "encode_report",
     "encode_snapshot",
+    "encode_snapshot_header",
     "find_schema_dir",
     "fingerprint",
+    "job_record_key",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from engine.codec.framing import decode, encode
@@ -63,7 +64,94 @@ def _to_avro(s: SubmissionState) -> dict[str, Any]:
         "dependents": [{"job_id": k, "job_ids": v} for k, v in s.dependents.items()],
         "children": [{"job_id": k, "job_ids": v} for k, v in s.children.items()],
         "labels": pairs_to_avro(s.labels),
+        "job_ids": [],
+        "per_job": False,
     }
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A decoded record of the ``state`` topic, with its layout.
+
+    Attributes:
+        state: the submission state it holds: every job (an inline snapshot), none (the
+            header of a per-job snapshot), or one (a job record of a per-job snapshot).
+        job_ids: in a per-job header, every job id in submission order.
+        per_job: a per-job header: the jobs are in records of their own.
+    """
+
+    state: SubmissionState
+    job_ids: tuple[str, ...] = ()
+    per_job: bool = False
+
+
+def job_record_key(submission_id: str, job_id: str) -> bytes:
+    """The ``state`` key of one job's record in a per-job snapshot."""
+    return f"{submission_id}/{job_id}".encode()
+
+
+def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, Any]:
+    s, job_ids = item
+    return {
+        **vars(s),
+        "jobs": [],
+        "dependents": [],
+        "children": [],
+        "labels": pairs_to_avro(s.labels),
+        "job_ids": list(job_ids),
+        "per_job": True,
+    }
+
+
+def _job_part_to_avro(item: tuple[SubmissionState, str]) -> dict[str, Any]:
+    s, job_id = item
+    dependents = s.dependents.get(job_id)
+    children = s.children.get(job_id)
+    return {
+        "submission_id": s.submission_id,
+        "seq": s.seq,
+        "last_timestamp": s.last_timestamp,
+        "accepted": s.accepted,
+        "command_id": "",
+        "jobs": [_job_to_avro(s.jobs[job_id])],
+        "dependents": [] if dependents is None else [{"job_id": job_id, "job_ids": dependents}],
+        "children": [] if children is None else [{"job_id": job_id, "job_ids": children}],
+        "outcome": None,
+        "deleted": False,
+        "submitted_by": "",
+        "labels": [],
+        "job_ids": [],
+        "per_job": False,
+    }
+
+
+def encode_snapshot_header(s: SubmissionState) -> bytes:
+    """Encode the header of a per-job snapshot: the submission without its jobs.
+
+    Its jobs are written by :func:`encode_job_snapshot`, each under
+    :func:`job_record_key`, so that no record grows with the size of the submission.
+    """
+    return encode(_SCHEMA, _header_to_avro, (s, tuple(s.jobs)))
+
+
+def encode_job_snapshot(s: SubmissionState, job_id: str) -> bytes:
+    """Encode one job of a per-job snapshot, with its links (dependents and sub-jobs)."""
+    return encode(_SCHEMA, _job_part_to_avro, (s, job_id))
+
+
+def decode_snapshot_record(raw: bytes) -> SnapshotRecord:
+    """Decode any record value of the ``state`` topic with its layout.
+
+    Raises:
+        CodecError: as :func:`decode_snapshot`.
+    """
+    return decode("Snapshot", raw, _record_from_avro)
+
+
+def _record_from_avro(r: dict[str, Any]) -> SnapshotRecord:
+    job_ids = tuple(r["job_ids"])
+    per_job = r["per_job"]
+    return SnapshotRecord(_from_avro(r), job_ids, per_job)
 
 
 def _from_avro(r: dict[str, Any]) -> SubmissionState:

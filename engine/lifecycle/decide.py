@@ -26,6 +26,7 @@ from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     CANCELABLE_AT_ONCE,
     AttemptRef,
+    AttemptReport,
     CancelJobs,
     CancelMode,
     Claimed,
@@ -69,9 +70,18 @@ from engine.lifecycle.records import (
     SubmissionStatus,
     SubmitJobs,
     Tick,
+    Unprocessable,
     WorkerLeft,
 )
 from engine.lifecycle.state import JobState, PendingProgress, SubmissionState, upstream_of
+from engine.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    describe_bytes,
+    setting_name,
+    truncate_middle,
+    truncate_text,
+)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -89,13 +99,36 @@ class Policy:
         progress_interval_ms: at most one progress event per job per this interval.
         max_jobs: jobs in one submission.
         max_args_bytes: size of one job's JSON arguments.
+        max_result_bytes: size of one task's JSON result; a larger one fails the attempt.
+        max_note_bytes / max_status_line_bytes / max_traceback_bytes /
+        max_output_chunk_bytes: longer texts from workers are truncated.
+        (The defaults are :mod:`engine.limits`; :meth:`from_limits` takes configured ones.)
     """
 
     lease_ms: int = 30_000
     kill_grace_ms: int = 15_000
     progress_interval_ms: int = 200
-    max_jobs: int = 100_000
-    max_args_bytes: int = 1_000_000
+    max_jobs: int = DEFAULT_LIMITS.max_jobs
+    max_args_bytes: int = DEFAULT_LIMITS.max_args_bytes
+    max_result_bytes: int = DEFAULT_LIMITS.max_result_bytes
+    max_note_bytes: int = DEFAULT_LIMITS.max_note_bytes
+    max_status_line_bytes: int = DEFAULT_LIMITS.max_status_line_bytes
+    max_traceback_bytes: int = DEFAULT_LIMITS.max_traceback_bytes
+    max_output_chunk_bytes: int = DEFAULT_LIMITS.max_output_chunk_bytes
+
+    @classmethod
+    def from_limits(cls, limits: Limits, **timings: int) -> Policy:
+        """A policy with the given size limits and timings."""
+        return cls(
+            max_jobs=limits.max_jobs,
+            max_args_bytes=limits.max_args_bytes,
+            max_result_bytes=limits.max_result_bytes,
+            max_note_bytes=limits.max_note_bytes,
+            max_status_line_bytes=limits.max_status_line_bytes,
+            max_traceback_bytes=limits.max_traceback_bytes,
+            max_output_chunk_bytes=limits.max_output_chunk_bytes,
+            **timings,
+        )
 
 
 DEFAULT_POLICY = Policy()
@@ -198,7 +231,16 @@ def _merge(draft: SubmissionState, into: SubmissionState) -> None:
 
 def _decide_into(draft: _Draft, given: Input, completed_keys: Mapping[str, str]) -> None:
     submission_id = draft.state.submission_id
-    if isinstance(given, SubmitJobs):
+    if isinstance(given, Unprocessable):
+        command = given.command
+        draft.reject(
+            command.command_id,
+            type(command).__name__,
+            RejectionCode.UNPROCESSABLE,
+            given.reason,
+            getattr(command, "job_id", None) or "",
+        )
+    elif isinstance(given, SubmitJobs):
         _submit(draft, given, completed_keys)
     elif isinstance(given, CancelJobs):
         _cancel(draft, given)
@@ -231,6 +273,8 @@ def _decide_into(draft: _Draft, given: Input, completed_keys: Mapping[str, str])
 def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
     if isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
         return given.submission_id
+    if isinstance(given, Unprocessable):
+        return given.command.submission_id
     if isinstance(given, Tick | Heartbeat | WorkerLeft):
         return None if state is None else state.submission_id
     return given.ref.submission_id
@@ -314,6 +358,43 @@ class _Draft:
                 body=body,
             )
         )
+
+
+def decide_retired(
+    command: SubmitJobs | CancelJobs | RetryJob | DeleteJobs, deleted: bool, now: int
+) -> list[Event]:
+    """Answers a command naming a submission whose state is no longer kept.
+
+    Deleted submissions, and finished ones beyond the scheduler's retention, leave only their
+    id behind. An id is never accepted twice: a submit is rejected as a duplicate, a second
+    delete as ``deleted``, a cancel or retry as ``already_terminal``. The rejection is logged
+    outside the submission's sequence (seq 0), so no event id is ever reused.
+    """
+    gone = "was deleted" if deleted else "finished and is no longer retained"
+    if isinstance(command, SubmitJobs):
+        code = RejectionCode.DUPLICATE_SUBMISSION
+        reason = (
+            f"submission id {command.submission_id!r} was used before ({gone}); "
+            "ids are never reused"
+        )
+    elif isinstance(command, DeleteJobs):
+        code = RejectionCode.DELETED if deleted else RejectionCode.ALREADY_TERMINAL
+        reason = f"submission {command.submission_id!r} {gone}"
+    else:
+        code = RejectionCode.ALREADY_TERMINAL
+        reason = f"submission {command.submission_id!r} {gone}"
+    job_id = getattr(command, "job_id", None) or ""
+    body = CommandRejected(command.command_id, type(command).__name__, str(code), reason)
+    return [
+        Event(
+            event_id=f"{command.submission_id}:rejected:{command.command_id}",
+            submission_id=command.submission_id,
+            job_id=job_id,
+            seq=0,
+            timestamp=now,
+            body=body,
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- submit
@@ -924,6 +1005,7 @@ def _report(draft: _Draft, report: Input) -> None:
     )
     if is_stale(draft.state, report):
         return
+    report = _fit(report, draft.policy)
     ref = report.ref
     job_id = ref.job_id
     job = draft.job(job_id)
@@ -997,6 +1079,56 @@ def _report(draft: _Draft, report: Input) -> None:
             )
     else:
         _finish(draft, job_id, report)
+
+
+def _fit(report: AttemptReport, policy: Policy) -> AttemptReport:
+    """A worker's report with its texts cut to the limits (any worker, in any language, may
+    send more than joblog's own workers do), so every event fits one record."""
+    if isinstance(report, ProgressReported) and report.status_line is not None:
+        line = truncate_text(report.status_line, policy.max_status_line_bytes)
+        return report if line is report.status_line else replace(report, status_line=line)
+    if isinstance(report, OutputReported):
+        chunk = truncate_text(report.chunk, policy.max_output_chunk_bytes)
+        if chunk is report.chunk:
+            return report
+        return replace(report, chunk=chunk, truncated=True)
+    if isinstance(report, ExceptionReported):
+        return replace(
+            report,
+            type=truncate_text(report.type, 200),
+            note=truncate_text(report.note, policy.max_note_bytes),
+            traceback=truncate_middle(report.traceback, policy.max_traceback_bytes),
+        )
+    if isinstance(report, Finished):
+        fitted = replace(
+            report,
+            error_type=truncate_text(report.error_type, 200),
+            error_note=truncate_text(report.error_note, policy.max_note_bytes),
+            traceback=truncate_middle(report.traceback, policy.max_traceback_bytes),
+            status_line=(
+                None
+                if report.status_line is None
+                else truncate_text(report.status_line, policy.max_status_line_bytes)
+            ),
+        )
+        result = report.result
+        size = 0 if result is None else len(result.encode("utf-8"))
+        if size > policy.max_result_bytes and report.outcome is Outcome.COMPLETED:
+            assert result is not None
+            setting = setting_name("max_result_bytes")
+            fitted = replace(
+                fitted,
+                outcome=Outcome.FAILED,
+                result=None,
+                error_type="ResultTooLarge",
+                error_note=(
+                    f"result is {describe_bytes(size)}, the limit is "
+                    f"{describe_bytes(policy.max_result_bytes)} ({setting}); "
+                    f"head: {result[:200]}"
+                ),
+            )
+        return fitted
+    return report
 
 
 def _latest(

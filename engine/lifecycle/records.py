@@ -363,7 +363,16 @@ class Tick:
     """Time passed: timers due at or before ``now`` fire (given as the ``now`` of decide)."""
 
 
-Input = Command | Report | Tick
+@dataclass(frozen=True)
+class Unprocessable:
+    """A command whose decision cannot be written (the scheduler found it poisons its
+    transactions, e.g. a record over the size limit): it is rejected with ``reason``."""
+
+    command: Command
+    reason: str
+
+
+Input = Command | Report | Tick | Unprocessable
 
 
 # --------------------------------------------------------------------------- events
@@ -658,6 +667,7 @@ class RejectionCode(enum.StrEnum):
     NOT_WAITING = "not_waiting"
     NOT_TERMINAL = "not_terminal"
     DELETED = "deleted"
+    UNPROCESSABLE = "unprocessable"
 
 
 # --------------------------------------------------------------------------- side records

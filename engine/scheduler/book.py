@@ -16,7 +16,7 @@ import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from engine.lifecycle.decide import Policy, next_deadline, recover, step
+from engine.lifecycle.decide import Policy, decide_retired, next_deadline, recover, step
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.records import (
     CancelJobs,
@@ -26,8 +26,10 @@ from engine.lifecycle.records import (
     JobCompleted,
     RetryJob,
     SubmitJobs,
+    Unprocessable,
 )
 from engine.lifecycle.state import SubmissionState
+from engine.scheduler.snapshots import Written
 
 
 @dataclass
@@ -48,8 +50,11 @@ class PartitionBook:
     completed_keys: dict[str, str] = field(default_factory=dict)
     # submission id -> offset of its first event on `events` not covered by a snapshot
     unsnapshotted_from: dict[str, int] = field(default_factory=dict)
-    # submission id -> sequence number of its last snapshot
-    snapshot_seq: dict[str, int] = field(default_factory=dict)
+    # submission id -> what its last committed snapshot holds (its seq, its layout)
+    written: dict[str, Written] = field(default_factory=dict)
+    # ids of submissions no longer kept in memory -> whether they were deleted: an id is
+    # never accepted again, whatever happened to its submission
+    retired: dict[str, bool] = field(default_factory=dict)
     # submission id -> when (ms) an event was first left out of its snapshot
     dirty_since: dict[str, int] = field(default_factory=dict)
     events_end: int = 0
@@ -111,8 +116,15 @@ class Book:
         """
         book = self.partitions[partition]
         state = book.submissions.get(submission_id)
-        if state is None and not isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
+        commands = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
+        if state is None and not isinstance(given, commands | Unprocessable):
             return Decision(submission_id)  # a report or timer of a submission never seen here
+        if state is None and submission_id in book.retired:
+            command = given.command if isinstance(given, Unprocessable) else given
+            assert isinstance(command, commands)
+            return Decision(
+                submission_id, decide_retired(command, book.retired[submission_id], now)
+            )
         outcome = step(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
         decision = Decision(submission_id, outcome.events, outcome.effects)
         state = outcome.state
@@ -184,7 +196,8 @@ class Book:
             state = book.submissions.get(submission_id)
             if state is None:
                 continue
-            behind = state.seq - book.snapshot_seq.get(submission_id, 0)
+            last = book.written.get(submission_id)
+            behind = state.seq - (0 if last is None else last.seq)
             if (
                 state.done
                 or behind >= every_events
@@ -194,18 +207,18 @@ class Book:
                 chosen.append(state)
         return chosen
 
-    def snapshotted(self, partition: int, state: SubmissionState) -> None:
-        """Records that ``state`` was written to ``state`` (in a committed transaction)."""
+    def snapshotted(
+        self, partition: int, submission_id: str, written: Written, deleted: bool
+    ) -> None:
+        """Records that a snapshot of a submission was committed to the ``state`` topic."""
         book = self.partitions.get(partition)
         if book is None:
             return
-        book.snapshot_seq[state.submission_id] = state.seq
-        book.unsnapshotted_from.pop(state.submission_id, None)
-        book.dirty_since.pop(state.submission_id, None)
-        if state.deleted:
-            book.submissions.pop(state.submission_id, None)
-            book.snapshot_seq.pop(state.submission_id, None)
-            book.done_order.pop(state.submission_id, None)
+        book.written[submission_id] = written
+        book.unsnapshotted_from.pop(submission_id, None)
+        book.dirty_since.pop(submission_id, None)
+        if deleted:
+            self._retire(book, submission_id, deleted=True)
         self._forget_old(book)
 
     def delivered(self, partition: int, submission_id: str, offset: int, seq: int) -> None:
@@ -214,7 +227,8 @@ class Book:
         if book is None:
             return
         book.events_end = max(book.events_end, offset + 1)
-        if seq > book.snapshot_seq.get(submission_id, 0) and submission_id in book.submissions:
+        last = book.written.get(submission_id)
+        if seq > (0 if last is None else last.seq) and submission_id in book.submissions:
             current = book.unsnapshotted_from.get(submission_id)
             if current is None or offset < current:
                 book.unsnapshotted_from[submission_id] = offset
@@ -225,6 +239,12 @@ class Book:
             if submission_id in book.dirty_since:
                 book.done_order[submission_id] = None
                 break  # not snapshotted yet; forget it after its snapshot
-            book.submissions.pop(submission_id, None)
-            book.snapshot_seq.pop(submission_id, None)
-            self._deadline.pop(submission_id, None)
+            self._retire(book, submission_id, deleted=False)
+
+    def _retire(self, book: PartitionBook, submission_id: str, *, deleted: bool) -> None:
+        """Forgets a submission's state but not its id (see :func:`decide_retired`)."""
+        book.submissions.pop(submission_id, None)
+        book.written.pop(submission_id, None)
+        book.done_order.pop(submission_id, None)
+        book.retired[submission_id] = deleted
+        self._deadline.pop(submission_id, None)

@@ -26,6 +26,7 @@ from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import JobCompleted, JobStatus, SubmissionAccepted
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import PartitionBook
+from engine.scheduler.snapshots import restore_snapshots
 from engine.topics import Topics
 
 CHECKPOINT_KEY = b"__checkpoint__"
@@ -92,24 +93,18 @@ def rebuild(
                         checkpoint = 0
                 continue
             latest[key] = message.value()
-        for value in latest.values():
-            if value is None:
-                continue
-            try:
-                state = codec.decode_snapshot(value)
-            except CodecError:
-                continue  # an unreadable snapshot: its events are replayed instead
-            book.submissions[state.submission_id] = state
-            book.snapshot_seq[state.submission_id] = state.seq
+        restored = restore_snapshots(latest)
+        book.submissions.update(restored.states)
+        book.written.update(restored.written)
+        book.retired.update(dict.fromkeys(restored.deleted, True))
+        for state in restored.states.values():
             for job in state.jobs.values():
                 if job.status is JobStatus.COMPLETED and job.spec.idempotency_key:
                     book.completed_keys[job.spec.idempotency_key] = (
                         f"{state.submission_id}/{job.spec.job_id}"
                     )
-        unreadable = {
-            key.decode("utf-8", "replace") for key, value in latest.items() if value is not None
-        } - set(book.submissions)
-        events_from = 0 if unreadable else checkpoint
+        # an unreadable snapshot: its events are replayed instead, from the beginning
+        events_from = 0 if restored.unreadable else checkpoint
         replayed = skipped = 0
         end = events_from
         for message in _read_to_end(reader, topics.events, partition, events_from, timeout_s):
@@ -120,6 +115,9 @@ def rebuild(
             except CodecError:
                 continue
             known = book.submissions.get(event.submission_id)
+            if event.submission_id in book.retired:
+                skipped += 1  # deleted: only its id is kept
+                continue
             if event.seq == 0 or (known is not None and event.seq <= known.seq):
                 skipped += 1  # a rejection outside any sequence, or covered by the snapshot
                 continue
@@ -136,11 +134,11 @@ def rebuild(
                 if idempotency_key:
                     book.completed_keys[idempotency_key] = f"{event.submission_id}/{event.job_id}"
         book.events_end = max(end, _high_watermark(reader, topics.events, partition))
-        for submission_id in [s for s, st in book.submissions.items() if st.deleted]:
-            del book.submissions[submission_id]
+        # A submission deleted after its last snapshot stays in the book until its deleted
+        # header is written (the next sweep does it): then only its id is kept.
         stats = RebuildStats(
             partition=partition,
-            snapshots=len(book.snapshot_seq),
+            snapshots=len(book.written),
             state_records=state_records,
             events_from=events_from,
             events_replayed=replayed,

@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,14 +40,19 @@ from engine.lifecycle.records import (
     CommandRejected,
     Control,
     Dispatch,
+    Finished,
     Heartbeat,
     Input,
+    Outcome,
     Tick,
+    Unprocessable,
     WorkerLeft,
 )
-from engine.lifecycle.state import SubmissionState
+from engine.limits import describe_bytes
 from engine.scheduler.book import Book, Decision
+from engine.scheduler.deadlines import BoundedCalls, CallStuck
 from engine.scheduler.rebuild import CHECKPOINT_KEY, RebuildStats, checkpoint_record, rebuild
+from engine.scheduler.snapshots import Written, snapshot_records
 from engine.topics import Topics
 
 log = logging.getLogger("joblog.scheduler")
@@ -69,6 +73,12 @@ class SchedulerConfig:
         transaction_timeout_ms: how long a crashed instance's open transaction can hold up
             readers before the broker aborts it.
         retain_done: finished submissions kept in memory per partition.
+        session_timeout_ms: how long the group waits for a silent instance before handing
+            its partitions to the others. Instances are static members of the group
+            (``group.instance.id`` is the instance id), so a restarted instance gets its
+            partitions back at once instead of waiting this long.
+        call_timeout_s: the deadline of each transactional call (init, send offsets,
+            commit, abort); a call that overruns it is abandoned with its producer.
     """
 
     instance_id: str = field(default_factory=lambda: socket.gethostname())
@@ -78,6 +88,8 @@ class SchedulerConfig:
     snapshot_max_age_ms: int = 5000
     transaction_timeout_ms: int = 30_000
     retain_done: int = 50_000
+    session_timeout_ms: int = 10_000
+    call_timeout_s: float = 30.0
 
 
 @dataclass
@@ -117,6 +129,16 @@ class Scheduler:
         self._delivered: list[tuple[int, str, int, int]] = []
         self._consumer: Consumer | None = None
         self.ready = threading.Event()
+        # clients whose call got stuck: kept so they are never destroyed under that call
+        self.abandoned: list[object] = []
+        self._calls = BoundedCalls(f"scheduler-{self.config.instance_id}-kafka")
+        self._delivery_errors: list[KafkaError] = []
+        # poison isolation (see _Poison): the most records per batch while a failed batch is
+        # bisected, the offsets that must be passed before full batches resume, and the
+        # records found to be poison, with how often each was answered
+        self._batch_limit: int | None = None
+        self._suspects: dict[tuple[str, int], int] = {}
+        self._poison: dict[tuple[str, int, int], tuple[str, int]] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -127,23 +149,31 @@ class Scheduler:
             JoblogError: the producer was fenced by another instance with the same id, or a
                 fatal Kafka error occurred.
         """
+        self._calls.stop = stop
+        backoff = 0.2
         while not stop.is_set():
             try:
                 self._run_once(stop)
+            except _Poison as poison:
+                self._isolate(poison)
             except (_Restart, KafkaException, JoblogError) as exc:
                 if isinstance(exc, KafkaException) and exc.args[0].fatal():
                     raise JoblogError(f"fatal Kafka error: {exc.args[0].str()}") from exc
                 if isinstance(exc, JoblogError) and not isinstance(exc, BrokerError):
                     raise
-                log.warning("scheduler restarting on a fresh book: %s", exc)
+                log.warning("scheduler restarting on a fresh book in %.1f s: %s", backoff, exc)
                 self.metrics.counts["restarts"] += 1
-                self.book = Book(self.policy, retain_done=self.config.retain_done)
-                self.assigned = set()
-                time.sleep(0.2)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            else:
+                continue
+            self.book = Book(self.policy, retain_done=self.config.retain_done)
+            self.assigned = set()
 
     def _run_once(self, stop: threading.Event) -> None:
         settings = self.settings
         transactional_id = f"{settings.topic_prefix}scheduler.{self.config.instance_id}"
+        timeout = self.config.call_timeout_s
         producer = Producer(
             settings.producer_config(
                 **{
@@ -152,10 +182,19 @@ class Scheduler:
                     "linger.ms": 5,
                     "batch.num.messages": 10_000,
                     "compression.type": "lz4",
+                    # a 100,000-job submission is decided in one transaction
+                    "queue.buffering.max.messages": 2_000_000,
+                    "on_delivery": self._on_delivery,
                 }
             )
         )
-        producer.init_transactions(60)
+        try:
+            self._calls.call(
+                "init_transactions", lambda: producer.init_transactions(timeout), timeout
+            )
+        except CallStuck:
+            self.abandoned.append(producer)
+            raise
         consumer = Consumer(
             settings.client_config(
                 **{
@@ -168,6 +207,11 @@ class Scheduler:
                     # co-partitioning that lets one instance own a submission's whole story.
                     "partition.assignment.strategy": "range",
                     "fetch.wait.max.ms": 20,
+                    # static membership: a restarted instance takes its partitions back at
+                    # once; a dead one is replaced after the session timeout
+                    "group.instance.id": self.config.instance_id,
+                    "session.timeout.ms": self.config.session_timeout_ms,
+                    "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
                 }
             )
         )
@@ -178,15 +222,33 @@ class Scheduler:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        stuck = False
         try:
             self._loop(stop, consumer, producer)
+        except CallStuck:
+            stuck = True
+            raise
         finally:
             self.ready.clear()
-            try:
-                consumer.close()
-            except KafkaException as exc:
-                log.warning("closing the consumer failed: %s", exc)
-            producer.flush(10)
+            self._close(consumer, producer, stuck)
+
+    def _close(self, consumer: Consumer, producer: Producer, stuck: bool) -> None:
+        """Closes both clients within bounded time; abandons what does not close."""
+        try:
+            self._calls.call("consumer close", consumer.close, 5)
+        except CallStuck as exc:
+            log.warning("%s", exc)
+            self.abandoned.append(consumer)
+        except KafkaException as exc:
+            log.warning("closing the consumer failed: %s", exc)
+        if stuck:
+            self.abandoned.append(producer)
+            return
+        try:
+            self._calls.call("producer flush", lambda: producer.flush(3), 3)
+        except CallStuck as exc:
+            log.warning("%s", exc)
+            self.abandoned.append(producer)
 
     def _loop(self, stop: threading.Event, consumer: Consumer, producer: Producer) -> None:
         last_sweep = 0
@@ -196,7 +258,10 @@ class Scheduler:
             next_due = self.book.next_due()
             if next_due is not None:
                 wait = max(0.0, min(wait, (next_due - now) / 1000))
-            messages = consumer.consume(self.config.batch_size, timeout=wait)
+            batch = self.config.batch_size
+            if self._batch_limit is not None:
+                batch = min(batch, self._batch_limit)
+            messages = consumer.consume(batch, timeout=wait)
             if self.assigned:
                 self.ready.set()
             now = now_ms()
@@ -252,7 +317,8 @@ class Scheduler:
         offsets: dict[tuple[str, int], int] = {}
         touched: dict[int, set[str]] = {}
         self._delivered = []
-        snapshots: list[tuple[int, SubmissionState]] = []
+        self._delivery_errors = []
+        snapshots: list[tuple[int, str, Written, bool]] = []
         try:
             producer.begin_transaction()
             for message in messages:
@@ -265,7 +331,7 @@ class Scheduler:
                 if partition not in self.book.partitions:
                     continue  # fetched before a revocation: its new owner decides it
                 offsets[(topic, partition)] = (message.offset() or 0) + 1
-                for submission_id, given in self._inputs(producer, message):
+                for submission_id, given in self._inputs(producer, message, now):
                     decision = self.book.apply(partition, submission_id, given, now)
                     self._write(producer, partition, decision)
                     touched.setdefault(partition, set()).add(submission_id)
@@ -276,33 +342,42 @@ class Scheduler:
                 touched.setdefault(partition, set()).add(submission_id)
             for partition in sorted(set(touched) | (set(self.book.partitions) if sweep else set())):
                 snapshots.extend(self._snapshots(producer, partition, now, touched.get(partition)))
+            timeout = self.config.call_timeout_s
             if offsets:
-                producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    consumer.consumer_group_metadata(),
-                    30,
+                positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+                metadata = consumer.consumer_group_metadata()
+                self._calls.call(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(positions, metadata, timeout),
+                    timeout,
                 )
-            producer.commit_transaction(60)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
+            self._calls.call(
+                "commit_transaction", lambda: producer.commit_transaction(timeout), timeout
+            )
+        except (KafkaException, _RecordFault) as exc:
+            error = exc.args[0] if isinstance(exc, KafkaException) else None
+            if error is not None and error.fatal():
                 raise JoblogError(
                     f"scheduler {self.config.instance_id!r} cannot go on: {error.str()} "
                     "(another instance with the same id fenced it out?)"
                 ) from exc
-            try:
-                producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                log.warning("abort failed: %s", abort_exc)
-            raise _Restart(error.str()) from exc
+            self._abort(producer)
+            fault = exc if isinstance(exc, _RecordFault) else self._record_fault(error)
+            if fault is not None:
+                raise _Poison(self._batch_offsets(messages), str(fault)) from exc
+            raise _Restart(error.str() if error is not None else str(exc)) from exc
         self.metrics.counts["transactions"] += 1
+        self._passed(offsets)
         for partition, submission_id, offset, seq in self._delivered:
             self.book.delivered(partition, submission_id, offset, seq)
-        for partition, state in snapshots:
-            self.book.snapshotted(partition, state)
+        for partition, submission_id, written, deleted in snapshots:
+            self.book.snapshotted(partition, submission_id, written, deleted)
 
-    def _inputs(self, producer: Producer, message: Message) -> list[tuple[str, Input]]:
+    def _inputs(self, producer: Producer, message: Message, now: int) -> list[tuple[str, Input]]:
         """Decodes one record into ``(submission_id, input)`` pairs; dead-letters what fails."""
+        where = (message.topic() or "", message.partition() or 0, message.offset() or 0)
+        if where in self._poison:
+            return self._answer_poison(producer, message, where, now)
         raw = message.value() or b""
         key = (message.key() or b"").decode("utf-8", "replace")
         if message.topic() == self.topics.commands:
@@ -370,7 +445,7 @@ class Scheduler:
             producer.produce(
                 topics.events,
                 key=event.submission_id.encode(),
-                value=codec.encode_event(event),
+                value=self._fits(codec.encode_event(event), f"event {event.event_id}"),
                 partition=partition,
                 on_delivery=self._on_event_delivery(partition, event.submission_id, event.seq),
             )
@@ -381,7 +456,9 @@ class Scheduler:
                 producer.produce(
                     topics.dispatch(effect.spec.queue),
                     key=f"{effect.submission_id}/{effect.job_id}".encode(),
-                    value=codec.encode_dispatch(effect),
+                    value=self._fits(
+                        codec.encode_dispatch(effect), f"dispatch {effect.dispatch_id}"
+                    ),
                 )
             elif isinstance(effect, Control):
                 self.metrics.counts["controls"] += 1
@@ -391,6 +468,108 @@ class Scheduler:
                     value=codec.encode_control(effect),
                 )
         self._poll(producer)
+
+    def _fits(self, value: bytes, what: str) -> bytes:
+        limit = self.settings.limits.max_record_bytes
+        if len(value) > limit:
+            raise _RecordFault(
+                f"{what} is {describe_bytes(len(value))}, larger than the record limit "
+                f"{describe_bytes(limit)} (JOBLOG_MAX_RECORD_BYTES)"
+            )
+        return value
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(error)
+
+    def _record_fault(self, error: KafkaError | None) -> str | None:
+        """Why the batch cannot be written whatever happens to the broker, if it cannot."""
+        for candidate in [error, *self._delivery_errors]:
+            if candidate is not None and candidate.code() in _RECORD_FAULTS:
+                return candidate.str()
+        return None
+
+    def _abort(self, producer: Producer) -> None:
+        timeout = self.config.call_timeout_s
+        try:
+            self._calls.call(
+                "abort_transaction", lambda: producer.abort_transaction(timeout), timeout
+            )
+        except KafkaException as exc:
+            log.warning("abort failed: %s", exc)
+
+    # ----------------------------------------------------------------- poison isolation
+
+    @staticmethod
+    def _batch_offsets(messages: list[Message]) -> list[tuple[str, int, int]]:
+        return [
+            (m.topic() or "", m.partition() or 0, m.offset() or 0)
+            for m in messages
+            if m.error() is None
+        ]
+
+    def _isolate(self, poison: _Poison) -> None:
+        """Narrows a batch that cannot be written down to the record that causes it.
+
+        The batch was aborted; the loop starts over on a rebuilt book and consumes it again
+        in halves (``_batch_limit``) until the failing batch is one record: that record is
+        poison. It is then answered instead of decided (:meth:`_answer_poison`): dead-lettered
+        with the reason, and a rejection or a failed attempt written in its place, so that no
+        input can stop the scheduler and every other submission goes on.
+        """
+        self.metrics.counts["poison_batches"] += 1
+        if len(poison.offsets) == 1:
+            (where,) = poison.offsets
+            tries = self._poison.get(where, ("", 0))[1]
+            self._poison[where] = (poison.reason, tries + 1)
+            log.warning("poison record %s[%d]@%d: %s", *where, poison.reason)
+            return
+        if not poison.offsets:
+            raise JoblogError(f"a transaction without inputs cannot be written: {poison.reason}")
+        self._batch_limit = max(1, len(poison.offsets) // 2)
+        for topic, partition, offset in poison.offsets:
+            key = (topic, partition)
+            self._suspects[key] = max(self._suspects.get(key, -1), offset)
+        log.warning(
+            "a batch of %d records cannot be written (%s): retrying it in batches of %d",
+            len(poison.offsets),
+            poison.reason,
+            self._batch_limit,
+        )
+
+    def _passed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """After a committed batch: full batches resume once every suspect was passed."""
+        if not self._suspects:
+            return
+        for key, next_offset in offsets.items():
+            if self._suspects.get(key, next_offset) < next_offset:
+                del self._suspects[key]
+        if not self._suspects:
+            self._batch_limit = None
+
+    def _answer_poison(
+        self, producer: Producer, message: Message, where: tuple[str, int, int], now: int
+    ) -> list[tuple[str, Input]]:
+        """Dead-letters a poison record and gives the input to decide in its place."""
+        reason, tries = self._poison[where]
+        self._dead_letter(producer, message, _RecordFault(reason))
+        if tries > 1:
+            return []  # its answer could not be written either: the dead letter is all
+        raw = message.value() or b""
+        note = f"the scheduler cannot write what this input decides: {reason}"
+        try:
+            if message.topic() == self.topics.commands:
+                command = codec.decode_command(raw)
+                return [(command.submission_id, Unprocessable(command, note))]
+            report = codec.decode_report(raw)
+        except CodecError:
+            return []
+        if isinstance(report, Heartbeat | WorkerLeft):
+            return []
+        failed = Finished(
+            report.ref, Outcome.FAILED, error_type="Unprocessable", error_note=note, sent_at=now
+        )
+        return [(report.ref.submission_id, failed)]
 
     def _on_event_delivery(
         self, partition: int, submission_id: str, seq: int
@@ -403,7 +582,7 @@ class Scheduler:
 
     def _snapshots(
         self, producer: Producer, partition: int, now: int, touched: set[str] | None
-    ) -> list[tuple[int, SubmissionState]]:
+    ) -> list[tuple[int, str, Written, bool]]:
         book = self.book.partitions.get(partition)
         if book is None:
             return []
@@ -414,17 +593,17 @@ class Scheduler:
             self.config.snapshot_every_events,
             touched or set(),
         )
-        out: list[tuple[int, SubmissionState]] = []
+        out: list[tuple[int, str, Written, bool]] = []
         for state in states:
-            value = None if state.deleted else codec.encode_snapshot(state)
-            producer.produce(
-                self.topics.state,
-                key=state.submission_id.encode(),
-                value=value,
-                partition=partition,
-            )
+            records, written = snapshot_records(state, book.written.get(state.submission_id))
+            for key, value in records:
+                if value is not None:
+                    self._fits(value, f"snapshot {key.decode('utf-8', 'replace')}")
+                producer.produce(self.topics.state, key=key, value=value, partition=partition)
+                self._poll(producer)
             self.metrics.counts["snapshots"] += 1
-            out.append((partition, state.copy()))
+            self.metrics.counts["snapshot_records"] += len(records)
+            out.append((partition, state.submission_id, written, state.deleted))
         producer.produce(
             self.topics.state,
             key=CHECKPOINT_KEY,
@@ -473,6 +652,36 @@ class Scheduler:
 
 class _Restart(Exception):
     """The transaction was aborted; the loop must start over on a rebuilt book."""
+
+
+class _RecordFault(Exception):
+    """A record of the batch can never be written (too large, or refused by the broker)."""
+
+
+class _Poison(Exception):
+    """The batch was aborted because a record in it can never be written.
+
+    Attributes:
+        offsets: ``(topic, partition, offset)`` of every input record of the batch.
+        reason: what the broker or the size check said.
+    """
+
+    def __init__(self, offsets: list[tuple[str, int, int]], reason: str) -> None:
+        super().__init__(reason)
+        self.offsets = offsets
+        self.reason = reason
+
+
+#: Errors that no retry fixes: the record itself is at fault.
+_RECORD_FAULTS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+    }
+)
 
 
 def default_instance_id() -> str:

@@ -13,7 +13,9 @@ from engine.lifecycle.decide import backoff_ms, is_stale, recover
 from engine.lifecycle.records import (
     Control,
     Dispatch,
+    ExceptionReported,
     FailureReason,
+    Finished,
     JobAssigned,
     JobCompleted,
     JobDispatched,
@@ -858,3 +860,26 @@ def test_coalesced_progress_is_rate_limited_and_ends_on_the_latest_values(
 def test_a_pending_event_names_its_queue_and_attempt() -> None:
     scenario = given().when(submit(job("a", queue="gpu")))
     scenario.then_includes(on("a", JobPending(1, "gpu", f"{SUB}/a/1", T0, "submitted")))
+
+
+def test_a_result_over_the_limit_fails_the_attempt_and_keeps_its_head() -> None:
+    policy = with_policy(max_result_bytes=100)
+    scenario = given(submit(job("a")), *running("a"), policy=policy)
+    big = '"' + "x" * 500 + '"'
+    scenario.when(Finished(ref("a"), Outcome.COMPLETED, result=big)).then_includes(
+        on("a", JobFailed)
+    )
+    job_a = scenario.job("a")
+    assert job_a.error_type == "ResultTooLarge"
+    assert "JOBLOG_MAX_RESULT_BYTES" in job_a.error_note and '"xxx' in job_a.error_note
+    assert job_a.result is None
+
+
+def test_texts_from_workers_are_cut_to_their_limits() -> None:
+    policy = with_policy(max_note_bytes=50, max_traceback_bytes=80)
+    scenario = given(submit(job("a")), *running("a"), policy=policy)
+    scenario.when(ExceptionReported(ref("a"), "Warn", "n" * 1000, severity=3, traceback="t" * 1000))
+    (event,) = scenario.last
+    assert isinstance(event.body, JobExceptionRaised)
+    assert len(event.body.note.encode()) <= 50 and event.body.note.endswith("[truncated]")
+    assert len(event.body.traceback.encode()) <= 80

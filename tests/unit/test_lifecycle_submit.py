@@ -20,6 +20,7 @@ from engine.lifecycle.records import (
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
+    Unprocessable,
 )
 from tests.unit.lifecycle_dsl import (
     POLICY,
@@ -415,6 +416,9 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     examples[RejectionCode.NOT_TERMINAL] = given(submit(job("a"))).when(delete("a"))
     examples[RejectionCode.DELETED] = given(submit(job("a"), job("b")), *succeeded("a")).step(
         delete("a"), delete("a", command_id="delete-2")
+    )
+    examples[RejectionCode.UNPROCESSABLE] = given(submit(job("a"))).when(
+        Unprocessable(cancel("a"), "its decision is larger than the record limit")
     )
     assert set(examples) == set(RejectionCode)
     for code, scenario in examples.items():

@@ -17,6 +17,7 @@ from engine.lifecycle.records import (
     Tick,
 )
 from engine.scheduler.book import Book, PartitionBook
+from engine.scheduler.snapshots import snapshot_records
 
 POLICY = Policy(lease_ms=1000, kill_grace_ms=500)
 
@@ -99,7 +100,8 @@ def test_finished_submissions_are_snapshotted_and_leave_the_checkpoint() -> None
     assert state.done
     chosen = book.to_snapshot(0, now=7, max_age_ms=60_000, every_events=1000, touched={"s1"})
     assert chosen == [state]
-    book.snapshotted(0, state)
+    _, written = snapshot_records(state, None)
+    book.snapshotted(0, "s1", written, deleted=False)
     assert part.checkpoint() == part.events_end == 3
 
 
