@@ -2,9 +2,10 @@
 
 :class:`AttemptRun` is the part of the worker that knows nothing of Kafka: it gets a
 :class:`Dispatch`, sends its reports to a sink, and returns the :class:`Finished` report.
-A Python task runs in a child process forked from the worker's template
-(:mod:`engine.worker.forkserver`) when the run has a fork server, else in the calling thread
-(thread mode); a command runs as a child process either way. How an attempt ends:
+A Python task runs in a child process of the worker's pool (:mod:`engine.worker.pool`: warm
+children forked from the template, or a fresh fork per attempt) when the run has a pool, else
+in the calling thread (thread mode); a command runs as a child process either way. How an
+attempt ends:
 
 =================================================  ==========================================
 what happened                                      reports
@@ -25,7 +26,8 @@ command exited 0 / non-zero                        Finished(COMPLETED / FAILED, 
 A kill of a task in a child process is three steps: the cancelled flag at once (and SIGTERM
 for the commands it runs), SIGTERM to the child after ``cooperative_ms`` (at most half the
 grace period), SIGKILL once the grace period is over. The whole sequence fits the grace
-period, which is also the scheduler's deadline for the kill.
+period, which is also the scheduler's deadline for the kill. A child whose attempt was killed
+is never given another one: the pool replaces it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -56,7 +57,7 @@ from engine.lifecycle.records import (
     Started,
 )
 from engine.limits import DEFAULT_LIMITS, Limits, describe_bytes
-from engine.worker.channel import Channel, ChannelClosed
+from engine.worker.channel import ChannelClosed
 from engine.worker.command import CommandProcess
 from engine.worker.context import (
     DEFAULT_KILL_GRACE_MS,
@@ -78,15 +79,9 @@ from engine.worker.fitting import (
     fit_finished,
     fit_report,
 )
-from engine.worker.forkserver import (
-    ChildProcess,
-    ForkServer,
-    ForkServerError,
-    describe_wait_status,
-    keep_from_children,
-    release_fd,
-)
+from engine.worker.forkserver import ForkServerError, describe_wait_status
 from engine.worker.output import OutputLimits
+from engine.worker.pool import DIED, EXITED, KILLED, ChildPool, PooledChild, resident_bytes
 from engine.worker.tasks import TaskRegistry, bind_arguments, decode_args
 
 log = logging.getLogger("joblog.worker")
@@ -106,7 +101,6 @@ _RSS_EVERY_S = 0.1
 # A child that sent its Finished exits at once; one that does not is killed after this.
 _EXIT_AFTER_FINISHED_S = 2.0
 _EXIT_STATUS_WAIT_S = 5.0
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -136,12 +130,26 @@ class AttemptOptions:
 
 @dataclass(frozen=True)
 class AttemptStart:
-    """The first message to an attempt's child process: what to run, and how."""
+    """The message that starts an attempt in a child process: what to run, and how.
+
+    Attributes:
+        last: the child exits after this attempt (process-per-attempt, or the child ran its
+            ``max_attempts_per_child``); else it sends :class:`ChildReady` and waits for the
+            next one.
+    """
 
     dispatch: Dispatch
     worker_id: str
     options: AttemptOptions
     limits: Limits
+    last: bool = True
+
+
+@dataclass(frozen=True)
+class ChildReady:
+    """A pool child's message after an attempt's ``Finished``: it is clean and waits."""
+
+    pid: int
 
 
 @dataclass
@@ -161,8 +169,8 @@ class AttemptRun:
         sink: receives the attempt's reports in order (already fitted to ``limits``).
         options: progress interval, output limits, kill steps, memory limit.
         limits: the designed sizes results and reports must fit.
-        fork_server: forks the child process of a Python task; without one, tasks run in
-            the thread that calls :meth:`execute` (thread mode).
+        pool: the child processes Python tasks run in; without one, tasks run in the thread
+            that calls :meth:`execute` (thread mode).
         clock: monotonic seconds (for tests).
     """
 
@@ -175,7 +183,7 @@ class AttemptRun:
         options: AttemptOptions | None = None,
         *,
         limits: Limits = DEFAULT_LIMITS,
-        fork_server: ForkServer | None = None,
+        pool: ChildPool | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.dispatch = dispatch
@@ -190,7 +198,7 @@ class AttemptRun:
         )
         self._registry = registry
         self._raw_sink = sink
-        self._fork_server = fork_server
+        self._pool = pool
         self._clock = clock or time.monotonic
         self.context = JobContext(
             self.ref,
@@ -201,7 +209,7 @@ class AttemptRun:
             clock=self._clock,
         )
         self.finished: Finished | None = None
-        self.child: ChildProcess | None = None
+        self.child: PooledChild | None = None
         self._kill: _Kill | None = None
         self._kill_lock = threading.Lock()
         self._started_at: float | None = None
@@ -212,7 +220,7 @@ class AttemptRun:
         """``"command"``, ``"task"`` (in a child process) or ``"task-thread"``."""
         if self.dispatch.spec.command:
             return "command"
-        return "task" if self._fork_server is not None else "task-thread"
+        return "task" if self._pool is not None else "task-thread"
 
     def cancel(self, reason: str, grace_ms: int | None = None) -> None:
         """Asks the attempt to stop: cooperative flag, then SIGTERM and SIGKILL (see the module
@@ -261,8 +269,8 @@ class AttemptRun:
         spec = self.dispatch.spec
         if spec.command:
             finished = self._run_command(spec.command)
-        elif spec.task and self._fork_server is not None:
-            finished = self._run_task_in_child(spec.task, self._fork_server)
+        elif spec.task and self._pool is not None:
+            finished = self._run_task_in_child(spec.task, self._pool)
         elif spec.task:
             finished = self._run_task(spec.task)
         else:
@@ -392,7 +400,7 @@ class AttemptRun:
 
     # ------------------------------------------------------------------ tasks, child process
 
-    def _run_task_in_child(self, name: str, server: ForkServer) -> Finished:
+    def _run_task_in_child(self, name: str, pool: ChildPool) -> Finished:
         if name not in self._registry:
             try:
                 self._registry.get(name)
@@ -400,30 +408,37 @@ class AttemptRun:
                 return self._failed(UNKNOWN_TASK, str(exc))
         if self.context.cancelled:
             return self._canceled()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        keep_from_children(ours.fileno())
-        channel = Channel(ours)
         try:
-            try:
-                child = server.spawn(theirs)
-            except ForkServerError as exc:
-                return self._failed(CHILD_DIED, f"the task's process could not start: {exc}")
-            self.child = child
+            child = pool.acquire()
+        except ForkServerError as exc:
+            return self._failed(CHILD_DIED, f"the task's process could not start: {exc}")
+        self.child = child
+        retire: str | None = DIED
+        try:
             start = AttemptStart(
                 dispatch=self.dispatch,
                 worker_id=self.ref.worker_id,
                 options=replace(self.options, timeout_margin_ms=None),
                 limits=self.limits,
+                last=pool.is_last(child),
             )
             with contextlib.suppress(ChannelClosed):  # it died at once: its status says how
-                channel.send(start)
-            return self._supervise(server, child, channel)
+                child.channel.send(start)
+            finished, retire = self._supervise(pool, child)
+            return finished
         finally:
-            release_fd(ours.fileno())
-            channel.close()
+            # A killed attempt's child is never reused, also when the kill came at the end.
+            pool.release(child, KILLED if self._kill is not None else retire)
 
-    def _supervise(self, server: ForkServer, child: ChildProcess, channel: Channel) -> Finished:
-        """Relays the child's reports until it exits; carries out kills and the memory limit."""
+    def _supervise(self, pool: ChildPool, child: PooledChild) -> tuple[Finished, str | None]:
+        """Relays the child's reports until it is ready for the next attempt or exits;
+        carries out kills and the memory limit.
+
+        Returns:
+            The attempt's ``Finished``, and why the child must not run another attempt
+            (``None``: it may).
+        """
+        channel, process = child.channel, child.process
         finished: Finished | None = None
         finished_at = 0.0
         cancel_sent = terminated = killed = False
@@ -437,8 +452,16 @@ class AttemptRun:
                 break
             now = self._clock()
             if isinstance(message, Finished):
-                finished, finished_at = message, now
-            elif message is not None:
+                if finished is None:
+                    finished, finished_at = message, now
+            elif isinstance(message, ChildReady):
+                if finished is not None and self._kill is None and rss_over is None:
+                    return finished, None
+                # Killed (or over the limit) after all: the child goes, and the attempt
+                # ends once it has exited.
+                killed = True
+                pool.signal(child, signal.SIGKILL)
+            elif message is not None and finished is None:
                 if isinstance(message, ProgressReported):
                     self._relayed_progress = _merge(self._relayed_progress, message)
                 self._sink(message)
@@ -448,39 +471,43 @@ class AttemptRun:
                     cancel_sent = True
                     grace_ms = max(0, int((kill.kill_at - now) * 1000))
                     with contextlib.suppress(ChannelClosed):
-                        channel.send(("cancel", self.context.cancel_reason, grace_ms))
+                        channel.send(
+                            ("cancel", self.ref.dispatch_id, self.context.cancel_reason, grace_ms)
+                        )
                 if not terminated and now >= kill.term_at:
                     terminated = True
-                    server.signal(child, signal.SIGTERM)
+                    pool.signal(child, signal.SIGTERM)
                 if not killed and now >= kill.kill_at:
                     killed = True
-                    server.signal(child, signal.SIGKILL)
+                    pool.signal(child, signal.SIGKILL)
             if finished is not None and not killed and now - finished_at >= _EXIT_AFTER_FINISHED_S:
                 killed = True
-                server.signal(child, signal.SIGKILL)
+                pool.signal(child, signal.SIGKILL)
             if limit > 0 and rss_over is None and now >= next_rss:
                 next_rss = now + _RSS_EVERY_S
-                rss = resident_bytes(child.pid)
+                rss = resident_bytes(process.pid)
                 if rss is not None and rss > limit:
                     rss_over = rss
                     killed = True
-                    server.signal(child, signal.SIGKILL)
-        status = child.wait(_EXIT_STATUS_WAIT_S)
-        if status is None and server.alive:
-            server.signal(child, signal.SIGKILL)
-            status = child.wait(_EXIT_STATUS_WAIT_S)
+                    pool.signal(child, signal.SIGKILL)
+        status = process.wait(_EXIT_STATUS_WAIT_S)
+        if status is None and pool.alive:
+            pool.signal(child, signal.SIGKILL)
+            status = process.wait(_EXIT_STATUS_WAIT_S)
         if finished is not None:
-            return finished
+            # It exited after its attempt (its last one, or it left threads behind), or was
+            # killed after it.
+            return finished, EXITED if rss_over is None and not killed else DIED
         how = "its template process ended" if status is None else describe_wait_status(status)
         if rss_over is not None:
             return self._failed(
                 MEMORY_LIMIT,
                 f"the task's process used {describe_bytes(rss_over)} of memory (RSS), the limit "
                 f"is {describe_bytes(limit)} (--task-memory-limit); it was killed",
-            )
+            ), DIED
         if self._kill is not None:
-            return self._canceled()
-        return self._failed(CHILD_DIED, f"the task's process died: {how}")
+            return self._canceled(), KILLED
+        return self._failed(CHILD_DIED, f"the task's process died: {how}"), DIED
 
     # ------------------------------------------------------------------ outcomes
 
@@ -520,16 +547,6 @@ class AttemptRun:
             status_line=progress.status_line,
             sent_at=wall_ms(),
         )
-
-
-def resident_bytes(pid: int) -> int | None:
-    """The resident memory (RSS) of process ``pid``, from ``/proc`` (``None`` if unknown)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            fields = statm.read().split()
-        return int(fields[1]) * _PAGE_BYTES
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _merge(previous: Progress | None, report: ProgressReported) -> Progress:

@@ -1,20 +1,25 @@
-"""What runs inside the child process of one Python attempt.
+"""What runs inside a child process of the pool: attempts, one at a time.
 
 The child is forked from the template (:mod:`engine.worker.forkserver`), so the registry is
-already there. It reads the attempt from its socket, runs it exactly as a thread-mode worker
-would (:class:`engine.worker.attempt.AttemptRun`, whose context reports through the socket),
-and exits with ``os._exit``. Three threads:
+already there. It waits for an :class:`AttemptStart` on its socket, runs the attempt exactly as
+a thread-mode worker would (:class:`engine.worker.attempt.AttemptRun`, whose context reports
+through the socket), and then either exits with ``os._exit`` (the attempt was its last, it was
+cancelled, or it left threads running) or sends :class:`ChildReady` and waits for the next
+one. Three threads for the child's whole life:
 
-* the main thread runs the task;
+* the main thread runs the attempts;
 * a writer sends the reports, in order, from a queue (so a signal that interrupts the task
   never leaves half a message on the socket); the task's thread waits until its report was
   sent, so what a task reported before it crashed reaches the worker;
-* a reader takes the worker's messages (``("cancel", reason, grace_ms)`` sets the cancelled
-  flag and terminates the task's commands), sends held-back progress every 50 ms, and ends the
-  process when the socket reaches EOF: the worker is gone, so is the attempt.
+* a reader takes the worker's messages (the next :class:`AttemptStart`; ``("cancel",
+  dispatch_id, reason, grace_ms)`` sets the running attempt's cancelled flag and terminates
+  its commands), sends held-back progress every 50 ms, and ends the process when the socket
+  reaches EOF: the worker is gone, or it retired this child.
 
-SIGTERM raises :class:`JobCancelled` in the task once (its ``finally`` blocks run); the worker
-sends SIGKILL when the grace period is over. SIGINT is ignored: the worker decides.
+SIGTERM raises :class:`JobCancelled` in the running task once (its ``finally`` blocks run); the
+worker sends SIGKILL when the grace period is over. SIGINT is ignored: the worker decides.
+Between attempts the child goes back to the directory it started in; what else a task changes
+in its process (module globals, caches, the environment) stays for the child's next attempts.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 from engine.lifecycle.records import AttemptReport, Finished, Outcome
-from engine.worker.attempt import AttemptRun, AttemptStart
+from engine.worker.attempt import AttemptRun, AttemptStart, ChildReady
 from engine.worker.channel import Channel, ChannelClosed
 from engine.worker.context import wall_ms
 from engine.worker.errors import JobCancelled
@@ -43,22 +48,55 @@ from engine.worker.tasks import TaskRegistry
 _PUMP_S = 0.05
 _WRITER_DRAIN_S = 10.0
 _SEND_WAIT_S = 5.0
+_FIRST_ATTEMPT_S = 30.0
 _STOP = object()
 
 
 def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegistry) -> None:
-    """The child's whole life: one attempt, then ``os._exit``. Never returns."""
+    """The child's whole life: attempts until one is its last, then ``os._exit``. Never
+    returns."""
     die_with_parent(template_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     channel = Channel(sock)
-    try:
-        start = channel.recv(timeout=30.0)
-    except ChannelClosed:
-        os._exit(1)
-    if not isinstance(start, AttemptStart):
-        os._exit(1)
+    starts: queue.SimpleQueue[AttemptStart] = queue.SimpleQueue()
     outbox = _Outbox()
+    current = _Current()
+    writer = threading.Thread(target=outbox.write, args=(channel,), daemon=True)
+    writer.start()
+    threading.Thread(target=_read, args=(channel, starts, current), daemon=True).start()
+    own_threads = set(threading.enumerate())
+    home = os.getcwd()
+    terminating = _Termination()
+    signal.signal(signal.SIGTERM, terminating.on_sigterm)
+    timeout: float | None = _FIRST_ATTEMPT_S  # a pool child waits as long as it is kept
+    while True:
+        try:
+            start = starts.get(timeout=timeout)
+        except queue.Empty:
+            os._exit(1)
+        code, run = _run_one(start, registry, outbox, current, terminating)
+        if start.last or run.context.cancelled or _threads_left(own_threads):
+            break
+        with contextlib.suppress(OSError):
+            os.chdir(home)
+        _flush_streams()
+        outbox.queue.put(ChildReady(os.getpid()))
+        timeout = None
+    outbox.queue.put(_STOP)
+    writer.join(_WRITER_DRAIN_S)
+    _flush_streams()
+    os._exit(code)
+
+
+def _run_one(
+    start: AttemptStart,
+    registry: TaskRegistry,
+    outbox: _Outbox,
+    current: _Current,
+    terminating: _Termination,
+) -> tuple[int, AttemptRun]:
+    """Runs one attempt; its ``Finished`` is queued when this returns."""
     run = AttemptRun(
         start.dispatch,
         start.worker_id,
@@ -67,39 +105,50 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
         start.options,
         limits=start.limits,
     )
-    writer = threading.Thread(target=outbox.write, args=(channel,), daemon=True)
-    writer.start()
-    threading.Thread(target=_read, args=(channel, run), daemon=True).start()
-    terminating = _Termination(run)
-    signal.signal(signal.SIGTERM, terminating.on_sigterm)
+    current.run = run
+    terminating.run = run
     code = 0
     try:
         run.execute()
     except BaseException as exc:  # a SIGTERM that landed outside the task's own code
-        terminating.armed = False
+        terminating.run = None
         outbox.queue.put(_ended_by(run, exc))
         code = 0 if isinstance(exc, JobCancelled) else 1
-    terminating.armed = False
-    outbox.queue.put(_STOP)
-    writer.join(_WRITER_DRAIN_S)
+    terminating.run = None
+    current.run = None
+    return code, run
+
+
+def _threads_left(own: set[threading.Thread]) -> bool:
+    """Whether a task left threads running (the child then exits rather than run on)."""
+    return any(thread not in own and thread.is_alive() for thread in threading.enumerate())
+
+
+def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(code)
+
+
+class _Current:
+    """The attempt running now, for the reader thread (``None`` between attempts)."""
+
+    def __init__(self) -> None:
+        self.run: AttemptRun | None = None
 
 
 class _Termination:
-    """SIGTERM: raise :class:`JobCancelled` in the task, once."""
+    """SIGTERM: raise :class:`JobCancelled` in the running task, once."""
 
-    def __init__(self, run: AttemptRun) -> None:
-        self.run = run
-        self.armed = True
+    def __init__(self) -> None:
+        self.run: AttemptRun | None = None
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if not self.armed:
+        run = self.run
+        if run is None:
             return
-        self.armed = False
-        context = self.run.context
+        self.run = None
+        context = run.context
         if not context.cancelled:
             context.request_cancel("terminated", 0)
         raise JobCancelled(context.cancel_reason or "terminated")
@@ -150,29 +199,45 @@ class _Outbox:
             item = self.queue.get()
             if item is _STOP:
                 return
+            if isinstance(item, ChildReady):
+                sent_finished = False  # the next attempt's Finished is its own
+                self._send_or_exit(channel, item)
+                continue
             report: AttemptReport = item
-            if isinstance(report, Finished):
-                if sent_finished:
-                    continue  # the first Finished is the attempt's
+            if isinstance(report, Finished) and not sent_finished:
                 sent_finished = True
-                report = replace(report, sent_at=report.sent_at or wall_ms())
-            try:
-                channel.send(report)
-            except ChannelClosed:
-                os._exit(1)
+                self._send_or_exit(channel, replace(report, sent_at=report.sent_at or wall_ms()))
+            elif not isinstance(report, Finished):  # the first Finished is the attempt's
+                self._send_or_exit(channel, report)
             with self._progress:
                 self._sent += 1
                 self._progress.notify_all()
 
+    @staticmethod
+    def _send_or_exit(channel: Channel, message: Any) -> None:
+        try:
+            channel.send(message)
+        except ChannelClosed:
+            os._exit(1)
 
-def _read(channel: Channel, run: AttemptRun) -> None:
+
+def _read(channel: Channel, starts: queue.SimpleQueue[AttemptStart], current: _Current) -> None:
     while True:
         try:
             message = channel.recv(timeout=_PUMP_S)
         except ChannelClosed:
-            # The worker is gone (or gave the attempt up): nothing may run on without it.
+            # The worker is gone (or retired this child): nothing may run on without it.
             os._exit(1)
-        if isinstance(message, tuple) and message and message[0] == "cancel":
-            run.cancel(str(message[1]), int(message[2]))
-        run.pump()
+        run = current.run
+        if isinstance(message, AttemptStart):
+            starts.put(message)
+        elif (
+            isinstance(message, tuple)
+            and message[:1] == ("cancel",)
+            and run is not None
+            and run.ref.dispatch_id == message[1]  # a late cancel finds no attempt: ignored
+        ):
+            run.cancel(str(message[2]), int(message[3]))
+        if run is not None:
+            run.pump()
         time.sleep(0)

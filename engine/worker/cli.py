@@ -27,7 +27,7 @@ from engine.logs import configure_logging
 from engine.worker.attempt import AttemptOptions
 from engine.worker.output import OutputLimits
 from engine.worker.tasks import TaskRegistry
-from engine.worker.worker import Worker, WorkerOptions
+from engine.worker.worker import ISOLATIONS, POOL, Worker, WorkerOptions
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -74,10 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--isolation",
-        choices=("process", "thread"),
-        default="process",
-        help="run each Python task attempt in a child process (default; killable, a crash or "
-        "leak ends only the attempt) or on a worker thread (cooperative cancel only)",
+        choices=ISOLATIONS,
+        default=POOL,
+        help="pool (default): each Python task attempt in a warm child process, reused for "
+        "later attempts (killable, a crash or leak ends only the attempt and its process); "
+        "process-per-attempt: a fresh child process for each attempt (nothing carries over "
+        "from one attempt to the next; slower); thread: on a worker thread (cooperative "
+        "cancel only)",
+    )
+    parser.add_argument(
+        "--max-attempts-per-child",
+        type=int,
+        default=WorkerOptions.max_attempts_per_child,
+        metavar="N",
+        help="pool mode: replace a child process after N attempts (default: 1000; 0: never)",
     )
     parser.add_argument(
         "--task-memory-limit",
@@ -85,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="SIZE",
         help="most resident memory (RSS) of one task's process, e.g. 512M or 2G; above it "
-        "the attempt fails with MemoryLimitExceeded (default: no limit; process isolation)",
+        "the attempt fails with MemoryLimitExceeded, and a pool child above half of it after an "
+        "attempt is replaced (default: no limit; process isolation)",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument(
@@ -133,6 +144,10 @@ def worker_main(argv: list[str]) -> int:
         parser.print_usage(sys.stderr)
         print("joblog worker: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.max_attempts_per_child < 0:
+        parser.print_usage(sys.stderr)
+        print("joblog worker: --max-attempts-per-child must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     # Like `python -m`, let task modules of the current directory be found.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -160,6 +175,7 @@ def worker_main(argv: list[str]) -> int:
                 memory_limit_bytes=args.task_memory_limit,
             ),
             isolation=args.isolation,
+            max_attempts_per_child=args.max_attempts_per_child,
         ),
     )
     stop = threading.Event()

@@ -40,6 +40,15 @@ def test_json_log_lines_carry_the_event_fields() -> None:
 
 def test_isolation_and_memory_limit_options() -> None:
     defaults = build_parser().parse_args([])
-    assert (defaults.isolation, defaults.task_memory_limit) == ("process", 0)
+    assert (defaults.isolation, defaults.task_memory_limit) == ("pool", 0)
+    assert defaults.max_attempts_per_child == 1000
     args = build_parser().parse_args(["--isolation", "thread", "--task-memory-limit", "512M"])
     assert (args.isolation, args.task_memory_limit) == ("thread", 512 * 1024 * 1024)
+    fresh = build_parser().parse_args(
+        ["--isolation", "process-per-attempt", "--max-attempts-per-child", "50"]
+    )
+    assert (fresh.isolation, fresh.max_attempts_per_child) == ("process-per-attempt", 50)
+
+
+def test_a_negative_max_attempts_per_child_is_bad_usage() -> None:
+    assert worker_main(["--max-attempts-per-child", "-1"]) == 2

@@ -1,7 +1,9 @@
 """Python tasks in child processes: what each way of ending reports, without a broker.
 
 A module-wide fork server is forked from the test process, as a worker forks its own at
-start-up; the tasks below reach the children through it, like a worker's registry.
+start-up; the tasks below reach the children through it, like a worker's registry. Every
+test runs twice: with a pool of warm children reused across attempts (the default), and with
+a fresh child per attempt.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from engine.worker import JobContext, TaskRegistry, task
 from engine.worker.attempt import TIMEOUT_REASON, AttemptOptions, AttemptRun
 from engine.worker.child import run_attempt_child
 from engine.worker.forkserver import ForkServer, describe_wait_status
+from engine.worker.pool import PER_ATTEMPT, ChildPool, PoolOptions
 from engine.worker.tasks import encode_args
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
@@ -156,11 +159,17 @@ REGISTRY = TaskRegistry(
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ForkServer]:
+POOLED = PoolOptions(size=2, max_attempts_per_child=0)
+
+
+@pytest.fixture(scope="module", params=[POOLED, PER_ATTEMPT], ids=["pool", "per-attempt"])
+def server(request: pytest.FixtureRequest) -> Iterator[ChildPool]:
     fork_server = ForkServer(lambda sock, template: run_attempt_child(sock, template, REGISTRY))
     fork_server.start()
-    yield fork_server
+    pool = ChildPool(fork_server, request.param)
+    pool.start()
+    yield pool
+    pool.close()
     fork_server.close()
 
 
@@ -173,7 +182,7 @@ class Run:
 
     def __init__(
         self,
-        server: ForkServer,
+        server: ChildPool,
         job: JobSpec,
         options: AttemptOptions | None = None,
         limits: Limits | None = None,
@@ -187,7 +196,7 @@ class Run:
             self.reports.append,
             options,
             limits=limits or Limits(),
-            fork_server=server,
+            pool=server,
         )
 
     def execute(self, cancel_after: float | None = None, reason: str = "user asked") -> Finished:
@@ -211,7 +220,7 @@ class Run:
         return [r for r in self.reports if isinstance(r, kind)]
 
 
-def test_the_result_comes_back_from_the_child(server: ForkServer) -> None:
+def test_the_result_comes_back_from_the_child(server: ChildPool) -> None:
     run = Run(server, spec("double", 21))
     finished = run.execute()
     assert (finished.outcome, finished.result) == (Outcome.COMPLETED, "42")
@@ -219,7 +228,7 @@ def test_the_result_comes_back_from_the_child(server: ForkServer) -> None:
     assert started.pid not in (0, os.getpid()), "it ran in a process of its own"  # type: ignore[attr-defined]
 
 
-def test_the_context_works_across_the_process_boundary(server: ForkServer) -> None:
+def test_the_context_works_across_the_process_boundary(server: ChildPool) -> None:
     run = Run(server, spec("reporter", 1000))
     finished = run.execute()
     result = json.loads(finished.result or "")
@@ -233,7 +242,7 @@ def test_the_context_works_across_the_process_boundary(server: ForkServer) -> No
     assert {("stdout", "out\n"), ("stderr", "err\n"), ("stdout", "written\n")} <= output
 
 
-def test_exceptions_keep_their_type_note_and_traceback(server: ForkServer) -> None:
+def test_exceptions_keep_their_type_note_and_traceback(server: ChildPool) -> None:
     failed = Run(server, spec("raises", "missing")).execute()
     assert (failed.outcome, failed.error_type, failed.error_note) == (
         Outcome.FAILED,
@@ -247,7 +256,7 @@ def test_exceptions_keep_their_type_note_and_traceback(server: ForkServer) -> No
     assert [r.severity for r in run.of(ExceptionReported)] == [0]  # type: ignore[attr-defined]
 
 
-def test_a_kill_ends_a_task_that_never_looks_at_the_flag(server: ForkServer) -> None:
+def test_a_kill_ends_a_task_that_never_looks_at_the_flag(server: ChildPool) -> None:
     run = Run(server, spec("sleeper", 30))
     start = time.monotonic()
     finished = run.execute(cancel_after=0.3)
@@ -255,7 +264,7 @@ def test_a_kill_ends_a_task_that_never_looks_at_the_flag(server: ForkServer) -> 
     assert time.monotonic() - start < 20, "it did not sleep its 30 s"
 
 
-def test_sigkill_after_the_grace_for_a_task_that_survives_sigterm(server: ForkServer) -> None:
+def test_sigkill_after_the_grace_for_a_task_that_survives_sigterm(server: ChildPool) -> None:
     run = Run(server, spec("stubborn", 30), AttemptOptions(cooperative_ms=100))
     start = time.monotonic()
     finished = run.execute(cancel_after=0.2)
@@ -263,12 +272,12 @@ def test_sigkill_after_the_grace_for_a_task_that_survives_sigterm(server: ForkSe
     assert 2.0 < time.monotonic() - start < 20, "SIGKILL came at the end of the 3 s grace"
 
 
-def test_a_cooperative_task_stops_on_the_flag(server: ForkServer) -> None:
+def test_a_cooperative_task_stops_on_the_flag(server: ChildPool) -> None:
     finished = Run(server, spec("cooperative")).execute(cancel_after=0.2)
     assert (finished.outcome, finished.error_type) == (Outcome.CANCELED, "JobCancelled")
 
 
-def test_the_scheduler_timeout_kill_fails_the_attempt_with_timeout(server: ForkServer) -> None:
+def test_the_scheduler_timeout_kill_fails_the_attempt_with_timeout(server: ChildPool) -> None:
     finished = Run(server, spec("sleeper", 30, timeout_ms=100)).execute(
         cancel_after=0.2, reason=TIMEOUT_REASON
     )
@@ -276,7 +285,7 @@ def test_the_scheduler_timeout_kill_fails_the_attempt_with_timeout(server: ForkS
     assert finished.error_note == "ran longer than 100 ms"
 
 
-def test_the_worker_ends_an_attempt_past_its_timeout_by_itself(server: ForkServer) -> None:
+def test_the_worker_ends_an_attempt_past_its_timeout_by_itself(server: ChildPool) -> None:
     options = AttemptOptions(timeout_margin_ms=100, cooperative_ms=100)
     finished = Run(server, spec("sleeper", 30, timeout_ms=200), options).execute()
     assert (finished.outcome, finished.error_type) == (Outcome.FAILED, "Timeout")
@@ -291,7 +300,7 @@ def test_the_worker_ends_an_attempt_past_its_timeout_by_itself(server: ForkServe
     ],
 )
 def test_a_dying_child_fails_its_attempt_and_the_next_one_runs(
-    server: ForkServer, name: str, how: str
+    server: ChildPool, name: str, how: str
 ) -> None:
     run = Run(server, spec(name))
     finished = run.execute()
@@ -301,20 +310,20 @@ def test_a_dying_child_fails_its_attempt_and_the_next_one_runs(
     assert Run(server, spec("double", 1)).execute().result == "2"
 
 
-def test_sys_exit_is_a_failure_with_its_code(server: ForkServer) -> None:
+def test_sys_exit_is_a_failure_with_its_code(server: ChildPool) -> None:
     finished = Run(server, spec("soft_exit")).execute()
     assert (finished.outcome, finished.error_type) == (Outcome.FAILED, "SystemExit")
     assert finished.error_note == "the task called sys.exit(5)"
 
 
-def test_a_leak_past_the_memory_limit_fails_the_attempt(server: ForkServer) -> None:
+def test_a_leak_past_the_memory_limit_fails_the_attempt(server: ChildPool) -> None:
     limit = 150 * 1024 * 1024
     finished = Run(server, spec("leak"), AttemptOptions(memory_limit_bytes=limit)).execute()
     assert (finished.outcome, finished.error_type) == (Outcome.FAILED, "MemoryLimitExceeded")
     assert "(--task-memory-limit)" in finished.error_note
 
 
-def test_a_result_above_the_limit_fails_with_result_too_large(server: ForkServer) -> None:
+def test_a_result_above_the_limit_fails_with_result_too_large(server: ChildPool) -> None:
     finished = Run(server, spec("huge"), limits=Limits(max_result_bytes=1024 * 1024)).execute()
     assert (finished.outcome, finished.error_type, finished.result) == (
         Outcome.FAILED,
@@ -324,7 +333,7 @@ def test_a_result_above_the_limit_fails_with_result_too_large(server: ForkServer
     assert finished.error_note.startswith("result is 2.0 MB, the limit is 1.0 MB")
 
 
-def test_status_lines_and_notes_are_cut_to_their_limits(server: ForkServer) -> None:
+def test_status_lines_and_notes_are_cut_to_their_limits(server: ChildPool) -> None:
     limits = Limits(max_status_line_bytes=100, max_note_bytes=1000, max_traceback_bytes=2000)
     run = Run(server, spec("long_status"), limits=limits)
     finished = run.execute()
@@ -334,7 +343,7 @@ def test_status_lines_and_notes_are_cut_to_their_limits(server: ForkServer) -> N
     assert all(len(p.status_line or "") <= 100 for p in run.of(ProgressReported))  # type: ignore[attr-defined]
 
 
-def test_an_unknown_task_fails_without_a_child(server: ForkServer) -> None:
+def test_an_unknown_task_fails_without_a_child(server: ChildPool) -> None:
     run = Run(server, spec("nope"))
     finished = run.execute()
     assert finished.error_type == "UnknownTask"
@@ -365,8 +374,10 @@ def marked(marker: str) -> list[int]:
 def test_no_orphans_when_the_template_is_killed() -> None:
     own = ForkServer(lambda sock, template: run_attempt_child(sock, template, REGISTRY))
     own.start()
+    pool = ChildPool(own, POOLED)
+    pool.start()
     marker = f"joblog-orphan-{os.getpid()}-{time.monotonic_ns()}"
-    run = Run(own, spec("spawns", marker))
+    run = Run(pool, spec("spawns", marker))
     ended = threading.Event()
     threading.Thread(target=lambda: (run.execute(), ended.set()), daemon=True).start()
     deadline = time.monotonic() + 10
@@ -384,6 +395,8 @@ def test_no_orphans_when_the_template_is_killed() -> None:
     assert not marked(marker), "the task's command group outlived it"
     assert ended.wait(15)
     assert run.reports[-1].error_type == "WorkerChildDied"  # type: ignore[union-attr]
+    assert not [pid for pid in pool.idle if alive(pid)], "the idle children went with it"
+    pool.close()
     own.close()
 
 
