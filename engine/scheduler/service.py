@@ -152,15 +152,21 @@ class Scheduler:
         self._calls.stop = stop
         backoff = 0.2
         while not stop.is_set():
+            committed = self.metrics["transactions"]
             try:
                 self._run_once(stop)
             except _Poison as poison:
                 self._isolate(poison)
             except (_Restart, KafkaException, JoblogError) as exc:
-                if isinstance(exc, KafkaException) and exc.args[0].fatal():
-                    raise JoblogError(f"fatal Kafka error: {exc.args[0].str()}") from exc
+                if isinstance(exc, KafkaException) and _fenced(exc.args[0]):
+                    raise JoblogError(
+                        f"scheduler {self.config.instance_id!r} cannot go on: "
+                        f"{exc.args[0].str()} (another instance with the same id fenced it out?)"
+                    ) from exc
                 if isinstance(exc, JoblogError) and not isinstance(exc, BrokerError):
                     raise
+                if self.metrics["transactions"] > committed:
+                    backoff = 0.2  # it ran for a while: a new outage starts the backoff over
                 log.warning("scheduler restarting on a fresh book in %.1f s: %s", backoff, exc)
                 self.metrics.counts["restarts"] += 1
                 stop.wait(backoff)
@@ -356,12 +362,11 @@ class Scheduler:
             )
         except (KafkaException, _RecordFault) as exc:
             error = exc.args[0] if isinstance(exc, KafkaException) else None
-            if error is not None and error.fatal():
-                raise JoblogError(
-                    f"scheduler {self.config.instance_id!r} cannot go on: {error.str()} "
-                    "(another instance with the same id fenced it out?)"
-                ) from exc
-            self._abort(producer)
+            if error is not None and _fenced(error):
+                raise
+            if error is None or not error.fatal():
+                self._abort(producer)
+            # else: the producer is unusable; the restart's new one aborts the transaction
             fault = exc if isinstance(exc, _RecordFault) else self._record_fault(error)
             if fault is not None:
                 raise _Poison(self._batch_offsets(messages), str(fault)) from exc
@@ -492,6 +497,12 @@ class Scheduler:
     def _abort(self, producer: Producer) -> None:
         timeout = self.config.call_timeout_s
         try:
+            # what is in flight settles first: an abort racing the records' registration
+            # with the coordinator can fail the producer for good
+            self._calls.call("flush before abort", lambda: producer.flush(timeout), timeout)
+        except KafkaException as exc:
+            log.warning("flush before abort failed: %s", exc)
+        try:
             self._calls.call(
                 "abort_transaction", lambda: producer.abort_transaction(timeout), timeout
             )
@@ -520,8 +531,8 @@ class Scheduler:
         self.metrics.counts["poison_batches"] += 1
         if len(poison.offsets) == 1:
             (where,) = poison.offsets
-            tries = self._poison.get(where, ("", 0))[1]
-            self._poison[where] = (poison.reason, tries + 1)
+            reason, tries = self._poison.get(where, (poison.reason, 0))
+            self._poison[where] = (reason, tries + 1)
             log.warning("poison record %s[%d]@%d: %s", *where, poison.reason)
             return
         if not poison.offsets:
@@ -552,9 +563,11 @@ class Scheduler:
     ) -> list[tuple[str, Input]]:
         """Dead-letters a poison record and gives the input to decide in its place."""
         reason, tries = self._poison[where]
+        if tries > 2:
+            return []  # neither its answer nor its dead letter could be written: passed over
         self._dead_letter(producer, message, _RecordFault(reason))
         if tries > 1:
-            return []  # its answer could not be written either: the dead letter is all
+            return []  # its answer could not be written: the dead letter is all
         raw = message.value() or b""
         note = f"the scheduler cannot write what this input decides: {reason}"
         try:
@@ -621,14 +634,21 @@ class Scheduler:
             message.offset(),
             error,
         )
+        value = message.value() or b""
+        note = str(error)
+        # a record can only be dead-lettered whole if the envelope still fits a record
+        room = self.settings.limits.max_record_bytes - 64 * 1024
+        if len(value) > room:
+            note = f"{note} [value cut to its first {room} of {len(value)} bytes]"
+            value = value[:room]
         letter = codec.DeadLetter(
             topic=message.topic() or "",
             partition=message.partition() or 0,
             offset=message.offset() or 0,
             key=message.key(),
-            value=message.value() or b"",
+            value=value,
             error_type=type(error).__name__,
-            error_message=str(error),
+            error_message=note,
             consumer=f"{self.settings.topic_prefix}scheduler/{self.config.instance_id}",
             failed_at=now_ms(),
         )
@@ -670,6 +690,15 @@ class _Poison(Exception):
         super().__init__(reason)
         self.offsets = offsets
         self.reason = reason
+
+
+def _fenced(error: KafkaError) -> bool:
+    """Another instance with this instance's id took over: stop, do not fight it."""
+    return error.code() in (
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.FENCED_INSTANCE_ID,
+    )
 
 
 #: Errors that no retry fixes: the record itself is at fault.

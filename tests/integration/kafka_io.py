@@ -15,6 +15,7 @@ from engine.config import Settings
 from engine.lifecycle.records import (
     AttemptRef,
     Claimed,
+    Dispatch,
     Event,
     Finished,
     Outcome,
@@ -98,8 +99,15 @@ class EchoWorker:
     It runs no code: it exercises the scheduler's protocol with real Kafka records.
     """
 
-    def __init__(self, settings: Settings, queue: str = "default", worker_id: str = "echo") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: str = "default",
+        worker_id: str = "echo",
+        result_of: Callable[[Dispatch], str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.result_of = result_of
         self.topics = Topics(settings.topic_prefix)
         self.queue = queue
         self.worker_id = worker_id
@@ -145,7 +153,11 @@ class EchoWorker:
                     reports: list[Report] = [
                         Claimed(ref),
                         Started(ref),
-                        Finished(ref, Outcome.COMPLETED, result="null"),
+                        Finished(
+                            ref,
+                            Outcome.COMPLETED,
+                            result="null" if self.result_of is None else self.result_of(dispatch),
+                        ),
                     ]
                     for report in reports:
                         producer.produce(
