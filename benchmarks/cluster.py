@@ -51,12 +51,15 @@ class JoblogCluster:
         workdir: where the DuckDB file and the service logs go.
         workers: worker processes.
         concurrency: attempts each worker runs at once.
+        isolation: the workers' ``--isolation``; ``pool`` (the worker's default: warm task
+            processes reused across attempts) unless a run compares the modes.
     """
 
     bootstrap_servers: str
     workdir: Path
     workers: int = 2
     concurrency: int = 16
+    isolation: str = "pool"
     settings: Settings = field(init=False)
     db_path: Path = field(init=False)
     services: list[Service] = field(default_factory=list, init=False)
@@ -80,6 +83,13 @@ class JoblogCluster:
             "scheduler",
             [python, "-m", "engine.scheduler", "--instance-id", f"{prefix}bench"],
         )
+        print(
+            f"[{time.strftime('%H:%M:%S')}] joblog cluster: {self.workers} workers "
+            f"(python -m engine.worker --isolation {self.isolation} --concurrency "
+            f"{self.concurrency})",
+            file=sys.stderr,
+            flush=True,
+        )
         for index in range(self.workers):
             self._spawn(
                 f"worker-{index + 1}",
@@ -91,6 +101,8 @@ class JoblogCluster:
                     "benchmarks.tasks",
                     "--concurrency",
                     str(self.concurrency),
+                    "--isolation",
+                    self.isolation,
                     "--worker-id",
                     f"bench-worker-{index + 1}",
                     "--drain-timeout",
