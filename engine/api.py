@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import Settings
 from engine.errors import JoblogError
+from engine.errors import JobNotFound as JobNotFound  # re-exported, as it always was
 from engine.lifecycle.records import (
     CancelMode,
+    Command,
     Event,
     JobSpec,
     JobStatus,
@@ -61,15 +63,13 @@ from engine.watch import (
 )
 
 if TYPE_CHECKING:
-    from engine.client import CommandProducer
+    from engine.client import CommandHandle, CommandProducer
     from engine.worker.tasks import Task
 
 DEFAULT_DB = "joblog.duckdb"
+#: Default wait for the scheduler's decision on a command (``engine.client`` has the same).
+DECISION_TIMEOUT_S = 15.0
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._:@+=-]+")
-
-
-class JobNotFound(JoblogError, LookupError):
-    """No job (or submission) with that id is known."""
 
 
 class InvalidJob(JoblogError, ValueError):
@@ -391,17 +391,31 @@ def to_specs(jobs: Iterable[JobLike]) -> tuple[JobSpec, ...]:
 class Submission:
     """A submitted set of jobs (Taipy's ``Submission``): its id, its jobs, and what to do next.
 
+    The scheduler decides a submission once it reads the submit command: it accepts it or
+    rejects it (a cycle, an unknown dependency, a duplicate id, ...). :meth:`accepted` and
+    :meth:`result` wait for that decision; the watching methods read the submission's events
+    from where its decision will be, so they never scan the log from offset 0.
+
     Attributes:
         id: the submission id (the Kafka key of its commands and events).
         jobs: the specs of its jobs, in submission order.
         command_id: the id of the submit command.
+        command: the handle on the submit command's decision (``None`` for a handle made
+            from an existing id by :meth:`Joblog.submission`).
     """
 
-    def __init__(self, client: Joblog, command: SubmitJobs) -> None:
+    def __init__(
+        self, client: Joblog, command: SubmitJobs, handle: CommandHandle | None = None
+    ) -> None:
         self._client = client
         self.id = command.submission_id
         self.jobs: tuple[JobSpec, ...] = command.jobs
         self.command_id = command.command_id
+        self.command = handle
+        # A handle of a submit this client sent waits for its first event; one made from an
+        # existing id knows it exists.
+        self._appear: float | None = None
+        self._start: int | None = None if handle is None else handle.start_offset
 
     def __repr__(self) -> str:
         return f"Submission({self.id!r}, jobs={list(self.job_ids)!r})"
@@ -409,6 +423,47 @@ class Submission:
     @property
     def job_ids(self) -> tuple[str, ...]:
         return tuple(spec.job_id for spec in self.jobs)
+
+    def result(self, timeout: float = DECISION_TIMEOUT_S) -> Event:
+        """Waits for the scheduler's decision on the submission (not for its jobs; see
+        :meth:`wait_until_done`).
+
+        Returns:
+            The ``SubmissionAccepted`` event.
+
+        Raises:
+            SubmissionRejected: it was rejected (``code``, ``reason``).
+            DecisionTimeout: no decision within ``timeout`` seconds (the command stays in
+                Kafka; call again to keep waiting).
+        """
+        if self.command is None:
+            from engine.errors import DecisionTimeout
+            from engine.watch import WatchTimeout
+
+            try:
+                return self._client.event_wait(self, None, "SubmissionAccepted", timeout=timeout)
+            except WatchTimeout:
+                raise DecisionTimeout(
+                    f"no decision on submission {self.id} within {timeout:g} s",
+                    command_id=self.command_id,
+                    submission_id=self.id,
+                    timeout=timeout,
+                ) from None
+        return self.command.result(timeout)
+
+    def accepted(self, timeout: float = DECISION_TIMEOUT_S) -> bool:
+        """Waits for the decision: ``True`` accepted, ``False`` rejected.
+
+        Raises:
+            DecisionTimeout: no decision within ``timeout`` seconds.
+        """
+        from engine.errors import CommandRejectedError
+
+        try:
+            self.result(timeout)
+        except CommandRejectedError:
+            return False
+        return True
 
     def wait_until_done(
         self,
@@ -429,6 +484,8 @@ class Submission:
             timeout=timeout,
             interval=interval,
             settings=self._client.settings,
+            appear_timeout=self._appear,
+            start_offset=self._start,
         )
 
     def events(
@@ -436,12 +493,26 @@ class Submission:
     ) -> Iterator[Event | Live]:
         """Its events (or one job's): history, :data:`~engine.watch.LIVE`, then live."""
         return event_watch(
-            self.id, job_id, from_start=from_start, timeout=timeout, settings=self._client.settings
+            self.id,
+            job_id,
+            from_start=from_start,
+            timeout=timeout,
+            settings=self._client.settings,
+            appear_timeout=self._appear,
+            start_offset=self._start,
         )
 
     def event_wait(self, job_id: str | None, name: str, timeout: float | None = None) -> Event:
         """Waits for a job's event; see :func:`engine.watch.event_wait`."""
-        return event_wait(self.id, job_id, name, timeout, settings=self._client.settings)
+        return event_wait(
+            self.id,
+            job_id,
+            name,
+            timeout,
+            settings=self._client.settings,
+            appear_timeout=self._appear,
+            start_offset=self._start,
+        )
 
     def watch(
         self,
@@ -461,11 +532,13 @@ class Submission:
             on_job_completed=on_job_completed,
             on_submission_completed=on_submission_completed,
             on_progress=on_progress,
+            appear_timeout=self._appear,
+            start_offset=self._start,
         ).start()
 
     def view(self, timeout: float = 30.0) -> SubmissionView:
         """Its current state, folded from its events up to now (no projection needed)."""
-        return self._client.view(self.id, timeout=timeout)
+        return self._client.view(self.id, timeout=timeout, start_offset=self._start)
 
     def cancel(
         self,
@@ -473,17 +546,30 @@ class Submission:
         *,
         mode: CancelMode | str = CancelMode.KILL,
         reason: str = "",
-    ) -> None:
-        """Cancels one job (and its sub-jobs) or every unfinished job of the submission."""
-        self._client.cancel(self.id, job_id, mode=mode, reason=reason)
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Cancels one job (and its sub-jobs) or every unfinished job; see :meth:`Joblog.cancel`."""
+        return self._client.cancel(
+            self.id, job_id, mode=mode, reason=reason, wait=wait, timeout=timeout
+        )
 
-    def retry(self, job_id: str) -> None:
-        """Runs a job waiting for its retry backoff now."""
-        self._client.retry(self.id, job_id)
+    def retry(
+        self, job_id: str, *, wait: bool = False, timeout: float = DECISION_TIMEOUT_S
+    ) -> CommandHandle:
+        """Runs a job waiting for its retry backoff now; see :meth:`Joblog.retry`."""
+        return self._client.retry(self.id, job_id, wait=wait, timeout=timeout)
 
-    def delete(self, job_id: str | None = None, *, force: bool = False) -> None:
-        """Deletes a finished job or the whole submission (``force``: unfinished too)."""
-        self._client.delete(self.id, job_id, force=force)
+    def delete(
+        self,
+        job_id: str | None = None,
+        *,
+        force: bool = False,
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Deletes a finished job or the whole submission; see :meth:`Joblog.delete`."""
+        return self._client.delete(self.id, job_id, force=force, wait=wait, timeout=timeout)
 
     def get_jobs(self) -> list[JobView]:
         """Its jobs as the projections know them."""
@@ -543,11 +629,11 @@ class Joblog:
             return self._producer
 
     def close(self) -> None:
-        """Flushes commands still queued and lets go of the producer."""
+        """Flushes commands still queued and lets go of the producer and decision reader."""
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush()
+            producer.close()
 
     def __enter__(self) -> Joblog:
         return self
@@ -578,6 +664,8 @@ class Joblog:
         cwd: str | None = None,
         labels: Mapping[str, str] | None = None,
         submission_id: str | None = None,
+        wait: bool = False,
+        decision_timeout: float = DECISION_TIMEOUT_S,
     ) -> Submission:
         """Submits one job, a graph or a tree as one submission.
 
@@ -596,15 +684,23 @@ class Joblog:
                 one job, as the fields of :class:`Job` (``job_id`` is its key, by default
                 made from the task name or the command).
             labels: tags of the submission.
-            submission_id: the id to use (default: a new random one). Submitting an id
-                twice is rejected, which makes retrying a submit safe.
+            submission_id: the id to use (default: a new time-ordered random one).
+                Submitting an id twice is rejected, which makes retrying a submit safe.
+            wait: also wait for the scheduler's decision (as :meth:`Submission.result`
+                does), raising on a rejection; by default the call returns once Kafka has
+                the command and :meth:`Submission.accepted` tells the decision later.
+            decision_timeout: with ``wait``, the longest wait for the decision, in seconds.
 
         Returns:
             The :class:`Submission` handle.
 
         Raises:
             InvalidJob: the jobs are malformed (checked before anything is sent).
+            TooManyJobs / ArgumentsTooLarge / SubmissionTooLarge: a designed limit is
+                exceeded (:mod:`engine.limits`; checked before anything is sent).
+            KafkaUnreachable: the cluster did not answer.
             CommandNotSent: Kafka did not take the command.
+            SubmissionRejected / DecisionTimeout: with ``wait``, see :meth:`Submission.result`.
         """
         single = task is not None or command is not None
         if single and jobs:
@@ -637,14 +733,18 @@ class Joblog:
                     cwd=cwd,
                 ),
             )
-        specs = to_specs(jobs)
-        command_record = self.producer.submit(
-            specs,
+        from engine.client import submit_command
+
+        command_record = submit_command(
+            to_specs(jobs),
             submission_id=submission_id,
             submitted_by=self.submitted_by,
             labels=sorted((labels or {}).items()),
         )
-        return Submission(self, command_record)
+        submission = Submission(self, command_record, self.producer.send_tracked(command_record))
+        if wait:
+            submission.result(decision_timeout)
+        return submission
 
     def cancel(
         self,
@@ -653,7 +753,9 @@ class Joblog:
         *,
         mode: CancelMode | str = CancelMode.KILL,
         reason: str = "",
-    ) -> None:
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
         """Cancels a job (and its sub-jobs) or every unfinished job of a submission.
 
         Dependents that can no longer run become ABANDONED. A RUNNING job is killed
@@ -666,35 +768,89 @@ class Joblog:
             job_id: the job, when ``target`` names only the submission.
             mode: ``kill`` or ``finish``.
             reason: recorded on the canceled jobs.
+            wait: wait for the decision now (``handle.result(timeout)``), raising on a
+                rejection; by default the handle is returned once Kafka has the command.
+            timeout: with ``wait``, the longest wait for the decision, in seconds.
+
+        Returns:
+            A :class:`~engine.client.CommandHandle`: ``result()`` raises
+            :class:`~engine.errors.JobNotCanceled` for a job that already ended, an unknown
+            job or submission.
+
+        Raises:
+            JobNotCanceled / DecisionTimeout: with ``wait``.
         """
+        from engine.client import cancel_command
+
         submission_id, job = resolve(target, job_id)
-        self.producer.cancel(
+        command = cancel_command(
             submission_id,
             job,
             mode=CancelMode(str(mode).upper()),
             reason=reason,
             requested_by=self.submitted_by,
         )
+        return self._send(command, wait, timeout)
 
-    def retry(self, target: Target, job_id: str | None = None) -> None:
+    def retry(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
         """Runs a job that waits for its retry backoff now.
+
+        Returns:
+            A :class:`~engine.client.CommandHandle`: ``result()`` raises
+            :class:`~engine.errors.JobNotRetried` for a job not waiting for a retry.
 
         Raises:
             InvalidJob: no job is named.
+            JobNotRetried / DecisionTimeout: with ``wait``.
         """
+        from engine.client import retry_command
+
         submission_id, job = resolve(target, job_id)
         if job is None:
             raise InvalidJob("retry needs a job: give 'submission_id/job_id'")
-        self.producer.retry(submission_id, job)
+        command = retry_command(submission_id, job, requested_by=self.submitted_by)
+        return self._send(command, wait, timeout)
 
-    def delete(self, target: Target, job_id: str | None = None, *, force: bool = False) -> None:
+    def delete(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        force: bool = False,
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
         """Deletes a terminal job or submission; ``force`` deletes unfinished ones too.
 
         Deletion is an event: history is never rewritten, the projections mark the jobs
         deleted.
+
+        Returns:
+            A :class:`~engine.client.CommandHandle`: ``result()`` raises
+            :class:`~engine.errors.JobNotDeleted` for unfinished jobs without ``force`` (as
+            Taipy's ``JobNotDeletedException``) or jobs already deleted.
+
+        Raises:
+            JobNotDeleted / DecisionTimeout: with ``wait``.
         """
+        from engine.client import delete_command
+
         submission_id, job = resolve(target, job_id)
-        self.producer.delete(submission_id, job, force=force)
+        command = delete_command(submission_id, job, force=force, requested_by=self.submitted_by)
+        return self._send(command, wait, timeout)
+
+    def _send(self, command: Command, wait: bool, timeout: float) -> CommandHandle:
+        handle = self.producer.send_tracked(command)
+        if wait:
+            handle.result(timeout)
+        return handle
 
     def submission(self, submission_id: str) -> Submission:
         """A handle on an existing submission (its jobs are read from its events)."""
@@ -719,15 +875,24 @@ class Joblog:
 
     # ------------------------------------------------------------------ the event stream
 
-    def view(self, submission_id: str, *, timeout: float = 30.0) -> SubmissionView:
+    def view(
+        self, submission_id: str, *, timeout: float = 30.0, start_offset: int | None = None
+    ) -> SubmissionView:
         """A submission's state now, folded from its history on the ``events`` topic.
 
+        Args:
+            submission_id: the submission.
+            timeout: longest time for reading the history, in seconds.
+            start_offset: see :func:`engine.watch.event_watch`.
+
         Raises:
-            JobNotFound: the submission has no events.
+            UnknownSubmission: the submission has no events (a :class:`JobNotFound`).
             WatchTimeout: the history could not be read within ``timeout``.
         """
         view = SubmissionView(submission_id)
-        for item in event_watch(submission_id, timeout=timeout, settings=self.settings):
+        for item in event_watch(
+            submission_id, timeout=timeout, settings=self.settings, start_offset=start_offset
+        ):
             if item is LIVE:
                 break
             if isinstance(item, Event):
@@ -741,7 +906,12 @@ class Joblog:
     def history(
         self, target: Target, job_id: str | None = None, *, timeout: float = 30.0
     ) -> list[Event]:
-        """The events of a job (or submission) so far, from the ``events`` topic."""
+        """The events of a job (or submission) so far, from the ``events`` topic.
+
+        Raises:
+            UnknownSubmission: the submission has no events (a :class:`JobNotFound`).
+            WatchTimeout: the history could not be read within ``timeout``.
+        """
         submission_id, job = resolve(target, job_id)
         out = []
         for item in event_watch(submission_id, job, timeout=timeout, settings=self.settings):

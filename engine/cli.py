@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from engine.api import Joblog
+    from engine.api import Joblog, Submission
+    from engine.client import CommandHandle
     from engine.lifecycle.records import Event
     from engine.watch import JobView, SubmissionView
 
@@ -43,6 +44,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+#: Seconds a client command waits for the scheduler's decision on its command.
+DECISION_TIMEOUT_S = 15.0
+#: Seconds ``joblog watch`` gives an id with no events to appear (one sent a moment ago).
+WATCH_APPEAR_TIMEOUT_S = 2.0
 
 #: Commands handed over to other packages: name -> (module, function, help).
 DELEGATED: dict[str, tuple[str, str, str]] = {
@@ -191,6 +197,7 @@ def _client_command(name: str, rest: list[str]) -> int:
         args = parser.parse_args(rest)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _client_logging()
     handler: Callable[[argparse.Namespace], int] = args.run
     try:
         return handler(args)
@@ -200,6 +207,39 @@ def _client_command(name: str, rest: list[str]) -> int:
     except (JoblogError, ValueError) as exc:
         print(f"joblog {name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        text = _kafka_error_text(exc)
+        if text is None:
+            raise
+        print(f"joblog {name}: Kafka error: {text}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _client_logging() -> None:
+    """Log lines of a client command: librdkafka's only when ``JOBLOG_LOG_LEVEL`` asks.
+
+    A client command ends with one line that says what went wrong (an unreachable cluster
+    included), so librdkafka's connection errors, already routed to the ``joblog.kafka``
+    loggers, are held back; ``JOBLOG_LOG_LEVEL=INFO`` (or ``DEBUG``) shows them again.
+    """
+    import logging
+
+    level = os.environ.get("JOBLOG_LOG_LEVEL")
+    if level:
+        from engine.logs import configure_logging
+
+        configure_logging(level)
+        return
+    logging.getLogger("joblog.kafka").setLevel(logging.CRITICAL)
+
+
+def _kafka_error_text(exc: BaseException) -> str | None:
+    """The one-line text of a confluent-kafka exception, or ``None`` for anything else."""
+    if type(exc).__module__.split(".")[0] not in ("confluent_kafka", "cimpl"):
+        return None
+    error = exc.args[0] if exc.args else None
+    text = getattr(error, "str", None)
+    return str(text()) if callable(text) else str(exc)
 
 
 # --------------------------------------------------------------------------- parsers
@@ -263,7 +303,14 @@ def _submit_parser(parser: argparse.ArgumentParser) -> None:
     sub.add_argument("--submission-id", help="the id to use (a resubmit is then rejected)")
     sub.add_argument("--wait", action="store_true", help="wait until done; exit 1 unless ok")
     sub.add_argument("--watch", action="store_true", help="show live progress until done")
-    sub.add_argument("--wait-timeout", type=float, help="seconds for --wait/--watch")
+    sub.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="S",
+        help="seconds to wait for the scheduler's decision (default 15); with --wait/--watch, "
+        "for the submission to finish (default: no limit)",
+    )
+    sub.add_argument("--no-wait", action="store_true", help="send the submission and exit at once")
     _json_flag(parser)
     parser.set_defaults(run=cmd_submit)
 
@@ -297,8 +344,11 @@ def _delete_parser(parser: argparse.ArgumentParser) -> None:
 def _decision_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
+        "--wait-timeout",
+        dest="timeout",
         type=float,
-        default=15.0,
+        default=DECISION_TIMEOUT_S,
+        metavar="S",
         help="seconds to wait for the scheduler's decision (default 15)",
     )
     parser.add_argument("--no-wait", action="store_true", help="send the command and exit at once")
@@ -477,6 +527,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     given = sum(bool(x) for x in (args.task, args.file, command))
     if given != 1:
         raise UsageError("give exactly one of --task NAME, --file FILE or -- CMD ...")
+    if args.no_wait and (args.wait or args.watch):
+        raise UsageError("--no-wait sends and exits; it does not go with --wait or --watch")
     client = _client()
     labels = _pairs(args.label, "--label")
     if args.file:
@@ -508,30 +560,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
             labels=labels,
             submission_id=args.submission_id,
         )
-    client.close()
-    if not (args.wait or args.watch):
-        if args.json:
-            _print_json(
-                {
-                    "submission_id": submission.id,
-                    "command_id": submission.command_id,
-                    "jobs": list(submission.job_ids),
-                }
-            )
-        else:
-            print(submission.id)
-            print(
-                f"submitted {len(submission.jobs)} job(s): {', '.join(submission.job_ids)}",
-                file=sys.stderr,
-            )
-            print(f"watch it with: joblog watch {submission.id}", file=sys.stderr)
-        return EXIT_OK
-    if args.watch and not args.json:
-        return watch_live(submission.id, timeout=args.wait_timeout)
-    from engine.watch import wait_until_done
+    try:
+        if args.wait or args.watch:
+            if args.watch and not args.json:
+                return watch_live(
+                    submission.id,
+                    timeout=args.wait_timeout,
+                    start_offset=submission.command.start_offset if submission.command else None,
+                    appear_timeout=None,
+                )
+            view = submission.wait_until_done(timeout=args.wait_timeout)
+            return _report_outcome(view, as_json=args.json)
+        return _submit_decision(args, submission)
+    finally:
+        client.close()
 
-    view = wait_until_done(submission.id, timeout=args.wait_timeout, settings=client.settings)
-    return _report_outcome(view, as_json=args.json)
+
+def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
+    """Waits for the decision on a submit (unless ``--no-wait``) and reports it."""
+    from engine.errors import DecisionTimeout
+    from engine.watch import SubmissionRejected
+
+    decision, code, reason = "sent", "", ""
+    timeout = DECISION_TIMEOUT_S if args.wait_timeout is None else args.wait_timeout
+    if not args.no_wait:
+        try:
+            submission.result(timeout)
+            decision = "accepted"
+        except SubmissionRejected as exc:
+            decision, code, reason = "rejected", exc.code, exc.reason
+        except DecisionTimeout:
+            reason = (
+                f"no decision within {timeout:g} s; the submission waits in Kafka for a "
+                "scheduler (is `joblog scheduler` running?)"
+            )
+    if args.json:
+        _print_json(
+            {
+                "submission_id": submission.id,
+                "command_id": submission.command_id,
+                "jobs": list(submission.job_ids),
+                "decision": decision,
+                "code": code,
+                "reason": reason,
+            }
+        )
+    elif decision == "rejected":
+        print(
+            f"joblog submit: submission {submission.id} was rejected ({code}): {reason}",
+            file=sys.stderr,
+        )
+    else:
+        print(submission.id)
+        print(
+            f"submitted {len(submission.jobs)} job(s): {', '.join(submission.job_ids)}",
+            file=sys.stderr,
+        )
+        if reason:
+            print(f"joblog submit: {reason}", file=sys.stderr)
+        print(f"watch it with: joblog watch {submission.id}", file=sys.stderr)
+    return EXIT_FAILED if decision == "rejected" else EXIT_OK
 
 
 def _report_outcome(view: SubmissionView, *, as_json: bool) -> int:
@@ -558,48 +646,34 @@ def _send_and_confirm(
     args: argparse.Namespace,
     submission_id: str,
     job_id: str | None,
-    send: Callable[[Joblog], str],
-    confirms: Callable[[Event], bool],
+    send: Callable[[Joblog], CommandHandle],
     what: str,
 ) -> int:
-    """Sends a command, then waits for the scheduler's decision on the event stream.
+    """Sends a command, then (unless ``--no-wait``) waits for the scheduler's decision.
 
-    The history is read first so that only events decided after the command count.
+    The decision is read from the submission's partition of ``events``, from its end offset
+    just before the command was sent (:class:`~engine.client.CommandHandle`).
     """
-    from engine.lifecycle.records import CommandRejected
-    from engine.watch import LIVE, Live, WatchTimeout, event_watch
+    from engine.errors import CommandRejectedError, DecisionTimeout
 
     client = _client()
-    if args.no_wait:
-        command_id = send(client)
-        client.close()
-        _emit_decision(args, what, submission_id, job_id, command_id, "sent", "")
-        return EXIT_OK
-    stream = event_watch(
-        submission_id, timeout=args.timeout, settings=client.settings, until_done=False
-    )
-    command_id = ""
-    decision, detail = "sent", "no decision seen yet; the command waits in Kafka"
     try:
-        for item in stream:
-            if item is LIVE:
-                command_id = send(client)
-                continue
-            if not command_id or isinstance(item, Live):
-                continue
-            body = item.body
-            if isinstance(body, CommandRejected) and body.command_id == command_id:
-                decision, detail = "rejected", f"{body.code}: {body.reason}"
-                break
-            if confirms(item):
-                decision, detail = "done", ""
-                break
-    except WatchTimeout:
-        if not command_id:
-            command_id = send(client)
+        handle = send(client)
+        decision, detail = "sent", ""
+        if not args.no_wait:
+            try:
+                handle.result(args.timeout)
+                decision = "done"
+            except CommandRejectedError as exc:
+                decision, detail = "rejected", f"{exc.code}: {exc.reason}"
+            except DecisionTimeout:
+                detail = (
+                    f"no decision within {args.timeout:g} s; the command waits in Kafka for "
+                    "a scheduler"
+                )
     finally:
         client.close()
-    _emit_decision(args, what, submission_id, job_id, command_id, decision, detail)
+    _emit_decision(args, what, submission_id, job_id, handle.command_id, decision, detail)
     return EXIT_FAILED if decision == "rejected" else EXIT_OK
 
 
@@ -635,59 +709,33 @@ def _emit_decision(
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """``joblog cancel``."""
-    from engine.lifecycle.records import JobCanceled, JobCancelRequested
-
     submission_id, job_id = _resolve(args)
 
-    def send(client: Joblog) -> str:
-        from engine.lifecycle.records import CancelMode
+    def send(client: Joblog) -> CommandHandle:
+        return client.cancel(submission_id, job_id, mode=args.mode, reason=args.reason)
 
-        command = client.producer.cancel(
-            submission_id,
-            job_id,
-            mode=CancelMode(args.mode.upper()),
-            reason=args.reason,
-            requested_by=client.submitted_by,
-        )
-        return command.command_id
-
-    def confirms(event: Event) -> bool:
-        if job_id is not None and event.job_id != job_id:
-            return False
-        return isinstance(event.body, JobCanceled | JobCancelRequested)
-
-    return _send_and_confirm(args, submission_id, job_id, send, confirms, "cancel")
+    return _send_and_confirm(args, submission_id, job_id, send, "cancel")
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """``joblog retry``."""
-    from engine.lifecycle.records import JobDispatched, JobPending
-
     submission_id, job_id = _resolve(args)
     assert job_id is not None
 
-    def send(client: Joblog) -> str:
-        return client.producer.retry(submission_id, job_id).command_id
+    def send(client: Joblog) -> CommandHandle:
+        return client.retry(submission_id, job_id)
 
-    def confirms(event: Event) -> bool:
-        return event.job_id == job_id and isinstance(event.body, JobDispatched | JobPending)
-
-    return _send_and_confirm(args, submission_id, job_id, send, confirms, "retry")
+    return _send_and_confirm(args, submission_id, job_id, send, "retry")
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """``joblog delete``."""
-    from engine.lifecycle.records import JobDeleted
-
     submission_id, job_id = _resolve(args)
 
-    def send(client: Joblog) -> str:
-        return client.producer.delete(submission_id, job_id, force=args.force).command_id
+    def send(client: Joblog) -> CommandHandle:
+        return client.delete(submission_id, job_id, force=args.force)
 
-    def confirms(event: Event) -> bool:
-        return isinstance(event.body, JobDeleted) and (job_id is None or event.job_id == job_id)
-
-    return _send_and_confirm(args, submission_id, job_id, send, confirms, "delete")
+    return _send_and_confirm(args, submission_id, job_id, send, "delete")
 
 
 # --------------------------------------------------------------------------- watch
@@ -697,7 +745,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """``joblog watch``."""
     if args.json or args.events:
         return _watch_events(args)
-    return watch_live(args.submission, timeout=args.timeout)
+    return watch_live(args.submission, timeout=args.timeout, appear_timeout=WATCH_APPEAR_TIMEOUT_S)
 
 
 def _event_dict(event: Event, status: str | None, live: bool) -> dict[str, Any]:
@@ -726,6 +774,7 @@ def _watch_events(args: argparse.Namespace) -> int:
         from_start=not args.no_history,
         timeout=args.timeout,
         settings=Settings.from_env(),
+        appear_timeout=WATCH_APPEAR_TIMEOUT_S,
     ):
         if item is LIVE:
             live = True
@@ -850,8 +899,14 @@ def watch_live(
     timeout: float | None = None,
     console: Console | None = None,
     title: str | None = None,
+    appear_timeout: float | None = WATCH_APPEAR_TIMEOUT_S,
+    start_offset: int | None = None,
 ) -> int:
-    """Shows a submission's progress live, then its summary; returns 0 if it completed."""
+    """Shows a submission's progress live, then its summary; returns 0 if it completed.
+
+    Raises:
+        UnknownSubmission: the id has no events after ``appear_timeout`` seconds.
+    """
     from rich.live import Live
 
     from engine.config import Settings
@@ -871,6 +926,8 @@ def watch_live(
                 timeout=timeout,
                 interval=0.25,
                 settings=Settings.from_env(),
+                appear_timeout=appear_timeout,
+                start_offset=start_offset,
             )
         except SubmissionRejected as exc:
             live.stop()
@@ -1116,6 +1173,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
             raise UsageError("--partitions must be at least 1")
         settings = replace(settings, partitions=args.partitions)
     queues = args.queue or ["default"]
+    _reachable(settings)
     ensure_topics(settings, queues, timeout=args.timeout)
     names = [spec.name for spec in topic_specs(settings, queues)]
     if args.json:
@@ -1126,24 +1184,30 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _topic_metadata(timeout: float = 15.0) -> tuple[Any, Any, str]:
-    """An admin client, the cluster's metadata, and the topic prefix."""
+def _topic_metadata() -> tuple[Any, Any, str]:
+    """An admin client, the cluster's metadata, and the topic prefix.
+
+    Raises:
+        KafkaUnreachable: no broker answered within the connect timeout.
+    """
     from confluent_kafka.admin import AdminClient
 
+    from engine.client import cluster_metadata
     from engine.config import Settings
-    from engine.errors import BrokerError
 
     settings = Settings.from_env()
     config: dict[str, Any] = settings.client_config()
     admin = AdminClient(config)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except Exception as exc:
-        raise BrokerError(
-            f"no answer from Kafka at {settings.bootstrap_servers}: {exc}; is a broker running "
-            "(`joblog broker start`)?"
-        ) from exc
-    return admin, metadata, settings.topic_prefix
+    return admin, cluster_metadata(admin, settings), settings.topic_prefix
+
+
+def _reachable(settings: Any) -> None:
+    """Raises :class:`~engine.errors.KafkaUnreachable` unless the cluster answers quickly."""
+    from confluent_kafka.admin import AdminClient
+
+    from engine.client import cluster_metadata
+
+    cluster_metadata(AdminClient(settings.client_config()), settings)
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:

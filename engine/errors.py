@@ -69,3 +69,99 @@ class SubmissionTooLarge(LimitExceeded):
 
 class TooManyJobs(LimitExceeded):
     """A submission has more jobs than ``JOBLOG_MAX_JOBS``."""
+
+
+class KafkaUnreachable(BrokerError):
+    """No broker of the cluster answered within the client's connect timeout.
+
+    Attributes:
+        bootstrap_servers: the servers that were tried.
+        timeout: seconds waited.
+    """
+
+    def __init__(self, bootstrap_servers: str, timeout: float, detail: str = "") -> None:
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap_servers} (JOBLOG_BOOTSTRAP_SERVERS) within "
+            f"{timeout:g} s{f': {detail}' if detail else ''}; is a broker running "
+            "(`joblog broker start`)?"
+        )
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout = timeout
+
+
+class JobNotFound(JoblogError, LookupError):
+    """No job (or submission) with that id is known."""
+
+
+class UnknownSubmission(JobNotFound):
+    """The ``events`` topic holds nothing of this submission: no such id was ever submitted.
+
+    Attributes:
+        submission_id: the id asked for.
+    """
+
+    def __init__(self, submission_id: str, topic: str) -> None:
+        super().__init__(f"no submission {submission_id} in {topic}")
+        self.submission_id = submission_id
+
+
+class CommandRejectedError(JoblogError):
+    """The scheduler rejected a command (a ``CommandRejected`` event); nothing changed.
+
+    Attributes:
+        command_type: ``SubmitJobs``, ``CancelJobs``, ``RetryJob`` or ``DeleteJobs``.
+        command_id: the rejected command.
+        submission_id / job_id: what it named (``job_id`` is ``None`` for a submission).
+        code: machine-readable reason (a :class:`~engine.lifecycle.records.RejectionCode`).
+        reason: what to fix.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command_type: str,
+        command_id: str,
+        submission_id: str,
+        job_id: str | None,
+        code: str,
+        reason: str,
+    ) -> None:
+        super().__init__(message)
+        self.command_type = command_type
+        self.command_id = command_id
+        self.submission_id = submission_id
+        self.job_id = job_id
+        self.code = code
+        self.reason = reason
+
+
+class JobNotCanceled(CommandRejectedError):
+    """A cancel was rejected (the job already ended, is unknown or was deleted)."""
+
+
+class JobNotRetried(CommandRejectedError):
+    """A retry was rejected (the job is not waiting for a retry backoff)."""
+
+
+class JobNotDeleted(CommandRejectedError):
+    """A delete was rejected (unfinished jobs without ``force``, or already deleted)."""
+
+
+class DecisionTimeout(JoblogError, TimeoutError):
+    """No decision on a command reached the ``events`` topic in time.
+
+    The command is in Kafka and will be decided when a scheduler gets to it.
+
+    Attributes:
+        command_id / submission_id: the command.
+        timeout: seconds waited.
+    """
+
+    def __init__(
+        self, message: str, *, command_id: str, submission_id: str, timeout: float
+    ) -> None:
+        super().__init__(message)
+        self.command_id = command_id
+        self.submission_id = submission_id
+        self.timeout = timeout

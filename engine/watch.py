@@ -29,10 +29,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, get_args
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from engine.client import (
+    CONNECT_TIMEOUT_S,
+    cluster_metadata,
+    id_time_ms,
+    kafka_failure,
+    topic_partitions,
+)
 from engine.config import Settings
-from engine.errors import JoblogError
+from engine.errors import CommandRejectedError, JoblogError, UnknownSubmission
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -72,20 +79,27 @@ class EventNotFound(JoblogError, LookupError):
     """The job (or submission) ended without the awaited event (Flux's ``ENODATA``)."""
 
 
-class SubmissionRejected(JoblogError):
+class SubmissionRejected(CommandRejectedError):
     """The scheduler rejected the submission; nothing of it will run.
 
     Attributes:
         submission_id: the submission.
-        code: machine-readable reason (a :class:`~engine.lifecycle.records.RejectionCode`).
+        code: machine-readable reason (a :class:`~engine.lifecycle.records.RejectionCode`),
+            e.g. ``cycle``, ``unknown_dependency``, ``duplicate_submission``.
         reason: what to fix.
+        command_id: the rejected submit command, when known.
     """
 
-    def __init__(self, submission_id: str, code: str, reason: str) -> None:
-        super().__init__(f"submission {submission_id} was rejected ({code}): {reason}")
-        self.submission_id = submission_id
-        self.code = code
-        self.reason = reason
+    def __init__(self, submission_id: str, code: str, reason: str, *, command_id: str = "") -> None:
+        super().__init__(
+            f"submission {submission_id} was rejected ({code}): {reason}",
+            command_type="SubmitJobs",
+            command_id=command_id,
+            submission_id=submission_id,
+            job_id=None,
+            code=code,
+            reason=reason,
+        )
 
 
 class JobException(JoblogError):
@@ -351,6 +365,12 @@ class SubmissionView:
         """Every job is terminal, or the submission was rejected."""
         return self.outcome is not None or self.rejection is not None
 
+    @property
+    def known(self) -> bool:
+        """The events seen so far show the submission exists or its submit was rejected
+        (a rejected cancel of an unknown id does not make it known)."""
+        return self.accepted or bool(self.jobs) or self.rejection is not None
+
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each status (deleted ones included)."""
         out: dict[JobStatus, int] = {}
@@ -368,6 +388,7 @@ class SubmissionView:
         body = event.body
         if isinstance(body, SubmissionAccepted):
             self.accepted = True
+            self.rejection = None  # an earlier invalid submit of this id is superseded
             return None, None
         if isinstance(body, SubmissionCompleted):
             self.outcome = body.status
@@ -495,26 +516,64 @@ def events_consumer(settings: Settings, **extra: object) -> Consumer:
     )
 
 
-def events_partition(consumer: Consumer, settings: Settings, submission_id: str) -> TopicPartition:
+def events_partition(
+    consumer: Consumer,
+    settings: Settings,
+    submission_id: str,
+    *,
+    timeout: float = CONNECT_TIMEOUT_S,
+) -> TopicPartition:
     """The partition of ``events`` that holds a submission.
 
     Raises:
-        JoblogError: the topic does not exist or the cluster does not answer.
+        KafkaUnreachable: the cluster did not answer within ``timeout``.
+        JoblogError: the topic does not exist.
     """
     topic = Topics(settings.topic_prefix).events
+    metadata = cluster_metadata(consumer, settings, topic, timeout=timeout)
+    count = topic_partitions(metadata, topic, settings)
+    return TopicPartition(topic, partition_for(submission_id, count))
+
+
+#: How far before an id's creation time (:func:`engine.client.id_time_ms`) a watch starts
+#: reading: the clocks of clients and schedulers must agree within this margin.
+ID_CLOCK_MARGIN_MS = 10 * 60 * 1000
+
+
+def history_start(
+    consumer: Consumer,
+    partition: TopicPartition,
+    submission_id: str,
+    *,
+    start_offset: int | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+    settings: Settings,
+) -> int:
+    """The offset of ``partition`` where the history of a submission can begin.
+
+    ``start_offset`` when given (a handle knows the end offset before its submit was sent);
+    for an id made by :func:`engine.client.new_id`, the first record written within
+    :data:`ID_CLOCK_MARGIN_MS` before the id's time; otherwise the beginning of the log.
+
+    Raises:
+        KafkaUnreachable: the cluster did not answer within ``timeout``.
+    """
+    if start_offset is not None:
+        return start_offset
+    created = id_time_ms(submission_id)
+    if created is None:
+        return OFFSET_BEGINNING
+    query = TopicPartition(partition.topic, partition.partition, created - ID_CLOCK_MARGIN_MS)
     try:
-        metadata = consumer.list_topics(topic, timeout=15)
-    except Exception as exc:
-        raise JoblogError(
-            f"cannot read the metadata of {topic} at {settings.bootstrap_servers}: {exc}"
-        ) from exc
-    described = metadata.topics.get(topic)
-    if described is None or described.error is not None or not described.partitions:
-        raise JoblogError(
-            f"topic {topic} does not exist at {settings.bootstrap_servers}; "
-            "create the topics with `joblog topics create`"
-        )
-    return TopicPartition(topic, partition_for(submission_id, len(described.partitions)))
+        (found,) = consumer.offsets_for_times([query], timeout=timeout)
+        if found.error is None and found.offset >= 0:
+            return int(found.offset)
+        # Nothing that recent: every record is older than the submission, so its history
+        # (if any) starts at the end.
+        _, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+    except KafkaException as exc:
+        raise kafka_failure(exc, settings, timeout) from None
+    return int(high)
 
 
 def _stream(
@@ -527,34 +586,52 @@ def _stream(
     stop: threading.Event | None,
     idle_every: float | None = None,
     until_done: bool = True,
+    appear_timeout: float | None = 0.0,
+    start_offset: int | None = None,
 ) -> Iterator[Event | Live | _Idle]:
     from engine import codec
 
-    deadline = None if timeout is None else time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+
+    def budget() -> float:
+        if deadline is None:
+            return CONNECT_TIMEOUT_S
+        return max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic()))
+
+    what = f"job {submission_id}/{job_id}" if job_id else submission_id
     key = submission_id.encode()
     view = SubmissionView(submission_id)
     consumer = events_consumer(settings)
     try:
-        partition = events_partition(consumer, settings, submission_id)
-        if from_start:
-            partition.offset = OFFSET_BEGINNING
-        else:
-            _, high = consumer.get_watermark_offsets(partition, timeout=15)
-            partition.offset = high
+        partition = events_partition(consumer, settings, submission_id, timeout=budget())
+        partition.offset = history_start(
+            consumer,
+            partition,
+            submission_id,
+            start_offset=start_offset,
+            timeout=budget(),
+            settings=settings,
+        )
         consumer.assign([partition])
         live = False
-        if not from_start:
-            live = True
-            yield LIVE
+        appear_by: float | None = None
         last_yield = time.monotonic()
         while stop is None or not stop.is_set():
             wait = 0.2
+            now = time.monotonic()
             if deadline is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
-                    what = f"job {submission_id}/{job_id}" if job_id else submission_id
-                    raise WatchTimeout(f"{what}: nothing ended the watch within {timeout}s")
+                    if not live:
+                        raise WatchTimeout(
+                            f"{what}: reading its history from {partition.topic}"
+                            f"[{partition.partition}] did not finish within {timeout:g} s"
+                        )
+                    raise WatchTimeout(f"{what}: nothing ended the watch within {timeout:g} s")
                 wait = min(wait, remaining)
+            if appear_by is not None and not view.known and now >= appear_by:
+                raise UnknownSubmission(submission_id, partition.topic)
             message = consumer.poll(wait)
             if message is None:
                 if idle_every is not None and time.monotonic() - last_yield >= idle_every:
@@ -566,6 +643,11 @@ def _stream(
                 if error.code() == KafkaError._PARTITION_EOF:
                     if not live:
                         live = True
+                        if not view.known:
+                            if appear_timeout is not None and appear_timeout <= 0:
+                                raise UnknownSubmission(submission_id, partition.topic)
+                            if appear_timeout is not None:
+                                appear_by = time.monotonic() + appear_timeout
                         yield LIVE
                     if until_done and _finished(view, job_id):
                         return
@@ -598,6 +680,8 @@ def _stream(
                     isinstance(event.body, CommandRejected) and view.rejection is event.body
                 ):
                     continue
+            if not live and not from_start:
+                continue  # history is folded, not yielded
             last_yield = time.monotonic()
             yield event
             if until_done and live and _finished(view, job_id):
@@ -624,8 +708,14 @@ def event_watch(
     settings: Settings | None = None,
     stop: threading.Event | None = None,
     until_done: bool = True,
+    appear_timeout: float | None = 0.0,
+    start_offset: int | None = None,
 ) -> Iterator[Event | Live]:
     """Yields the events of a submission, or of one of its jobs: history, :data:`LIVE`, live.
+
+    An id with no events raises :class:`~engine.errors.UnknownSubmission` once the history
+    is read (or ``appear_timeout`` seconds later). With ``from_start=False`` the history is
+    read but not yielded: a finished submission yields :data:`LIVE` and ends at once.
 
     Example::
 
@@ -638,20 +728,29 @@ def event_watch(
     Args:
         submission_id: the submission.
         job_id: only this job's events (and the rejection of the submission, if any).
-        from_start: start at the beginning of the log (history, then live); ``False`` starts
-            at its end, so :data:`LIVE` comes first.
+        from_start: yield the history, then :data:`LIVE`, then live events; ``False``
+            folds the history silently and yields :data:`LIVE` first (and nothing else if
+            the submission is already done).
         timeout: seconds the whole watch may last; ``None`` waits for ever.
         settings: cluster settings (``Settings.from_env()`` when omitted).
         stop: set it (from another thread) to end the watch quietly.
         until_done: end the watch once the submission is done (or the job terminal) and the
             history is read; ``False`` keeps watching (for deletions, late rejections).
+        appear_timeout: seconds an id with no events yet may take to appear after the history
+            is read (``0``: fail at once; ``None``: wait, e.g. for a submission just sent).
+        start_offset: read the submission's partition from this offset (one before its first
+            event, such as :attr:`engine.client.CommandHandle.start_offset`); by default a
+            watch starts near the id's creation time for ids made by joblog
+            (:func:`engine.client.new_id`), else at offset 0.
 
     Yields:
         Events in log order, and :data:`LIVE` once where the history ends.
 
     Raises:
+        UnknownSubmission: the id has no events (see ``appear_timeout``).
         WatchTimeout: the watch did not end within ``timeout``.
         EventNotFound: the submission has no job ``job_id``.
+        KafkaUnreachable: the cluster did not answer.
         JoblogError: the ``events`` topic is missing or cannot be read.
     """
     for item in _stream(
@@ -662,10 +761,17 @@ def event_watch(
         timeout=timeout,
         stop=stop,
         until_done=until_done,
+        appear_timeout=appear_timeout,
+        start_offset=start_offset,
     ):
         if not isinstance(item, _Idle):
             yield item
 
+
+#: How long the waiting helpers (:func:`event_wait`, :func:`wait_until_done`,
+#: :class:`Watcher`) let a submission with no events take to appear: long enough for a
+#: scheduler to decide one just sent, short enough to name a mistyped id.
+APPEAR_TIMEOUT_S: Final = 30.0
 
 #: Events that can come after a job is terminal: waiting for them outlives the job.
 _AFTER_THE_END = frozenset({"JobDeleted", "CommandRejected"})
@@ -679,6 +785,8 @@ def event_wait(
     *,
     raise_job_exception: bool = True,
     settings: Settings | None = None,
+    appear_timeout: float | None = APPEAR_TIMEOUT_S,
+    start_offset: int | None = None,
 ) -> Event:
     """Waits for a job's (or the submission's) event called ``name`` and returns it.
 
@@ -692,6 +800,8 @@ def event_wait(
         raise_job_exception: raise :class:`JobException` when a fatal exception event
             (severity 0) of the job arrives before the awaited event.
         settings: cluster settings (``Settings.from_env()`` when omitted).
+        appear_timeout / start_offset: as for :func:`event_watch`; by default a submission
+            with no events may take :data:`APPEAR_TIMEOUT_S` to appear (one just sent).
 
     Returns:
         The first matching event.
@@ -701,6 +811,7 @@ def event_wait(
         EventNotFound: the job or submission ended without such an event (waits for
             ``JobDeleted`` and ``CommandRejected`` go on after the end, until ``timeout``).
         SubmissionRejected: the submission was rejected.
+        UnknownSubmission: no such submission appeared.
         WatchTimeout: nothing came within ``timeout``.
     """
     wanted = event_name(name)
@@ -712,6 +823,8 @@ def event_wait(
         timeout=timeout,
         settings=settings,
         until_done=wanted not in _AFTER_THE_END,
+        appear_timeout=appear_timeout,
+        start_offset=start_offset,
     ):
         if isinstance(item, Live):
             continue
@@ -749,6 +862,8 @@ def wait_until_done(
     timeout: float | None = None,
     interval: float = 1.0,
     settings: Settings | None = None,
+    appear_timeout: float | None = APPEAR_TIMEOUT_S,
+    start_offset: int | None = None,
 ) -> SubmissionView:
     """Blocks until every job of the submission is terminal.
 
@@ -760,12 +875,15 @@ def wait_until_done(
         timeout: longest wait in seconds (``None``: for ever).
         interval: the longest pause between two calls of ``progress``.
         settings: cluster settings (``Settings.from_env()`` when omitted).
+        appear_timeout / start_offset: as for :func:`event_watch`; by default a submission
+            with no events may take :data:`APPEAR_TIMEOUT_S` to appear (one just sent).
 
     Returns:
         The final view; ``view.outcome`` says how the submission ended.
 
     Raises:
         SubmissionRejected: the scheduler rejected the submission.
+        UnknownSubmission: no such submission appeared.
         WatchTimeout: it was not done within ``timeout``.
     """
     view = SubmissionView(submission_id)
@@ -777,6 +895,8 @@ def wait_until_done(
         timeout=timeout,
         stop=None,
         idle_every=interval if progress is not None else None,
+        appear_timeout=appear_timeout,
+        start_offset=start_offset,
     ):
         if isinstance(item, Event):
             before, after = view.apply(item)
@@ -816,6 +936,8 @@ class Watcher:
         on_submission_completed: ``(view)`` once every job is terminal.
         on_progress: ``(job)`` after each progress event.
         on_event: ``(event)`` for every event.
+        appear_timeout / start_offset: as for :func:`event_watch` (an unknown id stops the
+            thread with :class:`~engine.errors.UnknownSubmission` in :attr:`error`).
 
     Attributes:
         view: the fold of the events seen so far.
@@ -833,8 +955,12 @@ class Watcher:
         on_submission_completed: SubmissionCallback | None = None,
         on_progress: JobCallback | None = None,
         on_event: EventCallback | None = None,
+        appear_timeout: float | None = APPEAR_TIMEOUT_S,
+        start_offset: int | None = None,
     ) -> None:
         self.submission_id = submission_id
+        self.appear_timeout = appear_timeout
+        self.start_offset = start_offset
         self.settings = settings or Settings.from_env()
         self.from_start = from_start
         self.on_state_changed = on_state_changed
@@ -882,6 +1008,8 @@ class Watcher:
                 from_start=self.from_start,
                 settings=self.settings,
                 stop=self._stop,
+                appear_timeout=self.appear_timeout,
+                start_offset=self.start_offset,
             ):
                 if isinstance(item, Live):
                     self.live.set()
