@@ -122,7 +122,7 @@ class WorkerOptions:
         isolation: ``"pool"`` runs each Python task attempt in a warm child process, reused
             for later attempts (killable, crash- and leak-proof; module state can carry over
             from one attempt to the next in one child); ``"process-per-attempt"`` forks a
-            fresh child for each attempt (nothing carries over, ~20x the cost); ``"thread"``
+            fresh child for each attempt (nothing carries over, ~14x the cost); ``"thread"``
             runs it on a worker thread (a kill is only the cooperative flag and a crash takes
             the worker down).
         max_attempts_per_child: in pool mode, a child is replaced after this many attempts
