@@ -451,7 +451,9 @@ class AttemptRun:
             except ChannelClosed:
                 break
             now = self._clock()
-            if isinstance(message, Finished):
+            if message is not None and getattr(message, "ref", self.ref) != self.ref:
+                pass  # a progress report the child's pump sent as the previous attempt ended
+            elif isinstance(message, Finished):
                 if finished is None:
                     finished, finished_at = message, now
             elif isinstance(message, ChildReady):

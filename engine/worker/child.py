@@ -48,7 +48,6 @@ from engine.worker.tasks import TaskRegistry
 _PUMP_S = 0.05
 _WRITER_DRAIN_S = 10.0
 _SEND_WAIT_S = 5.0
-_FIRST_ATTEMPT_S = 30.0
 _STOP = object()
 
 
@@ -69,12 +68,9 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
     home = os.getcwd()
     terminating = _Termination()
     signal.signal(signal.SIGTERM, terminating.on_sigterm)
-    timeout: float | None = _FIRST_ATTEMPT_S  # a pool child waits as long as it is kept
     while True:
-        try:
-            start = starts.get(timeout=timeout)
-        except queue.Empty:
-            os._exit(1)
+        # A pool child waits as long as the pool keeps it: EOF on the socket ends it.
+        start = starts.get()
         code, run = _run_one(start, registry, outbox, current, terminating)
         if start.last or run.context.cancelled or _threads_left(own_threads):
             break
@@ -82,7 +78,6 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
             os.chdir(home)
         _flush_streams()
         outbox.queue.put(ChildReady(os.getpid()))
-        timeout = None
     outbox.queue.put(_STOP)
     writer.join(_WRITER_DRAIN_S)
     _flush_streams()

@@ -371,6 +371,7 @@ def test_cancel_kills_a_running_command_and_abandons_its_dependents(settings: Se
     assert abandoned.cause_job_id == "sleeper"  # type: ignore[attr-defined]
     assert worker.metrics["kills"] == 1
     assert worker.metrics["finished.CANCELED"] == 1
+    assert worker.pool is not None and worker.pool.stats["retired.killed"] == 1
 
 
 def test_exceptions_non_fatal_go_on_fatal_fail_and_retry(settings: Settings) -> None:
@@ -500,6 +501,7 @@ def test_kill_cancel_ends_a_sleeping_task_canceled_and_abandons_its_dependent(
     assert abandoned.cause_job_id == "nap"  # type: ignore[attr-defined]
     assert worker.metrics["kills"] == 1
     assert worker.metrics["finished.CANCELED"] == 1
+    assert worker.pool is not None and worker.pool.stats["retired.killed"] == 1
     assert worker.metrics["finished.COMPLETED"] == 0, "the killed task never completed"
 
 
@@ -529,7 +531,14 @@ def test_a_segfaulting_task_fails_and_the_same_worker_runs_the_next_job(
         found = wait_events(settings, "segv", completed, 60, "the crash to be reported")
         commands.submit(sample_tasks.add.spec("next", 20, 22), submission_id="after-segv")
         after = wait_events(settings, "after-segv", completed, 60, "the next job to complete")
+        commands.submit(sample_tasks.add.spec("again", 1, 1), submission_id="reuse")
+        again = wait_events(settings, "reuse", completed, 60, "a third job to complete")
     assert terminal_status(found) == {"crash": JobStatus.FAILED}
+    crash_pid = bodies(found, JobStarted)[0].pid  # type: ignore[attr-defined]
+    next_pid = bodies(after, JobStarted)[0].pid  # type: ignore[attr-defined]
+    assert crash_pid != next_pid, "the crashed task's process was replaced"
+    assert bodies(again, JobStarted)[0].pid == next_pid, "the warm process ran the third job"  # type: ignore[attr-defined]
+    assert worker.pool is not None and worker.pool.stats["retired.died"] == 1
     (failed,) = bodies(found, JobFailed, "crash")
     assert failed.error_type == "WorkerChildDied"  # type: ignore[attr-defined]
     assert failed.error_note == "the task's process died: exit signal SIGSEGV"  # type: ignore[attr-defined]
