@@ -769,9 +769,11 @@ def _watch_events(args: argparse.Namespace) -> int:
 
     view = SubmissionView(args.submission)
     live = False
+    # The history is always read, so the exit code tells how a finished submission ended;
+    # --no-history only keeps it from being printed.
     for item in event_watch(
         args.submission,
-        from_start=not args.no_history,
+        from_start=True,
         timeout=args.timeout,
         settings=Settings.from_env(),
         appear_timeout=WATCH_APPEAR_TIMEOUT_S,
@@ -787,6 +789,8 @@ def _watch_events(args: argparse.Namespace) -> int:
         status = None if after is None else str(after.status)
         if view.outcome is not None and after is None:
             status = str(view.outcome)
+        if not live and args.no_history:
+            continue
         data = _event_dict(item, status, live)
         if args.json:
             _print_json(data)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,8 +33,20 @@ from engine import (
 )
 from engine.admin import ensure_topics
 from engine.config import Settings
+from engine.errors import (
+    ArgumentsTooLarge,
+    CommandRejectedError,
+    DecisionTimeout,
+    JobNotCanceled,
+    JobNotDeleted,
+    JobNotRetried,
+    SubmissionTooLarge,
+    TooManyJobs,
+    UnknownSubmission,
+)
 from engine.lifecycle.decide import Policy
-from engine.lifecycle.records import Event, JobStarted
+from engine.lifecycle.records import Event, JobStarted, SubmissionAccepted
+from engine.limits import Limits
 from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.watch import JobView, SubmissionView
 from engine.worker import JobContext, TaskRegistry, Worker, WorkerOptions, task
@@ -513,3 +525,129 @@ def test_a_watcher_can_be_stopped(engine: Engine, jl: Joblog) -> None:
     assert watcher.join(10) and watcher.error is None
     submission.cancel()
     assert submission.wait_until_done(timeout=60).outcome is SubmissionStatus.CANCELED
+
+
+# --------------------------------------------------------------------------- decisions and limits
+
+
+def test_a_submission_handle_tells_the_decision(jl: Joblog) -> None:
+    submission = jl.submit(task="double", args=[2])
+    accepted = submission.result(timeout=30)
+    assert isinstance(accepted.body, SubmissionAccepted)
+    assert accepted.body.command_id == submission.command_id
+    assert submission.accepted() is True
+    assert submission.command is not None and submission.command.decided
+    submission.wait_until_done(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "code"),
+    [
+        (
+            [
+                Job("a", task="double", args=[1], depends_on=["b"]),
+                Job("b", task="double", args=[1], depends_on=["a"]),
+            ],
+            "cycle",
+        ),
+        ([Job("a", task="double", args=[1], depends_on=["missing"])], "unknown_dependency"),
+    ],
+)
+def test_a_rejected_submission_raises_from_its_handle(
+    jl: Joblog, jobs: list[Job], code: str
+) -> None:
+    submission = jl.submit(*jobs)
+    with pytest.raises(SubmissionRejected) as caught:
+        submission.result(timeout=30)
+    assert isinstance(caught.value, CommandRejectedError)
+    assert caught.value.code == code and caught.value.reason
+    assert caught.value.command_id == submission.command_id
+    assert submission.accepted() is False
+    with pytest.raises(SubmissionRejected):
+        jl.submit(*jobs, wait=True)
+
+
+def test_cancel_of_a_finished_job_raises(jl: Joblog) -> None:
+    submission = jl.submit(task="double", args=[3], wait=True)
+    submission.wait_until_done(timeout=60)
+    handle = jl.cancel(submission, "double")
+    with pytest.raises(JobNotCanceled) as caught:
+        handle.result(timeout=30)
+    assert caught.value.code == "already_terminal" and caught.value.job_id == "double"
+    assert handle.rejection is caught.value
+    with pytest.raises(JobNotCanceled):
+        submission.cancel(wait=True)
+
+
+def test_delete_of_an_unfinished_job_raises_then_cancel_is_accepted(jl: Joblog) -> None:
+    submission = jl.submit(task="double", args=[1], kwargs={"seconds": 30}, wait=True)
+    submission.event_wait("double", "JobStarted", timeout=60)
+    with pytest.raises(JobNotDeleted) as caught:
+        jl.delete(submission, wait=True)
+    assert caught.value.code == "not_terminal" and "double" in caught.value.reason
+    canceled = submission.cancel("double").result(timeout=30)
+    assert canceled.name in ("JobCanceled", "JobCancelRequested")
+    submission.wait_until_done(timeout=60)
+    assert jl.delete(submission, force=True).accepted(timeout=30)
+
+
+def test_commands_for_an_unknown_submission_are_rejected(jl: Joblog) -> None:
+    unknown = f"s-{uuid.uuid4().hex}"
+    with pytest.raises(JobNotCanceled) as caught:
+        jl.cancel(unknown, wait=True)
+    assert caught.value.code == "unknown_submission"
+    with pytest.raises(JobNotRetried):
+        jl.retry(unknown, "x", wait=True)
+
+
+def test_a_decision_times_out_without_a_scheduler(kafka_cluster: KafkaUnderTest) -> None:
+    settings = Settings.from_env(
+        bootstrap_servers=kafka_cluster.bootstrap_servers,
+        topic_prefix=f"n{uuid.uuid4().hex[:8]}.",
+        partitions=1,
+    )
+    ensure_topics(settings)
+    with Joblog(settings) as client:
+        submission = client.submit(task="double", args=[1])
+        with pytest.raises(DecisionTimeout) as caught:
+            submission.result(timeout=1.0)
+        assert caught.value.submission_id == submission.id
+
+
+def test_oversized_input_is_refused_before_sending(engine: Engine) -> None:
+    with Joblog(engine.settings) as client:
+        with pytest.raises(ArgumentsTooLarge) as too_large:
+            client.submit(task="double", args=["x" * 5_200_000])
+        assert "JOBLOG_MAX_ARGS_BYTES" in str(too_large.value)
+        assert too_large.value.limit == engine.settings.limits.max_args_bytes
+    small = replace(
+        engine.settings, limits=Limits(max_submit_bytes=200_000, max_record_bytes=1_000_000)
+    )
+    with Joblog(small) as client:
+        jobs = [Job(f"j{n}", task="double", args=["y" * 1_000]) for n in range(300)]
+        with pytest.raises(SubmissionTooLarge) as caught:
+            client.submit(*jobs)
+        assert "JOBLOG_MAX_SUBMIT_BYTES" in str(caught.value)
+        assert "split it" in str(caught.value)
+    few = replace(engine.settings, limits=Limits(max_jobs=2))
+    with Joblog(few) as client, pytest.raises(TooManyJobs):
+        client.submit(*(Job(f"j{n}", task="double") for n in range(3)))
+
+
+# --------------------------------------------------------------------------- watching ends
+
+
+def test_a_watch_of_an_unknown_id_fails_at_once(jl: Joblog) -> None:
+    unknown = f"s-{uuid.uuid4().hex}"
+    jl.cancel(unknown).accepted(timeout=30)  # a rejection keyed by the id does not make it known
+    with pytest.raises(UnknownSubmission) as caught:
+        list(jl.event_watch(unknown, timeout=30))
+    assert unknown in str(caught.value)
+    assert isinstance(caught.value, JobNotFound)
+
+
+def test_a_live_end_watch_of_a_finished_submission_ends_at_once(jl: Joblog) -> None:
+    submission = jl.submit(task="double", args=[4])
+    submission.wait_until_done(timeout=60)
+    assert list(jl.event_watch(submission.id, from_start=False, timeout=30)) == [LIVE]
+    assert list(submission.events("double", from_start=False, timeout=30)) == [LIVE]

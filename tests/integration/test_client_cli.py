@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +20,8 @@ from engine.admin import ensure_topics
 from engine.config import Settings
 from tests.integration.conftest import KafkaUnderTest
 from tests.integration.test_client import Engine, engine_running
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +190,94 @@ def test_topics(joblog: Any, cli_engine: Engine) -> None:
     described = {row["topic"]: row for row in json.loads(out)}
     assert described[f"{prefix}events"]["config"]["retention.ms"] == "-1"
     assert described[f"{prefix}state"]["config"]["cleanup.policy"] == "compact"
+
+
+def test_submit_waits_for_the_decision(joblog: Any) -> None:
+    code, out, err = joblog("submit", "--task", "double", "--arg", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["decision"] == "accepted"
+    code, out, err = joblog("submit", "--no-wait", "--task", "double", "--arg", "2", "--json")
+    assert code == 0 and json.loads(out)["decision"] == "sent"
+
+
+def test_a_rejected_submit_exits_1_with_the_reason(joblog: Any, tmp_path: Path) -> None:
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text(
+        "jobs:\n"
+        "  - {id: a, task: double, args: [1], depends_on: [b]}\n"
+        "  - {id: b, task: double, args: [1], depends_on: [a]}\n",
+        encoding="utf-8",
+    )
+    code, out, err = joblog("submit", "--file", str(cycle))
+    assert code == 1 and out == ""
+    assert "rejected (cycle)" in err and len(err.strip().splitlines()) == 1
+
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(
+        "jobs:\n  - {id: a, task: double, args: [1], depends_on: [nowhere]}\n", encoding="utf-8"
+    )
+    code, out, err = joblog("submit", "--file", str(missing), "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert result["decision"] == "rejected" and result["code"] == "unknown_dependency"
+    assert "nowhere" in result["reason"]
+
+
+def test_an_oversized_submit_is_one_line(joblog: Any, tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"jobs": [{"id": "x", "task": "double", "args": ["a" * 5_200_000]}]}))
+    code, out, err = joblog("submit", "--file", str(big))
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [
+        "joblog submit: job 'x' arguments are 5.2 MB, the limit is 1 MiB "
+        "(JOBLOG_MAX_ARGS_BYTES); pass a reference (a path or URL) to large data instead"
+    ]
+
+
+def test_delete_of_a_running_job_is_rejected(joblog: Any) -> None:
+    code, out, _ = joblog(
+        "submit", "--task", "double", "--arg", "1", "--kwarg", "seconds=30", "--json"
+    )
+    sid = json.loads(out)["submission_id"]
+    code, _, err = joblog("delete", sid)
+    assert code == 1 and "rejected" in err and "not_terminal" in err
+    code, _, err = joblog("cancel", sid, "--wait-timeout", "30")
+    assert code == 0, err
+
+
+def test_watch_of_an_unknown_id_fails_fast(joblog: Any) -> None:
+    unknown = f"s-{uuid.uuid4().hex}"
+    for argv in (["watch", unknown], ["watch", unknown, "--json"], ["history", unknown]):
+        code, _, err = joblog(*argv)
+        assert code == 1 and f"no submission {unknown}" in err, (argv, err)
+
+
+def test_watch_from_the_live_end_of_a_finished_submission(joblog: Any) -> None:
+    code, out, _ = joblog("submit", "--task", "double", "--arg", "3", "--wait", "--json")
+    sid = json.loads(out)["submission_id"]
+    code, out, _ = joblog("watch", sid, "--no-history", "--json", "--timeout", "30")
+    assert code == 0 and out == ""
+
+
+def test_an_unreachable_cluster_is_one_line_within_seconds() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "JOBLOG_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    env.pop("JOBLOG_LOG_LEVEL", None)
+    for argv in (["status", "s-1"], ["submit", "--task", "double"], ["topics", "list"]):
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "engine.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            cwd=ROOT,
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 1, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"cannot reach Kafka at 127.0.0.1:{port} (JOBLOG_BOOTSTRAP_SERVERS)" in lines[0]
+        assert elapsed < 10, (argv, elapsed)
