@@ -15,7 +15,10 @@ Services and tools, handed over to their packages (loaded only when used)::
     joblog broker | scheduler | worker | projector | projections | sql | notifier | demo
 
 Global options go before the command: ``--bootstrap-servers``, ``--topic-prefix``. Every
-client command takes ``--json`` for scripts. Exit codes: 0 success; 1 a job failed, a
+client command takes ``--json`` for scripts. ``submit``, ``cancel``, ``retry`` and ``delete``
+wait for the scheduler's decision (``--wait-timeout``, 15 s; ``--no-wait`` just sends). A
+failure, an unreachable cluster included (within 5 s), is one line on stderr; librdkafka's
+log lines show only with ``JOBLOG_LOG_LEVEL``. Exit codes: 0 success; 1 a job failed, a
 command was rejected, or something was not found; 2 bad usage; 130 interrupted.
 """
 

@@ -9,7 +9,17 @@ and keeps the records whose key is the submission id.
 that was in the log when the watch started has been read, it yields the :data:`LIVE` sentinel,
 exactly once; everything after it happened while watching. The watch ends when the
 submission is done (or the watched job reached its terminal status) and everything already in
-the log has been yielded, or when its ``timeout`` expires (:class:`WatchTimeout`).
+the log has been yielded, or when its ``timeout`` expires (:class:`WatchTimeout`). A watch
+from the live end (``from_start=False``) still reads the history, without yielding it, so a
+finished submission yields :data:`LIVE` and ends at once. An id with no events raises
+:class:`~engine.errors.UnknownSubmission` once the history is read (or ``appear_timeout``
+seconds later), instead of waiting for ever.
+
+Where a watch starts reading: the offset a handle took before its command was sent, or, for
+ids made by :func:`engine.client.new_id` (time-ordered), the first record written
+:data:`ID_CLOCK_MARGIN_MS` before the id's time (``offsets_for_times``); other ids from
+offset 0. Every Kafka call has a deadline; the first answers within
+:data:`~engine.client.CONNECT_TIMEOUT_S` or raises :class:`~engine.errors.KafkaUnreachable`.
 
 On top of it: :func:`event_wait` (Flux's ``event_wait``, raising :class:`JobException` for a
 fatal exception), :func:`wait_until_done`, and :class:`Watcher`, which calls
