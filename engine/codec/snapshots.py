@@ -58,8 +58,10 @@ def _job_from_avro(r: dict[str, Any]) -> JobState:
 
 
 def _to_avro(s: SubmissionState) -> dict[str, Any]:
+    fields = vars(s).copy()
+    del fields["open_jobs"]  # derived: recounted on decode
     return {
-        **vars(s),
+        **fields,
         "jobs": [_job_to_avro(job) for job in s.jobs.values()],
         "dependents": [{"job_id": k, "job_ids": v} for k, v in s.dependents.items()],
         "children": [{"job_id": k, "job_ids": v} for k, v in s.children.items()],
@@ -92,8 +94,10 @@ def job_record_key(submission_id: str, job_id: str) -> bytes:
 
 def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, Any]:
     s, job_ids = item
+    fields = vars(s).copy()
+    del fields["open_jobs"]
     return {
-        **vars(s),
+        **fields,
         "jobs": [],
         "dependents": [],
         "children": [],
@@ -170,6 +174,7 @@ def _from_avro(r: dict[str, Any]) -> SubmissionState:
         deleted=r["deleted"],
         submitted_by=r["submitted_by"],
         labels=pairs_from_avro(r["labels"]),
+        open_jobs=sum(not job.is_terminal for job in jobs),
     )
 
 

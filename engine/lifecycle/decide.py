@@ -227,6 +227,7 @@ def _merge(draft: SubmissionState, into: SubmissionState) -> None:
     into.deleted = draft.deleted
     into.submitted_by = draft.submitted_by
     into.labels = draft.labels
+    into.open_jobs = draft.open_jobs
 
 
 def _decide_into(draft: _Draft, given: Input, completed_keys: Mapping[str, str]) -> None:
@@ -306,6 +307,7 @@ class _Draft:
             deleted=base.deleted,
             submitted_by=base.submitted_by,
             labels=base.labels,
+            open_jobs=base.open_jobs,
         )
         self.now = now
         self.policy = policy
@@ -776,7 +778,7 @@ def _abandon_dependents(
 
 def _complete_if_done(draft: _Draft) -> None:
     state = draft.state
-    if state.outcome is not None or not state.accepted:
+    if state.outcome is not None or not state.accepted or state.open_jobs > 0:
         return
     counts: dict[str, int] = {}
     for job in state.jobs.values():
@@ -1261,7 +1263,7 @@ def _run_timeout_at(job: JobState) -> int | None:
     return job.run_at + timeout
 
 
-def _job_deadline(job: JobState, policy: Policy) -> int | None:
+def job_deadline(job: JobState, policy: Policy = DEFAULT_POLICY) -> int | None:
     """When the job's next timer is due, if it has one."""
     if job.is_terminal:
         return None
@@ -1287,7 +1289,7 @@ def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> in
         return None
     best: int | None = None
     for job in state.jobs.values():
-        due = _job_deadline(job, policy)
+        due = job_deadline(job, policy)
         if due is not None and (best is None or due < best):
             best = due
     return best
@@ -1298,7 +1300,7 @@ def _fire_timers(draft: _Draft) -> None:
     policy = draft.policy
     for job_id in list(draft.state.jobs):
         job = draft.job(job_id)
-        due = _job_deadline(job, policy)
+        due = job_deadline(job, policy)
         if due is None or due > now:
             continue
         if (

@@ -75,7 +75,10 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
         state.deleted = all(job.deleted for job in state.jobs.values())
     else:
         job = state.jobs[event.job_id]
-        state.jobs[event.job_id] = evolve_job(job, body, event.timestamp)
+        new = evolve_job(job, body, event.timestamp)
+        state.jobs[event.job_id] = new
+        if new.is_terminal and not job.is_terminal:
+            state.open_jobs -= 1
         if isinstance(body, JobCompleted | JobSkipped):
             _release_dependents(state, event.job_id)
     return state
@@ -84,6 +87,7 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
 def _add_job(state: SubmissionState, body: JobSubmitted, timestamp: int) -> None:
     spec = body.spec
     state.jobs[spec.job_id] = JobState(spec=spec, submitted_at=timestamp)
+    state.open_jobs += 1
     if spec.parent is not None:
         state.children[spec.parent] = (*state.children.get(spec.parent, ()), spec.job_id)
         state.dependents[spec.job_id] = (*state.dependents.get(spec.job_id, ()), spec.parent)

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.lifecycle.decide import Policy, decide_retired, next_deadline, recover, step
+from engine.lifecycle.decide import Policy, decide_retired, job_deadline, recover, step
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.records import (
     CancelJobs,
     DeleteJobs,
     Event,
+    Heartbeat,
     Input,
     JobCompleted,
     RetryJob,
     SubmitJobs,
+    Tick,
     Unprocessable,
+    WorkerLeft,
 )
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.snapshots import Written
@@ -81,7 +85,11 @@ class Book:
         self.retain_done = retain_done
         self.partitions: dict[int, PartitionBook] = {}
         self._timers: list[tuple[int, int, str]] = []
+        # submission -> its earliest timer (the one in the heap); submission -> job -> the
+        # job's timer. Timers are kept per job and re-armed only for the jobs an input
+        # touched, so a decision costs what it changed, not the size of the submission.
         self._deadline: dict[str, int] = {}
+        self._job_due: dict[str, dict[str, int]] = {}
 
     # ----------------------------------------------------------------- partitions
 
@@ -92,7 +100,7 @@ class Book:
             recover(state, now)
             if state.done:
                 book.done_order[state.submission_id] = None
-            self._arm(book.partition, state)
+            self._arm(book.partition, state, state.jobs)
 
     def drop(self, partition: int) -> None:
         """Forgets a revoked partition."""
@@ -101,6 +109,7 @@ class Book:
             return
         for submission_id in book.submissions:
             self._deadline.pop(submission_id, None)
+            self._job_due.pop(submission_id, None)
 
     # ----------------------------------------------------------------- decisions
 
@@ -139,8 +148,25 @@ class Book:
         if state.done:
             book.done_order[submission_id] = None
             book.done_order.move_to_end(submission_id)
-        self._arm(partition, state)
+        self._arm(partition, state, self._touched(state, given, outcome.events))
         return decision
+
+    def _touched(self, state: SubmissionState, given: Input, events: list[Event]) -> set[str]:
+        """The jobs whose timers an input may have moved."""
+        touched = {event.job_id for event in events if event.job_id}
+        if isinstance(given, Tick):
+            touched.update(self._job_due.get(state.submission_id, ()))
+        elif isinstance(given, Heartbeat):
+            touched.update(
+                r.job_id for r in given.attempts if r.submission_id == state.submission_id
+            )
+        elif isinstance(given, WorkerLeft):
+            touched.update(
+                r.job_id for r in given.unfinished if r.submission_id == state.submission_id
+            )
+        elif hasattr(given, "ref"):
+            touched.add(given.ref.job_id)
+        return touched
 
     def _note_completed(self, book: PartitionBook, state: SubmissionState, event: Event) -> None:
         key = state.jobs[event.job_id].spec.idempotency_key
@@ -149,10 +175,24 @@ class Book:
 
     # ----------------------------------------------------------------- timers
 
-    def _arm(self, partition: int, state: SubmissionState) -> None:
-        due = next_deadline(state, self.policy)
+    def _arm(self, partition: int, state: SubmissionState, job_ids: Iterable[str]) -> None:
+        submission_id = state.submission_id
+        if state.outcome is not None:
+            self._deadline.pop(submission_id, None)
+            self._job_due.pop(submission_id, None)
+            return
+        jobs = self._job_due.setdefault(submission_id, {})
+        for job_id in job_ids:
+            job = state.jobs.get(job_id)
+            job_due = None if job is None else job_deadline(job, self.policy)
+            if job_due is None:
+                jobs.pop(job_id, None)
+            else:
+                jobs[job_id] = job_due
+        due = min(jobs.values()) if jobs else None
         if due is None:
-            self._deadline.pop(state.submission_id, None)
+            self._deadline.pop(submission_id, None)
+            self._job_due.pop(submission_id, None)
             return
         if self._deadline.get(state.submission_id) == due:
             return
@@ -248,3 +288,4 @@ class Book:
         book.done_order.pop(submission_id, None)
         book.retired[submission_id] = deleted
         self._deadline.pop(submission_id, None)
+        self._job_due.pop(submission_id, None)

@@ -140,6 +140,7 @@ def restore_snapshots(latest: Mapping[bytes, bytes | None]) -> Restored:
                 state.dependents[job_id] = part.dependents[job_id]
             if job_id in part.children:
                 state.children[job_id] = part.children[job_id]
+        state.open_jobs = sum(not job.is_terminal for job in state.jobs.values())
         out.states[submission_id] = state
         out.written[submission_id] = Written(state.seq, per_job=True, jobs=dict(state.jobs))
     return out
