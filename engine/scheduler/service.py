@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class Scheduler:
         self.abandoned: list[object] = []
         self._calls = BoundedCalls(f"scheduler-{self.config.instance_id}-kafka")
         self._delivery_errors: list[KafkaError] = []
+        self._fences: list[float] = []
         # poison isolation (see _Poison): the most records per batch while a failed batch is
         # bisected, the offsets that must be passed before full batches resume, and the
         # records found to be poison, with how often each was answered
@@ -158,7 +160,7 @@ class Scheduler:
             except _Poison as poison:
                 self._isolate(poison)
             except (_Restart, KafkaException, JoblogError) as exc:
-                if isinstance(exc, KafkaException) and _fenced(exc.args[0]):
+                if isinstance(exc, KafkaException) and self._fenced_for_good(exc.args[0]):
                     raise JoblogError(
                         f"scheduler {self.config.instance_id!r} cannot go on: "
                         f"{exc.args[0].str()} (another instance with the same id fenced it out?)"
@@ -363,7 +365,7 @@ class Scheduler:
         except (KafkaException, _RecordFault) as exc:
             error = exc.args[0] if isinstance(exc, KafkaException) else None
             if error is not None and _fenced(error):
-                raise
+                raise  # the producer is unusable: run() decides whether to replace it
             if error is None or not error.fatal():
                 self._abort(producer)
             # else: the producer is unusable; the restart's new one aborts the transaction
@@ -493,6 +495,22 @@ class Scheduler:
             if candidate is not None and candidate.code() in _RECORD_FAULTS:
                 return candidate.str()
         return None
+
+    def _fenced_for_good(self, error: KafkaError) -> bool:
+        """Whether another live instance has this instance's id.
+
+        A producer can also be fenced without a rival: a broker that crashed mid-transaction
+        bumps the producer epoch when it recovers. So a fenced producer is replaced (its
+        successor fences any rival in turn), and only a fence that keeps coming back, or a
+        rival consumer with the same ``group.instance.id``, stops the instance.
+        """
+        if not _fenced(error):
+            return False
+        if error.code() == KafkaError.FENCED_INSTANCE_ID:
+            return True
+        now = time.monotonic()
+        self._fences = [t for t in self._fences if now - t < 120] + [now]
+        return len(self._fences) >= 3
 
     def _abort(self, producer: Producer) -> None:
         timeout = self.config.call_timeout_s
