@@ -332,6 +332,10 @@ class Scheduler:
             for message in messages:
                 error = message.error()
                 if error is not None:
+                    if error.fatal():
+                        # e.g. the group fenced this consumer's stale member after a broker
+                        # crash: the consumer is unusable, a new one rejoins in its place
+                        raise KafkaException(error)
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error: %s", error)
                     continue
@@ -500,14 +504,13 @@ class Scheduler:
         """Whether another live instance has this instance's id.
 
         A producer can also be fenced without a rival: a broker that crashed mid-transaction
-        bumps the producer epoch when it recovers. So a fenced producer is replaced (its
-        successor fences any rival in turn), and only a fence that keeps coming back, or a
-        rival consumer with the same ``group.instance.id``, stops the instance.
+        bumps the producer epoch when it recovers, and the group can fence the stale member
+        of this very consumer. So fenced clients are replaced (their successors fence any
+        rival in turn), and only a fence that keeps coming back (three in two minutes) stops
+        the instance.
         """
         if not _fenced(error):
             return False
-        if error.code() == KafkaError.FENCED_INSTANCE_ID:
-            return True
         now = time.monotonic()
         self._fences = [t for t in self._fences if now - t < 120] + [now]
         return len(self._fences) >= 3
