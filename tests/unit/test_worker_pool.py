@@ -196,10 +196,19 @@ def test_a_child_is_recycled_after_max_attempts(server: ForkServer) -> None:
         pool.close()
 
 
+def _own_rss() -> int:
+    """This process's resident size: what a child forked from it starts with, at most."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def test_a_child_above_the_recycle_size_after_an_attempt_is_replaced(
     server: ForkServer,
 ) -> None:
-    rss = 200 * 1024 * 1024
+    rss = _own_rss() + 200 * 1024 * 1024  # children start as a copy of this process
     pool = ChildPool(server, PoolOptions(size=1, max_attempts_per_child=0, recycle_rss_bytes=rss))
     pool.start()
     try:
@@ -217,7 +226,7 @@ def test_a_child_above_the_recycle_size_after_an_attempt_is_replaced(
 def test_the_memory_limit_still_kills_a_pool_child_and_the_pool_goes_on(
     pool: ChildPool,
 ) -> None:
-    options = AttemptOptions(memory_limit_bytes=150 * 1024 * 1024)
+    options = AttemptOptions(memory_limit_bytes=_own_rss() + 150 * 1024 * 1024)
     finished, _ = run(pool, "hold", 400, options=options)
     assert (finished.outcome, finished.error_type) == (Outcome.FAILED, "MemoryLimitExceeded")
     assert pid_of(run(pool, "whoami", options=options)[0]) > 0
