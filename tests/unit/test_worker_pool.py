@@ -196,9 +196,9 @@ def test_a_child_is_recycled_after_max_attempts(server: ForkServer) -> None:
         pool.close()
 
 
-def _own_rss() -> int:
-    """This process's resident size: what a child forked from it starts with, at most."""
-    with open("/proc/self/status") as status:
+def _rss_of(pid: int) -> int:
+    """A child's resident size (children start as a copy of their template)."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
@@ -208,7 +208,12 @@ def _own_rss() -> int:
 def test_a_child_above_the_recycle_size_after_an_attempt_is_replaced(
     server: ForkServer,
 ) -> None:
-    rss = _own_rss() + 200 * 1024 * 1024  # children start as a copy of this process
+    probe = ChildPool(server, PoolOptions(size=1, max_attempts_per_child=0))
+    probe.start()
+    try:
+        rss = _rss_of(pid_of(run(probe, "whoami")[0])) + 200 * 1024 * 1024
+    finally:
+        probe.close()
     pool = ChildPool(server, PoolOptions(size=1, max_attempts_per_child=0, recycle_rss_bytes=rss))
     pool.start()
     try:
@@ -226,7 +231,8 @@ def test_a_child_above_the_recycle_size_after_an_attempt_is_replaced(
 def test_the_memory_limit_still_kills_a_pool_child_and_the_pool_goes_on(
     pool: ChildPool,
 ) -> None:
-    options = AttemptOptions(memory_limit_bytes=_own_rss() + 150 * 1024 * 1024)
+    base = _rss_of(pid_of(run(pool, "whoami")[0]))
+    options = AttemptOptions(memory_limit_bytes=base + 150 * 1024 * 1024)
     finished, _ = run(pool, "hold", 400, options=options)
     assert (finished.outcome, finished.error_type) == (Outcome.FAILED, "MemoryLimitExceeded")
     assert pid_of(run(pool, "whoami", options=options)[0]) > 0
