@@ -129,33 +129,7 @@ class SchedulerAndWorkers(JoblogCluster):
 
     def start(self, timeout: float = 120.0) -> None:
         ensure_topics(self.settings)
-        python = sys.executable
-        prefix = self.settings.topic_prefix
-        self._spawn(
-            "scheduler",
-            [python, "-m", "engine.scheduler", "--instance-id", f"{prefix}bench"],
-        )
-        for index in range(self.workers):
-            self._spawn(
-                f"worker-{index + 1}",
-                [
-                    python,
-                    "-m",
-                    "engine.worker",
-                    "--tasks",
-                    "benchmarks.tasks",
-                    "--concurrency",
-                    str(self.concurrency),
-                    "--isolation",
-                    self.isolation,
-                    "--worker-id",
-                    f"bench-worker-{index + 1}",
-                    "--drain-timeout",
-                    "5",
-                    "--log-level",
-                    "WARNING",
-                ],
-            )
+        self._spawn_scheduler_and_workers()
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:

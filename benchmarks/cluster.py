@@ -77,6 +77,22 @@ class JoblogCluster:
     def start(self, timeout: float = 120.0) -> None:
         """Creates the topics, starts every service and waits until all have joined."""
         ensure_topics(self.settings)
+        self._spawn_scheduler_and_workers()
+        self._spawn(
+            "projector",
+            [
+                sys.executable,
+                "-c",
+                "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))",
+                "projector",
+                "--db",
+                str(self.db_path),
+                "--no-workers",
+            ],
+        )
+        self.wait_ready(timeout)
+
+    def _spawn_scheduler_and_workers(self) -> None:
         python = sys.executable
         prefix = self.settings.topic_prefix
         self._spawn(
@@ -111,19 +127,6 @@ class JoblogCluster:
                     "WARNING",
                 ],
             )
-        self._spawn(
-            "projector",
-            [
-                python,
-                "-c",
-                "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))",
-                "projector",
-                "--db",
-                str(self.db_path),
-                "--no-workers",
-            ],
-        )
-        self.wait_ready(timeout)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {
