@@ -184,18 +184,33 @@ class ForkServer:
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker_pid = os.getpid()
+        # The collector must not run in the template before everything it inherited is frozen:
+        # a Kafka client in an uncollected reference cycle of the worker would be destroyed
+        # there, and librdkafka aborts the process when it destroys a client whose threads did
+        # not survive the fork. Held across the fork, the lock keeps the descriptor list whole.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            pid = os.fork()
+            with _worker_only_lock:
+                inherited = list(_worker_only)
+                pid = os.fork()
         except OSError as exc:
+            if collecting:
+                gc.enable()
             ours.close()
             theirs.close()
             raise ForkServerError(f"cannot fork the task template: {exc}") from exc
         if pid == 0:  # the template
             try:
+                gc.freeze()
+                if collecting:
+                    gc.enable()
                 ours.close()
-                _serve(theirs, worker_pid, self._child_main)
+                _serve(theirs, worker_pid, self._child_main, inherited)
             finally:
                 os._exit(0)
+        if collecting:
+            gc.enable()
         theirs.close()
         keep_from_children(ours.fileno())
         self.pid = pid
@@ -351,11 +366,15 @@ def _decode(data: bytes) -> tuple[object, ...]:
 # --------------------------------------------------------------------------- the template
 
 
-def _serve(sock: socket.socket, worker_pid: int, child_main: ChildMain) -> None:
-    """The template's loop: fork on request, signal on request, report exits."""
-    with _worker_only_lock:
-        inherited = list(_worker_only)
-        _worker_only.clear()
+def _serve(
+    sock: socket.socket, worker_pid: int, child_main: ChildMain, inherited: list[int]
+) -> None:
+    """The template's loop: fork on request, signal on request, report exits.
+
+    ``inherited`` are the worker's own descriptors, closed here. Everything the template holds
+    from the worker was frozen out of the collector's reach before this is called.
+    """
+    _worker_only.clear()
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -369,10 +388,6 @@ def _serve(sock: socket.socket, worker_pid: int, child_main: ChildMain) -> None:
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    # What every child shares with the template stays shared: the collector must not touch
-    # (and so copy) the objects inherited from the worker.
-    gc.collect()
-    gc.freeze()
     template_pid = os.getpid()
     children: set[int] = set()
     selector = selectors.DefaultSelector()

@@ -9,6 +9,7 @@ a fresh child per attempt.
 from __future__ import annotations
 
 import contextlib
+import gc
 import ctypes
 import json
 import os
@@ -412,3 +413,51 @@ def test_thread_mode_after_a_kill_reports_canceled_even_if_the_task_returns() ->
     threading.Timer(0.1, attempt.cancel, args=("user asked", 1000)).start()
     finished = attempt.execute()
     assert (finished.outcome, finished.result) == (Outcome.CANCELED, None)
+
+
+class _HoldsAConsumer:
+    """A Kafka consumer in a reference cycle (its error callback is a bound method)."""
+
+    def __init__(self) -> None:
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": "127.0.0.1:1",
+                "group.id": "garbage",
+                "error_cb": self.on_error,
+                "log_level": 0,
+            }
+        )
+        self.consumer.subscribe(["nowhere"])
+        self.consumer.poll(0.2)
+
+    def on_error(self, _error: object) -> None:
+        pass
+
+
+def test_the_template_survives_a_kafka_client_left_as_garbage_by_the_worker() -> None:
+    """Collecting such a client in a forked process aborts it (librdkafka's threads are gone).
+
+    The worker's garbage is frozen in the template, never collected there.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _HoldsAConsumer()  # dropped at once: garbage until the worker's collector runs
+        own = ForkServer(lambda sock, template: run_attempt_child(sock, template, REGISTRY))
+        own.start()
+        pool = ChildPool(own, POOLED)
+        pool.start()
+        try:
+            for n in range(3):
+                finished = Run(pool, spec("double", n)).execute()
+                assert (finished.outcome, finished.result) == (Outcome.COMPLETED, str(2 * n))
+            assert own.alive and own.pid is not None and alive(own.pid)
+        finally:
+            pool.close()
+            own.close()
+    finally:
+        if collecting:
+            gc.enable()
+        gc.collect()
