@@ -9,8 +9,8 @@ a fresh child per attempt.
 from __future__ import annotations
 
 import contextlib
-import gc
 import ctypes
+import gc
 import json
 import os
 import signal
