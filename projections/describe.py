@@ -13,6 +13,7 @@ from typing import assert_never
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
+    IdempotencyKeyDecided,
     JobAbandoned,
     JobAssigned,
     JobBlocked,
@@ -31,6 +32,7 @@ from engine.lifecycle.records import (
     JobSkipped,
     JobStarted,
     JobSubmitted,
+    KeyDecision,
     SubmissionAccepted,
     SubmissionCompleted,
 )
@@ -144,8 +146,29 @@ def describe(event: Event) -> str:
                 f"{body.attempt} held by live worker {body.holder_worker_id}; claim refused, "
                 f"{body.worker_id} told to stop"
             )
+        case IdempotencyKeyDecided():
+            return _key_decision(body)
         case _:
             assert_never(body)
+
+
+def _key_decision(body: IdempotencyKeyDecided) -> str:
+    key = _clip(repr(body.key))
+    match body.decision:
+        case KeyDecision.GRANTED:
+            return f"Idempotency key {key} granted to {body.job}"
+        case KeyDecision.QUEUED:
+            return f"Idempotency key {key}: {body.job} waits for {body.other}"
+        case KeyDecision.COMPLETED:
+            return f"Idempotency key {key}: {body.job} skipped, completed by {body.other}"
+        case KeyDecision.DONE:
+            return f"Idempotency key {key} completed by {body.job}"
+        case KeyDecision.RELEASED:
+            return f"Idempotency key {key} released by {body.job} (it did not complete)"
+        case KeyDecision.WITHDRAWN:
+            return f"Idempotency key {key}: {body.job} ended before it got the key"
+        case _:
+            assert_never(body.decision)
 
 
 def _progress(body: JobProgressed) -> str:

@@ -28,6 +28,7 @@ from engine.lifecycle.records import (
     Event,
     EventBody,
     Heartbeat,
+    IdempotencyKeyDecided,
     JobAbandoned,
     JobAssigned,
     JobBlocked,
@@ -51,6 +52,7 @@ from engine.lifecycle.records import (
     SubmissionAccepted,
     SubmissionCompleted,
     WorkerLeft,
+    is_key_ledger,
 )
 from projections.describe import describe
 from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
@@ -315,7 +317,8 @@ class Fold:
             self.advance(position)
         sid = event.submission_id
         submission: Row | None = None
-        if event.seq > 0:
+        ledger = is_key_ledger(sid)  # an idempotency key's ledger: history rows only
+        if event.seq > 0 and not ledger:
             submission = self.submissions.get(sid)
             if submission is None:
                 submission = self._new_submission(sid, event.timestamp)
@@ -353,6 +356,8 @@ class Fold:
                     wall_time=_seconds(submission["submitted_at"], event.timestamp),
                 )
                 status = str(body.status)
+            case IdempotencyKeyDecided():
+                status = str(body.decision)
             case CommandRejected():
                 if submission is not None:
                     submission["rejections"] += 1

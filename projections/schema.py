@@ -489,6 +489,26 @@ VIEWS: dict[str, tuple[str, str]] = {
         ORDER BY a.executions DESC, a.submission_id, a.job_id, a.attempt
         """,
     ),
+    "idempotency_keys": (
+        "Per idempotency key: who completed it, how many jobs were granted it, skipped or "
+        "waited for it, from its ledger's decisions.",
+        """
+        SELECT json_extract_string(body, '$.key') AS key,
+               submission_id AS ledger_id,
+               max(json_extract_string(body, '$.job')) FILTER (status = 'done') AS completed_by,
+               max(timestamp) FILTER (status = 'done') AS completed_at,
+               count(*) FILTER (status = 'granted') AS granted,
+               count(*) FILTER (status = 'completed') AS skipped,
+               count(*) FILTER (status = 'queued') AS queued,
+               count(*) FILTER (status = 'released') AS released,
+               min(timestamp) AS first_claim_at,
+               max(timestamp) AS updated_at
+        FROM job_events
+        WHERE event = 'IdempotencyKeyDecided'
+        GROUP BY ALL
+        ORDER BY updated_at DESC
+        """,
+    ),
     "worker_load": (
         "Per worker: attempts run and their outcomes, busy time, running now, liveness.",
         f"""

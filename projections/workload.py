@@ -21,28 +21,31 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.lifecycle.decide import decide, dispatch_id
-from engine.lifecycle.evolve import evolve
+from engine.lifecycle.decide import dispatch_id, step
 from engine.lifecycle.records import (
     AttemptRef,
     AttemptReport,
     CancelJobs,
     Claimed,
+    ClaimIdempotencyKey,
     DeleteJobs,
     Event,
     ExceptionReported,
     Finished,
     Heartbeat,
+    IdempotencyKeyAnswer,
     Input,
     JobSpec,
     JobStatus,
     Outcome,
     OutputReported,
     ProgressReported,
+    ReleaseIdempotencyKey,
     RetryPolicy,
     Started,
     SubmitJobs,
     Tick,
+    is_key_ledger,
 )
 from engine.lifecycle.state import SubmissionState
 
@@ -61,11 +64,13 @@ class Workload:
         events: every event, in the order the scheduler decided them.
         heartbeats: worker heartbeats, in time order.
         states: the final state of every submission (the decider's own fold).
+        ledgers: the final state of every idempotency key's ledger.
     """
 
     events: list[Event] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
     states: dict[str, SubmissionState] = field(default_factory=dict)
+    ledgers: dict[str, SubmissionState] = field(default_factory=dict)
 
 
 class _Simulation:
@@ -80,7 +85,7 @@ class _Simulation:
         self.completed_keys: dict[str, str] = {}
 
     def state(self, sid: str) -> SubmissionState | None:
-        return self.out.states.get(sid)
+        return (self.out.ledgers if is_key_ledger(sid) else self.out.states).get(sid)
 
     def status(self, sid: str, job_id: str) -> JobStatus:
         state = self.out.states[sid]
@@ -93,17 +98,23 @@ class _Simulation:
         if isinstance(given, AttemptReport) and given.sent_at == 0:
             # The worker stamped the report a little before the scheduler decided on it.
             given = replace(given, sent_at=self.now - self.trips.randrange(1, 40))
-        events = decide(self.state(sid), given, self.now, completed_keys=self.completed_keys)
-        state = self.state(sid)
-        for event in events:
-            state = evolve(state, event)
-            if event.name == "JobCompleted":
+        outcome = step(self.state(sid), given, self.now, completed_keys=self.completed_keys)
+        state = outcome.state
+        for event in outcome.events:
+            if event.name == "JobCompleted" and state is not None:
                 key = state.jobs[event.job_id].spec.idempotency_key
                 if key:
                     self.completed_keys.setdefault(key, f"{sid}/{event.job_id}")
         if state is not None:
-            self.out.states[sid] = state
-        self.out.events.extend(events)
+            (self.out.ledgers if is_key_ledger(sid) else self.out.states)[sid] = state
+        self.out.events.extend(outcome.events)
+        for effect in outcome.effects:
+            # idempotency-key traffic between a job's submission and the key's ledger:
+            # decided at once, as if both partitions had one scheduler
+            if isinstance(
+                effect, ClaimIdempotencyKey | ReleaseIdempotencyKey | IdempotencyKeyAnswer
+            ):
+                self.apply(effect.submission_id, effect)
 
     def worker(self) -> str:
         return self.rng.choice(self.workers)

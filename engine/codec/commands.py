@@ -16,9 +16,12 @@ from engine.codec.mapping import (
 )
 from engine.codec.schemas import NAMESPACE, REGISTRY
 from engine.lifecycle.records import (
+    AnyCommand,
     CancelJobs,
-    Command,
+    ClaimIdempotencyKey,
     DeleteJobs,
+    IdempotencyKeyAnswer,
+    ReleaseIdempotencyKey,
     RetryJob,
     SubmitJobs,
 )
@@ -58,30 +61,36 @@ _TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     CancelJobs: (f"{NAMESPACE}.CancelJobs", vars),
     RetryJob: (f"{NAMESPACE}.RetryJob", vars),
     DeleteJobs: (f"{NAMESPACE}.DeleteJobs", vars),
+    ClaimIdempotencyKey: (f"{NAMESPACE}.ClaimIdempotencyKey", vars),
+    ReleaseIdempotencyKey: (f"{NAMESPACE}.ReleaseIdempotencyKey", vars),
+    IdempotencyKeyAnswer: (f"{NAMESPACE}.IdempotencyKeyAnswer", vars),
 }
-_FROM_AVRO: dict[str, Callable[[dict[str, Any]], Command]] = {
+_FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.SubmitJobs": _submit_from_avro,
     f"{NAMESPACE}.CancelJobs": _cancel_from_avro,
     f"{NAMESPACE}.RetryJob": _retry_from_avro,
     f"{NAMESPACE}.DeleteJobs": _delete_from_avro,
+    f"{NAMESPACE}.ClaimIdempotencyKey": lambda r: restore(ClaimIdempotencyKey, r),
+    f"{NAMESPACE}.ReleaseIdempotencyKey": lambda r: restore(ReleaseIdempotencyKey, r),
+    f"{NAMESPACE}.IdempotencyKeyAnswer": lambda r: restore(IdempotencyKeyAnswer, r),
 }
 
 
-def _to_avro(c: Command) -> dict[str, Any]:
+def _to_avro(c: AnyCommand) -> dict[str, Any]:
     name, to_avro = _TO_AVRO[type(c)]
     return {"body": (name, to_avro(c))}
 
 
-def _from_avro(record: dict[str, Any]) -> Command:
+def _from_avro(record: dict[str, Any]) -> AnyCommand:
     name, body = record["body"]
     return _FROM_AVRO[name](body)
 
 
-def encode_command(c: Command) -> bytes:
+def encode_command(c: AnyCommand) -> bytes:
     """Encode a command for the ``commands`` topic.
 
     Args:
-        c: a SubmitJobs, CancelJobs, RetryJob or DeleteJobs.
+        c: a SubmitJobs, CancelJobs, RetryJob or DeleteJobs (or a scheduler's key command).
 
     Returns:
         The record value: Avro single-object encoding of the ``Command`` schema.
@@ -92,7 +101,7 @@ def encode_command(c: Command) -> bytes:
     return encode(_SCHEMA, _to_avro, c)
 
 
-def decode_command(raw: bytes) -> Command:
+def decode_command(raw: bytes) -> AnyCommand:
     """Decode a record value of the ``commands`` topic.
 
     Args:

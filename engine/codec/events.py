@@ -22,6 +22,7 @@ from engine.lifecycle.records import (
     Event,
     EventBody,
     FailureReason,
+    IdempotencyKeyDecided,
     JobAbandoned,
     JobAssigned,
     JobBlocked,
@@ -40,6 +41,7 @@ from engine.lifecycle.records import (
     JobSkipped,
     JobStarted,
     JobSubmitted,
+    KeyDecision,
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
@@ -48,6 +50,7 @@ from engine.lifecycle.records import (
 _SCHEMA = REGISTRY.current("Event")
 _FAILURE_REASONS = members(FailureReason)
 _SUBMISSION_STATUSES = members(SubmissionStatus)
+_KEY_DECISIONS = members(KeyDecision)
 
 _ToAvro = Callable[[Any], dict[str, Any]]
 _FromAvro = Callable[[dict[str, Any]], EventBody]
@@ -110,6 +113,11 @@ def _completed(r: dict[str, Any]) -> SubmissionCompleted:
     return restore(SubmissionCompleted, r)
 
 
+def _key_decided(r: dict[str, Any]) -> IdempotencyKeyDecided:
+    r["decision"] = _KEY_DECISIONS[r["decision"]]
+    return restore(IdempotencyKeyDecided, r)
+
+
 def _body(
     cls: type[EventBody], to_avro: _ToAvro | None = None, from_avro: _FromAvro | None = None
 ) -> tuple[type, str, _ToAvro, _FromAvro]:
@@ -142,6 +150,7 @@ _BODIES = (
     _body(CommandRejected),
     _body(SubmissionCompleted, _completed_to_avro, _completed),
     _body(JobDuplicateClaim),
+    _body(IdempotencyKeyDecided, vars, _key_decided),
 )
 _TO_AVRO: dict[type, tuple[str, _ToAvro]] = {cls: (name, to) for cls, name, to, _ in _BODIES}
 _FROM_AVRO: dict[str, _FromAvro] = {name: from_ for _, name, _, from_ in _BODIES}

@@ -18,12 +18,31 @@ from engine.codec.mapping import (
 )
 from engine.codec.schemas import NAMESPACE, REGISTRY
 from engine.lifecycle.records import SubmissionStatus
-from engine.lifecycle.state import CancelRequest, JobState, PendingProgress, SubmissionState
+from engine.lifecycle.state import (
+    CancelRequest,
+    JobState,
+    KeyLedger,
+    PendingProgress,
+    SubmissionState,
+)
 
 _SCHEMA = REGISTRY.current("Snapshot")
 _SUBMISSION_STATUSES = members(SubmissionStatus)
 _CANCEL_REQUEST = f"{NAMESPACE}.CancelRequest"
 _PENDING_PROGRESS = f"{NAMESPACE}.PendingProgress"
+_KEY_LEDGER = f"{NAMESPACE}.KeyLedger"
+
+
+def _ledger_to_avro(ledger: KeyLedger | None) -> tuple[str, dict[str, Any]] | None:
+    return None if ledger is None else (_KEY_LEDGER, {**vars(ledger), "waiters": ledger.waiters})
+
+
+def _ledger_from_avro(value: Any) -> KeyLedger | None:
+    if value is None:
+        return None
+    fields = value[1] if isinstance(value, tuple) else value
+    fields["waiters"] = tuple(fields["waiters"])
+    return restore(KeyLedger, fields)
 
 
 def _job_to_avro(job: JobState) -> dict[str, Any]:
@@ -68,6 +87,7 @@ def _to_avro(s: SubmissionState) -> dict[str, Any]:
         "labels": pairs_to_avro(s.labels),
         "job_ids": [],
         "per_job": False,
+        "key_ledger": _ledger_to_avro(s.key_ledger),
     }
 
 
@@ -104,6 +124,7 @@ def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, 
         "labels": pairs_to_avro(s.labels),
         "job_ids": list(job_ids),
         "per_job": True,
+        "key_ledger": _ledger_to_avro(s.key_ledger),
     }
 
 
@@ -126,6 +147,7 @@ def _job_part_to_avro(item: tuple[SubmissionState, str]) -> dict[str, Any]:
         "labels": [],
         "job_ids": [],
         "per_job": False,
+        "key_ledger": None,
     }
 
 
@@ -174,6 +196,7 @@ def _from_avro(r: dict[str, Any]) -> SubmissionState:
         deleted=r["deleted"],
         submitted_by=r["submitted_by"],
         labels=pairs_from_avro(r["labels"]),
+        key_ledger=_ledger_from_avro(r["key_ledger"]),
         open_jobs=sum(not job.is_terminal for job in jobs),
     )
 

@@ -25,11 +25,13 @@ from engine.lifecycle.effects import Effect, effects
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     CANCELABLE_AT_ONCE,
+    KEY_WAIT,
     AttemptRef,
     AttemptReport,
     CancelJobs,
     CancelMode,
     Claimed,
+    ClaimIdempotencyKey,
     CommandRejected,
     DeleteJobs,
     Event,
@@ -38,6 +40,8 @@ from engine.lifecycle.records import (
     FailureReason,
     Finished,
     Heartbeat,
+    IdempotencyKeyAnswer,
+    IdempotencyKeyDecided,
     Input,
     JobAbandoned,
     JobAssigned,
@@ -59,10 +63,12 @@ from engine.lifecycle.records import (
     JobStarted,
     JobStatus,
     JobSubmitted,
+    KeyDecision,
     Outcome,
     OutputReported,
     ProgressReported,
     RejectionCode,
+    ReleaseIdempotencyKey,
     RetryJob,
     Started,
     SubmissionAccepted,
@@ -73,7 +79,13 @@ from engine.lifecycle.records import (
     Unprocessable,
     WorkerLeft,
 )
-from engine.lifecycle.state import JobState, PendingProgress, SubmissionState, upstream_of
+from engine.lifecycle.state import (
+    JobState,
+    KeyLedger,
+    PendingProgress,
+    SubmissionState,
+    upstream_of,
+)
 from engine.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -86,6 +98,8 @@ from engine.limits import (
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ACTIVE = frozenset({JobStatus.ASSIGNED, JobStatus.RUNNING})
+#: The longest idempotency key, in bytes (UTF-8).
+MAX_IDEMPOTENCY_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -227,6 +241,7 @@ def _merge(draft: SubmissionState, into: SubmissionState) -> None:
     into.deleted = draft.deleted
     into.submitted_by = draft.submitted_by
     into.labels = draft.labels
+    into.key_ledger = draft.key_ledger
     into.open_jobs = draft.open_jobs
 
 
@@ -267,12 +282,27 @@ def _decide_into(draft: _Draft, given: Input, completed_keys: Mapping[str, str])
                 )
     elif isinstance(given, Heartbeat):
         pass  # leases are renewed by observe(); a heartbeat decides nothing
+    elif isinstance(given, ClaimIdempotencyKey):
+        _claim_key(draft, given)
+    elif isinstance(given, ReleaseIdempotencyKey):
+        _release_key(draft, given)
+    elif isinstance(given, IdempotencyKeyAnswer):
+        _key_answered(draft, given)
     else:
         _report(draft, given)
 
 
 def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
-    if isinstance(given, SubmitJobs | CancelJobs | RetryJob | DeleteJobs):
+    if isinstance(
+        given,
+        SubmitJobs
+        | CancelJobs
+        | RetryJob
+        | DeleteJobs
+        | ClaimIdempotencyKey
+        | ReleaseIdempotencyKey
+        | IdempotencyKeyAnswer,
+    ):
         return given.submission_id
     if isinstance(given, Unprocessable):
         return given.command.submission_id
@@ -307,6 +337,7 @@ class _Draft:
             deleted=base.deleted,
             submitted_by=base.submitted_by,
             labels=base.labels,
+            key_ledger=base.key_ledger,
             open_jobs=base.open_jobs,
         )
         self.now = now
@@ -450,6 +481,10 @@ def _submit(draft: _Draft, command: SubmitJobs, completed_keys: Mapping[str, str
             for job_id_ in upstream_of(job.spec, state.children.get(job_id, ()))
             if not draft.job(job_id_).status.is_success
         )
+        if key:
+            # decided by the key's ledger, whatever partition it lives in: the job waits
+            # for its answer (the claim is an effect of this event)
+            waiting.insert(0, KEY_WAIT)
         if waiting:
             draft.emit(job_id, JobBlocked(tuple(waiting)))
         else:
@@ -527,6 +562,12 @@ def _validate_job(spec: JobSpec, ids: set[str], policy: Policy) -> tuple[Rejecti
         return RejectionCode.BAD_RETRY, f"job {name!r}: backoff_multiplier must be >= 1"
     if not 0 <= retry.jitter <= 1:
         return RejectionCode.BAD_RETRY, f"job {name!r}: jitter must be between 0 and 1"
+    key = spec.idempotency_key
+    if key is not None and len(key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+        return RejectionCode.BAD_IDEMPOTENCY_KEY, (
+            f"job {name!r}: idempotency key is {len(key.encode())} bytes; the limit is "
+            f"{MAX_IDEMPOTENCY_KEY_BYTES}"
+        )
     if spec.timeout_ms < 0 or spec.queue_timeout_ms < 0:
         return RejectionCode.BAD_TIMEOUT, f"job {name!r}: timeouts must not be negative"
     for upstream in spec.depends_on:
@@ -965,6 +1006,78 @@ def _delete(draft: _Draft, command: DeleteJobs) -> None:
     _complete_if_done(draft)
     for job_id in live:
         draft.emit(job_id, JobDeleted(forced=command.force, requested_by=command.requested_by))
+
+
+# --------------------------------------------------------------------------- idempotency keys
+
+
+def _claim_key(draft: _Draft, command: ClaimIdempotencyKey) -> None:
+    """The ledger's side: grant the key, queue the claim, or answer that it was completed."""
+    ledger = draft.state.key_ledger or KeyLedger(command.key)
+    job = command.holder
+    if ledger.completed_by:
+        decision = IdempotencyKeyDecided(
+            command.key, job, KeyDecision.COMPLETED, other=ledger.completed_by
+        )
+    elif ledger.holder in ("", job):
+        decision = IdempotencyKeyDecided(command.key, job, KeyDecision.GRANTED)
+    elif job in ledger.waiters:
+        return  # already queued
+    else:
+        decision = IdempotencyKeyDecided(command.key, job, KeyDecision.QUEUED, other=ledger.holder)
+    draft.emit("", decision)
+
+
+def _release_key(draft: _Draft, command: ReleaseIdempotencyKey) -> None:
+    """The ledger's side: a job that claimed the key ended.
+
+    A completing holder makes the key done for good and every waiting job is answered
+    "completed"; a holder that failed, was canceled or abandoned hands the key to the job
+    that waited longest, which then runs. A job that ended while waiting withdraws.
+    """
+    ledger = draft.state.key_ledger or KeyLedger(command.key)
+    job, key = command.holder, command.key
+    if ledger.completed_by:
+        return  # done for good; a late or repeated release changes nothing
+    if ledger.holder == job or (command.completed and not ledger.holder):
+        # (a job completing a key that nothing holds ran before the ledger knew of it)
+        if command.completed:
+            draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.DONE))
+            for waiter in ledger.waiters:
+                draft.emit("", IdempotencyKeyDecided(key, waiter, KeyDecision.COMPLETED, job))
+            return
+        draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.RELEASED))
+        if ledger.waiters:
+            draft.emit("", IdempotencyKeyDecided(key, ledger.waiters[0], KeyDecision.GRANTED))
+    elif job in ledger.waiters:
+        draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.WITHDRAWN))
+
+
+def _key_answered(draft: _Draft, answer: IdempotencyKeyAnswer) -> None:
+    """The job's side: the ledger granted the key (the job runs once its dependencies
+    allow) or another job completed it (SKIPPED, like a key completed in this partition)."""
+    state = draft.state
+    if not state.accepted or answer.job_id not in state.jobs:
+        return
+    job = draft.job(answer.job_id)
+    if job.status is not JobStatus.BLOCKED or KEY_WAIT not in job.waiting_on:
+        return  # it ended meanwhile (its release went to the ledger), or a repeated answer
+    if answer.granted:
+        remaining = job.waiting_on - {KEY_WAIT}
+        if remaining:
+            draft.emit(answer.job_id, JobBlocked(tuple(sorted(remaining))))
+        else:
+            _make_pending(draft, answer.job_id, attempt=1, reason="idempotency key granted")
+        return
+    draft.emit(
+        answer.job_id,
+        JobSkipped(
+            reason=f"idempotency key {answer.key!r} already completed by {answer.completed_by}",
+            idempotency_key=answer.key,
+            completed_by=answer.completed_by,
+        ),
+    )
+    _after_terminal(draft, answer.job_id)
 
 
 # --------------------------------------------------------------------------- reports

@@ -1,4 +1,4 @@
-"""What an event asks of the outside world: dispatch records and control signals.
+"""What an event asks of the outside world: dispatch records, control signals, key traffic.
 
 ``effects(state_before, event)`` is pure; the scheduler writes what it returns in the same
 transaction as the event itself, so a dispatch exists exactly when its event does.
@@ -7,23 +7,35 @@ transaction as the event itself, so a dispatch exists exactly when its event doe
 from __future__ import annotations
 
 from engine.lifecycle.records import (
+    KEY_WAIT,
+    ClaimIdempotencyKey,
     Control,
     Dispatch,
     Event,
     FailureReason,
+    IdempotencyKeyAnswer,
+    IdempotencyKeyDecided,
+    JobAbandoned,
     JobAssigned,
+    JobBlocked,
     JobCanceled,
     JobCancelRequested,
+    JobCompleted,
     JobDispatched,
     JobDuplicateClaim,
     JobFailed,
     JobPending,
     JobRetryScheduled,
     JobStatus,
+    KeyCommand,
+    KeyDecision,
+    ReleaseIdempotencyKey,
+    job_ref,
+    key_ledger_id,
 )
 from engine.lifecycle.state import JobState, SubmissionState
 
-Effect = Dispatch | Control
+Effect = Dispatch | Control | KeyCommand
 
 _KILL_ON = frozenset(
     {FailureReason.TIMEOUT, FailureReason.QUEUE_TIMEOUT, FailureReason.WORKER_LOST}
@@ -43,9 +55,21 @@ def effects(
         kill_grace_ms: how long a worker waits between SIGTERM and SIGKILL.
     """
     body = event.body
+    if isinstance(body, IdempotencyKeyDecided):
+        return _answer(event, body)
     job = before.jobs.get(event.job_id)
     if job is None:
         return []
+    key = job.spec.idempotency_key
+    if key:
+        traffic = _key_traffic(event, job, key)
+        if traffic is not None:
+            return [traffic, *_job_effects(event, job, lease_ms, kill_grace_ms)]
+    return _job_effects(event, job, lease_ms, kill_grace_ms)
+
+
+def _job_effects(event: Event, job: JobState, lease_ms: int, kill_grace_ms: int) -> list[Effect]:
+    body = event.body
     if isinstance(body, JobPending | JobDispatched) and body.dispatch_id is not None:
         return [_dispatch(event, job, body.attempt, body.dispatch_id, lease_ms)]
     if isinstance(body, JobRetryScheduled):
@@ -82,6 +106,54 @@ def effects(
             )
         ]
     return []
+
+
+_ENDS_A_CLAIM = (JobCompleted, JobFailed, JobCanceled, JobAbandoned)
+
+
+def _key_traffic(event: Event, job: JobState, key: str) -> KeyCommand | None:
+    """A keyed job claims its key when it starts waiting for it and releases it when it ends
+    (unless it was SKIPPED: then it never claimed, or the ledger already answered it)."""
+    body = event.body
+    holder = job_ref(event.submission_id, event.job_id)
+    if isinstance(body, JobBlocked) and KEY_WAIT in body.waiting_on:
+        if KEY_WAIT in job.waiting_on:
+            return None
+        return ClaimIdempotencyKey(
+            command_id=f"{event.event_id}:claim",
+            submission_id=key_ledger_id(key),
+            key=key,
+            holder=holder,
+            issued_at=event.timestamp,
+        )
+    if isinstance(body, _ENDS_A_CLAIM) and not job.is_terminal:
+        return ReleaseIdempotencyKey(
+            command_id=f"{event.event_id}:release",
+            submission_id=key_ledger_id(key),
+            key=key,
+            holder=holder,
+            completed=isinstance(body, JobCompleted),
+            issued_at=event.timestamp,
+        )
+    return None
+
+
+def _answer(event: Event, body: IdempotencyKeyDecided) -> list[Effect]:
+    """A ledger's grant or "already completed" goes back to the job's submission."""
+    if body.decision not in (KeyDecision.GRANTED, KeyDecision.COMPLETED):
+        return []
+    submission_id, _, job_id = body.job.partition("/")
+    return [
+        IdempotencyKeyAnswer(
+            command_id=f"{event.event_id}:answer",
+            submission_id=submission_id,
+            job_id=job_id,
+            key=body.key,
+            granted=body.decision is KeyDecision.GRANTED,
+            completed_by=body.other,
+            issued_at=event.timestamp,
+        )
+    ]
 
 
 def _dispatch(

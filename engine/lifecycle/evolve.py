@@ -10,6 +10,7 @@ from engine.lifecycle.records import (
     CommandRejected,
     Event,
     EventBody,
+    IdempotencyKeyDecided,
     JobAbandoned,
     JobAssigned,
     JobBlocked,
@@ -29,12 +30,14 @@ from engine.lifecycle.records import (
     JobStarted,
     JobStatus,
     JobSubmitted,
+    KeyDecision,
     SubmissionAccepted,
     SubmissionCompleted,
 )
 from engine.lifecycle.state import (
     CancelRequest,
     JobState,
+    KeyLedger,
     SubmissionState,
     replace_job,
     upstream_of,
@@ -70,6 +73,9 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
         state.outcome = body.status
     elif isinstance(body, CommandRejected):
         pass
+    elif isinstance(body, IdempotencyKeyDecided):
+        state.accepted = True
+        state.key_ledger = evolve_ledger(state.key_ledger or KeyLedger(body.key), body)
     elif isinstance(body, JobDeleted):
         state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
         state.deleted = all(job.deleted for job in state.jobs.values())
@@ -104,13 +110,30 @@ def _release_dependents(state: SubmissionState, job_id: str) -> None:
             )
 
 
+def evolve_ledger(ledger: KeyLedger, body: IdempotencyKeyDecided) -> KeyLedger:
+    """Folds one decision into an idempotency key's ledger."""
+    job, decision = body.job, body.decision
+    waiters = tuple(w for w in ledger.waiters if w != job)
+    if decision is KeyDecision.GRANTED:
+        return KeyLedger(ledger.key, holder=job, completed_by=ledger.completed_by, waiters=waiters)
+    if decision is KeyDecision.QUEUED:
+        return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, (*waiters, job))
+    if decision is KeyDecision.DONE:
+        return KeyLedger(ledger.key, holder="", completed_by=job, waiters=waiters)
+    if decision is KeyDecision.RELEASED:
+        return KeyLedger(ledger.key, holder="", completed_by=ledger.completed_by, waiters=waiters)
+    # COMPLETED (answered, SKIPPED) and WITHDRAWN: the job no longer waits
+    return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, waiters)
+
+
 def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
     """Folds one job-level event into a job's state."""
     if isinstance(body, JobBlocked):
+        still = job.status is JobStatus.BLOCKED and job.blocked_at is not None
         return replace_job(
             job,
             status=JobStatus.BLOCKED,
-            blocked_at=timestamp,
+            blocked_at=job.blocked_at if still else timestamp,
             waiting_on=frozenset(body.waiting_on),
         )
     if isinstance(body, JobPending):
@@ -249,4 +272,4 @@ def _terminal(
     )
 
 
-__all__ = ["evolve", "evolve_job", "upstream_of"]
+__all__ = ["evolve", "evolve_job", "evolve_ledger", "upstream_of"]

@@ -15,6 +15,7 @@ An event is an envelope (ids, per-submission sequence number, timestamp) around 
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -231,6 +232,84 @@ class DeleteJobs:
 Command = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
 
 
+# --------------------------------------------------------------------------- idempotency keys
+#
+# An idempotency key is decided by one partition, whatever partitions its jobs live in: the
+# partition of its *ledger*, a reserved pseudo-submission whose id is derived from the key
+# (:func:`key_ledger_id`). Schedulers exchange the three commands below over the ``commands``
+# topic, in their transactions: a job's scheduler claims the key for the job and releases it
+# when the job ends; the ledger's scheduler answers each claim (granted, or already completed
+# by another job) and queues the claims that arrive while another job holds the key.
+
+#: What a job waits on (in ``JobState.waiting_on``) until its idempotency key is granted. Job
+#: ids start with a letter or digit, so no job id can be this.
+KEY_WAIT = "#idempotency-key"
+
+_KEY_LEDGER_PREFIX = "#key-"
+
+
+def key_ledger_id(key: str) -> str:
+    """The id (and Kafka key) of the ledger that decides ``key``.
+
+    Submission ids start with a letter or digit, so a ledger id never names a submission.
+    """
+    return _KEY_LEDGER_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def is_key_ledger(submission_id: str) -> bool:
+    """Whether an id is an idempotency key's ledger rather than a submission."""
+    return submission_id.startswith(_KEY_LEDGER_PREFIX)
+
+
+def job_ref(submission_id: str, job_id: str) -> str:
+    """``submission_id/job_id``: how a ledger names a job."""
+    return f"{submission_id}/{job_id}"
+
+
+@dataclass(frozen=True)
+class ClaimIdempotencyKey:
+    """A job's scheduler asks the key's ledger (``submission_id``) to let ``holder`` run."""
+
+    command_id: str
+    submission_id: str  # the ledger: key_ledger_id(key)
+    key: str
+    holder: str  # submission_id/job_id of the job
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class ReleaseIdempotencyKey:
+    """A job that claimed the key ended: ``completed`` keeps the key done forever, otherwise
+    the key goes to the next job waiting for it (or, for a job still waiting, its claim is
+    withdrawn)."""
+
+    command_id: str
+    submission_id: str  # the ledger: key_ledger_id(key)
+    key: str
+    holder: str
+    completed: bool
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class IdempotencyKeyAnswer:
+    """The ledger's answer to a claim, for the job's submission: ``granted`` (run it) or not,
+    with the job that completed the key (``completed_by``, the job is SKIPPED)."""
+
+    command_id: str
+    submission_id: str
+    job_id: str
+    key: str
+    granted: bool
+    completed_by: str = ""
+    issued_at: int = 0
+
+
+KeyCommand = ClaimIdempotencyKey | ReleaseIdempotencyKey | IdempotencyKeyAnswer
+#: Everything the ``commands`` topic carries: clients' commands and schedulers' key traffic.
+AnyCommand = Command | KeyCommand
+
+
 # --------------------------------------------------------------------------- reports
 
 
@@ -368,11 +447,11 @@ class Unprocessable:
     """A command whose decision cannot be written (the scheduler found it poisons its
     transactions, e.g. a record over the size limit): it is rejected with ``reason``."""
 
-    command: Command
+    command: AnyCommand
     reason: str
 
 
-Input = Command | Report | Tick | Unprocessable
+Input = Command | KeyCommand | Report | Tick | Unprocessable
 
 
 # --------------------------------------------------------------------------- events
@@ -592,6 +671,34 @@ class JobDuplicateClaim:
     host: str = ""
 
 
+class KeyDecision(enum.StrEnum):
+    """What an idempotency key's ledger decided about one job."""
+
+    GRANTED = "granted"  # the job holds the key: it runs
+    QUEUED = "queued"  # another job holds it: this one waits for its outcome
+    COMPLETED = "completed"  # another job completed it: this one is SKIPPED
+    DONE = "done"  # the holder completed: the key is done forever
+    RELEASED = "released"  # the holder ended without completing: the key is free again
+    WITHDRAWN = "withdrawn"  # a waiting job ended before it got the key
+
+
+@dataclass(frozen=True)
+class IdempotencyKeyDecided:
+    """A decision of an idempotency key's ledger (an event of the ledger, not of a job).
+
+    Attributes:
+        key: the idempotency key.
+        job: ``submission_id/job_id`` of the job it is about.
+        decision: see :class:`KeyDecision`.
+        other: the holder a QUEUED job waits for; the job that completed the key (COMPLETED).
+    """
+
+    key: str
+    job: str
+    decision: KeyDecision
+    other: str = ""
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -614,6 +721,7 @@ EventBody = (
     | CommandRejected
     | SubmissionCompleted
     | JobDuplicateClaim
+    | IdempotencyKeyDecided
 )
 
 
@@ -668,6 +776,7 @@ class RejectionCode(enum.StrEnum):
     NOT_TERMINAL = "not_terminal"
     DELETED = "deleted"
     UNPROCESSABLE = "unprocessable"
+    BAD_IDEMPOTENCY_KEY = "bad_idempotency_key"
 
 
 # --------------------------------------------------------------------------- side records

@@ -81,6 +81,19 @@ class JobState:
         return self.status.is_terminal
 
 
+@dataclass(frozen=True)
+class KeyLedger:
+    """An idempotency key's ledger: who holds the key, who completed it, who waits for it.
+
+    Jobs are named ``submission_id/job_id``. A completed key stays completed forever.
+    """
+
+    key: str
+    holder: str = ""
+    completed_by: str = ""
+    waiters: tuple[str, ...] = ()
+
+
 @dataclass
 class SubmissionState:
     """One submission: its jobs and the bookkeeping of its event stream.
@@ -98,6 +111,8 @@ class SubmissionState:
         outcome: set once every job is terminal.
         deleted: every job was deleted.
         submitted_by / labels: as given at submit.
+        key_ledger: set for the pseudo-submission of an idempotency key's ledger
+            (:func:`~engine.lifecycle.records.key_ledger_id`), which has no jobs.
         open_jobs: how many jobs are not terminal yet (derived from ``jobs``, kept by
             :func:`~engine.lifecycle.evolve.evolve` so that "is every job done?" costs O(1)
             in a 100,000-job submission; not part of a snapshot, recounted on decode).
@@ -115,6 +130,7 @@ class SubmissionState:
     deleted: bool = False
     submitted_by: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    key_ledger: KeyLedger | None = None
     open_jobs: int = field(default=0, compare=False, metadata={"derived": True})
 
     @property
@@ -137,6 +153,7 @@ class SubmissionState:
             deleted=self.deleted,
             submitted_by=self.submitted_by,
             labels=self.labels,
+            key_ledger=self.key_ledger,
             open_jobs=self.open_jobs,
         )
 

@@ -21,11 +21,13 @@ from engine.lifecycle.decide import Policy, decide_retired, job_deadline, recove
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.records import (
     CancelJobs,
+    ClaimIdempotencyKey,
     DeleteJobs,
     Event,
     Heartbeat,
     Input,
     JobCompleted,
+    ReleaseIdempotencyKey,
     RetryJob,
     SubmitJobs,
     Tick,
@@ -126,11 +128,13 @@ class Book:
         book = self.partitions[partition]
         state = book.submissions.get(submission_id)
         commands = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
-        if state is None and not isinstance(given, commands | Unprocessable):
+        ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey  # a key's first claim opens it
+        if state is None and not isinstance(given, commands | ledger | Unprocessable):
             return Decision(submission_id)  # a report or timer of a submission never seen here
-        if state is None and submission_id in book.retired:
+        if state is None and submission_id in book.retired and not isinstance(given, ledger):
             command = given.command if isinstance(given, Unprocessable) else given
-            assert isinstance(command, commands)
+            if not isinstance(command, commands):
+                return Decision(submission_id)  # key traffic for a forgotten submission
             return Decision(
                 submission_id, decide_retired(command, book.retired[submission_id], now)
             )

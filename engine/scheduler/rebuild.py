@@ -23,7 +23,12 @@ from engine import codec
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError
 from engine.lifecycle.evolve import evolve
-from engine.lifecycle.records import JobCompleted, JobStatus, SubmissionAccepted
+from engine.lifecycle.records import (
+    IdempotencyKeyDecided,
+    JobCompleted,
+    JobStatus,
+    SubmissionAccepted,
+)
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import PartitionBook
 from engine.scheduler.snapshots import restore_snapshots
@@ -121,7 +126,9 @@ def rebuild(
             if event.seq == 0 or (known is not None and event.seq <= known.seq):
                 skipped += 1  # a rejection outside any sequence, or covered by the snapshot
                 continue
-            if known is None and not isinstance(event.body, SubmissionAccepted):
+            if known is None and not isinstance(
+                event.body, SubmissionAccepted | IdempotencyKeyDecided
+            ):
                 skipped += 1  # its beginning is gone: the submission was deleted
                 continue
             replayed += 1

@@ -478,6 +478,16 @@ class Scheduler:
                     key=effect.worker_id.encode(),
                     value=codec.encode_control(effect),
                 )
+            else:
+                # idempotency-key traffic: to the partition that owns the key's ledger (a
+                # claim or release) or the job's submission (an answer), whichever
+                # scheduler owns it, in this transaction
+                self.metrics.counts["key_commands"] += 1
+                producer.produce(
+                    topics.commands,
+                    key=effect.submission_id.encode(),
+                    value=codec.encode_command(effect),
+                )
         self._poll(producer)
 
     def _fits(self, value: bytes, what: str) -> bytes:

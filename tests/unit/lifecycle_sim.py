@@ -31,18 +31,20 @@ from functools import partial
 
 from hypothesis import strategies as st
 
-from engine.lifecycle.decide import Policy, dispatch_id, next_deadline
+from engine.lifecycle.decide import Policy, dispatch_id, next_deadline, step
 from engine.lifecycle.records import (
     AttemptRef,
     AttemptReport,
     CancelJobs,
     CancelMode,
     Claimed,
+    ClaimIdempotencyKey,
     Control,
     Dispatch,
     ExceptionReported,
     Finished,
     Heartbeat,
+    IdempotencyKeyAnswer,
     Input,
     JobAssigned,
     JobExceptionRaised,
@@ -53,13 +55,15 @@ from engine.lifecycle.records import (
     Outcome,
     OutputReported,
     ProgressReported,
+    ReleaseIdempotencyKey,
     RetryPolicy,
     Started,
     SubmitJobs,
     Tick,
     WorkerLeft,
+    key_ledger_id,
 )
-from engine.lifecycle.state import JobState
+from engine.lifecycle.state import JobState, KeyLedger, SubmissionState
 from tests.unit.lifecycle_dsl import SUB, T0, Scenario
 
 POLICY = Policy(lease_ms=1_000, kill_grace_ms=1_500, progress_interval_ms=200)
@@ -161,6 +165,16 @@ class Simulation:
         # each cancel with the statuses of the jobs it names, before and after it
         self.cancels: list[tuple[CancelJobs, dict[str, JobState], dict[str, JobState]]] = []
         self.steps = 0
+        # the ledgers of idempotency keys (their own pseudo-submissions), seeded with the
+        # keys the plan says were completed before
+        self.ledgers: dict[str, SubmissionState] = {
+            key_ledger_id(key): SubmissionState(
+                submission_id=key_ledger_id(key),
+                accepted=True,
+                key_ledger=KeyLedger(key, completed_by=by),
+            )
+            for key, by in plan.completed_keys.items()
+        }
 
     # ---------------------------------------------------------------- the clock
 
@@ -214,6 +228,18 @@ class Simulation:
                 self.at(now + 1, partial(self.receive, effect))
             elif isinstance(effect, Control):
                 self.at(now + 5, partial(self.kill, effect))
+            elif isinstance(effect, ClaimIdempotencyKey | ReleaseIdempotencyKey):
+                self.at(now + 2, partial(self.ledger, effect))
+
+    def ledger(self, command: ClaimIdempotencyKey | ReleaseIdempotencyKey, now: int) -> None:
+        """The key's ledger decides (as another partition's scheduler would); its answers
+        come back to the submission a little later."""
+        outcome = step(self.ledgers.get(command.submission_id), command, T0 + now, policy=POLICY)
+        if outcome.state is not None:
+            self.ledgers[command.submission_id] = outcome.state
+        for effect in outcome.effects:
+            assert isinstance(effect, IdempotencyKeyAnswer)
+            self.at(now + 2, partial(self.decide, effect))
 
     def _named_by(self, given: Input) -> dict[str, JobState]:
         """The jobs a cancel names (the job and its sub-jobs, or all)."""

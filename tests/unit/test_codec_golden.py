@@ -23,24 +23,36 @@ from engine.lifecycle.records import (
     AttemptRef,
     CancelJobs,
     CancelMode,
+    ClaimIdempotencyKey,
     Control,
     Dispatch,
     Event,
     FailureReason,
     Finished,
     Heartbeat,
+    IdempotencyKeyAnswer,
+    IdempotencyKeyDecided,
     JobAssigned,
     JobFailed,
     JobSpec,
     JobStatus,
     JobSubmitted,
+    KeyDecision,
     Outcome,
+    ReleaseIdempotencyKey,
     RetryPolicy,
     SubmissionCompleted,
     SubmissionStatus,
     SubmitJobs,
+    key_ledger_id,
 )
-from engine.lifecycle.state import CancelRequest, JobState, PendingProgress, SubmissionState
+from engine.lifecycle.state import (
+    CancelRequest,
+    JobState,
+    KeyLedger,
+    PendingProgress,
+    SubmissionState,
+)
 from tests.unit.fixtures.compare import same_types
 
 GOLDEN = Path(__file__).parent / "fixtures" / "codec" / "golden"
@@ -124,6 +136,61 @@ CASES: dict[str, tuple[Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
         CancelJobs("cmd-2", "sub-1", None, CancelMode.FINISH, "wrong input", "bob", T + 5),
         codec.encode_command,
         codec.decode_command,
+    ),
+    "command-claim-idempotency-key": (
+        ClaimIdempotencyKey(
+            "sub-1:3:claim",
+            key_ledger_id("orders-2026-01-01"),
+            "orders-2026-01-01",
+            "sub-1/load",
+            T,
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-release-idempotency-key": (
+        ReleaseIdempotencyKey(
+            "sub-1:9:release",
+            key_ledger_id("orders-2026-01-01"),
+            "orders-2026-01-01",
+            "sub-1/load",
+            True,
+            T + 9,
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-idempotency-key-answer": (
+        IdempotencyKeyAnswer(
+            "#key-1:4:answer", "sub-2", "load", "orders-2026-01-01", False, "sub-1/load", T + 10
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "event-idempotency-key-decided": (
+        Event(
+            f"{key_ledger_id('orders-2026-01-01')}:2",
+            key_ledger_id("orders-2026-01-01"),
+            "",
+            2,
+            T + 3,
+            IdempotencyKeyDecided(
+                "orders-2026-01-01", "sub-2/load", KeyDecision.QUEUED, "sub-1/load"
+            ),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "snapshot-key-ledger": (
+        SubmissionState(
+            submission_id=key_ledger_id("orders-2026-01-01"),
+            seq=2,
+            last_timestamp=T + 3,
+            accepted=True,
+            key_ledger=KeyLedger("orders-2026-01-01", "sub-1/load", "", ("sub-2/load",)),
+        ),
+        codec.encode_snapshot,
+        codec.decode_snapshot,
     ),
     "report-finished": (
         Finished(REF, Outcome.FAILED, None, 3, "CalledProcessError", "exit 3", "", 0.5, 1.0),

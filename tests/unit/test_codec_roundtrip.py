@@ -26,7 +26,7 @@ from engine.codec import (
     encode_snapshot,
     fingerprint,
 )
-from engine.lifecycle.records import Command, Control, Dispatch, Event, EventBody, Report
+from engine.lifecycle.records import AnyCommand, Control, Dispatch, Event, EventBody, Report
 from engine.lifecycle.state import SubmissionState
 from tests.unit.fixtures import strategies as s
 from tests.unit.fixtures.compare import same_types
@@ -43,7 +43,7 @@ def framed(raw: bytes, schema: str) -> None:
 
 @given(s.commands)
 @quick
-def test_commands_round_trip(command: Command) -> None:
+def test_commands_round_trip(command: AnyCommand) -> None:
     raw = encode_command(command)
     framed(raw, "Command")
     same_types(decode_command(raw), command)

@@ -283,12 +283,13 @@ def test_a_skipped_sub_job_lets_its_parent_run_when_the_others_completed() -> No
     scenario.step(succeeded("c2")).then(on("c2", JobCompleted), on("p", JobPending))
 
 
-def test_a_key_not_completed_yet_runs_the_job() -> None:
-    (
+def test_a_key_not_completed_here_is_asked_of_its_ledger() -> None:
+    scenario = (
         given(completed_keys={"other": "old/x"})
         .when(submit(job("a", idempotency_key="k")))
-        .status(a=JobStatus.PENDING)
+        .status(a=JobStatus.BLOCKED)
     )
+    assert [type(e).__name__ for e in scenario.last_effects] == ["ClaimIdempotencyKey"]
 
 
 def test_completed_and_skipped_jobs_complete_the_submission() -> None:
@@ -419,6 +420,9 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     )
     examples[RejectionCode.UNPROCESSABLE] = given(submit(job("a"))).when(
         Unprocessable(cancel("a"), "its decision is larger than the record limit")
+    )
+    examples[RejectionCode.BAD_IDEMPOTENCY_KEY] = given().when(
+        submit(job("a", idempotency_key="k" * 2000))
     )
     assert set(examples) == set(RejectionCode)
     for code, scenario in examples.items():
