@@ -492,7 +492,7 @@ def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
         note = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
         return replace(job, status=status, finished_at=at, error_note=note)
     if isinstance(body, JobSkipped):
-        return replace(job, status=status, finished_at=at)
+        return replace(job, status=status, finished_at=at, error_note=body.reason)
     if isinstance(body, JobDeleted):
         return replace(job, deleted=True)
     return job
