@@ -107,7 +107,9 @@ class Job:
             retried; empty retries every failure.
         timeout: run timeout of one attempt, in seconds.
         queue_timeout: longest wait for a worker, in seconds.
-        idempotency_key: a job whose key already completed is SKIPPED instead of run.
+        idempotency_key: runs at most once per key across the cluster: a job whose key
+            another job completed is SKIPPED; one submitted while that job runs waits for
+            its outcome (docs/lifecycle.md, *Idempotency keys*).
         priority: higher runs first among the runnable jobs of a submission.
         labels: free-form tags.
         env / cwd: environment additions and working directory of a command.

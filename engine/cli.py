@@ -297,7 +297,10 @@ def _submit_parser(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--retry-backoff", type=float, help="seconds before the first retry")
     job.add_argument("--timeout", type=float, help="run timeout of an attempt, seconds")
     job.add_argument("--queue-timeout", type=float, help="longest wait for a worker, seconds")
-    job.add_argument("--idempotency-key", help="skip the job if this key already completed")
+    job.add_argument(
+        "--idempotency-key",
+        help="run the job at most once per key across the cluster (a duplicate is SKIPPED)",
+    )
     job.add_argument("--priority", type=int, help="higher runs first within the submission")
     job.add_argument("--env", action="append", default=[], metavar="K=V", help="command env")
     job.add_argument("--cwd", help="working directory of the command")
@@ -884,7 +887,9 @@ def summary_table(view: SubmissionView, title: str | None = None) -> RenderableT
     table.add_column("error / result", overflow="fold", max_width=50)
     for job in view.jobs.values():
         what = job.task or " ".join(job.command or ())
-        if job.status.is_success:
+        if job.status.value == "SKIPPED":
+            detail = job.error_note  # why: e.g. the job that completed its idempotency key
+        elif job.status.is_success:
             detail = job.result or ("" if job.exit_code is None else f"exit {job.exit_code}")
         else:
             detail = job.error
