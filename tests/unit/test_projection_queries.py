@@ -212,3 +212,23 @@ def test_sidecar_of_a_dead_projector_is_harmless(db: Path) -> None:
     store.close()
     time.sleep(0.1)
     assert query(db, SQL_COUNT) == [{"jobs": JOBS}]
+
+
+def test_the_idempotency_keys_view_reads_the_ledgers_decisions(tmp_path: Path) -> None:
+    """The workload's skipped story runs a key once, then every duplicate is skipped."""
+    workload = simulate(60)
+    with ProjectionStore(tmp_path / "keys.duckdb", topic_prefix="x.") as store:
+        fold = Fold()
+        fold.prefetch(workload.events, (), store)
+        for offset, event in enumerate(workload.events):
+            fold.event(event, Position("x.events", 0, offset))
+        store.write(fold.take())
+        rows = store.connection.execute(
+            "SELECT key, completed_by, granted, skipped FROM idempotency_keys"
+        ).fetchall()
+        skipped_jobs = store.connection.execute(
+            "SELECT count(*) FROM jobs WHERE status = 'SKIPPED'"
+        ).fetchone()
+    ((key, completed_by, granted, skipped),) = rows
+    assert key == "snapshot-2024" and completed_by.endswith("/snapshot") and granted == 1
+    assert skipped_jobs is not None and skipped <= skipped_jobs[0]
