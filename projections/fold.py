@@ -415,8 +415,9 @@ class Fold:
         sid, job_id, ts = job["submission_id"], job["job_id"], event.timestamp
         match body:
             case JobBlocked():
+                if job["status"] != JobStatus.BLOCKED or job["blocked_at"] is None:
+                    job["blocked_at"] = ts  # (blocked again while blocked: since the first)
                 self._status(job, JobStatus.BLOCKED, submission)
-                job["blocked_at"] = ts
             case JobPending():
                 self._status(job, JobStatus.PENDING, submission)
                 if job["first_pending_at"] is None:

@@ -146,7 +146,9 @@ def job_times(events: Iterable[Event]) -> JobTimes:
         if isinstance(body, JobSubmitted):
             submitted_at = ts
         elif isinstance(body, JobBlocked):
-            blocked_at = ts
+            # blocked again while blocked (its idempotency key was granted, dependencies
+            # remain): still blocked since the first time
+            blocked_at = ts if blocked_at is None else blocked_at
         elif isinstance(body, JobPending):
             first_pending_at = ts if first_pending_at is None else first_pending_at
             pending_at, run_at, attempt = ts, None, body.attempt

@@ -13,6 +13,7 @@ ignores them; :func:`engine.lifecycle.decide.recover` re-arms leases after a reb
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
@@ -140,22 +141,21 @@ class SubmissionState:
 
     def copy(self) -> SubmissionState:
         """A copy that can be folded further without touching this one."""
-        return SubmissionState(
-            submission_id=self.submission_id,
-            seq=self.seq,
-            last_timestamp=self.last_timestamp,
-            accepted=self.accepted,
-            command_id=self.command_id,
-            jobs=dict(self.jobs),
-            dependents=dict(self.dependents),
-            children=dict(self.children),
-            outcome=self.outcome,
-            deleted=self.deleted,
-            submitted_by=self.submitted_by,
-            labels=self.labels,
-            key_ledger=self.key_ledger,
-            open_jobs=self.open_jobs,
-        )
+        copy = object.__new__(SubmissionState)
+        copy.__dict__.update(self.__dict__)
+        for name in MAPPING_FIELDS:
+            setattr(copy, name, dict(getattr(self, name)))
+        return copy
+
+
+#: The fields of a submission state that map job ids to values (copied, or overlaid by a
+#: draft, one by one), and the others (taken as they are: immutable values).
+MAPPING_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SubmissionState) if f.default_factory is dict
+)
+SCALAR_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SubmissionState) if f.name not in MAPPING_FIELDS
+)
 
 
 def upstream_of(spec: JobSpec, children: tuple[str, ...]) -> frozenset[str]:

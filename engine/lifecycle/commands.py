@@ -1,0 +1,382 @@
+"""The clients' commands (submit, cancel, retry, delete) and the idempotency-key traffic
+between schedulers (a key's ledger granting, queueing and answering claims)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from engine.lifecycle.draft import Draft
+from engine.lifecycle.policy import dispatch_id
+from engine.lifecycle.records import (
+    CANCELABLE_AT_ONCE,
+    KEY_WAIT,
+    CancelJobs,
+    CancelMode,
+    ClaimIdempotencyKey,
+    CommandRejected,
+    DeleteJobs,
+    Event,
+    IdempotencyKeyAnswer,
+    IdempotencyKeyDecided,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobDeleted,
+    JobDispatched,
+    JobSkipped,
+    JobStatus,
+    JobSubmitted,
+    KeyDecision,
+    RejectionCode,
+    ReleaseIdempotencyKey,
+    RetryJob,
+    SubmissionAccepted,
+    SubmitJobs,
+)
+from engine.lifecycle.state import (
+    KeyLedger,
+    upstream_of,
+)
+from engine.lifecycle.transitions import (
+    abandon_dependents,
+    after_terminal,
+    cascade,
+    complete_if_done,
+    make_pending,
+)
+from engine.lifecycle.validation import depth_first, validate_submission
+
+
+def decide_retired(
+    command: SubmitJobs | CancelJobs | RetryJob | DeleteJobs, deleted: bool, now: int
+) -> list[Event]:
+    """Answers a command naming a submission whose state is no longer kept.
+
+    Deleted submissions, and finished ones beyond the scheduler's retention, leave only their
+    id behind. An id is never accepted twice: a submit is rejected as a duplicate, a second
+    delete as ``deleted``, a cancel or retry as ``already_terminal``. The rejection is logged
+    outside the submission's sequence (seq 0), so no event id is ever reused.
+    """
+    gone = "was deleted" if deleted else "finished and is no longer retained"
+    if isinstance(command, SubmitJobs):
+        code = RejectionCode.DUPLICATE_SUBMISSION
+        reason = (
+            f"submission id {command.submission_id!r} was used before ({gone}); "
+            "ids are never reused"
+        )
+    elif isinstance(command, DeleteJobs):
+        code = RejectionCode.DELETED if deleted else RejectionCode.ALREADY_TERMINAL
+        reason = f"submission {command.submission_id!r} {gone}"
+    else:
+        code = RejectionCode.ALREADY_TERMINAL
+        reason = f"submission {command.submission_id!r} {gone}"
+    job_id = getattr(command, "job_id", None) or ""
+    body = CommandRejected(command.command_id, type(command).__name__, str(code), reason)
+    return [
+        Event(
+            event_id=f"{command.submission_id}:rejected:{command.command_id}",
+            submission_id=command.submission_id,
+            job_id=job_id,
+            seq=0,
+            timestamp=now,
+            body=body,
+        )
+    ]
+
+
+def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str, str]) -> None:
+    state = draft.state
+    if state.accepted:
+        if state.command_id == command.command_id:
+            return  # the same command delivered twice: already done
+        draft.reject(
+            command.command_id,
+            "SubmitJobs",
+            RejectionCode.DUPLICATE_SUBMISSION,
+            f"submission {command.submission_id!r} exists; choose a new submission id",
+        )
+        return
+    problem = validate_submission(command, draft.policy)
+    if problem is not None:
+        code, reason = problem
+        draft.reject(command.command_id, "SubmitJobs", code, reason)
+        return
+    draft.emit(
+        "",
+        SubmissionAccepted(
+            command_id=command.command_id,
+            submitted_by=command.submitted_by,
+            labels=command.labels,
+            job_ids=tuple(spec.job_id for spec in command.jobs),
+        ),
+    )
+    for spec in command.jobs:
+        draft.emit(spec.job_id, JobSubmitted(spec))
+    for job_id in depth_first(command.jobs):
+        job = draft.job(job_id)
+        if job.is_terminal:
+            continue  # abandoned by an upstream skipped... never; kept for safety
+        key = job.spec.idempotency_key
+        if key and key in completed_keys:
+            draft.emit(
+                job_id,
+                JobSkipped(
+                    reason=f"idempotency key {key!r} already completed by {completed_keys[key]}",
+                    idempotency_key=key,
+                    completed_by=completed_keys[key],
+                ),
+            )
+            continue
+        waiting = sorted(
+            job_id_
+            for job_id_ in upstream_of(job.spec, state.children.get(job_id, ()))
+            if not draft.job(job_id_).status.is_success
+        )
+        if key:
+            # decided by the key's ledger, whatever partition it lives in: the job waits
+            # for its answer (the claim is an effect of this event)
+            waiting.insert(0, KEY_WAIT)
+        if waiting:
+            draft.emit(job_id, JobBlocked(tuple(waiting)))
+        else:
+            make_pending(draft, job_id, attempt=1, reason="submitted")
+    complete_if_done(draft)
+
+
+def _known_job(draft: Draft, command_id: str, command_type: str, job_id: str | None) -> bool:
+    state = draft.state
+    if not state.accepted:
+        draft.reject(
+            command_id,
+            command_type,
+            RejectionCode.UNKNOWN_SUBMISSION,
+            f"no submission {state.submission_id!r}",
+            job_id or "",
+        )
+        return False
+    if job_id is not None and job_id not in state.jobs:
+        draft.reject(
+            command_id,
+            command_type,
+            RejectionCode.UNKNOWN_JOB,
+            f"submission {state.submission_id!r} has no job {job_id!r}",
+            job_id,
+        )
+        return False
+    return True
+
+
+def _descendants(draft: Draft, job_id: str) -> list[str]:
+    """The job's sub-jobs, their sub-jobs, ..., deepest first."""
+    out: list[str] = []
+    for child in draft.state.children.get(job_id, ()):
+        out.extend(_descendants(draft, child))
+        out.append(child)
+    return out
+
+
+def decide_cancel(draft: Draft, command: CancelJobs) -> None:
+    if not _known_job(draft, command.command_id, "CancelJobs", command.job_id):
+        return
+    state = draft.state
+    if command.job_id is None:
+        targets = [job_id for job_id, job in state.jobs.items() if not job.is_terminal]
+        if not targets:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.ALREADY_TERMINAL,
+                f"every job of {state.submission_id!r} already ended",
+            )
+            return
+    else:
+        job = draft.job(command.job_id)
+        if job.deleted:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.DELETED,
+                f"job {command.job_id!r} was deleted",
+                command.job_id,
+            )
+            return
+        if job.is_terminal:
+            draft.reject(
+                command.command_id,
+                "CancelJobs",
+                RejectionCode.ALREADY_TERMINAL,
+                f"job {command.job_id!r} already ended {job.status}; "
+                "only unfinished jobs can be canceled",
+                command.job_id,
+            )
+            return
+        targets = [j for j in _descendants(draft, command.job_id) if not draft.job(j).is_terminal]
+        targets.append(command.job_id)
+    reason = command.reason or "canceled by user"
+    canceled: list[str] = []
+    for job_id in targets:
+        job = draft.job(job_id)
+        if job.is_terminal:
+            continue
+        if job.status in CANCELABLE_AT_ONCE:
+            draft.emit(
+                job_id,
+                JobCanceled(reason=reason, requested_by=command.requested_by, attempt=job.attempt),
+            )
+            canceled.append(job_id)
+        elif command.mode is CancelMode.FINISH:
+            abandon_dependents(
+                draft, job_id, f"{job_id} was canceled and left to finish", frozenset(targets)
+            )
+        elif job.cancel is None:
+            draft.emit(
+                job_id,
+                JobCancelRequested(
+                    attempt=job.attempt,
+                    worker_id=job.worker_id,
+                    mode=CancelMode.KILL,
+                    reason=reason,
+                    deadline=draft.now + draft.policy.kill_grace_ms,
+                ),
+            )
+    cascade(draft, canceled)
+    complete_if_done(draft)
+
+
+def decide_retry_now(draft: Draft, command: RetryJob) -> None:
+    if not _known_job(draft, command.command_id, "RetryJob", command.job_id):
+        return
+    job = draft.job(command.job_id)
+    if job.status is JobStatus.PENDING and job.dispatch_id is None:
+        draft.emit(
+            command.job_id,
+            JobDispatched(
+                attempt=job.attempt,
+                queue=job.spec.queue,
+                dispatch_id=dispatch_id(draft.state.submission_id, command.job_id, job.attempt),
+            ),
+        )
+        return
+    code = RejectionCode.ALREADY_TERMINAL if job.is_terminal else RejectionCode.NOT_WAITING
+    draft.reject(
+        command.command_id,
+        "RetryJob",
+        code,
+        f"job {command.job_id!r} is {job.status}, not waiting for a retry; "
+        "submit it again to run it anew",
+        command.job_id,
+    )
+
+
+def decide_delete(draft: Draft, command: DeleteJobs) -> None:
+    if not _known_job(draft, command.command_id, "DeleteJobs", command.job_id):
+        return
+    state = draft.state
+    targets = list(state.jobs) if command.job_id is None else [command.job_id]
+    live = [job_id for job_id in targets if not draft.job(job_id).deleted]
+    if not live:
+        draft.reject(
+            command.command_id,
+            "DeleteJobs",
+            RejectionCode.DELETED,
+            "already deleted",
+            command.job_id or "",
+        )
+        return
+    unfinished = [job_id for job_id in live if not draft.job(job_id).is_terminal]
+    if unfinished and not command.force:
+        draft.reject(
+            command.command_id,
+            "DeleteJobs",
+            RejectionCode.NOT_TERMINAL,
+            f"{len(unfinished)} job(s) not finished ({', '.join(unfinished[:5])}); "
+            "cancel them first or delete with force",
+            command.job_id or "",
+        )
+        return
+    canceled = []
+    for job_id in unfinished:
+        job = draft.job(job_id)
+        if not job.is_terminal:
+            draft.emit(
+                job_id,
+                JobCanceled(
+                    reason="deleted with force",
+                    requested_by=command.requested_by,
+                    attempt=job.attempt,
+                ),
+            )
+            canceled.append(job_id)
+    cascade(draft, canceled)
+    complete_if_done(draft)
+    for job_id in live:
+        draft.emit(job_id, JobDeleted(forced=command.force, requested_by=command.requested_by))
+
+
+def decide_claim_key(draft: Draft, command: ClaimIdempotencyKey) -> None:
+    """The ledger's side: grant the key, queue the claim, or answer that it was completed."""
+    ledger = draft.state.key_ledger or KeyLedger(command.key)
+    job = command.holder
+    if ledger.completed_by:
+        decision = IdempotencyKeyDecided(
+            command.key, job, KeyDecision.COMPLETED, other=ledger.completed_by
+        )
+    elif ledger.holder in ("", job):
+        decision = IdempotencyKeyDecided(command.key, job, KeyDecision.GRANTED)
+    elif job in ledger.waiters:
+        return  # already queued
+    else:
+        decision = IdempotencyKeyDecided(command.key, job, KeyDecision.QUEUED, other=ledger.holder)
+    draft.emit("", decision)
+
+
+def decide_release_key(draft: Draft, command: ReleaseIdempotencyKey) -> None:
+    """The ledger's side: a job that claimed the key ended.
+
+    A completing holder makes the key done for good and every waiting job is answered
+    "completed"; a holder that failed, was canceled or abandoned hands the key to the job
+    that waited longest, which then runs. A job that ended while waiting withdraws.
+    """
+    ledger = draft.state.key_ledger or KeyLedger(command.key)
+    job, key = command.holder, command.key
+    if ledger.completed_by:
+        return  # done for good; a late or repeated release changes nothing
+    if ledger.holder == job or (command.completed and not ledger.holder):
+        # (a job completing a key that nothing holds ran before the ledger knew of it)
+        if command.completed:
+            draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.DONE))
+            for waiter in ledger.waiters:
+                draft.emit("", IdempotencyKeyDecided(key, waiter, KeyDecision.COMPLETED, job))
+            return
+        draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.RELEASED))
+        if ledger.waiters:
+            draft.emit("", IdempotencyKeyDecided(key, ledger.waiters[0], KeyDecision.GRANTED))
+    elif job in ledger.waiters:
+        draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.WITHDRAWN))
+
+
+def decide_key_answer(draft: Draft, answer: IdempotencyKeyAnswer) -> None:
+    """The job's side: the ledger granted the key (the job runs once its dependencies
+    allow) or another job completed it (SKIPPED, like a key completed in this partition)."""
+    state = draft.state
+    if not state.accepted or answer.job_id not in state.jobs:
+        return
+    job = draft.job(answer.job_id)
+    if job.status is not JobStatus.BLOCKED or KEY_WAIT not in job.waiting_on:
+        return  # it ended meanwhile (its release went to the ledger), or a repeated answer
+    if answer.granted:
+        remaining = job.waiting_on - {KEY_WAIT}
+        if remaining:
+            draft.emit(answer.job_id, JobBlocked(tuple(sorted(remaining))))
+        else:
+            make_pending(draft, answer.job_id, attempt=1, reason="idempotency key granted")
+        return
+    draft.emit(
+        answer.job_id,
+        JobSkipped(
+            reason=f"idempotency key {answer.key!r} already completed by {answer.completed_by}",
+            idempotency_key=answer.key,
+            completed_by=answer.completed_by,
+        ),
+    )
+    after_terminal(draft, answer.job_id)
