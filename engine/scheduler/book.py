@@ -14,28 +14,32 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.lifecycle.decide import Policy, decide_retired, job_deadline, recover, step
 from engine.lifecycle.effects import Effect
+from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     CancelJobs,
     ClaimIdempotencyKey,
     DeleteJobs,
     Event,
     Heartbeat,
+    IdempotencyKeyDecided,
     Input,
     JobCompleted,
+    JobStatus,
     ReleaseIdempotencyKey,
     RetryJob,
+    SubmissionAccepted,
     SubmitJobs,
     Tick,
     Unprocessable,
     WorkerLeft,
 )
 from engine.lifecycle.state import SubmissionState
-from engine.scheduler.snapshots import Written
+from engine.scheduler.snapshots import Written, restore_snapshots
 
 
 @dataclass
@@ -65,6 +69,13 @@ class PartitionBook:
     dirty_since: dict[str, int] = field(default_factory=dict)
     events_end: int = 0
     done_order: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def note_completed(self, state: SubmissionState, job_id: str) -> None:
+        """Indexes the idempotency key of a job that completed (the partition's fast path:
+        a later job with the key is skipped without asking the key's ledger)."""
+        key = state.jobs[job_id].spec.idempotency_key
+        if key:
+            self.completed_keys[key] = f"{state.submission_id}/{job_id}"
 
     def checkpoint(self) -> int:
         """The ``events`` offset a rebuild of this partition must replay from."""
@@ -146,7 +157,7 @@ class Book:
         book.submissions[submission_id] = state
         for event in outcome.events:
             if isinstance(event.body, JobCompleted):
-                self._note_completed(book, state, event)
+                book.note_completed(state, event.job_id)
         if outcome.events:
             book.dirty_since.setdefault(submission_id, now)
         if state.done:
@@ -171,11 +182,6 @@ class Book:
         elif hasattr(given, "ref"):
             touched.add(given.ref.job_id)
         return touched
-
-    def _note_completed(self, book: PartitionBook, state: SubmissionState, event: Event) -> None:
-        key = state.jobs[event.job_id].spec.idempotency_key
-        if key:
-            book.completed_keys[key] = f"{state.submission_id}/{event.job_id}"
 
     # ----------------------------------------------------------------- timers
 
@@ -293,3 +299,62 @@ class Book:
         book.retired[submission_id] = deleted
         self._deadline.pop(submission_id, None)
         self._job_due.pop(submission_id, None)
+
+
+class Replay:
+    """Restores one partition's book: its snapshots, then the tail of its events. No Kafka.
+
+    :func:`engine.scheduler.rebuild.rebuild` reads the records and hands them here; a
+    replay never re-decides anything, it only folds what was decided.
+
+    Args:
+        partition: the partition.
+        latest: the latest ``state`` record of each key (what compaction keeps), without the
+            checkpoint.
+    """
+
+    def __init__(self, partition: int, latest: Mapping[bytes, bytes | None]) -> None:
+        self.book = PartitionBook(partition)
+        self.replayed = 0
+        self.skipped = 0
+        restored = restore_snapshots(latest)
+        book = self.book
+        book.submissions.update(restored.states)
+        book.written.update(restored.written)
+        book.retired.update(dict.fromkeys(restored.deleted, True))
+        for state in restored.states.values():
+            for job_id, job in state.jobs.items():
+                if job.status is JobStatus.COMPLETED:
+                    book.note_completed(state, job_id)
+        #: some snapshot could not be read: its events must be replayed from the beginning
+        self.incomplete = bool(restored.unreadable)
+
+    def events_from(self, checkpoint: int) -> int:
+        """The ``events`` offset the tail starts at, given the partition's checkpoint."""
+        return 0 if self.incomplete else checkpoint
+
+    def event(self, offset: int, event: Event) -> None:
+        """Folds one event of the tail (at ``offset`` on ``events``)."""
+        book = self.book
+        known = book.submissions.get(event.submission_id)
+        if event.submission_id in book.retired:
+            self.skipped += 1  # deleted: only its id is kept
+            return
+        if event.seq == 0 or (known is not None and event.seq <= known.seq):
+            self.skipped += 1  # a rejection outside any sequence, or covered by the snapshot
+            return
+        if known is None and not isinstance(event.body, SubmissionAccepted | IdempotencyKeyDecided):
+            self.skipped += 1  # its beginning is gone: the submission was deleted
+            return
+        self.replayed += 1
+        state = evolve(known, event)
+        book.submissions[event.submission_id] = state
+        book.unsnapshotted_from.setdefault(event.submission_id, offset)
+        book.dirty_since.setdefault(event.submission_id, 0)
+        if isinstance(event.body, JobCompleted):
+            book.note_completed(state, event.job_id)
+
+    def end(self, events_end: int) -> PartitionBook:
+        """The book, with ``events_end`` the end of the partition's ``events``."""
+        self.book.events_end = max(self.book.events_end, events_end)
+        return self.book

@@ -7,7 +7,8 @@ snapshots, then replays only the events from the checkpoint on, skipping those a
 already covers (``seq <= snapshot.seq``). It never reprocesses history it already decided.
 
 The checkpoint is written as a snapshot of a reserved pseudo-submission whose ``seq`` is
-the offset, so the ``state`` topic carries a single Avro schema.
+the offset, so the ``state`` topic carries a single Avro schema. This module only reads Kafka;
+the fold is :class:`engine.scheduler.book.Replay`, unit-tested without a broker.
 """
 
 from __future__ import annotations
@@ -22,16 +23,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from engine import codec
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError
-from engine.lifecycle.evolve import evolve
-from engine.lifecycle.records import (
-    IdempotencyKeyDecided,
-    JobCompleted,
-    JobStatus,
-    SubmissionAccepted,
-)
 from engine.lifecycle.state import SubmissionState
-from engine.scheduler.book import PartitionBook
-from engine.scheduler.snapshots import restore_snapshots
+from engine.scheduler.book import PartitionBook, Replay
 from engine.topics import Topics
 
 CHECKPOINT_KEY = b"__checkpoint__"
@@ -70,7 +63,6 @@ def rebuild(
     """
     started = time.monotonic()
     topics = Topics(settings.topic_prefix)
-    book = PartitionBook(partition)
     reader = Consumer(
         settings.client_config(
             **{
@@ -98,19 +90,8 @@ def rebuild(
                         checkpoint = 0
                 continue
             latest[key] = message.value()
-        restored = restore_snapshots(latest)
-        book.submissions.update(restored.states)
-        book.written.update(restored.written)
-        book.retired.update(dict.fromkeys(restored.deleted, True))
-        for state in restored.states.values():
-            for job in state.jobs.values():
-                if job.status is JobStatus.COMPLETED and job.spec.idempotency_key:
-                    book.completed_keys[job.spec.idempotency_key] = (
-                        f"{state.submission_id}/{job.spec.job_id}"
-                    )
-        # an unreadable snapshot: its events are replayed instead, from the beginning
-        events_from = 0 if restored.unreadable else checkpoint
-        replayed = skipped = 0
+        replay = Replay(partition, latest)
+        events_from = replay.events_from(checkpoint)
         end = events_from
         for message in _read_to_end(reader, topics.events, partition, events_from, timeout_s):
             offset = message.offset() or 0
@@ -119,28 +100,8 @@ def rebuild(
                 event = codec.decode_event(message.value() or b"")
             except CodecError:
                 continue
-            known = book.submissions.get(event.submission_id)
-            if event.submission_id in book.retired:
-                skipped += 1  # deleted: only its id is kept
-                continue
-            if event.seq == 0 or (known is not None and event.seq <= known.seq):
-                skipped += 1  # a rejection outside any sequence, or covered by the snapshot
-                continue
-            if known is None and not isinstance(
-                event.body, SubmissionAccepted | IdempotencyKeyDecided
-            ):
-                skipped += 1  # its beginning is gone: the submission was deleted
-                continue
-            replayed += 1
-            state = evolve(known, event)
-            book.submissions[event.submission_id] = state
-            book.unsnapshotted_from.setdefault(event.submission_id, offset)
-            book.dirty_since.setdefault(event.submission_id, 0)
-            if isinstance(event.body, JobCompleted):
-                idempotency_key = state.jobs[event.job_id].spec.idempotency_key
-                if idempotency_key:
-                    book.completed_keys[idempotency_key] = f"{event.submission_id}/{event.job_id}"
-        book.events_end = max(end, _high_watermark(reader, topics.events, partition))
+            replay.event(offset, event)
+        book = replay.end(max(end, _high_watermark(reader, topics.events, partition)))
         # A submission deleted after its last snapshot stays in the book until its deleted
         # header is written (the next sweep does it): then only its id is kept.
         stats = RebuildStats(
@@ -148,8 +109,8 @@ def rebuild(
             snapshots=len(book.written),
             state_records=state_records,
             events_from=events_from,
-            events_replayed=replayed,
-            events_skipped=skipped,
+            events_replayed=replay.replayed,
+            events_skipped=replay.skipped,
             seconds=time.monotonic() - started,
         )
         return stats, book
