@@ -332,7 +332,7 @@ class Scheduler:
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.fatal():
+                    if _consumer_fatal(error):
                         # e.g. the group fenced this consumer's stale member after a broker
                         # crash: the consumer is unusable, a new one rejoins in its place
                         raise KafkaException(error)
@@ -721,6 +721,16 @@ class _Poison(Exception):
         super().__init__(reason)
         self.offsets = offsets
         self.reason = reason
+
+
+def _consumer_fatal(error: KafkaError) -> bool:
+    """Whether a consumed record's error means the consumer is dead.
+
+    A fatal consumer error reaches ``consume()`` as a record whose error has the code
+    ``_FATAL``; that error object's own ``fatal()`` is False (confluent-kafka sets the flag
+    only on errors of client calls), so the code is what tells.
+    """
+    return error.fatal() or error.code() == KafkaError._FATAL
 
 
 def _fenced(error: KafkaError) -> bool:
