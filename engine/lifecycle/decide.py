@@ -53,7 +53,13 @@ from engine.lifecycle.records import (
     Unprocessable,
     WorkerLeft,
 )
-from engine.lifecycle.reports import decide_report, holder_alive, is_current, is_stale
+from engine.lifecycle.reports import (
+    decide_report,
+    holder_alive,
+    is_current,
+    is_stale,
+    stale_reply,
+)
 from engine.lifecycle.state import (
     SubmissionState,
 )
@@ -97,11 +103,14 @@ class Step:
     """One input fully applied: its events, the records they call for, the state after.
 
     ``state`` is ``None`` when the input concerned no known submission and created none.
+    ``stale`` says the input was a worker report the rules ignore (an ended, superseded or
+    unknown attempt, or a fenced worker's).
     """
 
     events: list[Event]
     effects: list[Effect]
     state: SubmissionState | None
+    stale: bool = False
 
 
 def step(
@@ -121,6 +130,9 @@ def step(
     submission_id = _submission_of(given, state)
     if submission_id is None:
         return Step([], [], state)
+    stale = is_stale(state, given)
+    if stale:
+        return Step([], list(stale_reply(state, given, now, policy)), state, stale=True)
     draft = Draft(state, submission_id, now, policy, collect_effects=True)
     _decide_into(draft, given, completed_keys)
     if state is None:
@@ -215,6 +227,7 @@ __all__ = [
     "next_deadline",
     "observe",
     "recover",
+    "stale_reply",
     "step",
     "validate_submission",
 ]

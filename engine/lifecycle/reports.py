@@ -11,6 +11,7 @@ from engine.lifecycle.records import (
     AttemptReport,
     CancelMode,
     Claimed,
+    Control,
     ExceptionReported,
     FailureReason,
     Finished,
@@ -72,6 +73,35 @@ def is_stale(state: SubmissionState | None, report: Input) -> bool:
     if isinstance(report, Claimed) or job.status is JobStatus.PENDING:
         return False
     return job.worker_id != report.ref.worker_id
+
+
+STALE_CLAIM_REASON = "stale dispatch: the attempt already ended or was superseded"
+
+
+def stale_reply(
+    state: SubmissionState | None, report: Input, now: int, policy: Policy
+) -> list[Control]:
+    """What answers a stale report, without an event: nothing, except for a claim.
+
+    A worker that claims a redelivered dispatch of an attempt that already ended or was
+    superseded is told to stop it rather than let it run for nothing.
+    """
+    if state is None or not isinstance(report, Claimed) or not is_stale(state, report):
+        return []
+    ref = report.ref
+    return [
+        Control(
+            worker_id=ref.worker_id,
+            action="kill",
+            submission_id=ref.submission_id,
+            job_id=ref.job_id,
+            attempt=ref.attempt,
+            dispatch_id=ref.dispatch_id,
+            reason=STALE_CLAIM_REASON,
+            grace_ms=policy.kill_grace_ms,
+            sent_at=now,
+        )
+    ]
 
 
 def decide_report(draft: Draft, report: Input) -> None:

@@ -17,7 +17,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from engine.lifecycle.decide import Policy, decide_retired, job_deadline, recover, step
+from engine.lifecycle.decide import (
+    Policy,
+    decide_retired,
+    is_stale,
+    job_deadline,
+    recover,
+    step,
+)
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
@@ -49,6 +56,7 @@ class Decision:
     submission_id: str
     events: list[Event] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    stale: bool = False  # a worker report the rules ignore
 
 
 @dataclass
@@ -141,7 +149,8 @@ class Book:
         commands = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
         ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey  # a key's first claim opens it
         if state is None and not isinstance(given, commands | ledger | Unprocessable):
-            return Decision(submission_id)  # a report or timer of a submission never seen here
+            # a report or timer of a submission never seen here
+            return Decision(submission_id, stale=is_stale(None, given))
         if state is None and submission_id in book.retired and not isinstance(given, ledger):
             command = given.command if isinstance(given, Unprocessable) else given
             if not isinstance(command, commands):
@@ -150,7 +159,7 @@ class Book:
                 submission_id, decide_retired(command, book.retired[submission_id], now)
             )
         outcome = step(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
-        decision = Decision(submission_id, outcome.events, outcome.effects)
+        decision = Decision(submission_id, outcome.events, outcome.effects, outcome.stale)
         state = outcome.state
         if state is None:
             return decision  # a rejection of a command naming an unknown submission

@@ -35,9 +35,8 @@ from engine.admin import ensure_topics
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError, JoblogError
-from engine.lifecycle.decide import DEFAULT_POLICY, Policy, is_stale
+from engine.lifecycle.decide import DEFAULT_POLICY, Policy
 from engine.lifecycle.records import (
-    Claimed,
     CommandRejected,
     Control,
     Dispatch,
@@ -419,36 +418,12 @@ class Scheduler:
             return [(s, report) for s in sorted({ref.submission_id for ref in report.attempts})]
         if isinstance(report, WorkerLeft):
             return [(s, report) for s in sorted({ref.submission_id for ref in report.unfinished})]
-        book = self.book.partitions[message.partition() or 0]
-        state = book.submissions.get(report.ref.submission_id)
-        if is_stale(state, report):
-            self.metrics.counts["stale_reports"] += 1
-            if isinstance(report, Claimed) and state is not None:
-                # A redelivered dispatch of an attempt that already ended or was superseded:
-                # tell the worker to stop it rather than let it run for nothing.
-                self._stale_kill(producer, report)
         return [(report.ref.submission_id, report)]
-
-    def _stale_kill(self, producer: Producer, claim: Claimed) -> None:
-        ref = claim.ref
-        control = Control(
-            worker_id=ref.worker_id,
-            action="kill",
-            submission_id=ref.submission_id,
-            job_id=ref.job_id,
-            attempt=ref.attempt,
-            dispatch_id=ref.dispatch_id,
-            reason="stale dispatch: the attempt already ended or was superseded",
-            grace_ms=self.policy.kill_grace_ms,
-            sent_at=now_ms(),
-        )
-        self.metrics.counts["controls"] += 1
-        producer.produce(
-            self.topics.control, key=ref.worker_id.encode(), value=codec.encode_control(control)
-        )
 
     def _write(self, producer: Producer, partition: int, decision: Decision) -> None:
         topics = self.topics
+        if decision.stale:
+            self.metrics.counts["stale_reports"] += 1
         for event in decision.events:
             self.metrics.counts["events"] += 1
             if isinstance(event.body, CommandRejected):

@@ -33,6 +33,7 @@ from engine.lifecycle.decide import (
     event_id,
     next_deadline,
     observe,
+    stale_reply,
     step,
 )
 from engine.lifecycle.effects import Effect, effects
@@ -325,7 +326,8 @@ class Scenario:
             self.state, given, self.now, policy=self.policy, completed_keys=self.completed_keys
         )
         assert self._fingerprint() == before, "decide changed the state it was given"
-        produced: list[Effect] = []
+        # a stale claim is answered with a kill, without an event
+        produced: list[Effect] = list(stale_reply(self.state, given, self.now, self.policy))
         for event in events:
             assert event.timestamp == self.now
             if event.seq == 0:

@@ -315,7 +315,10 @@ class Simulation:
         assert self.noise is not None
         self.noise.injected += 1
         events = self.scenario.apply(report, T0 + now)
-        assert self.scenario.last_effects == [], (report, events)
+        # a stale claim is told to stop (a kill, no event); nothing else has an effect
+        kills = [e for e in self.scenario.last_effects if isinstance(e, Control)]
+        assert len(kills) == len(self.scenario.last_effects), (report, events)
+        assert not kills or isinstance(report, Claimed), (report, kills)
         if stale:
             assert events == [], f"a stale report decided something: {report!r} -> {events!r}"
         else:
