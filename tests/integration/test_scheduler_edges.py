@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from engine import codec
 from engine.admin import ensure_topics
@@ -42,7 +42,10 @@ from tests.integration.test_scheduler import FAST, assert_contiguous, scheduler_
 
 
 def _completed(settings: Settings, *submissions: str) -> bool:
-    by = events_by_submission(settings)
+    try:
+        by = events_by_submission(settings)
+    except KafkaException:
+        return False  # e.g. a restarted broker that has not taken its partitions back yet
     return all(by.get(s) and by[s][-1].name == "SubmissionCompleted" for s in submissions)
 
 
@@ -286,8 +289,9 @@ def _kill_hard(broker: LocalBroker) -> None:
 
 _CHAOS = pytest.mark.skipif(
     not os.environ.get("JOBLOG_CHAOS"),
-    reason="a broker SIGKILL under load still stalls the scheduler in some runs; "
-    "JOBLOG_CHAOS=1 runs it",
+    reason="a broker SIGKILL can leave a committed transaction hanging on its partitions "
+    "(the restarted broker skips its markers; docs/scheduler.md, Failover), which stalls the "
+    "scheduler in about 1 run in 10; JOBLOG_CHAOS=1 runs it",
 )
 
 
