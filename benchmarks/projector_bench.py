@@ -1,7 +1,7 @@
 """Projector benchmark: events projected per second, and lag under a steady load.
 
 Three measurements on one event log made by the real decider
-(:func:`projections.workload.simulate`, ~12 events per submission, every terminal status):
+(:func:`engine.lifecycle.workload.simulate`, ~12 events per submission, every terminal status):
 
 * ``in_process``: decode + fold + DuckDB write in batches, no Kafka (the projector's ceiling);
 * ``kafka_backlog``: the log already on the ``events`` topic, a projector started from
@@ -39,11 +39,11 @@ from engine import codec
 from engine.admin import ensure_topics
 from engine.config import Settings
 from engine.lifecycle.records import Event
+from engine.lifecycle.workload import simulate
 from engine.topics import Topics
 from projections import Projector, lag
 from projections.fold import Fold, Position
 from projections.store import ProjectionStore
-from projections.workload import simulate
 
 RESULTS = Path(__file__).parent / "results" / "projector.json"
 

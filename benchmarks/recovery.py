@@ -1,6 +1,6 @@
 """Scheduler recovery: the time to rebuild one partition's book from ``state`` and ``events``.
 
-The event log is the real decider's (:func:`projections.workload.simulate`: every kind of
+The event log is the real decider's (:func:`engine.lifecycle.workload.simulate`: every kind of
 story, ~12 events per submission). A long log is made by tiling one simulated log with fresh
 submission ids: ids have a fixed length, so the encoded bytes are copied with the id swapped
 (no re-encoding). Two cases per log size:
@@ -31,10 +31,10 @@ from engine.lifecycle.decide import Policy
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import Event
 from engine.lifecycle.state import SubmissionState
+from engine.lifecycle.workload import simulate
 from engine.scheduler.book import Book
 from engine.scheduler.rebuild import CHECKPOINT_KEY, checkpoint_record, rebuild
 from engine.topics import Topics
-from projections.workload import simulate
 
 _SEED = 1
 _ID = f"sub-{_SEED}-".encode()

@@ -27,7 +27,7 @@ from benchmarks.stats import summary
 from engine import codec
 from engine.admin import ensure_topics
 from engine.config import Settings
-from projections.workload import simulate
+from engine.lifecycle.workload import simulate
 
 RESULTS = Path(__file__).parent / "results"
 

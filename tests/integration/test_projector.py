@@ -1,6 +1,6 @@
 """The projector against a real Kafka broker: exactly-once into DuckDB, rebuild, as-of, queries.
 
-The event log comes from :func:`projections.workload.simulate` (the real decider on a
+The event log comes from :func:`engine.lifecycle.workload.simulate` (the real decider on a
 simulated clock), written the way the scheduler writes it: keyed by submission id, in
 transactions, with a commit marker after each.
 """
@@ -28,11 +28,11 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from engine import codec
 from engine.config import Settings
 from engine.lifecycle.records import Event, Heartbeat, JobStarted, SubmissionAccepted
+from engine.lifecycle.workload import Workload, simulate
 from engine.topics import Topics
 from projections import ProjectionError, ProjectionReader, Projector, lag, query, rebuild
 from projections.fold import Fold, Position
 from projections.schema import JOBS
-from projections.workload import Workload, simulate
 from tests.unit.test_projection_oracle import actual_subset, expected_jobs
 
 ROOT = Path(__file__).resolve().parents[2]

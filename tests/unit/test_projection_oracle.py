@@ -18,8 +18,8 @@ from engine.lifecycle.durations import durations, job_times
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import Event, JobAssigned, JobDuplicateClaim
 from engine.lifecycle.state import SubmissionState
+from engine.lifecycle.workload import simulate
 from projections.fold import Fold, NoRows
-from projections.workload import simulate
 
 #: Columns of ``jobs`` the oracle predicts (the others are copied from specs and not derived).
 CHECKED = (

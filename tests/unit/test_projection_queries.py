@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.lifecycle.workload import simulate
 from projections import ProjectionReader, ProjectionUnavailableError, QueryError, query
 from projections.cli import projections_main
 from projections.fold import Fold, Position
 from projections.rebuild import AsOf, default_as_of_path
 from projections.server import Endpoint, QueryServer, endpoint_path
 from projections.store import ProjectionStore
-from projections.workload import simulate
 
 SQL_COUNT = "SELECT count(*) AS jobs FROM jobs"
 #: Jobs in the projection of ``simulate(20)``.

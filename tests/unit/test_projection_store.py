@@ -10,11 +10,11 @@ import duckdb
 import pytest
 
 from engine.lifecycle.records import CommandRejected, Event
+from engine.lifecycle.workload import simulate
 from projections.errors import ProjectionError, ProjectionFrozenError
 from projections.fold import Fold, NoRows, Position
 from projections.schema import KEYED_TABLES, SCHEMA_VERSION, TABLES, VIEWS, Table
 from projections.store import ProjectionStore, prepare
-from projections.workload import simulate
 
 TOPIC = "x.events"
 COMPARED = (

@@ -1,7 +1,7 @@
 """A consistent, realistic event log made by the real decider, for tests, benchmarks and demos.
 
-:func:`simulate` plays many submissions at once through :func:`engine.lifecycle.decide.decide`
-and :func:`~engine.lifecycle.evolve.evolve` on a simulated clock, the way a scheduler would
+:func:`simulate` plays many submissions at once through :func:`engine.lifecycle.decide.step`
+on a simulated clock (idempotency keys go through their ledgers), the way a scheduler would
 see them: clients submit and cancel, workers claim, start, report progress, output and
 exceptions, and finish. The mix covers every terminal status: completed, completed after a
 retry, failed after retries, canceled (waiting and running), abandoned (a dependency failed),
