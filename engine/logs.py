@@ -90,6 +90,7 @@ class RepeatLimiter(logging.Filter):
 
 _DIGITS = re.compile(r"\d+")
 
+
 class _DemoteFailures(logging.Filter):
     """librdkafka's FAIL lines repeat what its error callback says: keep them for DEBUG."""
 
