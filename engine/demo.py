@@ -255,7 +255,7 @@ class Demo:
 
     def _services(self, stack: ExitStack, settings: Settings) -> None:
         from engine.lifecycle.decide import Policy
-        from engine.notify.delivery import RetryPolicy
+        from engine.notify.delivery import DeliveryRetry
         from engine.notify.service import Notifier, NotifierOptions
         from engine.notify.signing import generate_secret
         from engine.notify.subscriptions import parse_subscriptions
@@ -302,7 +302,7 @@ class Demo:
             deliveries=self.deliveries,
             options=NotifierOptions(
                 group_id=f"{settings.topic_prefix}demo-notifier",
-                retry=RetryPolicy(max_attempts=3, backoff_s=0.5),
+                retry=DeliveryRetry(max_attempts=3, backoff_s=0.5),
             ),
         )
         stack.enter_context(_service(self.console, "notifier", notifier.run))

@@ -5,7 +5,7 @@ See :mod:`engine.notify.subscriptions` for the subscriptions file,
 Standard Webhooks signature, and :mod:`engine.notify.service` for the delivery guarantees.
 """
 
-from engine.notify.delivery import AttemptResult, Message, RetryPolicy, build_message
+from engine.notify.delivery import AttemptResult, DeliveryRetry, Message, build_message
 from engine.notify.errors import NotifyError, SignatureError, SubscriptionError
 from engine.notify.log import DeliveryLog, read_deliveries
 from engine.notify.service import Notifier, NotifierOptions
@@ -23,11 +23,11 @@ __all__ = [
     "VARIABLES",
     "AttemptResult",
     "DeliveryLog",
+    "DeliveryRetry",
     "Message",
     "Notifier",
     "NotifierOptions",
     "NotifyError",
-    "RetryPolicy",
     "SignatureError",
     "SmtpSettings",
     "Subscription",

@@ -20,7 +20,7 @@ from types import FrameType
 
 from engine.config import Settings
 from engine.errors import JoblogError
-from engine.notify.delivery import RetryPolicy
+from engine.notify.delivery import DeliveryRetry
 from engine.notify.log import read_deliveries
 from engine.notify.service import Notifier, NotifierOptions
 from engine.notify.signing import generate_secret
@@ -118,7 +118,7 @@ def notifier_main(argv: list[str]) -> int:
         deliveries=args.deliveries,
         options=NotifierOptions(
             group_id=args.group,
-            retry=RetryPolicy(
+            retry=DeliveryRetry(
                 max_attempts=args.max_attempts,
                 backoff_s=args.retry_backoff,
                 max_backoff_s=args.max_backoff,

@@ -242,7 +242,7 @@ def _send_email(message: Message, smtp: SmtpSettings | None, timeout: float) -> 
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class DeliveryRetry:
     """Exponential backoff of failed deliveries.
 
     Attributes:
@@ -260,7 +260,9 @@ class RetryPolicy:
     jitter: float = 0.1
 
 
-def backoff_s(policy: RetryPolicy, failed_attempts: int, rng: random.Random | None = None) -> float:
+def backoff_s(
+    policy: DeliveryRetry, failed_attempts: int, rng: random.Random | None = None
+) -> float:
     """Seconds to wait after the ``failed_attempts``-th failure."""
     delay = min(
         policy.max_backoff_s, policy.backoff_s * policy.multiplier ** max(0, failed_attempts - 1)

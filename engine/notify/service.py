@@ -50,7 +50,7 @@ from engine.errors import CodecError
 from engine.lifecycle.records import Event
 from engine.notify.delivery import (
     AttemptResult,
-    RetryPolicy,
+    DeliveryRetry,
     attempt,
     backoff_s,
     build_message,
@@ -85,7 +85,7 @@ class NotifierOptions:
     """
 
     group_id: str | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: DeliveryRetry = field(default_factory=DeliveryRetry)
     timeout_s: float = 10.0
     concurrency: int = 8
     max_pending: int = 1000

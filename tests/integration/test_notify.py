@@ -25,9 +25,9 @@ from engine.lifecycle.records import (
     SubmissionAccepted,
 )
 from engine.notify import (
+    DeliveryRetry,
     Notifier,
     NotifierOptions,
-    RetryPolicy,
     generate_secret,
     parse_subscriptions,
     read_deliveries,
@@ -38,7 +38,7 @@ from engine.topics import Topics
 from tests.integration.test_client import engine_running
 from tests.unit.test_notify_endpoints import SmtpSink, WebhookReceiver
 
-QUICK = RetryPolicy(max_attempts=5, backoff_s=0.2, multiplier=2.0, jitter=0.0)
+QUICK = DeliveryRetry(max_attempts=5, backoff_s=0.2, multiplier=2.0, jitter=0.0)
 
 
 @contextmanager

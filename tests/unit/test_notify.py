@@ -37,7 +37,7 @@ from engine.notify import (
     variables,
     verify,
 )
-from engine.notify.delivery import RetryPolicy, attempt, backoff_s, message_id
+from engine.notify.delivery import DeliveryRetry, attempt, backoff_s, message_id
 from engine.watch import SubmissionView
 from tests.unit.test_notify_endpoints import SmtpSink, WebhookReceiver, receiver, smtp_sink
 
@@ -228,7 +228,7 @@ def test_structured_body_stays_valid_json_with_quotes_in_values() -> None:
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:
-    policy = RetryPolicy(backoff_s=1.0, multiplier=2.0, max_backoff_s=5.0, jitter=0.0)
+    policy = DeliveryRetry(backoff_s=1.0, multiplier=2.0, max_backoff_s=5.0, jitter=0.0)
     assert [backoff_s(policy, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
 
 
