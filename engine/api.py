@@ -31,7 +31,6 @@ import shlex
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +64,7 @@ from engine.watch import (
 if TYPE_CHECKING:
     from engine.client import CommandHandle, CommandProducer
     from engine.worker.tasks import Task
+    from projections.jobs import JobQueries
 
 DEFAULT_DB = "joblog.duckdb"
 #: Default wait for the scheduler's decision on a command (``engine.client`` has the same).
@@ -979,9 +979,7 @@ class Joblog:
             JoblogError: no projector answers and the file cannot be opened, or the query
                 failed.
         """
-        from projections.reader import ProjectionReader
-
-        return ProjectionReader(self.db_path).query(sql, list(params or []))
+        return self._jobs().query(sql, list(params or []))
 
     def get_jobs(
         self,
@@ -1001,31 +999,14 @@ class Joblog:
             include_deleted: include deleted jobs.
             limit: at most this many (the most recent ones).
         """
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            params.extend(str(JobStatus(str(s).upper())) for s in statuses)
-        if task is not None:
-            where.append("coalesce(task, name) = ?")
-            params.append(task)
-        if submission_id is not None:
-            where.append("submission_id = ?")
-            params.append(submission_id)
-        if not include_deleted:
-            where.append("NOT deleted")
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        order = "submitted_at, submission_id, job_id"
-        if limit is None:
-            sql = f"SELECT * FROM jobs{clause} ORDER BY {order}"
-        else:
-            newest = "submitted_at DESC, submission_id DESC, job_id DESC"
-            sql = (
-                f"SELECT * FROM (SELECT * FROM jobs{clause} ORDER BY {newest} "
-                f"LIMIT {int(limit)}) ORDER BY {order}"
-            )
-        return [job_from_row(row) for row in self.query(sql, params)]
+        statuses = None if status is None else [status] if isinstance(status, str) else status
+        return self._jobs().jobs(
+            statuses=None if statuses is None else [str(s) for s in statuses],
+            task=task,
+            submission_id=submission_id,
+            include_deleted=include_deleted,
+            limit=limit,
+        )
 
     def get_job(self, target: Target, job_id: str | None = None) -> JobView:
         """One job from the projections.
@@ -1036,60 +1017,17 @@ class Joblog:
         submission_id, job = resolve(target, job_id)
         if job is None:
             raise InvalidJob("get_job needs a job: give 'submission_id/job_id'")
-        rows = self.query(
-            "SELECT * FROM jobs WHERE submission_id = ? AND job_id = ?", [submission_id, job]
-        )
-        if not rows:
+        found = self._jobs().job(submission_id, job)
+        if found is None:
             raise JobNotFound(f"no job {submission_id}/{job} in {self.db_path}")
-        return job_from_row(rows[0])
+        return found
 
     def get_latest_job(self, task: str | Task) -> JobView | None:
         """The most recently submitted job of a task, or ``None`` (Taipy's ``get_latest_job``)."""
-        name = task if isinstance(task, str) else task.name
-        rows = self.query(
-            "SELECT * FROM jobs WHERE coalesce(task, name) = ? AND NOT deleted "
-            "ORDER BY submitted_at DESC, submission_id DESC, job_id DESC LIMIT 1",
-            [name],
-        )
-        return job_from_row(rows[0]) if rows else None
+        return self._jobs().latest(task if isinstance(task, str) else task.name)
 
+    def _jobs(self) -> JobQueries:
+        # imported here: the read side (DuckDB, Arrow) loads only when it is asked
+        from projections.jobs import JobQueries
 
-def _utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None
-
-
-def job_from_row(row: Mapping[str, Any]) -> JobView:
-    """A :class:`~engine.watch.JobView` from a row of the projections' ``jobs`` table."""
-    command = row.get("command")
-    return JobView(
-        submission_id=str(row["submission_id"]),
-        job_id=str(row["job_id"]),
-        name=row.get("name") or "",
-        task=row.get("task"),
-        command=tuple(shlex.split(command)) if command else None,
-        queue=row.get("queue") or "default",
-        parent=row.get("parent"),
-        depends_on=tuple(row.get("depends_on") or ()),
-        status=JobStatus(row["status"]),
-        attempt=int(row.get("attempts") or 0),
-        max_attempts=int(row.get("max_attempts") or 1),
-        worker_id=row.get("worker_id") or "",
-        progress=row.get("progress"),
-        total=row.get("total"),
-        status_line=row.get("status_line"),
-        submitted_at=_utc(row.get("submitted_at")),
-        blocked_at=_utc(row.get("blocked_at")),
-        pending_at=_utc(row.get("pending_at")),
-        run_at=_utc(row.get("run_at")),
-        finished_at=_utc(row.get("finished_at")),
-        error_type=row.get("error_type") or "",
-        error_note=row.get("error_note") or row.get("end_reason") or "",
-        result=row.get("result"),
-        exit_code=row.get("exit_code"),
-        exceptions=int(row.get("exceptions") or 0),
-        deleted=bool(row.get("deleted")),
-    )
+        return JobQueries(self.db_path)

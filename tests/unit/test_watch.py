@@ -9,7 +9,6 @@ import pytest
 from engine.api import (
     InvalidJob,
     Job,
-    job_from_row,
     job_key,
     jobs_from_data,
     resolve,
@@ -49,6 +48,7 @@ from engine.watch import (
     status_after,
 )
 from engine.worker import task
+from projections.jobs import job_from_row
 
 T0 = 1_700_000_000_000
 SID = "s-1"
