@@ -24,20 +24,18 @@ offset 0. Every Kafka call has a deadline; the first answers within
 On top of it: :func:`event_wait` (Flux's ``event_wait``, raising :class:`JobException` for a
 fatal exception), :func:`wait_until_done`, and :class:`Watcher`, which calls
 ``on_state_changed``, ``on_job_completed``, ``on_submission_completed`` and ``on_progress``
-from a thread. :class:`SubmissionView` is the small fold of events they all share.
+from a thread. They all fold with the core's read model, :class:`SubmissionView` and
+:class:`JobView` (:mod:`engine.lifecycle.views`), re-exported here with the event names.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Final, get_args
+from typing import Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -50,29 +48,18 @@ from engine.client import (
 )
 from engine.config import Settings
 from engine.errors import CommandRejectedError, JoblogError, UnknownSubmission
+from engine.lifecycle.names import EVENT_NAMES, event_name, names_of, snake_name
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
-    EventBody,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCompleted,
     JobDeleted,
     JobExceptionRaised,
-    JobFailed,
-    JobPending,
     JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
     JobStatus,
-    JobSubmitted,
     SubmissionAccepted,
     SubmissionCompleted,
-    SubmissionStatus,
 )
+from engine.lifecycle.views import JobView, SubmissionView, status_after, to_datetime
 from engine.partitioning import partition_for
 from engine.topics import Topics
 
@@ -161,342 +148,6 @@ class Live:
 
 #: Yielded once by :func:`event_watch` between the history and the live events.
 LIVE: Final = Live()
-
-#: Every event name (the event body's class name), in lifecycle order.
-EVENT_NAMES: Final[tuple[str, ...]] = tuple(body.__name__ for body in get_args(EventBody))
-_SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def snake_name(name: str) -> str:
-    """``JobCompleted`` -> ``job_completed``."""
-    return _SNAKE.sub("_", name).lower()
-
-
-_ALIASES: dict[str, str] = {}
-for _name in EVENT_NAMES:
-    _ALIASES[_name.lower()] = _name
-    _ALIASES[snake_name(_name)] = _name
-    if _name.startswith("Job"):
-        _ALIASES[snake_name(_name[3:])] = _name
-_ALIASES.update({"exception": "JobExceptionRaised", "progress": "JobProgressed"})
-
-
-def event_name(name: str) -> str:
-    """The canonical event name for ``name``.
-
-    Accepts the class name (``JobCompleted``), its snake case (``job_completed``) or, for job
-    events, the short form (``completed``, ``started``, ``exception``, ``progress``).
-
-    Raises:
-        ValueError: no event has that name.
-    """
-    try:
-        return _ALIASES[name.strip().lower()]
-    except KeyError:
-        raise ValueError(f"unknown event name {name!r}; known: {', '.join(EVENT_NAMES)}") from None
-
-
-def status_after(body: EventBody) -> JobStatus | None:
-    """The job status an event puts its job in, or ``None`` when it does not change it."""
-    if isinstance(body, JobSubmitted):
-        return JobStatus.SUBMITTED
-    if isinstance(body, JobBlocked):
-        return JobStatus.BLOCKED
-    if isinstance(body, JobPending | JobRetryScheduled):
-        return JobStatus.PENDING
-    if isinstance(body, JobAssigned):
-        return JobStatus.ASSIGNED
-    if isinstance(body, JobStarted):
-        return JobStatus.RUNNING
-    if isinstance(body, JobCompleted):
-        return JobStatus.COMPLETED
-    if isinstance(body, JobFailed):
-        return JobStatus.FAILED
-    if isinstance(body, JobCanceled):
-        return JobStatus.CANCELED
-    if isinstance(body, JobAbandoned):
-        return JobStatus.ABANDONED
-    if isinstance(body, JobSkipped):
-        return JobStatus.SKIPPED
-    return None
-
-
-def format_progress(value: float | None, total: float | None, line: str | None = None) -> str:
-    """``12/40 (30%) rendering`` from a progress value, total and status line."""
-    parts = []
-    if value is not None:
-        if total:
-            parts.append(f"{value:g}/{total:g} ({100 * value / total:.0f}%)")
-        else:
-            parts.append(f"{value:g}")
-    if line:
-        parts.append(line)
-    return " ".join(parts)
-
-
-def to_datetime(ms: int) -> datetime:
-    """An event timestamp (epoch milliseconds) as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-# --------------------------------------------------------------------------- the fold
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What is known of one job: its spec, status, times, progress and outcome.
-
-    Built by folding events (:class:`SubmissionView`) or read from the projections
-    (:meth:`engine.api.Joblog.get_job`). Times are aware UTC datetimes.
-
-    Attributes:
-        submission_id / job_id: the job's identity.
-        name / task / command / queue / parent / depends_on: from its spec.
-        status: its current status.
-        attempt: the current (or last) attempt, 0 before the first.
-        max_attempts: attempts its retry policy allows.
-        worker_id: the worker of the current attempt.
-        progress / total / status_line: the last progress report.
-        submitted_at / blocked_at / pending_at / run_at / finished_at: when it entered those
-            statuses (``pending_at`` and ``run_at`` of the current attempt).
-        first_pending_at: when the job first became PENDING (the end of its blocked time).
-        error_type / error_note: the error of the last failed attempt or fatal exception.
-        result: the task's JSON-encoded return value.
-        exit_code: a command's exit code.
-        exceptions: exception events raised so far.
-        deleted: the job was deleted.
-    """
-
-    submission_id: str
-    job_id: str
-    name: str = ""
-    task: str | None = None
-    command: tuple[str, ...] | None = None
-    queue: str = "default"
-    parent: str | None = None
-    depends_on: tuple[str, ...] = ()
-    status: JobStatus = JobStatus.SUBMITTED
-    attempt: int = 0
-    max_attempts: int = 1
-    worker_id: str = ""
-    progress: float | None = None
-    total: float | None = None
-    status_line: str | None = None
-    submitted_at: datetime | None = None
-    blocked_at: datetime | None = None
-    pending_at: datetime | None = None
-    first_pending_at: datetime | None = None
-    run_at: datetime | None = None
-    finished_at: datetime | None = None
-    error_type: str = ""
-    error_note: str = ""
-    result: str | None = None
-    exit_code: int | None = None
-    exceptions: int = 0
-    deleted: bool = False
-
-    @property
-    def ref(self) -> str:
-        """``submission_id/job_id``: how the CLI and :class:`~engine.api.Joblog` name a job."""
-        return f"{self.submission_id}/{self.job_id}"
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.task or (self.command[0] if self.command else self.job_id)
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status.is_terminal
-
-    @property
-    def error(self) -> str:
-        """``type: note`` of the job's error, or ``""``."""
-        if self.error_type and self.error_note:
-            return f"{self.error_type}: {self.error_note}"
-        return self.error_type or self.error_note
-
-    @property
-    def fraction(self) -> float | None:
-        """Progress as a fraction of its total, when both are known."""
-        if self.progress is None or not self.total:
-            return None
-        return max(0.0, min(1.0, self.progress / self.total))
-
-    @property
-    def execution_duration(self) -> float | None:
-        """Seconds from ``run_at`` to ``finished_at`` (to now while running)."""
-        return _seconds(self.run_at, self.finished_at)
-
-    @property
-    def pending_duration(self) -> float | None:
-        """Seconds from ``pending_at`` to ``run_at`` (to now while pending)."""
-        end = self.run_at or (self.finished_at if self.status.is_terminal else None)
-        return _seconds(self.pending_at, end)
-
-    @property
-    def blocked_duration(self) -> float | None:
-        """Seconds from ``blocked_at`` to the first ``PENDING`` (to now while blocked), as
-        :mod:`engine.lifecycle.durations` and the projections define it."""
-        end = self.first_pending_at or (self.finished_at if self.status.is_terminal else None)
-        return _seconds(self.blocked_at, end)
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None:
-        return None
-    return ((end or datetime.now(UTC)) - start).total_seconds()
-
-
-@dataclass
-class SubmissionView:
-    """The jobs of one submission folded from its events; :meth:`apply` folds one more.
-
-    Tolerates a stream that starts in the middle (a watch with ``from_start=False``): events
-    of a job it has not seen submitted create a bare :class:`JobView`.
-
-    Attributes:
-        submission_id: the submission.
-        jobs: job views by job id, in submission order.
-        accepted: the scheduler accepted the submission.
-        outcome: set once every job is terminal.
-        rejection: the rejection of the submission itself, if it was rejected.
-        last_event: the last event folded in.
-    """
-
-    submission_id: str
-    jobs: dict[str, JobView] = field(default_factory=dict)
-    accepted: bool = False
-    outcome: SubmissionStatus | None = None
-    rejection: CommandRejected | None = None
-    last_event: Event | None = None
-
-    @property
-    def done(self) -> bool:
-        """Every job is terminal, or the submission was rejected."""
-        return self.outcome is not None or self.rejection is not None
-
-    @property
-    def known(self) -> bool:
-        """The events seen so far show the submission exists or its submit was rejected
-        (a rejected cancel of an unknown id does not make it known)."""
-        return self.accepted or bool(self.jobs) or self.rejection is not None
-
-    def counts(self) -> dict[JobStatus, int]:
-        """How many jobs are in each status (deleted ones included)."""
-        out: dict[JobStatus, int] = {}
-        for job in self.jobs.values():
-            out[job.status] = out.get(job.status, 0) + 1
-        return out
-
-    def apply(self, event: Event) -> tuple[JobView | None, JobView | None]:
-        """Folds one event in.
-
-        Returns:
-            The event's job before and after it (``(None, None)`` for a submission event).
-        """
-        self.last_event = event
-        body = event.body
-        if isinstance(body, SubmissionAccepted):
-            self.accepted = True
-            self.rejection = None  # an earlier invalid submit of this id is superseded
-            return None, None
-        if isinstance(body, SubmissionCompleted):
-            self.outcome = body.status
-            return None, None
-        if isinstance(body, CommandRejected):
-            if body.command_type == "SubmitJobs" and not self.accepted:
-                self.rejection = body
-            return None, None
-        at = to_datetime(event.timestamp)
-        before = self.jobs.get(event.job_id)
-        if isinstance(body, JobSubmitted):
-            spec = body.spec
-            after = JobView(
-                submission_id=event.submission_id,
-                job_id=event.job_id,
-                name=spec.name,
-                task=spec.task,
-                command=spec.command,
-                queue=spec.queue,
-                parent=spec.parent,
-                depends_on=spec.depends_on,
-                max_attempts=spec.retry.max_attempts,
-                submitted_at=at,
-            )
-        else:
-            current = before or JobView(event.submission_id, event.job_id)
-            after = _evolve_view(current, body, at)
-        self.jobs[event.job_id] = after
-        return before, after
-
-
-def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
-    status = status_after(body) or job.status
-    if isinstance(body, JobBlocked):
-        return replace(job, status=status, blocked_at=at)
-    if isinstance(body, JobPending):
-        return replace(
-            job,
-            status=status,
-            attempt=body.attempt,
-            pending_at=at,
-            first_pending_at=job.first_pending_at or at,
-            queue=body.queue,
-        )
-    if isinstance(body, JobAssigned):
-        return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
-    if isinstance(body, JobStarted):
-        return replace(job, status=status, attempt=body.attempt, run_at=at)
-    if isinstance(body, JobProgressed):
-        return replace(
-            job,
-            progress=job.progress if body.value is None else body.value,
-            total=job.total if body.total is None else body.total,
-            status_line=job.status_line if body.status_line is None else body.status_line,
-        )
-    if isinstance(body, JobExceptionRaised):
-        fatal = body.severity == 0
-        return replace(
-            job,
-            exceptions=job.exceptions + 1,
-            error_type=body.type if fatal else job.error_type,
-            error_note=body.note if fatal else job.error_note,
-        )
-    if isinstance(body, JobRetryScheduled):
-        return replace(
-            job,
-            status=status,
-            attempt=body.next_attempt,
-            pending_at=at,
-            run_at=None,
-            worker_id="",
-            error_type=body.error_type or str(body.reason),
-            error_note=body.error_note,
-        )
-    if isinstance(body, JobCompleted):
-        return replace(
-            job, status=status, finished_at=at, result=body.result, exit_code=body.exit_code
-        )
-    if isinstance(body, JobFailed):
-        return replace(
-            job,
-            status=status,
-            finished_at=at,
-            error_type=body.error_type or str(body.reason),
-            error_note=body.error_note,
-            exit_code=body.exit_code,
-        )
-    if isinstance(body, JobCanceled):
-        return replace(job, status=status, finished_at=at, error_note=body.reason)
-    if isinstance(body, JobAbandoned):
-        note = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
-        return replace(job, status=status, finished_at=at, error_note=note)
-    if isinstance(body, JobSkipped):
-        return replace(job, status=status, finished_at=at, error_note=body.reason)
-    if isinstance(body, JobDeleted):
-        return replace(job, deleted=True)
-    return job
-
 
 # --------------------------------------------------------------------------- the stream
 
@@ -784,7 +435,7 @@ def event_watch(
 APPEAR_TIMEOUT_S: Final = 30.0
 
 #: Events that can come after a job is terminal: waiting for them outlives the job.
-_AFTER_THE_END = frozenset({"JobDeleted", "CommandRejected"})
+_AFTER_THE_END = names_of(JobDeleted, CommandRejected)
 
 
 def event_wait(
@@ -1046,3 +697,34 @@ class Watcher:
                 self.on_progress(after)
         if isinstance(event.body, SubmissionCompleted) and self.on_submission_completed:
             self.on_submission_completed(self.view)
+
+
+__all__ = [
+    "APPEAR_TIMEOUT_S",
+    "EVENT_NAMES",
+    "ID_CLOCK_MARGIN_MS",
+    "LIVE",
+    "EventCallback",
+    "EventNotFound",
+    "JobCallback",
+    "JobException",
+    "JobView",
+    "Live",
+    "ProgressCallback",
+    "StateCallback",
+    "SubmissionCallback",
+    "SubmissionRejected",
+    "SubmissionView",
+    "WatchTimeout",
+    "Watcher",
+    "event_name",
+    "event_wait",
+    "event_watch",
+    "events_consumer",
+    "events_partition",
+    "history_start",
+    "snake_name",
+    "status_after",
+    "to_datetime",
+    "wait_until_done",
+]

@@ -38,29 +38,44 @@ ends at ``run_at`` in every case, so the scheduler's two clocks are never mixed 
 worker's in one span.
 
 These are the same times :func:`~engine.lifecycle.evolve.evolve` folds into
-:class:`~engine.lifecycle.state.JobState`, and the definitions the projector uses.
+:class:`~engine.lifecycle.state.JobState`, and the one definition of the durations: the
+projector's rows and attempts (:mod:`projections.fold`) and the watch's
+:class:`~engine.lifecycle.views.JobView` measure with :func:`durations_of`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import assert_never
 
 from engine.lifecycle.records import (
+    CommandRejected,
     Event,
+    EventBody,
+    IdempotencyKeyDecided,
     JobAbandoned,
+    JobAssigned,
     JobBlocked,
     JobCanceled,
+    JobCancelRequested,
     JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobDuplicateClaim,
+    JobExceptionRaised,
     JobFailed,
+    JobOutput,
     JobPending,
+    JobProgressed,
     JobRetryScheduled,
     JobSkipped,
     JobStarted,
     JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
 )
 
-_TERMINAL = (JobCompleted, JobFailed, JobCanceled, JobAbandoned, JobSkipped)
 #: Values of :attr:`JobTimes.execution_clock`.
 WORKER_CLOCK = "worker"
 SCHEDULER_CLOCK = "scheduler"
@@ -143,25 +158,45 @@ def job_times(events: Iterable[Event]) -> JobTimes:
     attempt = 0
     for event in ordered:
         body, ts = event.body, event.timestamp
-        if isinstance(body, JobSubmitted):
-            submitted_at = ts
-        elif isinstance(body, JobBlocked):
-            # blocked again while blocked (its idempotency key was granted, dependencies
-            # remain): still blocked since the first time
-            blocked_at = ts if blocked_at is None else blocked_at
-        elif isinstance(body, JobPending):
-            first_pending_at = ts if first_pending_at is None else first_pending_at
-            pending_at, run_at, attempt = ts, None, body.attempt
-            worker_started_at = worker_ended_at = None
-        elif isinstance(body, JobRetryScheduled):
-            pending_at, run_at, attempt = ts, None, body.next_attempt
-            worker_started_at = worker_ended_at = None
-        elif isinstance(body, JobStarted):
-            run_at, worker_started_at = ts, body.started_at or None
-        elif isinstance(body, _TERMINAL) and finished_at is None:
-            finished_at = ts
-            if isinstance(body, JobCompleted | JobFailed | JobCanceled):
-                worker_ended_at = body.ended_at or None
+        match body:
+            case JobSubmitted():
+                submitted_at = ts
+            case JobBlocked():
+                # blocked again while blocked (its idempotency key was granted, dependencies
+                # remain): still blocked since the first time
+                blocked_at = ts if blocked_at is None else blocked_at
+            case JobPending():
+                first_pending_at = ts if first_pending_at is None else first_pending_at
+                pending_at, run_at, attempt = ts, None, body.attempt
+                worker_started_at = worker_ended_at = None
+            case JobRetryScheduled():
+                pending_at, run_at, attempt = ts, None, body.next_attempt
+                worker_started_at = worker_ended_at = None
+            case JobStarted():
+                run_at, worker_started_at = ts, body.started_at or None
+            case JobCompleted() | JobFailed() | JobCanceled():
+                if finished_at is None:
+                    finished_at, worker_ended_at = ts, body.ended_at or None
+            case JobAbandoned() | JobSkipped():
+                if finished_at is None:
+                    finished_at = ts
+            case (
+                JobAssigned()
+                | JobDispatched()
+                | JobProgressed()
+                | JobOutput()
+                | JobExceptionRaised()
+                | JobCancelRequested()
+                | JobDeleted()
+                | JobDuplicateClaim()
+                | SubmissionAccepted()
+                | SubmissionCompleted()
+                | CommandRejected()
+                | IdempotencyKeyDecided()
+            ):
+                pass
+            case _:
+                assert_never(body)
     return JobTimes(
         submitted_at=submitted_at,
         blocked_at=blocked_at,
@@ -173,6 +208,45 @@ def job_times(events: Iterable[Event]) -> JobTimes:
         worker_started_at=worker_started_at,
         worker_ended_at=worker_ended_at,
     )
+
+
+def moves_times(body: EventBody) -> bool:
+    """Whether an event can move one of its job's times, and so its durations.
+
+    The events :func:`job_times` does not ignore; a reader that keeps durations (the
+    projections' ``jobs`` rows) measures them again after these only.
+    """
+    match body:
+        case (
+            JobSubmitted()
+            | JobBlocked()
+            | JobPending()
+            | JobRetryScheduled()
+            | JobStarted()
+            | JobCompleted()
+            | JobFailed()
+            | JobCanceled()
+            | JobAbandoned()
+            | JobSkipped()
+        ):
+            return True
+        case (
+            JobAssigned()
+            | JobDispatched()
+            | JobProgressed()
+            | JobOutput()
+            | JobExceptionRaised()
+            | JobCancelRequested()
+            | JobDeleted()
+            | JobDuplicateClaim()
+            | SubmissionAccepted()
+            | SubmissionCompleted()
+            | CommandRejected()
+            | IdempotencyKeyDecided()
+        ):
+            return False
+        case _:
+            assert_never(body)
 
 
 def durations_of(times: JobTimes, now: int | None = None) -> Durations:
@@ -233,4 +307,5 @@ __all__ = [
     "durations",
     "durations_of",
     "job_times",
+    "moves_times",
 ]

@@ -1,0 +1,423 @@
+"""The read model of the core: what a reader knows of a job and a submission from its events.
+
+:class:`SubmissionView` folds the events of one submission into :class:`JobView` values, one
+per job; :func:`status_after` says which status an event puts its job in. Watches
+(:mod:`engine.watch`), the notifier, the CLI and the projections' job rows
+(:mod:`projections.jobs`) all read jobs through these views, and their durations are the ones
+:mod:`engine.lifecycle.durations` defines. Pure: no Kafka, no clock except the ``now`` that
+closes a phase still open.
+
+Every fold here ends in ``case _: assert_never(body)``: a new event type that a fold does
+not handle is a ``mypy --strict`` error (docs/adding-an-event.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final, assert_never, get_args
+
+from engine.lifecycle.durations import JobTimes, durations_of
+from engine.lifecycle.names import names_of
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    EventBody,
+    IdempotencyKeyDecided,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobDuplicateClaim,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobStarted,
+    JobStatus,
+    JobSubmitted,
+    SubmissionAccepted,
+    SubmissionCompleted,
+    SubmissionStatus,
+)
+
+#: The bodies of the events that change their job's status (:func:`status_after` is not
+#: ``None``); a unit test holds the two to each other.
+StatusChange = (
+    JobSubmitted
+    | JobBlocked
+    | JobPending
+    | JobAssigned
+    | JobStarted
+    | JobRetryScheduled
+    | JobCompleted
+    | JobFailed
+    | JobCanceled
+    | JobAbandoned
+    | JobSkipped
+)
+#: The bodies of the events about a submission as a whole (their ``job_id`` may be empty).
+SubmissionChange = SubmissionAccepted | SubmissionCompleted | CommandRejected
+
+#: Names of the events that change a job's status.
+STATUS_EVENTS: Final[frozenset[str]] = names_of(*get_args(StatusChange))
+#: Names of the events about a submission as a whole.
+SUBMISSION_EVENTS: Final[frozenset[str]] = names_of(*get_args(SubmissionChange))
+
+
+def to_datetime(ms: int) -> datetime:
+    """An event timestamp (epoch milliseconds) as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def status_after(body: EventBody) -> JobStatus | None:
+    """The job status an event puts its job in, or ``None`` when it does not change it."""
+    match body:
+        case JobSubmitted():
+            return JobStatus.SUBMITTED
+        case JobBlocked():
+            return JobStatus.BLOCKED
+        case JobPending() | JobRetryScheduled():
+            return JobStatus.PENDING
+        case JobAssigned():
+            return JobStatus.ASSIGNED
+        case JobStarted():
+            return JobStatus.RUNNING
+        case JobCompleted():
+            return JobStatus.COMPLETED
+        case JobFailed():
+            return JobStatus.FAILED
+        case JobCanceled():
+            return JobStatus.CANCELED
+        case JobAbandoned():
+            return JobStatus.ABANDONED
+        case JobSkipped():
+            return JobStatus.SKIPPED
+        case (
+            SubmissionAccepted()
+            | JobDispatched()
+            | JobProgressed()
+            | JobOutput()
+            | JobExceptionRaised()
+            | JobCancelRequested()
+            | JobDeleted()
+            | CommandRejected()
+            | SubmissionCompleted()
+            | JobDuplicateClaim()
+            | IdempotencyKeyDecided()
+        ):
+            return None
+        case _:
+            assert_never(body)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What is known of one job: its spec, status, times, progress and outcome.
+
+    Built by folding events (:class:`SubmissionView`) or read from the projections
+    (:meth:`engine.api.Joblog.get_job`). Times are aware UTC datetimes.
+
+    Attributes:
+        submission_id / job_id: the job's identity.
+        name / task / command / queue / parent / depends_on: from its spec.
+        status: its current status.
+        attempt: the current (or last) attempt, 0 before the first.
+        max_attempts: attempts its retry policy allows.
+        worker_id: the worker of the current attempt.
+        progress / total / status_line: the last progress report.
+        submitted_at / blocked_at / pending_at / run_at / finished_at: when it entered those
+            statuses (``pending_at`` and ``run_at`` of the current attempt).
+        first_pending_at: when the job first became PENDING (the end of its blocked time).
+        error_type / error_note: the error of the last failed attempt or fatal exception.
+        result: the task's JSON-encoded return value.
+        exit_code: a command's exit code.
+        exceptions: exception events raised so far.
+        deleted: the job was deleted.
+    """
+
+    submission_id: str
+    job_id: str
+    name: str = ""
+    task: str | None = None
+    command: tuple[str, ...] | None = None
+    queue: str = "default"
+    parent: str | None = None
+    depends_on: tuple[str, ...] = ()
+    status: JobStatus = JobStatus.SUBMITTED
+    attempt: int = 0
+    max_attempts: int = 1
+    worker_id: str = ""
+    progress: float | None = None
+    total: float | None = None
+    status_line: str | None = None
+    submitted_at: datetime | None = None
+    blocked_at: datetime | None = None
+    pending_at: datetime | None = None
+    first_pending_at: datetime | None = None
+    run_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_type: str = ""
+    error_note: str = ""
+    result: str | None = None
+    exit_code: int | None = None
+    exceptions: int = 0
+    deleted: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``submission_id/job_id``: how the CLI and :class:`~engine.api.Joblog` name a job."""
+        return f"{self.submission_id}/{self.job_id}"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.task or (self.command[0] if self.command else self.job_id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def error(self) -> str:
+        """``type: note`` of the job's error, or ``""``."""
+        if self.error_type and self.error_note:
+            return f"{self.error_type}: {self.error_note}"
+        return self.error_type or self.error_note
+
+    @property
+    def fraction(self) -> float | None:
+        """Progress as a fraction of its total, when both are known."""
+        if self.progress is None or not self.total:
+            return None
+        return max(0.0, min(1.0, self.progress / self.total))
+
+    @property
+    def times(self) -> JobTimes:
+        """The job's times in the form :mod:`engine.lifecycle.durations` measures.
+
+        A view carries no worker clock, so its execution is measured between ``run_at``
+        and ``finished_at`` (the scheduler's clock).
+        """
+        return JobTimes(
+            submitted_at=_ms(self.submitted_at),
+            blocked_at=_ms(self.blocked_at),
+            first_pending_at=_ms(self.first_pending_at),
+            pending_at=_ms(self.pending_at),
+            run_at=_ms(self.run_at),
+            finished_at=_ms(self.finished_at),
+            attempt=self.attempt,
+        )
+
+    @property
+    def execution_duration(self) -> float | None:
+        """Seconds from ``run_at`` to ``finished_at`` (to now while running)."""
+        return _seconds(durations_of(self.times, _now_ms()).execution_ms)
+
+    @property
+    def pending_duration(self) -> float | None:
+        """Seconds from ``pending_at`` to ``run_at`` (to now while pending)."""
+        return _seconds(durations_of(self.times, _now_ms()).pending_ms)
+
+    @property
+    def blocked_duration(self) -> float | None:
+        """Seconds from ``blocked_at`` to the first ``PENDING`` (to now while blocked)."""
+        return _seconds(durations_of(self.times, _now_ms()).blocked_ms)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else round(moment.timestamp() * 1000)
+
+
+def _now_ms() -> int:
+    return round(datetime.now(UTC).timestamp() * 1000)
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+@dataclass
+class SubmissionView:
+    """The jobs of one submission folded from its events; :meth:`apply` folds one more.
+
+    Tolerates a stream that starts in the middle (a watch with ``from_start=False``): events
+    of a job it has not seen submitted create a bare :class:`JobView`.
+
+    Attributes:
+        submission_id: the submission.
+        jobs: job views by job id, in submission order.
+        accepted: the scheduler accepted the submission.
+        outcome: set once every job is terminal.
+        rejection: the rejection of the submission itself, if it was rejected.
+        last_event: the last event folded in.
+    """
+
+    submission_id: str
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    accepted: bool = False
+    outcome: SubmissionStatus | None = None
+    rejection: CommandRejected | None = None
+    last_event: Event | None = None
+
+    @property
+    def done(self) -> bool:
+        """Every job is terminal, or the submission was rejected."""
+        return self.outcome is not None or self.rejection is not None
+
+    @property
+    def known(self) -> bool:
+        """The events seen so far show the submission exists or its submit was rejected
+        (a rejected cancel of an unknown id does not make it known)."""
+        return self.accepted or bool(self.jobs) or self.rejection is not None
+
+    def counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status (deleted ones included)."""
+        out: dict[JobStatus, int] = {}
+        for job in self.jobs.values():
+            out[job.status] = out.get(job.status, 0) + 1
+        return out
+
+    def apply(self, event: Event) -> tuple[JobView | None, JobView | None]:
+        """Folds one event in.
+
+        Returns:
+            The event's job before and after it (``(None, None)`` for a submission event).
+        """
+        self.last_event = event
+        body = event.body
+        match body:
+            case SubmissionAccepted():
+                self.accepted = True
+                self.rejection = None  # an earlier invalid submit of this id is superseded
+                return None, None
+            case SubmissionCompleted():
+                self.outcome = body.status
+                return None, None
+            case CommandRejected():
+                if body.command_type == "SubmitJobs" and not self.accepted:
+                    self.rejection = body
+                return None, None
+        before = self.jobs.get(event.job_id)
+        current = before or JobView(event.submission_id, event.job_id)
+        after = evolve_view(current, body, to_datetime(event.timestamp))
+        self.jobs[event.job_id] = after
+        return before, after
+
+
+def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
+    """Folds one event about ``job`` (decided at ``at``) into its view."""
+    status = status_after(body) or job.status
+    match body:
+        case JobSubmitted():
+            spec = body.spec
+            return JobView(
+                submission_id=job.submission_id,
+                job_id=job.job_id,
+                name=spec.name,
+                task=spec.task,
+                command=spec.command,
+                queue=spec.queue,
+                parent=spec.parent,
+                depends_on=spec.depends_on,
+                max_attempts=spec.retry.max_attempts,
+                submitted_at=at,
+            )
+        case JobBlocked():
+            return replace(job, status=status, blocked_at=at)
+        case JobPending():
+            return replace(
+                job,
+                status=status,
+                attempt=body.attempt,
+                pending_at=at,
+                first_pending_at=job.first_pending_at or at,
+                queue=body.queue,
+            )
+        case JobAssigned():
+            return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
+        case JobStarted():
+            return replace(job, status=status, attempt=body.attempt, run_at=at)
+        case JobProgressed():
+            return replace(
+                job,
+                progress=job.progress if body.value is None else body.value,
+                total=job.total if body.total is None else body.total,
+                status_line=job.status_line if body.status_line is None else body.status_line,
+            )
+        case JobExceptionRaised():
+            fatal = body.severity == 0
+            return replace(
+                job,
+                exceptions=job.exceptions + 1,
+                error_type=body.type if fatal else job.error_type,
+                error_note=body.note if fatal else job.error_note,
+            )
+        case JobRetryScheduled():
+            return replace(
+                job,
+                status=status,
+                attempt=body.next_attempt,
+                pending_at=at,
+                run_at=None,
+                worker_id="",
+                error_type=body.error_type or str(body.reason),
+                error_note=body.error_note,
+            )
+        case JobCompleted():
+            return replace(
+                job, status=status, finished_at=at, result=body.result, exit_code=body.exit_code
+            )
+        case JobFailed():
+            return replace(
+                job,
+                status=status,
+                finished_at=at,
+                error_type=body.error_type or str(body.reason),
+                error_note=body.error_note,
+                exit_code=body.exit_code,
+            )
+        case JobCanceled():
+            return replace(job, status=status, finished_at=at, error_note=body.reason)
+        case JobAbandoned():
+            note = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
+            return replace(job, status=status, finished_at=at, error_note=note)
+        case JobSkipped():
+            return replace(job, status=status, finished_at=at, error_note=body.reason)
+        case JobDeleted():
+            return replace(job, deleted=True)
+        case (
+            JobDispatched()
+            | JobOutput()
+            | JobCancelRequested()
+            | JobDuplicateClaim()
+            # a ledger's decision is about no job of its own: the view keeps the bare job of
+            # its empty job id, as every earlier version did
+            | IdempotencyKeyDecided()
+            # about the submission, not one job (SubmissionView.apply takes them first)
+            | SubmissionAccepted()
+            | SubmissionCompleted()
+            | CommandRejected()
+        ):
+            return job
+        case _:
+            assert_never(body)
+
+
+__all__ = [
+    "STATUS_EVENTS",
+    "SUBMISSION_EVENTS",
+    "JobView",
+    "StatusChange",
+    "SubmissionChange",
+    "SubmissionView",
+    "evolve_view",
+    "status_after",
+    "to_datetime",
+]
