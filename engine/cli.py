@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from engine.api import Joblog, Submission
     from engine.client import CommandHandle
     from engine.lifecycle.records import Event
-    from engine.watch import JobView, SubmissionView
+    from engine.lifecycle.views import JobView, SubmissionView
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -771,7 +771,8 @@ def _event_dict(event: Event, status: str | None, live: bool) -> dict[str, Any]:
 
 def _watch_events(args: argparse.Namespace) -> int:
     from engine.config import Settings
-    from engine.watch import LIVE, Live, SubmissionView, event_watch
+    from engine.lifecycle.views import SubmissionView
+    from engine.watch import LIVE, Live, event_watch
 
     view = SubmissionView(args.submission)
     live = False
@@ -922,7 +923,8 @@ def watch_live(
     from rich.live import Live
 
     from engine.config import Settings
-    from engine.watch import SubmissionRejected, SubmissionView, wait_until_done
+    from engine.lifecycle.views import SubmissionView
+    from engine.watch import SubmissionRejected, wait_until_done
 
     out = console or _console()
     view = SubmissionView(submission_id)
@@ -995,7 +997,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if job_id is not None:
         console.print(_job_panel(jobs[0]))
     else:
-        from engine.watch import SubmissionView
+        from engine.lifecycle.views import SubmissionView
 
         view = SubmissionView(submission_id, jobs={job.job_id: job for job in jobs})
         view.outcome = outcome
@@ -1043,11 +1045,12 @@ def _job_panel(job: JobView) -> RenderableType:
     return table
 
 
-_QUIET_EVENTS = frozenset({"JobProgressed", "JobOutput", "JobDispatched"})
-
-
 def cmd_history(args: argparse.Namespace) -> int:
     """``joblog history``: Tapis-style status + description per event."""
+    from engine.lifecycle.names import names_of
+    from engine.lifecycle.records import JobDispatched, JobOutput, JobProgressed
+
+    quiet = names_of(JobProgressed, JobOutput, JobDispatched)  # shown with --all only
     submission_id, job_id = _resolve(args)
     client = _client(args.db)
     entries: list[dict[str, Any]] = []
@@ -1061,7 +1064,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             sql += " AND job_id = ?"
             params.append(job_id)
         for row in client.query(sql, params):
-            if args.all or row["event"] not in _QUIET_EVENTS:
+            if args.all or row["event"] not in quiet:
                 created = row["created"]
                 entries.append(
                     {
@@ -1073,13 +1076,13 @@ def cmd_history(args: argparse.Namespace) -> int:
                     }
                 )
     else:
+        from engine.lifecycle.views import SubmissionView, to_datetime
         from engine.notify.templates import describe_event, iso
-        from engine.watch import SubmissionView, to_datetime
 
         view = SubmissionView(submission_id)
         for event in client.history(submission_id, job_id):
             _, after = view.apply(event)
-            if not args.all and event.name in _QUIET_EVENTS:
+            if not args.all and event.name in quiet:
                 continue
             status = str(after.status) if after is not None else None
             if after is None and view.outcome is not None:

@@ -22,7 +22,8 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, assert_never
 
-from engine.lifecycle.durations import JobTimes, durations_of
+from engine.lifecycle.describe import describe
+from engine.lifecycle.durations import JobTimes, durations_of, moves_times
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -54,20 +55,9 @@ from engine.lifecycle.records import (
     WorkerLeft,
     is_key_ledger,
 )
-from projections.describe import describe
 from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
 
 Row = dict[str, Any]
-#: Events that move none of the times the durations are made of.
-_TIMELESS = (
-    JobDispatched,
-    JobProgressed,
-    JobOutput,
-    JobExceptionRaised,
-    JobCancelRequested,
-    JobDeleted,
-    JobDuplicateClaim,
-)
 #: The bodies of events about one job that change its row (all but its submission).
 _JobChange = (
     JobBlocked
@@ -406,7 +396,7 @@ class Fold:
             self._apply(job, event, body, submission)
         job["last_seq"] = event.seq
         job["updated_at"] = ts
-        if not isinstance(event.body, _TIMELESS):
+        if moves_times(event.body):
             job.update(_durations(job))
         self._dirty_jobs.add(key)
         return job
@@ -813,31 +803,76 @@ def _bare_spec(job_id: str) -> JobSpec:
 
 
 def _attempt_of(body: EventBody) -> int | None:
-    if isinstance(body, JobRetryScheduled):
-        return body.failed_attempt
-    attempt = getattr(body, "attempt", None)
-    return attempt if isinstance(attempt, int) and attempt > 0 else None
+    """The attempt an event's history row names (``None``: none)."""
+    match body:
+        case JobRetryScheduled():
+            return body.failed_attempt
+        case (
+            JobPending()
+            | JobDispatched()
+            | JobAssigned()
+            | JobStarted()
+            | JobProgressed()
+            | JobOutput()
+            | JobExceptionRaised()
+            | JobCancelRequested()
+            | JobCompleted()
+            | JobFailed()
+            | JobCanceled()
+            | JobDuplicateClaim()
+        ):
+            return body.attempt if body.attempt > 0 else None
+        case (
+            SubmissionAccepted()
+            | JobSubmitted()
+            | JobBlocked()
+            | JobAbandoned()
+            | JobSkipped()
+            | JobDeleted()
+            | CommandRejected()
+            | SubmissionCompleted()
+            | IdempotencyKeyDecided()
+        ):
+            return None
+        case _:
+            assert_never(body)
 
 
 def _attempts_of(body: EventBody) -> tuple[int, ...]:
     """Attempt numbers whose ``attempts`` rows an event reads or writes."""
-    if isinstance(body, JobRetryScheduled):
-        return (body.failed_attempt, body.next_attempt)
-    if isinstance(
-        body,
-        JobPending
-        | JobDispatched
-        | JobAssigned
-        | JobStarted
-        | JobExceptionRaised
-        | JobCompleted
-        | JobFailed
-        | JobDuplicateClaim,
-    ):
-        return (body.attempt,)
-    if isinstance(body, JobCanceled) and body.attempt > 0:
-        return (body.attempt,)
-    return ()
+    match body:
+        case JobRetryScheduled():
+            return (body.failed_attempt, body.next_attempt)
+        case (
+            JobPending()
+            | JobDispatched()
+            | JobAssigned()
+            | JobStarted()
+            | JobExceptionRaised()
+            | JobCompleted()
+            | JobFailed()
+            | JobDuplicateClaim()
+        ):
+            return (body.attempt,)
+        case JobCanceled():
+            return (body.attempt,) if body.attempt > 0 else ()
+        case (
+            SubmissionAccepted()
+            | JobSubmitted()
+            | JobBlocked()
+            | JobProgressed()
+            | JobOutput()
+            | JobCancelRequested()
+            | JobAbandoned()
+            | JobSkipped()
+            | JobDeleted()
+            | CommandRejected()
+            | SubmissionCompleted()
+            | IdempotencyKeyDecided()
+        ):
+            return ()
+        case _:
+            assert_never(body)
 
 
 def _seconds(start: int | None, end: int | None) -> float | None:

@@ -17,29 +17,17 @@ from engine.codec.mapping import (
     spec_to_avro,
 )
 from engine.codec.schemas import NAMESPACE, REGISTRY
+from engine.lifecycle.names import EVENT_TYPES
 from engine.lifecycle.records import (
-    CommandRejected,
     Event,
     EventBody,
     FailureReason,
     IdempotencyKeyDecided,
     JobAbandoned,
-    JobAssigned,
     JobBlocked,
-    JobCanceled,
     JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
     JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
     JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
     JobSubmitted,
     KeyDecision,
     SubmissionAccepted,
@@ -118,40 +106,27 @@ def _key_decided(r: dict[str, Any]) -> IdempotencyKeyDecided:
     return restore(IdempotencyKeyDecided, r)
 
 
-def _body(
-    cls: type[EventBody], to_avro: _ToAvro | None = None, from_avro: _FromAvro | None = None
-) -> tuple[type, str, _ToAvro, _FromAvro]:
-    # without converters, the Avro record is the instance dict as it is
-    if from_avro is None:
-        return cls, f"{NAMESPACE}.{cls.__name__}", vars, lambda r: restore(cls, r)
-    return cls, f"{NAMESPACE}.{cls.__name__}", to_avro or vars, from_avro
+# Bodies whose Avro record is not the instance dict as it is: (to Avro, from Avro).
+_CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
+    SubmissionAccepted: (_accepted_to_avro, _accepted),
+    JobSubmitted: (_submitted_to_avro, _submitted),
+    JobBlocked: (vars, _blocked),
+    JobRetryScheduled: (vars, _retry_scheduled),
+    JobCancelRequested: (vars, _cancel_requested),
+    JobFailed: (vars, _failed),
+    JobAbandoned: (vars, _abandoned),
+    SubmissionCompleted: (_completed_to_avro, _completed),
+    IdempotencyKeyDecided: (vars, _key_decided),
+}
 
 
-# in the order of the Avro union
-_BODIES = (
-    _body(SubmissionAccepted, _accepted_to_avro, _accepted),
-    _body(JobSubmitted, _submitted_to_avro, _submitted),
-    _body(JobBlocked, vars, _blocked),
-    _body(JobPending),
-    _body(JobDispatched),
-    _body(JobAssigned),
-    _body(JobStarted),
-    _body(JobProgressed),
-    _body(JobOutput),
-    _body(JobExceptionRaised),
-    _body(JobRetryScheduled, vars, _retry_scheduled),
-    _body(JobCancelRequested, vars, _cancel_requested),
-    _body(JobCompleted),
-    _body(JobFailed, vars, _failed),
-    _body(JobCanceled),
-    _body(JobAbandoned, vars, _abandoned),
-    _body(JobSkipped),
-    _body(JobDeleted),
-    _body(CommandRejected),
-    _body(SubmissionCompleted, _completed_to_avro, _completed),
-    _body(JobDuplicateClaim),
-    _body(IdempotencyKeyDecided, vars, _key_decided),
-)
+def _body(cls: type[EventBody]) -> tuple[type, str, _ToAvro, _FromAvro]:
+    to_avro, from_avro = _CONVERTERS.get(cls, (vars, lambda r: restore(cls, r)))
+    return cls, f"{NAMESPACE}.{cls.__name__}", to_avro, from_avro
+
+
+# One entry per class of the EventBody union, in its order (the order of the Avro union).
+_BODIES = tuple(_body(cls) for cls in EVENT_TYPES)
 _TO_AVRO: dict[type, tuple[str, _ToAvro]] = {cls: (name, to) for cls, name, to, _ in _BODIES}
 _FROM_AVRO: dict[str, _FromAvro] = {name: from_ for _, name, _, from_ in _BODIES}
 

@@ -6,6 +6,8 @@ applies it to a :class:`SubmissionState` in place (O(1) per event) and returns i
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -62,31 +64,32 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
     state.seq = event.seq
     state.last_timestamp = event.timestamp
     body = event.body
-    if isinstance(body, SubmissionAccepted):
-        state.accepted = True
-        state.command_id = body.command_id
-        state.submitted_by = body.submitted_by
-        state.labels = body.labels
-    elif isinstance(body, JobSubmitted):
-        _add_job(state, body, event.timestamp)
-    elif isinstance(body, SubmissionCompleted):
-        state.outcome = body.status
-    elif isinstance(body, CommandRejected):
-        pass
-    elif isinstance(body, IdempotencyKeyDecided):
-        state.accepted = True
-        state.key_ledger = evolve_ledger(state.key_ledger or KeyLedger(body.key), body)
-    elif isinstance(body, JobDeleted):
-        state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
-        state.deleted = all(job.deleted for job in state.jobs.values())
-    else:
-        job = state.jobs[event.job_id]
-        new = evolve_job(job, body, event.timestamp)
-        state.jobs[event.job_id] = new
-        if new.is_terminal and not job.is_terminal:
-            state.open_jobs -= 1
-        if isinstance(body, JobCompleted | JobSkipped):
-            _release_dependents(state, event.job_id)
+    match body:
+        case SubmissionAccepted():
+            state.accepted = True
+            state.command_id = body.command_id
+            state.submitted_by = body.submitted_by
+            state.labels = body.labels
+        case JobSubmitted():
+            _add_job(state, body, event.timestamp)
+        case SubmissionCompleted():
+            state.outcome = body.status
+        case CommandRejected():
+            pass
+        case IdempotencyKeyDecided():
+            state.accepted = True
+            state.key_ledger = evolve_ledger(state.key_ledger or KeyLedger(body.key), body)
+        case JobDeleted():
+            state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
+            state.deleted = all(job.deleted for job in state.jobs.values())
+        case _:
+            job = state.jobs[event.job_id]
+            new = evolve_job(job, body, event.timestamp)
+            state.jobs[event.job_id] = new
+            if new.is_terminal and not job.is_terminal:
+                state.open_jobs -= 1
+            if isinstance(body, JobCompleted | JobSkipped):
+                _release_dependents(state, event.job_id)
     return state
 
 
@@ -114,132 +117,152 @@ def evolve_ledger(ledger: KeyLedger, body: IdempotencyKeyDecided) -> KeyLedger:
     """Folds one decision into an idempotency key's ledger."""
     job, decision = body.job, body.decision
     waiters = tuple(w for w in ledger.waiters if w != job)
-    if decision is KeyDecision.GRANTED:
-        return KeyLedger(ledger.key, holder=job, completed_by=ledger.completed_by, waiters=waiters)
-    if decision is KeyDecision.QUEUED:
-        return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, (*waiters, job))
-    if decision is KeyDecision.DONE:
-        return KeyLedger(ledger.key, holder="", completed_by=job, waiters=waiters)
-    if decision is KeyDecision.RELEASED:
-        return KeyLedger(ledger.key, holder="", completed_by=ledger.completed_by, waiters=waiters)
-    # COMPLETED (answered, SKIPPED) and WITHDRAWN: the job no longer waits
-    return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, waiters)
+    match decision:
+        case KeyDecision.GRANTED:
+            return KeyLedger(
+                ledger.key, holder=job, completed_by=ledger.completed_by, waiters=waiters
+            )
+        case KeyDecision.QUEUED:
+            return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, (*waiters, job))
+        case KeyDecision.DONE:
+            return KeyLedger(ledger.key, holder="", completed_by=job, waiters=waiters)
+        case KeyDecision.RELEASED:
+            return KeyLedger(
+                ledger.key, holder="", completed_by=ledger.completed_by, waiters=waiters
+            )
+        case KeyDecision.COMPLETED | KeyDecision.WITHDRAWN:
+            # answered (the job is SKIPPED) or withdrawn: the job no longer waits
+            return KeyLedger(ledger.key, ledger.holder, ledger.completed_by, waiters)
+        case _:
+            assert_never(decision)
 
 
 def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
     """Folds one job-level event into a job's state."""
-    if isinstance(body, JobBlocked):
-        still = job.status is JobStatus.BLOCKED and job.blocked_at is not None
-        return replace_job(
-            job,
-            status=JobStatus.BLOCKED,
-            blocked_at=job.blocked_at if still else timestamp,
-            waiting_on=frozenset(body.waiting_on),
-        )
-    if isinstance(body, JobPending):
-        return replace_job(
-            job,
-            status=JobStatus.PENDING,
-            attempt=body.attempt,
-            dispatch_id=body.dispatch_id,
-            not_before=body.not_before,
-            pending_at=timestamp,
-            waiting_on=frozenset(),
-            fenced_workers=frozenset(),
-        )
-    if isinstance(body, JobDispatched):
-        return replace_job(job, dispatch_id=body.dispatch_id)
-    if isinstance(body, JobAssigned):
-        return replace_job(
-            job,
-            status=JobStatus.ASSIGNED,
-            worker_id=body.worker_id,
-            host=body.host,
-            assigned_at=timestamp,
-            lease_ms=body.lease_ms,
-            lease_until=timestamp + body.lease_ms,
-            fenced_workers=(
-                job.fenced_workers | {body.previous_worker_id}
-                if body.previous_worker_id
-                else job.fenced_workers
-            ),
-        )
-    if isinstance(body, JobStarted):
-        return replace_job(
-            job,
-            status=JobStatus.RUNNING,
-            run_at=timestamp,
-            lease_until=_renewed(job, timestamp),
-        )
-    if isinstance(body, JobProgressed):
-        # Whatever was held back is older than the input that produced this event, and
-        # decide merged its fields into it: nothing held survives a progress event.
-        return replace_job(
-            job,
-            progress=body.value if body.value is not None else job.progress,
-            total=body.total if body.total is not None else job.total,
-            status_line=body.status_line if body.status_line is not None else job.status_line,
-            last_progress_at=timestamp,
-            held_progress=None,
-            lease_until=_renewed(job, timestamp),
-        )
-    if isinstance(body, JobOutput):
-        return replace_job(job, lease_until=_renewed(job, timestamp))
-    if isinstance(body, JobExceptionRaised):
-        return replace_job(
-            job,
-            exceptions=job.exceptions + 1,
-            error_type=body.type if body.severity == 0 else job.error_type,
-            error_note=body.note if body.severity == 0 else job.error_note,
-            lease_until=_renewed(job, timestamp),
-        )
-    if isinstance(body, JobRetryScheduled):
-        return replace_job(
-            job,
-            status=JobStatus.PENDING,
-            attempt=body.next_attempt,
-            dispatch_id=body.dispatch_id,
-            not_before=body.not_before,
-            pending_at=timestamp,
-            worker_id="",
-            host="",
-            assigned_at=None,
-            run_at=None,
-            error_type=body.error_type,
-            error_note=body.error_note,
-            lease_until=None,
-            held_progress=None,
-            fenced_workers=frozenset(),
-        )
-    if isinstance(body, JobCancelRequested):
-        return replace_job(
-            job,
-            cancel=CancelRequest(
-                mode=body.mode, reason=body.reason, requested_by="", deadline=body.deadline
-            ),
-        )
-    if isinstance(body, JobCompleted):
-        return _terminal(
-            job, JobStatus.COMPLETED, timestamp, result=body.result, exit_code=body.exit_code
-        )
-    if isinstance(body, JobFailed):
-        return _terminal(
-            job,
-            JobStatus.FAILED,
-            timestamp,
-            error_type=body.error_type or str(body.reason),
-            error_note=body.error_note,
-            exit_code=body.exit_code,
-        )
-    if isinstance(body, JobCanceled):
-        return _terminal(job, JobStatus.CANCELED, timestamp)
-    if isinstance(body, JobAbandoned):
-        return _terminal(job, JobStatus.ABANDONED, timestamp)
-    if isinstance(body, JobSkipped):
-        return _terminal(job, JobStatus.SKIPPED, timestamp)
-    if isinstance(body, JobDuplicateClaim):
-        return replace_job(job, fenced_workers=job.fenced_workers | {body.worker_id})
-    raise TypeError(f"not a job event: {type(body).__name__}")
+    match body:
+        case JobBlocked():
+            still = job.status is JobStatus.BLOCKED and job.blocked_at is not None
+            return replace_job(
+                job,
+                status=JobStatus.BLOCKED,
+                blocked_at=job.blocked_at if still else timestamp,
+                waiting_on=frozenset(body.waiting_on),
+            )
+        case JobPending():
+            return replace_job(
+                job,
+                status=JobStatus.PENDING,
+                attempt=body.attempt,
+                dispatch_id=body.dispatch_id,
+                not_before=body.not_before,
+                pending_at=timestamp,
+                waiting_on=frozenset(),
+                fenced_workers=frozenset(),
+            )
+        case JobDispatched():
+            return replace_job(job, dispatch_id=body.dispatch_id)
+        case JobAssigned():
+            return replace_job(
+                job,
+                status=JobStatus.ASSIGNED,
+                worker_id=body.worker_id,
+                host=body.host,
+                assigned_at=timestamp,
+                lease_ms=body.lease_ms,
+                lease_until=timestamp + body.lease_ms,
+                fenced_workers=(
+                    job.fenced_workers | {body.previous_worker_id}
+                    if body.previous_worker_id
+                    else job.fenced_workers
+                ),
+            )
+        case JobStarted():
+            return replace_job(
+                job,
+                status=JobStatus.RUNNING,
+                run_at=timestamp,
+                lease_until=_renewed(job, timestamp),
+            )
+        case JobProgressed():
+            # Whatever was held back is older than the input that produced this event, and
+            # decide merged its fields into it: nothing held survives a progress event.
+            return replace_job(
+                job,
+                progress=body.value if body.value is not None else job.progress,
+                total=body.total if body.total is not None else job.total,
+                status_line=body.status_line if body.status_line is not None else job.status_line,
+                last_progress_at=timestamp,
+                held_progress=None,
+                lease_until=_renewed(job, timestamp),
+            )
+        case JobOutput():
+            return replace_job(job, lease_until=_renewed(job, timestamp))
+        case JobExceptionRaised():
+            return replace_job(
+                job,
+                exceptions=job.exceptions + 1,
+                error_type=body.type if body.severity == 0 else job.error_type,
+                error_note=body.note if body.severity == 0 else job.error_note,
+                lease_until=_renewed(job, timestamp),
+            )
+        case JobRetryScheduled():
+            return replace_job(
+                job,
+                status=JobStatus.PENDING,
+                attempt=body.next_attempt,
+                dispatch_id=body.dispatch_id,
+                not_before=body.not_before,
+                pending_at=timestamp,
+                worker_id="",
+                host="",
+                assigned_at=None,
+                run_at=None,
+                error_type=body.error_type,
+                error_note=body.error_note,
+                lease_until=None,
+                held_progress=None,
+                fenced_workers=frozenset(),
+            )
+        case JobCancelRequested():
+            return replace_job(
+                job,
+                cancel=CancelRequest(
+                    mode=body.mode, reason=body.reason, requested_by="", deadline=body.deadline
+                ),
+            )
+        case JobCompleted():
+            return _terminal(
+                job, JobStatus.COMPLETED, timestamp, result=body.result, exit_code=body.exit_code
+            )
+        case JobFailed():
+            return _terminal(
+                job,
+                JobStatus.FAILED,
+                timestamp,
+                error_type=body.error_type or str(body.reason),
+                error_note=body.error_note,
+                exit_code=body.exit_code,
+            )
+        case JobCanceled():
+            return _terminal(job, JobStatus.CANCELED, timestamp)
+        case JobAbandoned():
+            return _terminal(job, JobStatus.ABANDONED, timestamp)
+        case JobSkipped():
+            return _terminal(job, JobStatus.SKIPPED, timestamp)
+        case JobDuplicateClaim():
+            return replace_job(job, fenced_workers=job.fenced_workers | {body.worker_id})
+        case (
+            SubmissionAccepted()
+            | JobSubmitted()
+            | JobDeleted()
+            | CommandRejected()
+            | SubmissionCompleted()
+            | IdempotencyKeyDecided()
+        ):
+            # folded by evolve into the submission's state, not into one job's
+            raise TypeError(f"not a job event: {type(body).__name__}")
+        case _:
+            assert_never(body)
 
 
 def _renewed(job: JobState, timestamp: int) -> int | None:

@@ -49,33 +49,16 @@ from typing import Any
 
 import yaml
 
+from engine.lifecycle.names import EVENT_NAMES, event_name, names_of
 from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted
+from engine.lifecycle.views import STATUS_EVENTS, SUBMISSION_EVENTS, JobView
 from engine.notify.errors import SubscriptionError
 from engine.notify.signing import secret_key
 from engine.notify.templates import unknown_placeholders
-from engine.watch import EVENT_NAMES, JobView, event_name
 
-#: What a subscription without ``events`` receives.
-DEFAULT_EVENTS: frozenset[str] = frozenset(
-    {
-        "JobSubmitted",
-        "JobBlocked",
-        "JobPending",
-        "JobAssigned",
-        "JobStarted",
-        "JobRetryScheduled",
-        "JobCompleted",
-        "JobFailed",
-        "JobCanceled",
-        "JobAbandoned",
-        "JobSkipped",
-        "SubmissionCompleted",
-    }
-)
-#: Events about a submission as a whole (``job_id`` may be empty).
-SUBMISSION_EVENTS: frozenset[str] = frozenset(
-    {"SubmissionAccepted", "SubmissionCompleted", "CommandRejected"}
-)
+#: What a subscription without ``events`` receives: the events that change a job's status,
+#: and the end of the submission.
+DEFAULT_EVENTS: frozenset[str] = STATUS_EVENTS | names_of(SubmissionCompleted)
 ORDERS = ("job", "submission")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")

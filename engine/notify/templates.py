@@ -38,8 +38,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from engine.lifecycle.describe import describe
 from engine.lifecycle.records import Event, SubmissionCompleted
-from engine.watch import JobView, to_datetime
+from engine.lifecycle.views import JobView, to_datetime
 
 VARIABLES: tuple[str, ...] = (
     "UUID",
@@ -72,9 +73,7 @@ def iso(moment: datetime | None) -> str:
 
 
 def describe_event(event: Event) -> str:
-    """The event's history line (the projections' description)."""
-    from projections.describe import describe
-
+    """The event's history line (:func:`engine.lifecycle.describe.describe`)."""
     try:
         return describe(event)
     except TypeError:

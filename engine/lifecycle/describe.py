@@ -1,0 +1,212 @@
+"""One readable line per event, in the manner of Tapis's job history.
+
+``describe(event)`` says what happened in words an operator reads in ``job_history`` (the
+projections), a notification's ``${EVENT_DESCRIPTION}`` and ``joblog history``, e.g.
+``"Job assigned to worker w-1 on host h"``. It is pure and needs only the event.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+from typing import assert_never
+
+from engine.lifecycle.records import (
+    CommandRejected,
+    Event,
+    IdempotencyKeyDecided,
+    JobAbandoned,
+    JobAssigned,
+    JobBlocked,
+    JobCanceled,
+    JobCancelRequested,
+    JobCompleted,
+    JobDeleted,
+    JobDispatched,
+    JobDuplicateClaim,
+    JobExceptionRaised,
+    JobFailed,
+    JobOutput,
+    JobPending,
+    JobProgressed,
+    JobRetryScheduled,
+    JobSkipped,
+    JobStarted,
+    JobSubmitted,
+    KeyDecision,
+    SubmissionAccepted,
+    SubmissionCompleted,
+)
+
+_MAX_LIST = 5
+_MAX_TEXT = 200
+
+
+def describe(event: Event) -> str:
+    """The history line of one event.
+
+    Args:
+        event: any event of the ``events`` topic.
+
+    Returns:
+        A sentence without a trailing period, e.g. ``"Job started running on worker w-1"``.
+    """
+    body = event.body
+    match body:
+        case SubmissionAccepted():
+            by = f" from {body.submitted_by}" if body.submitted_by else ""
+            return f"Submission accepted{by} with {_count(len(body.job_ids), 'job')}"
+        case JobSubmitted():
+            spec = body.spec
+            what = (
+                f"task {spec.task}"
+                if spec.task
+                else f"command {_clip(shlex.join(spec.command or ()))}"
+            )
+            extra = ""
+            if spec.depends_on:
+                extra += f", after {_names(spec.depends_on)}"
+            if spec.parent:
+                extra += f", sub-job of {spec.parent}"
+            if spec.retry.max_attempts > 1:
+                extra += f", up to {spec.retry.max_attempts} attempts"
+            return f"Job submitted: {what} on queue {spec.queue}{extra}"
+        case JobBlocked():
+            return f"Job blocked: waiting on {_names(body.waiting_on)}"
+        case JobPending():
+            because = f" ({body.reason})" if body.reason else ""
+            if body.dispatch_id is None:
+                return (
+                    f"Attempt {body.attempt} waits until {_clock(body.not_before)} "
+                    f"before dispatch to queue {body.queue}{because}"
+                )
+            return f"Attempt {body.attempt} queued for a worker on queue {body.queue}{because}"
+        case JobDispatched():
+            return f"Attempt {body.attempt} dispatched to queue {body.queue}"
+        case JobAssigned():
+            host = f" on host {body.host}" if body.host else ""
+            took = (
+                f", taking over from {body.previous_worker_id}" if body.previous_worker_id else ""
+            )
+            return f"Job assigned to worker {body.worker_id}{host}{took} (attempt {body.attempt})"
+        case JobStarted():
+            pid = f" (pid {body.pid})" if body.pid else ""
+            return f"Job started running on worker {body.worker_id}{pid}"
+        case JobProgressed():
+            return _progress(body)
+        case JobOutput():
+            cut = ", earlier output dropped" if body.truncated else ""
+            return f"{_count(len(body.chunk), 'character')} of {body.stream} at {body.offset}{cut}"
+        case JobExceptionRaised():
+            if body.severity == 0:
+                return f"Job raised fatal exception {body.type}: {_clip(body.note)}"
+            return (
+                f"Job raised exception {body.type} (severity {body.severity}): {_clip(body.note)}"
+            )
+        case JobRetryScheduled():
+            error = _error(str(body.reason), body.error_type, body.error_note)
+            wait = max(0, body.not_before - event.timestamp) / 1000
+            when = "at once" if body.dispatch_id is not None else f"in {wait:g} s"
+            return (
+                f"Attempt {body.failed_attempt} failed ({error}); "
+                f"attempt {body.next_attempt} scheduled {when}"
+            )
+        case JobCancelRequested():
+            return (
+                f"Cancel requested ({body.reason or 'no reason given'}); "
+                f"kill sent to worker {body.worker_id}"
+            )
+        case JobCompleted():
+            code = f" with exit code {body.exit_code}" if body.exit_code is not None else ""
+            return f"Job completed{code}"
+        case JobFailed():
+            error = _error(str(body.reason), body.error_type, body.error_note)
+            code = f", exit code {body.exit_code}" if body.exit_code is not None else ""
+            return f"Job failed on attempt {body.attempt}: {error}{code}"
+        case JobCanceled():
+            by = f" by {body.requested_by}" if body.requested_by else ""
+            why = f": {_clip(body.reason)}" if body.reason else ""
+            return f"Job canceled{by}{why}"
+        case JobAbandoned():
+            return f"Job abandoned: {body.cause_job_id} ended {body.cause_status}"
+        case JobSkipped():
+            return f"Job skipped: {_clip(body.reason)}"
+        case JobDeleted():
+            forced = " with force" if body.forced else ""
+            by = f" by {body.requested_by}" if body.requested_by else ""
+            return f"Job deleted{forced}{by}"
+        case CommandRejected():
+            return f"{body.command_type} rejected ({body.code}): {_clip(body.reason)}"
+        case SubmissionCompleted():
+            counts = ", ".join(f"{n} {status}" for status, n in body.counts)
+            return f"Submission finished {body.status}: {counts}"
+        case JobDuplicateClaim():
+            host = f" on host {body.host}" if body.host else ""
+            return (
+                f"Duplicate execution: worker {body.worker_id}{host} claimed attempt "
+                f"{body.attempt} held by live worker {body.holder_worker_id}; claim refused, "
+                f"{body.worker_id} told to stop"
+            )
+        case IdempotencyKeyDecided():
+            return _key_decision(body)
+        case _:
+            assert_never(body)
+
+
+def _key_decision(body: IdempotencyKeyDecided) -> str:
+    key = _clip(repr(body.key))
+    match body.decision:
+        case KeyDecision.GRANTED:
+            return f"Idempotency key {key} granted to {body.job}"
+        case KeyDecision.QUEUED:
+            return f"Idempotency key {key}: {body.job} waits for {body.other}"
+        case KeyDecision.COMPLETED:
+            return f"Idempotency key {key}: {body.job} skipped, completed by {body.other}"
+        case KeyDecision.DONE:
+            return f"Idempotency key {key} completed by {body.job}"
+        case KeyDecision.RELEASED:
+            return f"Idempotency key {key} released by {body.job} (it did not complete)"
+        case KeyDecision.WITHDRAWN:
+            return f"Idempotency key {key}: {body.job} ended before it got the key"
+        case _:
+            assert_never(body.decision)
+
+
+def _progress(body: JobProgressed) -> str:
+    if body.value is not None and body.total:
+        text = f"Progress {body.value:g}/{body.total:g} ({100 * body.value / body.total:.0f}%)"
+    elif body.value is not None:
+        text = f"Progress {body.value:g}"
+    else:
+        text = "Status"
+    if body.status_line:
+        text += f": {_clip(body.status_line)}"
+    return text
+
+
+def _error(reason: str, error_type: str, note: str) -> str:
+    text = reason if not error_type or error_type == reason else f"{reason}: {error_type}"
+    return f"{text}: {_clip(note)}" if note else text
+
+
+def _names(ids: tuple[str, ...]) -> str:
+    shown = ", ".join(ids[:_MAX_LIST])
+    more = len(ids) - _MAX_LIST
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _clock(ms: int) -> str:
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms after the epoch"  # no calendar time: say the number as it came
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
