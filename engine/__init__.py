@@ -35,13 +35,12 @@ if TYPE_CHECKING:
         RetryPolicy,
         SubmissionStatus,
     )
+    from engine.lifecycle.views import JobView, SubmissionView
     from engine.watch import (
         LIVE,
         EventNotFound,
         JobException,
-        JobView,
         SubmissionRejected,
-        SubmissionView,
         Watcher,
         WatchTimeout,
         event_wait,
@@ -68,9 +67,9 @@ _EXPORTS: dict[str, str] = {
     "LIVE": "engine.watch",
     "EventNotFound": "engine.watch",
     "JobException": "engine.watch",
-    "JobView": "engine.watch",
+    "JobView": "engine.lifecycle.views",
     "SubmissionRejected": "engine.watch",
-    "SubmissionView": "engine.watch",
+    "SubmissionView": "engine.lifecycle.views",
     "Watcher": "engine.watch",
     "WatchTimeout": "engine.watch",
     "event_wait": "engine.watch",

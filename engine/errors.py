@@ -35,10 +35,6 @@ class CorruptRecordError(CodecError):
     """The record is not valid Avro single-object encoding for its schema."""
 
 
-class ValidationError(JoblogError):
-    """A command is well-formed Avro but breaks a lifecycle rule."""
-
-
 class LimitExceeded(JoblogError):
     """An input is larger than one of joblog's designed limits (:mod:`engine.limits`).
 

@@ -100,7 +100,10 @@ class SubmissionRejected(CommandRejectedError):
 
 
 class JobException(JoblogError):
-    """An exception event of a job (Flux's ``JobException``).
+    """An exception event of a job (Flux's ``JobException``), raised by :func:`event_wait`.
+
+    Task code ends its own attempt with :class:`engine.worker.FatalException` instead (whose
+    former name, ``engine.worker.JobException``, is kept as an alias of it, not of this).
 
     Attributes:
         type: what kind of exception, e.g. ``cancel``, ``timeout`` or a Python exception type.

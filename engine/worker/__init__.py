@@ -19,6 +19,7 @@ from engine.worker.context import JobContext, Progress
 from engine.worker.errors import (
     BadArgumentsError,
     DuplicateTaskError,
+    FatalException,
     JobCancelled,
     JobException,
     TaskLoadError,
@@ -43,6 +44,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BadArgumentsError",
     "DuplicateTaskError",
+    "FatalException",
     "JobCancelled",
     "JobContext",
     "JobException",

@@ -12,7 +12,7 @@ what happened                                      reports
 =================================================  ==========================================
 task returned                                      Finished(COMPLETED, result=JSON)
 its JSON result is above ``max_result_bytes``      Finished(FAILED, ResultTooLarge)
-task raised ``JobException`` / fatal               ExceptionReported(severity 0), then
+task raised ``FatalException`` / fatal             ExceptionReported(severity 0), then
 ``raise_exception``                                Finished(FAILED, error_type=type)
 task raised anything else                          Finished(FAILED, error_type=class name,
                                                    error_note=str(exc), traceback)
@@ -69,8 +69,8 @@ from engine.worker.context import (
 )
 from engine.worker.errors import (
     BadArgumentsError,
+    FatalException,
     JobCancelled,
-    JobException,
     UnknownTaskError,
 )
 from engine.worker.fitting import (
@@ -368,7 +368,7 @@ class AttemptRun:
                 value = asyncio.run(_awaited(value))
         except JobCancelled:
             return self._canceled()
-        except JobException as exc:
+        except FatalException as exc:
             if context.cancelled:
                 return self._canceled()
             context.output.close()

@@ -26,7 +26,7 @@ from engine.lifecycle.records import (
     ProgressReported,
 )
 from engine.worker.command import CommandProcess
-from engine.worker.errors import JobCancelled, JobException
+from engine.worker.errors import FatalException, JobCancelled
 from engine.worker.output import STDOUT, OutputCapture, OutputLimits
 
 #: Receives the reports of one attempt, in order; the worker sends them to ``reports``.
@@ -218,17 +218,17 @@ class JobContext:
             type: a short machine-readable name, e.g. ``"LowMemory"``.
             note: what happened, for a person.
             severity: 0 is fatal: the attempt ends FAILED with ``type`` and ``note`` (this
-                call raises :class:`JobException` to unwind the task). Above 0 the exception is
+                call raises :class:`FatalException` to unwind the task). Above 0 the exception is
                 recorded and the job goes on.
 
         Raises:
-            JobException: when ``severity`` is 0.
+            FatalException: when ``severity`` is 0.
             ValueError: ``severity`` is negative.
         """
         if severity < 0:
             raise ValueError(f"severity={severity} must be 0 (fatal) or more")
         if severity == 0:
-            raise JobException(type, note)
+            raise FatalException(type, note)
         self._send(
             ExceptionReported(
                 ref=self.ref,

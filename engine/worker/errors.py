@@ -30,7 +30,7 @@ class BadArgumentsError(WorkerError):
     """A job's JSON arguments are malformed or do not fit the task's signature."""
 
 
-class JobException(JoblogError):
+class FatalException(JoblogError):
     """Raised by task code to end its attempt with a fatal exception (Flux's severity 0).
 
     The attempt fails with ``type`` as its error type and ``note`` as its message; the retry
@@ -47,6 +47,12 @@ class JobException(JoblogError):
         super().__init__(f"{type}: {note}" if note else type)
         self.type = type
         self.note = note
+
+
+#: The former name of :class:`FatalException`, kept for task code that imports it from
+#: :mod:`engine.worker`. Not :class:`engine.JobException` (:mod:`engine.watch`), which a
+#: watch raises when a job's fatal exception *event* arrives.
+JobException = FatalException
 
 
 class JobCancelled(JoblogError):
