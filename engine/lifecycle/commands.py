@@ -225,10 +225,23 @@ def decide_cancel(draft: Draft, command: CancelJobs) -> None:
             )
             canceled.append(job_id)
         elif command.mode is CancelMode.FINISH:
+            # Taipy's rule: it runs on with its own outcome, what waits on it will not run.
+            # The request is an event of its own, so the client learns it was taken.
+            if job.cancel is None:
+                draft.emit(
+                    job_id,
+                    JobCancelRequested(
+                        attempt=job.attempt,
+                        worker_id=job.worker_id,
+                        mode=CancelMode.FINISH,
+                        reason=reason,
+                        deadline=0,
+                    ),
+                )
             abandon_dependents(
                 draft, job_id, f"{job_id} was canceled and left to finish", frozenset(targets)
             )
-        elif job.cancel is None:
+        elif job.cancel is None or job.cancel.mode is CancelMode.FINISH:
             draft.emit(
                 job_id,
                 JobCancelRequested(

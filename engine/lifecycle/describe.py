@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import assert_never
 
 from engine.lifecycle.records import (
+    CancelMode,
     CommandRejected,
     Event,
     IdempotencyKeyDecided,
@@ -112,10 +113,12 @@ def describe(event: Event) -> str:
                 f"attempt {body.next_attempt} scheduled {when}"
             )
         case JobCancelRequested():
-            return (
-                f"Cancel requested ({body.reason or 'no reason given'}); "
+            then = (
                 f"kill sent to worker {body.worker_id}"
+                if body.mode is CancelMode.KILL
+                else "left to finish, what waits on it will not run"
             )
+            return f"Cancel requested ({body.reason or 'no reason given'}); {then}"
         case JobCompleted():
             code = f" with exit code {body.exit_code}" if body.exit_code is not None else ""
             return f"Job completed{code}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.lifecycle.records import (
     KEY_WAIT,
+    CancelMode,
     ClaimIdempotencyKey,
     Control,
     Dispatch,
@@ -80,6 +81,8 @@ def _job_effects(event: Event, job: JobState, lease_ms: int, kill_grace_ms: int)
             out.append(_dispatch(event, job, body.next_attempt, body.dispatch_id, lease_ms))
         return out
     if isinstance(body, JobCancelRequested):
+        if body.mode is not CancelMode.KILL:
+            return []  # left to finish: nothing is sent to the worker
         return [_kill(event, job, body.reason, kill_grace_ms)]
     if isinstance(body, JobFailed) and body.reason in _KILL_ON and job.worker_id:
         return [_kill(event, job, str(body.reason), kill_grace_ms)]

@@ -50,8 +50,10 @@ def _queue_timeout_at(job: JobState) -> int | None:
 def _run_timeout_at(job: JobState) -> int | None:
     """When the started attempt times out (also while a takeover waits for its restart)."""
     timeout = job.spec.timeout_ms
-    if timeout <= 0 or job.status not in ACTIVE or job.run_at is None or job.cancel is not None:
+    if timeout <= 0 or job.status not in ACTIVE or job.run_at is None:
         return None
+    if job.cancel is not None and job.cancel.mode is CancelMode.KILL:
+        return None  # the kill's own deadline takes over
     return job.run_at + timeout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.lifecycle.decide import next_deadline
 from engine.lifecycle.records import (
     CancelMode,
     Control,
@@ -53,6 +54,10 @@ FINISH = CancelMode.FINISH
 
 def canceled(attempt: int = 1, reason: str = BY_USER, by: str = "bob") -> JobCanceled:
     return JobCanceled(reason=reason, requested_by=by, attempt=attempt)
+
+
+def left_to_finish(attempt: int = 1, worker: str = "w1") -> JobCancelRequested:
+    return JobCancelRequested(attempt, worker, FINISH, BY_USER, deadline=0)
 
 
 def abandoned(cause: str, status: JobStatus) -> JobAbandoned:
@@ -257,11 +262,12 @@ def test_cancel_with_finish_lets_the_running_job_finish_and_abandons_its_depende
         given(submit(job("a"), job("b", after=["a"]), job("c", after=["b"])), *running("a"))
         .when(cancel("a", mode=FINISH))
         .then(
+            on("a", left_to_finish()),
             on("b", JobAbandoned("a", JobStatus.RUNNING, reason)),
             on("c", JobAbandoned("b", JobStatus.ABANDONED, reason)),
         )
         .status(a=JobStatus.RUNNING)
-        .effects_are()
+        .effects_are()  # nothing is sent to the worker
     )
     scenario.when(finished("a")).then(
         on("a", JobCompleted), outcome(SubmissionStatus.CANCELED, abandoned=2, completed=1)
@@ -278,9 +284,28 @@ def test_cancel_with_finish_of_a_parent_cancels_it_and_lets_its_running_sub_job_
     (
         given(submit(job("p"), job("c", parent="p"), job("d", after=["p"])), *running("c"))
         .when(cancel("p", mode=FINISH))
-        .then(on("p", canceled(attempt=0)), on("d", abandoned("p", JobStatus.CANCELED)))
+        .then(
+            on("c", left_to_finish()),
+            on("p", canceled(attempt=0)),
+            on("d", abandoned("p", JobStatus.CANCELED)),
+        )
         .status(c=JobStatus.RUNNING)
     )
+
+
+def test_cancel_with_finish_of_a_running_job_with_nothing_after_it_is_still_recorded() -> None:
+    """The client learns the decision; a later kill cancel still kills; its timeout holds."""
+    scenario = (
+        given(submit(job("a", timeout_ms=60_000)), *running("a"))
+        .when(cancel("a", mode=FINISH))
+        .then(on("a", left_to_finish()))
+        .status(a=JobStatus.RUNNING)
+        .effects_are()
+    )
+    assert scenario.state is not None
+    assert next_deadline(scenario.state, POLICY) is not None, "the run timeout still holds"
+    scenario.when(cancel("a", command_id="cancel-2")).then(on("a", JobCancelRequested))
+    assert [type(e).__name__ for e in scenario.last_effects] == ["Control"]
 
 
 # --------------------------------------------------------------------------- rejected cancels
@@ -380,7 +405,7 @@ def test_cancel_with_finish_of_the_submission_cancels_all_but_the_running_jobs()
     (
         given(submit(job("run"), job("next", after=["run"])), *running("run"))
         .when(cancel(mode=FINISH))
-        .then(on("next", canceled(attempt=0)))
+        .then(on("run", left_to_finish()), on("next", canceled(attempt=0)))
         .status(run=JobStatus.RUNNING)
         .when(finished("run"))
         .then(on("run", JobCompleted), outcome(SubmissionStatus.CANCELED, canceled=1, completed=1))

@@ -153,10 +153,13 @@ def check_cancels(simulation: Simulation) -> None:
                 assert now.status is JobStatus.CANCELED, (command, job_id, job.status)
             elif job.status is JobStatus.RUNNING:
                 assert now.status is JobStatus.RUNNING, (command, job_id)
-                if command.mode is CancelMode.KILL:
-                    assert now.cancel is not None, (command, job_id)
-                else:
-                    assert now.cancel == job.cancel, (command, job_id)
+                assert now.cancel is not None, (command, job_id)  # the request is recorded
+                if command.mode is CancelMode.FINISH:
+                    # left to finish: a kill asked for before stays asked for
+                    assert job.cancel is None or now.cancel == job.cancel, (command, job_id)
+                    assert now.cancel.mode is (
+                        CancelMode.FINISH if job.cancel is None else job.cancel.mode
+                    )
 
 
 def decisive(events: list[Event]) -> list[tuple[int, str, object]]:
