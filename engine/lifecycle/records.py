@@ -89,6 +89,11 @@ class FailureReason(enum.StrEnum):
     KILL_UNCONFIRMED = "kill_unconfirmed"  # a kill was sent but never confirmed
 
 
+#: ``Finished.error_type`` of an attempt its worker ended because it ran past its run timeout
+#: (the worker's backstop when the scheduler's kill did not come): a ``timeout`` failure.
+TIMEOUT_ERROR_TYPE = "Timeout"
+
+
 class Outcome(enum.StrEnum):
     """How a worker says an attempt ended."""
 

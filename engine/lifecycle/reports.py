@@ -7,6 +7,7 @@ from dataclasses import replace
 from engine.lifecycle.draft import Draft
 from engine.lifecycle.policy import Policy
 from engine.lifecycle.records import (
+    TIMEOUT_ERROR_TYPE,
     AttemptRef,
     AttemptReport,
     CancelMode,
@@ -311,9 +312,12 @@ def _finish(draft: Draft, job_id: str, report: Finished) -> None:
         )
         after_terminal(draft, job_id)
     else:
-        reason = (
-            FailureReason.EXIT_CODE if report.exit_code not in (None, 0) else FailureReason.ERROR
-        )
+        if report.error_type == TIMEOUT_ERROR_TYPE and job.spec.timeout_ms > 0:
+            reason = FailureReason.TIMEOUT  # the worker stopped it past its run timeout
+        elif report.exit_code not in (None, 0):
+            reason = FailureReason.EXIT_CODE
+        else:
+            reason = FailureReason.ERROR
         error_type = report.error_type or (
             "ExitCode" if reason is FailureReason.EXIT_CODE else "Error"
         )

@@ -47,6 +47,7 @@ from typing import Any
 
 from engine.errors import ResultTooLarge
 from engine.lifecycle.records import (
+    TIMEOUT_ERROR_TYPE,
     AttemptRef,
     AttemptReport,
     Dispatch,
@@ -92,7 +93,7 @@ UNSERIALIZABLE_RESULT = "UnserializableResult"
 NO_WORK = "NoWork"
 CHILD_DIED = "WorkerChildDied"
 MEMORY_LIMIT = "MemoryLimitExceeded"
-TIMEOUT = "Timeout"
+TIMEOUT = TIMEOUT_ERROR_TYPE
 #: The reason of the scheduler's kill when the run timeout expired (``FailureReason.TIMEOUT``).
 TIMEOUT_REASON = "timeout"
 

@@ -403,6 +403,23 @@ def test_an_attempt_running_past_its_timeout_fails_and_is_killed() -> None:
     )
 
 
+def test_an_attempt_its_worker_stopped_past_the_timeout_fails_with_reason_timeout() -> None:
+    """The worker's own backstop (the scheduler's kill did not come) is a timeout too."""
+    timed_out = finished(
+        "a", Outcome.FAILED, error_type="Timeout", error_note="ran longer than 500 ms"
+    )
+    given(submit(job("a", timeout_ms=500)), *running("a")).when(timed_out).then(
+        on("a", JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran longer than 500 ms")),
+        FAILED_ONE,
+    )
+    # a task's own exception that happens to be named Timeout, on a job without a run
+    # timeout, is an error like any other
+    given(submit(job("a")), *running("a")).when(timed_out).then(
+        on("a", JobFailed(1, FailureReason.ERROR, "Timeout", "ran longer than 500 ms")),
+        FAILED_ONE,
+    )
+
+
 def test_the_run_timeout_counts_from_the_start() -> None:
     scenario = given(submit(job("a", timeout_ms=500)), at(0, claimed("a")), at(300, started("a")))
     assert scenario.deadline() == T0 + 800
