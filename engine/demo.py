@@ -32,12 +32,23 @@ from rich.live import Live
 from rich.rule import Rule
 from rich.table import Table
 
+from engine import demo_tasks as tasks
+from engine.admin import ensure_topics, wait_for_cluster
 from engine.api import Job, Joblog, Submission
 from engine.cli import render_submission, styled_status, summary_table
 from engine.config import Settings
 from engine.errors import JoblogError
+from engine.lifecycle.decide import Policy
 from engine.lifecycle.records import SubmissionStatus
+from engine.notify.delivery import DeliveryRetry
+from engine.notify.errors import SignatureError
+from engine.notify.service import Notifier, NotifierOptions
+from engine.notify.signing import generate_secret, verify
+from engine.notify.subscriptions import parse_subscriptions
+from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.watch import SubmissionView, wait_until_done
+from engine.worker import TaskRegistry, Worker, WorkerOptions
+from projections.projector import Projector
 
 log = logging.getLogger("joblog.demo")
 
@@ -97,8 +108,6 @@ class WebhookCounter:
     """A webhook endpoint on 127.0.0.1 that checks signatures and counts deliveries."""
 
     def __init__(self, secret: str) -> None:
-        from engine.notify.errors import SignatureError
-        from engine.notify.signing import verify
 
         self.received: list[str] = []
         self.bad_signatures = 0
@@ -215,7 +224,6 @@ class Demo:
     # ------------------------------------------------------------------ start-up
 
     def _cluster(self, stack: ExitStack) -> Settings:
-        from engine.admin import ensure_topics, wait_for_cluster
 
         if self.args.bootstrap_servers:
             settings = Settings.from_env(
@@ -254,14 +262,6 @@ class Demo:
         broker.stop()
 
     def _services(self, stack: ExitStack, settings: Settings) -> None:
-        from engine.lifecycle.decide import Policy
-        from engine.notify.delivery import DeliveryRetry
-        from engine.notify.service import Notifier, NotifierOptions
-        from engine.notify.signing import generate_secret
-        from engine.notify.subscriptions import parse_subscriptions
-        from engine.scheduler.service import Scheduler, SchedulerConfig
-        from engine.worker import TaskRegistry, Worker, WorkerOptions
-        from projections.projector import Projector
 
         scheduler = Scheduler(
             settings,
@@ -320,7 +320,6 @@ class Demo:
     # ------------------------------------------------------------------ the workload
 
     def _submit(self, client: Joblog) -> dict[str, Submission]:
-        from engine import demo_tasks as tasks
 
         frames = self.args.frames
         render = client.submit(
