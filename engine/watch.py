@@ -152,6 +152,7 @@ class Live:
 #: Yielded once by :func:`event_watch` between the history and the live events.
 LIVE: Final = Live()
 
+
 # --------------------------------------------------------------------------- the stream
 
 
