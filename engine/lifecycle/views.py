@@ -304,6 +304,8 @@ class SubmissionView:
                 if body.command_type == "SubmitJobs" and not self.accepted:
                     self.rejection = body
                 return None, None
+            case IdempotencyKeyDecided():
+                return None, None  # a key ledger's decision: about no job of this view
         before = self.jobs.get(event.job_id)
         current = before or JobView(event.submission_id, event.job_id)
         after = evolve_view(current, body, to_datetime(event.timestamp))
@@ -397,8 +399,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             | JobOutput()
             | JobCancelRequested()
             | JobDuplicateClaim()
-            # a ledger's decision is about no job of its own: the view keeps the bare job of
-            # its empty job id, as every earlier version did
+            # a ledger's decision is about no job (SubmissionView.apply takes it first)
             | IdempotencyKeyDecided()
             # about the submission, not one job (SubmissionView.apply takes them first)
             | SubmissionAccepted()

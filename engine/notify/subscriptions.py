@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from engine.lifecycle.names import EVENT_NAMES, event_name, names_of
-from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted
+from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted, is_key_ledger
 from engine.lifecycle.views import STATUS_EVENTS, SUBMISSION_EVENTS, JobView
 from engine.notify.errors import SubscriptionError
 from engine.notify.signing import secret_key
@@ -171,8 +171,12 @@ class Subscription:
         return self.email or self.url
 
     def matches(self, event: Event, job: JobView | None) -> bool:
-        """Whether this subscription wants ``event`` (``job``: its job after the event)."""
-        if event.name not in self.events:
+        """Whether this subscription wants ``event`` (``job``: its job after the event).
+
+        An idempotency key's ledger decisions are the engine's own bookkeeping, never sent:
+        the jobs they concern get their own events (``JobSkipped``, ``JobPending``).
+        """
+        if event.name not in self.events or is_key_ledger(event.submission_id):
             return False
         if self.submissions and event.submission_id not in self.submissions:
             return False

@@ -337,3 +337,21 @@ def test_an_unrenderable_message_is_logged_without_an_attempt(tmp_path: Path) ->
     assert (line["outcome"], line["attempt"], line["event_id"]) == ("unrenderable", 0, "s-1:4")
     assert line["message_id"] == message_id("x", "s-1:4")
     assert line["error"] == "ValueError: year is out of range"
+
+
+def test_a_key_ledgers_decisions_are_never_sent() -> None:
+    from engine.lifecycle.records import IdempotencyKeyDecided, KeyDecision, key_ledger_id
+
+    ledger = key_ledger_id("invoice-7")
+    decided = Event(
+        f"{ledger}:1",
+        ledger,
+        "",
+        1,
+        T0,
+        IdempotencyKeyDecided("invoice-7", f"{SID}/bill", KeyDecision.GRANTED),
+    )
+    (everything,) = parse_subscriptions([{"url": "http://x", "events": "*"}]).subscriptions
+    assert not everything.matches(decided, None)
+    view = SubmissionView(ledger)
+    assert view.apply(decided) == (None, None) and not view.jobs, "no job of its own"
