@@ -40,7 +40,6 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ in the stubs
@@ -53,6 +52,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ 
     OffsetSpec,
 )
 
+from engine import kafka
 from engine.config import Settings
 from engine.errors import BrokerError, ConfigurationError
 from engine.topics import Topics
@@ -147,7 +147,7 @@ def ensure_topics(
     deadline = time.monotonic() + timeout
     specs = topic_specs(settings, queues)
     topics = Topics(settings.topic_prefix)
-    admin = _admin_client(settings)
+    admin = kafka.admin_client(settings)
     existing = _partition_counts(_metadata(admin, settings, deadline))
     count = _copartitioned_count(existing, topics, settings)
     copartitioned = set(topics.copartitioned)
@@ -182,7 +182,7 @@ def wait_for_cluster(settings: Settings, timeout: float = 30.0) -> None:
         # while a broker is still starting.
         if not addresses or any(_reachable(host, port) for host, port in addresses):
             if admin is None:
-                admin = _admin_client(settings)
+                admin = kafka.admin_client(settings)
             remaining = max(0.1, deadline - time.monotonic())
             try:
                 if admin.list_topics(timeout=min(remaining, 5.0)).brokers:
@@ -196,11 +196,6 @@ def wait_for_cluster(settings: Settings, timeout: float = 30.0) -> None:
                 "JOBLOG_BOOTSTRAP_SERVERS at a cluster"
             )
         time.sleep(0.1)
-
-
-def _admin_client(settings: Settings) -> AdminClient:
-    config = cast("dict[str, str | int | float | bool]", settings.client_config())
-    return AdminClient(config)
 
 
 def _check_name(name: str) -> None:

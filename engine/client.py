@@ -29,9 +29,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from engine import codec
+from engine import codec, kafka
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import (
@@ -528,9 +528,7 @@ class CommandProducer:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.connect_timeout = connect_timeout
-        self._producer = Producer(
-            settings.producer_config(**{"enable.idempotence": True, "linger.ms": 2})
-        )
+        self._producer = kafka.producer(settings, {"enable.idempotence": True, "linger.ms": 2})
         self._partitions: int | None = None
         self._decisions: DecisionReader | None = None
         self._lock = threading.Lock()

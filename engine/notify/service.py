@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from engine import codec
+from engine import codec, kafka
 from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.records import Event
@@ -177,19 +177,20 @@ class Notifier:
     # ----------------------------------------------------------------- the loop
 
     def run(self, stop: threading.Event) -> None:
-        """Runs until ``stop`` is set, then waits for attempts in flight and commits."""
-        consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": self.group_id,
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "latest",
-                    "fetch.wait.max.ms": 100,
-                    "enable.partition.eof": True,
-                }
-            )
+        """Runs until ``stop`` is set, then waits for attempts in flight and commits.
+
+        Raises:
+            KafkaException: the consumer hit a fatal error (it would never deliver again).
+        """
+        consumer = kafka.consumer(
+            self.settings,
+            self.group_id,
+            {
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 100,
+                "enable.partition.eof": True,
+            },
         )
         self._consumer = consumer
         consumer.subscribe(
@@ -231,6 +232,8 @@ class Notifier:
         error = message.error()
         partition = message.partition() or 0
         if error is not None:
+            if kafka.consumer_fatal(error):
+                raise KafkaException(error)
             if error.code() == KafkaError._PARTITION_EOF:
                 self._replayed(partition)
             else:

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-
-from engine import codec
+from engine import codec, kafka
 from engine.config import Settings
-from engine.errors import BrokerError, CodecError
+from engine.errors import CodecError
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import PartitionBook, Replay
 from engine.topics import Topics
@@ -63,22 +60,16 @@ def rebuild(
     """
     started = time.monotonic()
     topics = Topics(settings.topic_prefix)
-    reader = Consumer(
-        settings.client_config(
-            **{
-                "group.id": f"{settings.topic_prefix}scheduler-rebuild-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 50,
-            }
-        )
+    reader = kafka.consumer(
+        settings,
+        f"{settings.topic_prefix}scheduler-rebuild-{uuid.uuid4().hex[:8]}",
+        {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
     )
     try:
         checkpoint = 0
         state_records = 0
         latest: dict[bytes, bytes | None] = {}
-        for message in _read_to_end(reader, topics.state, partition, 0, timeout_s):
+        for message in kafka.read_to_end(reader, topics.state, partition, 0, timeout_s):
             state_records += 1
             key = message.key() or b""
             if key == CHECKPOINT_KEY:
@@ -93,7 +84,7 @@ def rebuild(
         replay = Replay(partition, latest)
         events_from = replay.events_from(checkpoint)
         end = events_from
-        for message in _read_to_end(reader, topics.events, partition, events_from, timeout_s):
+        for message in kafka.read_to_end(reader, topics.events, partition, events_from, timeout_s):
             offset = message.offset() or 0
             end = offset + 1
             try:
@@ -101,7 +92,7 @@ def rebuild(
             except CodecError:
                 continue
             replay.event(offset, event)
-        book = replay.end(max(end, _high_watermark(reader, topics.events, partition)))
+        book = replay.end(max(end, kafka.watermarks(reader, topics.events, partition)[1]))
         # A submission deleted after its last snapshot stays in the book until its deleted
         # header is written (the next sweep does it): then only its id is kept.
         stats = RebuildStats(
@@ -116,71 +107,3 @@ def rebuild(
         return stats, book
     finally:
         reader.close()
-
-
-def _high_watermark(reader: Consumer, topic: str, partition: int) -> int:
-    return _watermarks(reader, topic, partition)[1]
-
-
-def _watermarks(
-    reader: Consumer, topic: str, partition: int, timeout_s: float = 30.0
-) -> tuple[int, int]:
-    """The partition's low and high watermarks, waiting out a leader election (a topic
-    created a moment ago, or a broker restarting)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            return int(low), int(high)
-        except KafkaException as exc:
-            if not exc.args[0].retriable() and exc.args[0].code() not in _ELECTING:
-                raise
-            if time.monotonic() > deadline:
-                raise BrokerError(f"{topic}[{partition}] has no leader: {exc}") from exc
-            time.sleep(0.2)
-
-
-_ELECTING = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._TIMED_OUT,
-    }
-)
-
-
-def _read_to_end(
-    reader: Consumer, topic: str, partition: int, start: int, timeout_s: float
-) -> Iterator[Message]:
-    """Every committed record of a partition from ``start`` to its current end."""
-    low, high = _watermarks(reader, topic, partition)
-    start = max(start, low)
-    if start >= high:
-        return
-    reader.assign([TopicPartition(topic, partition, start)])
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            messages = reader.consume(1000, timeout=0.2)
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if (
-                        error.code() == KafkaError._PARTITION_EOF
-                        and (message.offset() or 0) >= high
-                    ):
-                        return
-                    continue
-                yield message
-                if (message.offset() or 0) + 1 >= high:
-                    return
-            position = reader.position([TopicPartition(topic, partition)])[0].offset
-            if position >= high:
-                return
-        raise BrokerError(
-            f"{topic}[{partition}] could not be read to offset {high} within {timeout_s}s "
-            "(an open transaction of a crashed scheduler? it aborts after transaction.timeout.ms)"
-        )
-    finally:
-        reader.unassign()

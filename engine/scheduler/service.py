@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from engine import codec
+from engine import codec, kafka
 from engine.admin import ensure_topics
 from engine.clock import now_ms
 from engine.config import Settings
@@ -181,19 +181,18 @@ class Scheduler:
         settings = self.settings
         transactional_id = f"{settings.topic_prefix}scheduler.{self.config.instance_id}"
         timeout = self.config.call_timeout_s
-        producer = Producer(
-            settings.producer_config(
-                **{
-                    "transactional.id": transactional_id,
-                    "transaction.timeout.ms": self.config.transaction_timeout_ms,
-                    "linger.ms": 5,
-                    "batch.num.messages": 10_000,
-                    "compression.type": "lz4",
-                    # a 100,000-job submission is decided in one transaction
-                    "queue.buffering.max.messages": 2_000_000,
-                    "on_delivery": self._on_delivery,
-                }
-            )
+        producer = kafka.producer(
+            settings,
+            {
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "compression.type": "lz4",
+                # a 100,000-job submission is decided in one transaction
+                "queue.buffering.max.messages": 2_000_000,
+                "on_delivery": self._on_delivery,
+            },
         )
         try:
             self._calls.call(
@@ -202,25 +201,22 @@ class Scheduler:
         except CallStuck:
             self.abandoned.append(producer)
             raise
-        consumer = Consumer(
-            settings.client_config(
-                **{
-                    "group.id": f"{settings.topic_prefix}scheduler",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "earliest",
-                    # range keeps partition p of every subscribed topic on one member: the
-                    # co-partitioning that lets one instance own a submission's whole story.
-                    "partition.assignment.strategy": "range",
-                    "fetch.wait.max.ms": 20,
-                    # static membership: a restarted instance takes its partitions back at
-                    # once; a dead one is replaced after the session timeout
-                    "group.instance.id": self.config.instance_id,
-                    "session.timeout.ms": self.config.session_timeout_ms,
-                    "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
-                }
-            )
+        consumer = kafka.consumer(
+            settings,
+            f"{settings.topic_prefix}scheduler",
+            {
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # range keeps partition p of every subscribed topic on one member: the
+                # co-partitioning that lets one instance own a submission's whole story.
+                "partition.assignment.strategy": "range",
+                "fetch.wait.max.ms": 20,
+                # static membership: a restarted instance takes its partitions back at
+                # once; a dead one is replaced after the session timeout
+                "group.instance.id": self.config.instance_id,
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
+            },
         )
         self._consumer = consumer
         consumer.subscribe(
@@ -331,7 +327,7 @@ class Scheduler:
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if _consumer_fatal(error):
+                    if kafka.consumer_fatal(error):
                         # e.g. the group fenced this consumer's stale member after a broker
                         # crash: the consumer is unusable, a new one rejoins in its place
                         raise KafkaException(error)
@@ -640,27 +636,14 @@ class Scheduler:
             message.offset(),
             error,
         )
-        value = message.value() or b""
-        note = str(error)
         # a record can only be dead-lettered whole if the envelope still fits a record
-        room = self.settings.limits.max_record_bytes - 64 * 1024
-        if len(value) > room:
-            note = f"{note} [value cut to its first {room} of {len(value)} bytes]"
-            value = value[:room]
-        letter = codec.DeadLetter(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=value,
-            error_type=type(error).__name__,
-            error_message=note,
-            consumer=f"{self.settings.topic_prefix}scheduler/{self.config.instance_id}",
-            failed_at=now_ms(),
+        letter = kafka.dead_letter(
+            message,
+            error,
+            f"{self.settings.topic_prefix}scheduler/{self.config.instance_id}",
+            max_value_bytes=self.settings.limits.max_record_bytes - 64 * 1024,
         )
-        producer.produce(
-            self.topics.deadletter, key=message.key(), value=codec.encode_deadletter(letter)
-        )
+        kafka.send_dead_letter(producer, self.topics.deadletter, letter)
 
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._queues:
@@ -696,16 +679,6 @@ class _Poison(Exception):
         super().__init__(reason)
         self.offsets = offsets
         self.reason = reason
-
-
-def _consumer_fatal(error: KafkaError) -> bool:
-    """Whether a consumed record's error means the consumer is dead.
-
-    A fatal consumer error reaches ``consume()`` as a record whose error has the code
-    ``_FATAL``; that error object's own ``fatal()`` is False (confluent-kafka sets the flag
-    only on errors of client calls), so the code is what tells.
-    """
-    return error.fatal() or error.code() == KafkaError._FATAL
 
 
 def _fenced(error: KafkaError) -> bool:

@@ -52,7 +52,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from engine import codec
+from engine import codec, kafka
 from engine.admin import ensure_topics
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError
@@ -302,7 +302,8 @@ class Worker:
         """Runs until ``stop`` is set, then drains and leaves (see the module docstring).
 
         Raises:
-            KafkaException: a client could not be created or the cluster is unreachable.
+            KafkaException: a client could not be created or the cluster is unreachable,
+                or a consumer hit a fatal error (it would never deliver again).
         """
         try:
             # The template is forked before any Kafka client exists: no librdkafka thread,
@@ -403,15 +404,14 @@ class Worker:
             stop, lambda: ensure_topics(settings, queues=[self.queue], timeout=_STARTUP_TRY_S)
         ):
             return False
-        self._producer = Producer(
-            settings.producer_config(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "client.id": f"joblog-worker-{self.worker_id}",
-                }
-            )
+        self._producer = kafka.producer(
+            settings,
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "client.id": f"joblog-worker-{self.worker_id}",
+            },
         )
         tunable = {
             "session.timeout.ms": self.options.session_timeout_ms,
@@ -421,26 +421,20 @@ class Worker:
             "queued.max.messages.kbytes": 1024,
             "fetch.wait.max.ms": 100,
         }
-        self._consumer = Consumer(
+        self._consumer = kafka.consumer(
+            settings,
+            f"{settings.topic_prefix}workers.{self.queue}",
             {
-                **tunable,
-                **settings.client_config(),
-                "group.id": f"{settings.topic_prefix}workers.{self.queue}",
                 "client.id": f"joblog-worker-{self.worker_id}",
-                "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-            }
+            },
+            overridable=tunable,
         )
-        self._control = Consumer(
-            {
-                **settings.client_config(),
-                "group.id": f"{settings.topic_prefix}worker-control.{self.worker_id}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 50,
-            }
+        self._control = kafka.consumer(
+            settings,
+            f"{settings.topic_prefix}worker-control.{self.worker_id}",
+            {"fetch.wait.max.ms": 50},
         )
         if not self._until_reachable(stop, self._assign_control):
             return False
@@ -571,6 +565,8 @@ class Worker:
     def _on_dispatch_message(self, message: Message, *, taking: bool) -> None:
         error = message.error()
         if error is not None:
+            if kafka.consumer_fatal(error):
+                raise KafkaException(error)  # the consumer never delivers again
             if error.code() != KafkaError._PARTITION_EOF:
                 _log_to(kafka_log, logging.WARNING, "dispatch consume error", error=error.str())
             return
@@ -693,6 +689,8 @@ class Worker:
         for message in self._control.consume(100, timeout=0):
             error = message.error()
             if error is not None:
+                if kafka.consumer_fatal(error):
+                    raise KafkaException(error)  # the consumer never delivers again
                 if error.code() != KafkaError._PARTITION_EOF:
                     _log_to(
                         kafka_log,
@@ -930,22 +928,11 @@ class Worker:
             offset=message.offset(),
             error=error,
         )
-        raw = getattr(error, "raw", None)
-        letter = codec.DeadLetter(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=raw if isinstance(raw, bytes) else (message.value() or b""),
-            error_type=type(error).__name__,
-            error_message=str(error),
-            consumer=f"{self.settings.topic_prefix}worker/{self.worker_id}",
-            failed_at=wall_ms(),
+        letter = kafka.dead_letter(
+            message, error, f"{self.settings.topic_prefix}worker/{self.worker_id}"
         )
         assert self._producer is not None
-        self._producer.produce(
-            self.topics.deadletter, key=message.key(), value=codec.encode_deadletter(letter)
-        )
+        kafka.send_dead_letter(self._producer, self.topics.deadletter, letter)
 
     # ------------------------------------------------------------------ shutdown
 
