@@ -27,6 +27,8 @@ Kafka's committed offsets are never read back: on start and on every partition a
 the consumer is positioned at the offsets stored in the file (offset 0 for a partition the
 file has not seen), and a record below the stored offset is skipped. The consumer reads with
 ``isolation.level=read_committed``, so events of aborted scheduler transactions never show.
+A consumer that hits a fatal error (its stale static member fenced after a broker crash) is
+closed and the loop starts over on a new one, from the offsets in the file.
 
 From ``reports`` the projector folds only ``Heartbeat`` and ``WorkerLeft`` (the ``workers``
 table); every other report is skipped, and an undecodable report is counted but not
@@ -59,11 +61,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from engine import codec
+from engine import codec, kafka
 from engine.config import Settings
-from engine.errors import CodecError
-from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
 from engine.topics import Topics
+from projections.batch import Record, decode, fold_records
 from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
 from projections.isolate import isolate
@@ -113,33 +114,22 @@ class _Write:
     events: int
     duplicates: int
     heartbeats: int
-    records: list[_Record]
+    records: list[Record]
     thread: threading.Thread | None = None
     error: BaseException | None = None
 
 
-@dataclass(frozen=True)
-class _Record:
-    """One consumed record as the fold takes it: an event, a worker report, or neither (a
-    record that only moves the offset: undecodable, or a report the projection skips)."""
-
-    position: Position
-    message: Message
-    event: Event | None = None
-    report: Heartbeat | WorkerLeft | None = None
-
-
-@dataclass(frozen=True)
-class _Letter:
-    """A record for the dead-letter topic and why."""
-
-    message: Message
-    error_type: str
-    error_message: str
-
-
 class _Restart(Exception):
     """The batch could not be made durable: reposition from the file and read it again."""
+
+
+class _ConsumerDied(_Restart):
+    """The consumer hit a fatal error: a new consumer rejoins the group in its place."""
+
+
+#: A consumer that dies this often within :data:`_DEATHS_WINDOW_S` is not restarted again.
+_MAX_DEATHS = 3
+_DEATHS_WINDOW_S = 120.0
 
 
 class Projector:
@@ -208,16 +198,16 @@ class Projector:
         Raises:
             ProjectionError: the file belongs to another schema version or topic prefix,
                 another process holds it for longer than ``open_timeout``, or the consumer
-                hit a fatal Kafka error.
+                hit a fatal Kafka error three times within two minutes (a consumer that
+                hits one is replaced by a new one, which rejoins the group).
             ProjectionFrozenError: the file is a point-in-time projection.
         """
         store = self._open_store(stop)
         self._store = store
         server: QueryServer | None = None
-        producer = Producer(
-            self.settings.producer_config(
-                **{"enable.idempotence": True, "linger.ms": 5, "client.id": f"{self.group}-dlq"}
-            )
+        producer = kafka.producer(
+            self.settings,
+            {"enable.idempotence": True, "linger.ms": 5, "client.id": f"{self.group}-dlq"},
         )
         self._producer = producer
         try:
@@ -228,10 +218,20 @@ class Projector:
             if self.serve:
                 server = QueryServer(store.connection, self.db_path, status=self.status)
                 self.endpoint = server.start()
+            deaths: list[float] = []
             while not stop.is_set():
                 try:
                     self._session(stop, store, producer)
                 except _Restart as exc:
+                    if isinstance(exc, _ConsumerDied):
+                        now = time.monotonic()
+                        deaths = [t for t in deaths if now - t < _DEATHS_WINDOW_S] + [now]
+                        if len(deaths) >= _MAX_DEATHS:
+                            raise ProjectionError(
+                                f"{exc}, {len(deaths)} times within {_DEATHS_WINDOW_S:.0f} s: "
+                                f"is another projector of group {self.group!r} running on a "
+                                "file at the same path? Give each projector its own --group"
+                            ) from exc
                     log.warning("projector restarting from the offsets in the file: %s", exc)
                     self.stats.restarts += 1
                     self.fold.forget()
@@ -274,24 +274,21 @@ class Projector:
     # ------------------------------------------------------------------ the loop
 
     def _session(self, stop: threading.Event, store: ProjectionStore, producer: Producer) -> None:
-        consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": self.group,
-                    # Static membership, one identity per file: a projector restarted on the
-                    # same file (after a crash, say) takes its partitions back at once
-                    # instead of waiting for the dead member's session to time out.
-                    "group.instance.id": self.instance_id,
-                    # An eager assignor: on_assign assigns the whole list it is given.
-                    "partition.assignment.strategy": "range",
-                    "client.id": f"{self.group}-{self.db_path.name}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "earliest",
-                    "fetch.wait.max.ms": 100,
-                }
-            )
+        consumer = kafka.consumer(
+            self.settings,
+            self.group,
+            {
+                # Static membership, one identity per file: a projector restarted on the
+                # same file (after a crash, say) takes its partitions back at once
+                # instead of waiting for the dead member's session to time out.
+                "group.instance.id": self.instance_id,
+                # An eager assignor: on_assign assigns the whole list it is given.
+                "partition.assignment.strategy": "range",
+                "client.id": f"{self.group}-{self.db_path.name}",
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+            },
         )
         topics = [self.topics.events]
         if self.workers:
@@ -343,42 +340,33 @@ class Projector:
         store: ProjectionStore,
         messages: list[Message],
     ) -> None:
-        records: list[_Record] = []
-        letters: list[_Letter] = []
+        records: list[Record] = []
+        letters: list[codec.DeadLetter] = []
         events_topic = self.topics.events
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                if error.fatal():
-                    raise ProjectionError(f"the consumer hit a fatal Kafka error: {error.str()}")
+                if kafka.consumer_fatal(error):
+                    # e.g. the group fenced this static member's stale twin after a broker
+                    # crash: the consumer never delivers again, a new one rejoins instead
+                    raise _ConsumerDied(f"the consumer hit a fatal Kafka error: {error.str()}")
                 log.warning("consumer error: %s", error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             if offset < self._positions.get((topic, partition), 0):
                 continue  # already in the file (a fetch from before the last repositioning)
-            position = Position(topic, partition, offset)
-            raw = message.value() or b""
-            if topic == events_topic:
-                try:
-                    records.append(_Record(position, message, event=codec.decode_event(raw)))
-                except CodecError as exc:
-                    letters.append(_Letter(message, type(exc).__name__, str(exc)))
-                    records.append(_Record(position, message))
-                continue
-            try:
-                report = codec.decode_report(raw)
-            except CodecError:
-                self.stats.undecodable_reports += 1
-                records.append(_Record(position, message))
-                continue
-            if isinstance(report, Heartbeat | WorkerLeft):
-                records.append(_Record(position, message, report=report))
-            else:
+            record = decode(message, events_topic)
+            if record.error is not None:
+                if topic == events_topic:
+                    letters.append(kafka.dead_letter(message, record.error, self.group))
+                else:
+                    self.stats.undecodable_reports += 1
+            elif topic != events_topic and record.report is None:
                 self.stats.reports_skipped += 1
-                records.append(_Record(position, message))
+            records.append(record)
         if letters:
             self._send_dead_letters(producer, letters)
 
@@ -412,27 +400,14 @@ class Projector:
             heartbeats=sum(record.report is not None for record in records),
         )
 
-    def _fold_records(self, records: Sequence[_Record]) -> None:
+    def _fold_records(self, records: Sequence[Record]) -> None:
         """Folds records in order (rows read first); raises what the fold raises."""
-        fold = self.fold
         try:
-            fold.prefetch(
-                (r.event for r in records if r.event is not None),
-                (r.report for r in records if r.report is not None),
-                self._require_store(),
-            )
+            fold_records(self.fold, records, self._require_store())
         except duckdb.Error as exc:
             raise _Restart(f"reading rows from {self.db_path} failed: {exc}") from exc
-        for record in records:
-            if record.event is not None:
-                fold.event(record.event, record.position)
-            elif record.report is not None:
-                fold.report(record.report, record.message.timestamp()[1])
-                fold.advance(record.position)
-            else:
-                fold.advance(record.position)
 
-    def _isolate(self, records: list[_Record]) -> None:
+    def _isolate(self, records: list[Record]) -> None:
         """Writes a batch that failed in smaller and smaller pieces, to find what poisons it.
 
         Each piece is folded from the rows in the file and committed on its own (with its
@@ -446,19 +421,16 @@ class Projector:
         self.fold.forget()
         isolate(records, self._commit_piece, self._poisoned)
 
-    def _poisoned(self, record: _Record, error: Exception) -> None:
+    def _poisoned(self, record: Record, error: Exception) -> None:
         """Dead-letters a record that cannot be projected, then commits its offset alone."""
         what = f"event {record.event.event_id}" if record.event is not None else "record"
-        self._send_dead_letters(
-            self._require_producer(),
-            [
-                _Letter(
-                    record.message,
-                    type(error).__name__,
-                    f"the projector cannot fold or write {what}: {error}",
-                )
-            ],
+        letter = kafka.dead_letter(
+            record.message,
+            error,
+            self.group,
+            note=f"the projector cannot fold or write {what}: {error}",
         )
+        self._send_dead_letters(self._require_producer(), [letter])
         self.fold.advance(record.position)
         offsets = self.fold.take()
         try:
@@ -469,7 +441,7 @@ class Projector:
         self._positions.update(offsets.offsets)
         self._publish_positions()
 
-    def _commit_piece(self, piece: Sequence[_Record]) -> Exception | None:
+    def _commit_piece(self, piece: Sequence[Record]) -> Exception | None:
         """Folds and commits one piece synchronously; the error, if it failed (fold dropped)."""
         fold = self.fold
         duplicates, folded = fold.stats.duplicates, fold.stats.events
@@ -508,7 +480,7 @@ class Projector:
         prepared: PreparedBatch,
         offsets: dict[PartitionKey, int],
         *,
-        records: list[_Record] | None = None,
+        records: list[Record] | None = None,
         events: int = 0,
         duplicates: int = 0,
         heartbeats: int = 0,
@@ -589,41 +561,23 @@ class Projector:
             self._start_write(store, prepare(changes), changes.offsets)
             self._finish_write(consumer)
 
-    def _send_dead_letters(self, producer: Producer, letters: list[_Letter]) -> None:
+    def _send_dead_letters(self, producer: Producer, letters: list[codec.DeadLetter]) -> None:
         failures: list[str] = []
 
         def delivered(error: KafkaError | None, _: Message) -> None:
             if error is not None:
                 failures.append(error.str())
 
-        now = int(time.time() * 1000)
-        for item in letters:
-            message = item.message
-            letter = codec.DeadLetter(
-                topic=message.topic() or "",
-                partition=message.partition() or 0,
-                offset=message.offset() or 0,
-                key=message.key(),
-                value=message.value() or b"",
-                error_type=item.error_type,
-                error_message=item.error_message,
-                consumer=self.group,
-                failed_at=now,
-            )
+        for letter in letters:
             log.warning(
                 "dead letter from %s[%s]@%s: %s: %s",
                 letter.topic,
                 letter.partition,
                 letter.offset,
-                item.error_type,
-                item.error_message,
+                letter.error_type,
+                letter.error_message,
             )
-            producer.produce(
-                self.topics.deadletter,
-                key=message.key(),
-                value=codec.encode_deadletter(letter),
-                on_delivery=delivered,
-            )
+            kafka.send_dead_letter(producer, self.topics.deadletter, letter, on_delivery=delivered)
         if producer.flush(30) > 0 or failures:
             raise _Restart(f"dead letters not delivered: {failures or 'flush timed out'}")
         self.stats.dead_letters += len(letters)
@@ -663,14 +617,8 @@ def lag(settings: Settings, db_path: str | Path, *, timeout: float = 10.0) -> li
         )
     }
     topics = Topics(settings.topic_prefix)
-    consumer = Consumer(
-        settings.client_config(
-            **{
-                "group.id": f"{settings.topic_prefix}projector-status-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
-        )
+    consumer = kafka.consumer(
+        settings, f"{settings.topic_prefix}projector-status-{uuid.uuid4().hex}"
     )
     rows: list[PartitionLag] = []
     try:

@@ -33,11 +33,11 @@ from pathlib import Path
 import duckdb
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from engine import codec
+from engine import kafka
 from engine.config import Settings
-from engine.errors import CodecError
 from engine.lifecycle.records import Event, Heartbeat, WorkerLeft
 from engine.topics import Topics
+from projections.batch import Record, decode, fold_records
 from projections.errors import ProjectionError
 from projections.fold import Fold, PartitionKey, Position
 from projections.isolate import isolate
@@ -255,17 +255,14 @@ class _LogReader:
         keep_event: Callable[[Event], bool] | None = None,
         keep_report: Callable[[Heartbeat | WorkerLeft], bool] | None = None,
     ) -> None:
-        consumer = Consumer(
-            self.settings.client_config(
-                **{
-                    "group.id": f"{self.settings.topic_prefix}projector-rebuild-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "enable.partition.eof": True,
-                    "auto.offset.reset": "earliest",
-                }
-            )
+        consumer = kafka.consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}projector-rebuild-{uuid.uuid4().hex}",
+            {
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            },
         )
         try:
             ends = self._ends(consumer, topic, limit)
@@ -314,8 +311,8 @@ class _LogReader:
         keep_event: Callable[[Event], bool] | None,
         keep_report: Callable[[Heartbeat | WorkerLeft], bool] | None,
     ) -> None:
-        fold = self.fold
-        records: list[_Record] = []
+        records: list[Record] = []
+        events_topic = self.topics.events
         for message in messages:
             error = message.error()
             partition, offset = message.partition(), message.offset()
@@ -333,55 +330,26 @@ class _LogReader:
             positions[partition] = offset + 1
             if offset + 1 >= end:
                 pending.discard(partition)
-            position = Position(topic, partition, offset)
-            raw = message.value() or b""
-            try:
-                if topic == self.topics.events:
-                    event = codec.decode_event(raw)
-                    if keep_event is not None and keep_event(event):
-                        records.append(_Record(position, event=event))
-                    else:
-                        records.append(_Record(position))
-                    continue
-                report = codec.decode_report(raw)
-            except CodecError:
+            record = decode(message, events_topic)
+            if record.error is not None:
                 self.result.dead_records += 1
-                records.append(_Record(position))
-                continue
-            if (
-                isinstance(report, Heartbeat | WorkerLeft)
-                and keep_report is not None
-                and keep_report(report)
-            ):
-                records.append(_Record(position, report=report, timestamp=message.timestamp()[1]))
-            else:
-                records.append(_Record(position))
+            elif not _kept(record, keep_event, keep_report):
+                record = record.passed_over()
+            records.append(record)
         if records:
             # The live projector's rule: a record that cannot be folded or written is found
             # and left out (the projector dead-letters it), the rest of the batch goes in.
             isolate(records, self._commit, self._skip)
         else:
-            changes = fold.take()
+            changes = self.fold.take()
             if changes:
                 self.store.write(changes)
 
-    def _commit(self, records: Sequence[_Record]) -> Exception | None:
+    def _commit(self, records: Sequence[Record]) -> Exception | None:
         fold = self.fold
         folded = fold.stats.events
         try:
-            fold.prefetch(
-                (r.event for r in records if r.event is not None),
-                (r.report for r in records if r.report is not None),
-                self.store,
-            )
-            for record in records:
-                if record.event is not None:
-                    fold.event(record.event, record.position)
-                elif record.report is not None:
-                    fold.report(record.report, record.timestamp)
-                    fold.advance(record.position)
-                else:
-                    fold.advance(record.position)
+            fold_records(fold, records, self.store)
             changes = fold.take()
             if changes:
                 self.store.write(changes)
@@ -394,7 +362,7 @@ class _LogReader:
         self.result.heartbeats += sum(r.report is not None for r in records)
         return None
 
-    def _skip(self, record: _Record, error: Exception) -> None:
+    def _skip(self, record: Record, error: Exception) -> None:
         log.warning(
             "rebuild leaves out %s[%d]@%d, which cannot be projected: %r",
             record.position.topic,
@@ -407,12 +375,17 @@ class _LogReader:
         self.store.write(self.fold.take())
 
 
-@dataclass(frozen=True)
-class _Record:
-    position: Position
-    event: Event | None = None
-    report: Heartbeat | WorkerLeft | None = None
-    timestamp: int = 0
+def _kept(
+    record: Record,
+    keep_event: Callable[[Event], bool] | None,
+    keep_report: Callable[[Heartbeat | WorkerLeft], bool] | None,
+) -> bool:
+    """Whether a decoded record is folded (else the rebuild only moves past it)."""
+    if record.event is not None:
+        return keep_event is not None and keep_event(record.event)
+    if record.report is not None:
+        return keep_report is not None and keep_report(record.report)
+    return False
 
 
 def _is_bound(part: str) -> bool:

@@ -1,4 +1,5 @@
-"""The projector's start and stop around its file, without a broker (it never gets to Kafka)."""
+"""The projector's start and stop around its file, and how it answers its consumer's errors,
+without a broker."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, Message
 
+from engine import kafka
 from engine.config import Settings
 from projections import ProjectionError, ProjectionFrozenError, Projector, run_projector
 from projections.server import endpoint_path
@@ -77,3 +81,61 @@ def test_the_group_and_its_static_identity_follow_the_file(tmp_path: Path) -> No
     assert one.group == "unit.projector"
     assert one.instance_id == same.instance_id != other.instance_id
     assert other.instance_id.startswith("mine.")
+
+
+class DeadConsumer:
+    """A consumer whose group fenced it: every consume() hands back the fatal error."""
+
+    def __init__(self, error: KafkaError) -> None:
+        self.error = error
+        self.closed = False
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        pass
+
+    def consume(self, n: int, timeout: float) -> list[Message]:
+        return [Message(error=self.error)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_consumer_that_hit_a_fatal_error_is_replaced_by_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what consume() returns once the group fenced this static member's stale twin after a
+    # broker crash: code _FATAL, though fatal() is False
+    fenced = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")
+    assert not fenced.fatal()
+    built: list[DeadConsumer] = []
+
+    def consumer(*args: Any, **kwargs: Any) -> DeadConsumer:
+        built.append(DeadConsumer(fenced))
+        return built[-1]
+
+    monkeypatch.setattr(kafka, "consumer", consumer)
+    projector = Projector(SETTINGS, tmp_path / "p.duckdb", serve=False)
+    with pytest.raises(ProjectionError, match=r"fatal Kafka error.*3 times within 120 s"):
+        projector.run(threading.Event())
+    assert len(built) == 3 and all(c.closed for c in built)
+    assert projector.stats.restarts == 2
+
+
+def test_a_transient_consumer_error_keeps_the_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stop = threading.Event()
+    built: list[DeadConsumer] = []
+
+    class Flaky(DeadConsumer):
+        def consume(self, n: int, timeout: float) -> list[Message]:
+            stop.set()
+            return super().consume(n, timeout)
+
+    def consumer(*args: Any, **kwargs: Any) -> DeadConsumer:
+        built.append(Flaky(KafkaError(KafkaError._TRANSPORT, "broker down")))
+        return built[-1]
+
+    monkeypatch.setattr(kafka, "consumer", consumer)
+    stats = Projector(SETTINGS, tmp_path / "p.duckdb", serve=False).run(stop)
+    assert len(built) == 1 and stats.restarts == 0
