@@ -22,36 +22,15 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, assert_never
 
+from engine.lifecycle import records as ev
 from engine.lifecycle.describe import describe
 from engine.lifecycle.durations import JobTimes, durations_of, moves_times
 from engine.lifecycle.records import (
-    CommandRejected,
     Event,
     EventBody,
     Heartbeat,
-    IdempotencyKeyDecided,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
     JobSpec,
-    JobStarted,
     JobStatus,
-    JobSubmitted,
-    SubmissionAccepted,
-    SubmissionCompleted,
     WorkerLeft,
     is_key_ledger,
 )
@@ -60,25 +39,25 @@ from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS
 Row = dict[str, Any]
 #: The bodies of events about one job that change its row (all but its submission).
 _JobChange = (
-    JobBlocked
-    | JobPending
-    | JobDispatched
-    | JobAssigned
-    | JobStarted
-    | JobProgressed
-    | JobOutput
-    | JobExceptionRaised
-    | JobRetryScheduled
-    | JobCancelRequested
-    | JobCompleted
-    | JobFailed
-    | JobCanceled
-    | JobAbandoned
-    | JobSkipped
-    | JobDeleted
-    | JobDuplicateClaim
+    ev.JobBlocked
+    | ev.JobPending
+    | ev.JobDispatched
+    | ev.JobAssigned
+    | ev.JobStarted
+    | ev.JobProgressed
+    | ev.JobOutput
+    | ev.JobExceptionRaised
+    | ev.JobRetryScheduled
+    | ev.JobCancelRequested
+    | ev.JobCompleted
+    | ev.JobFailed
+    | ev.JobCanceled
+    | ev.JobAbandoned
+    | ev.JobSkipped
+    | ev.JobDeleted
+    | ev.JobDuplicateClaim
 )
-_JobBody = JobSubmitted | _JobChange
+_JobBody = ev.JobSubmitted | _JobChange
 JobKey = tuple[str, str]
 AttemptKey = tuple[str, str, int]
 PartitionKey = tuple[str, int]
@@ -219,7 +198,7 @@ class Fold:
                 continue
             key = (sid, job_id)
             body = event.body
-            if isinstance(body, JobSubmitted):
+            if isinstance(body, ev.JobSubmitted):
                 created_jobs.add(key)
             elif key not in created_jobs and key not in self.jobs:
                 jobs.add(key)
@@ -227,8 +206,8 @@ class Fold:
                 akey = (sid, job_id, number)
                 if key in created_jobs or akey in created_attempts or akey in self.attempts:
                     continue
-                if isinstance(body, JobPending) or (
-                    isinstance(body, JobRetryScheduled) and number == body.next_attempt
+                if isinstance(body, ev.JobPending) or (
+                    isinstance(body, ev.JobRetryScheduled) and number == body.next_attempt
                 ):
                     created_attempts.add(akey)
                 else:
@@ -328,7 +307,7 @@ class Fold:
         body = event.body
         status: str | None
         match body:
-            case SubmissionAccepted():
+            case ev.SubmissionAccepted():
                 assert submission is not None
                 submission.update(
                     submitted_by=body.submitted_by,
@@ -337,7 +316,7 @@ class Fold:
                     submitted_at=event.timestamp,
                 )
                 status = "ACCEPTED"
-            case SubmissionCompleted():
+            case ev.SubmissionCompleted():
                 assert submission is not None
                 submission.update(
                     done=True,
@@ -346,9 +325,9 @@ class Fold:
                     wall_time=_seconds(submission["submitted_at"], event.timestamp),
                 )
                 status = str(body.status)
-            case IdempotencyKeyDecided():
+            case ev.IdempotencyKeyDecided():
                 status = str(body.decision)
-            case CommandRejected():
+            case ev.CommandRejected():
                 if submission is not None:
                     submission["rejections"] += 1
                 rejected = self.jobs.get((sid, event.job_id)) if event.job_id else None
@@ -377,7 +356,7 @@ class Fold:
     def _job_event(self, event: Event, body: _JobBody, submission: Row | None) -> Row:
         sid, job_id, ts = event.submission_id, event.job_id, event.timestamp
         key = (sid, job_id)
-        if isinstance(body, JobSubmitted):
+        if isinstance(body, ev.JobSubmitted):
             job = _new_job(sid, body, ts)
             self.jobs[key] = job
             if submission is not None:
@@ -387,7 +366,7 @@ class Fold:
             found = self.jobs.get(key)
             if found is None:
                 # A log that starts mid-submission (e.g. truncated): keep what can be kept.
-                found = _new_job(sid, JobSubmitted(_bare_spec(job_id)), ts)
+                found = _new_job(sid, ev.JobSubmitted(_bare_spec(job_id)), ts)
                 self.jobs[key] = found
                 if submission is not None:
                     submission["jobs"] += 1
@@ -404,11 +383,11 @@ class Fold:
     def _apply(self, job: Row, event: Event, body: _JobChange, submission: Row | None) -> None:
         sid, job_id, ts = job["submission_id"], job["job_id"], event.timestamp
         match body:
-            case JobBlocked():
+            case ev.JobBlocked():
                 if job["status"] != JobStatus.BLOCKED or job["blocked_at"] is None:
                     job["blocked_at"] = ts  # (blocked again while blocked: since the first)
                 self._status(job, JobStatus.BLOCKED, submission)
-            case JobPending():
+            case ev.JobPending():
                 self._status(job, JobStatus.PENDING, submission)
                 if job["first_pending_at"] is None:
                     job["first_pending_at"] = ts
@@ -430,10 +409,10 @@ class Fold:
                     body.not_before,
                     body.dispatch_id is not None,
                 )
-            case JobDispatched():
+            case ev.JobDispatched():
                 attempt = self._attempt(sid, job_id, body.attempt, body.queue, ts)
                 attempt["dispatched_at"] = ts
-            case JobAssigned():
+            case ev.JobAssigned():
                 self._status(job, JobStatus.ASSIGNED, submission)
                 job.update(worker_id=body.worker_id, host=body.host or None, assigned_at=ts)
                 if body.previous_worker_id:
@@ -447,7 +426,7 @@ class Fold:
                 else:
                     attempt["takeovers"] += 1
                 attempt.update(worker_id=body.worker_id, host=body.host or None)
-            case JobStarted():
+            case ev.JobStarted():
                 self._status(job, JobStatus.RUNNING, submission)
                 started = body.started_at or None
                 job.update(
@@ -465,7 +444,7 @@ class Fold:
                     worker_id=body.worker_id,
                     pid=body.pid or attempt["pid"],
                 )
-            case JobProgressed():
+            case ev.JobProgressed():
                 if body.value is not None:
                     job["progress"] = body.value
                 if body.total is not None:
@@ -484,7 +463,7 @@ class Fold:
                         "status_line": body.status_line,
                     }
                 )
-            case JobOutput():
+            case ev.JobOutput():
                 self._changes.job_outputs.append(
                     {
                         "event_id": event.event_id,
@@ -498,7 +477,7 @@ class Fold:
                         "truncated": body.truncated,
                     }
                 )
-            case JobExceptionRaised():
+            case ev.JobExceptionRaised():
                 job["exceptions"] += 1
                 if body.severity == 0:
                     job.update(error_type=body.type, error_note=body.note)
@@ -520,7 +499,7 @@ class Fold:
                         "traceback": body.traceback or None,
                     }
                 )
-            case JobRetryScheduled():
+            case ev.JobRetryScheduled():
                 self._status(job, JobStatus.PENDING, submission)
                 self._close_attempt(
                     sid,
@@ -557,15 +536,15 @@ class Fold:
                     body.not_before,
                     body.dispatch_id is not None,
                 )
-            case JobCancelRequested():
+            case ev.JobCancelRequested():
                 job["end_reason"] = body.reason or None
-            case JobCompleted():
+            case ev.JobCompleted():
                 self._finish(job, JobStatus.COMPLETED, ts, submission, body.ended_at)
                 job.update(result=body.result, exit_code=body.exit_code)
                 self._close_attempt(
                     sid, job_id, body.attempt, ts, "COMPLETED", ended_at=body.ended_at
                 )
-            case JobFailed():
+            case ev.JobFailed():
                 self._finish(job, JobStatus.FAILED, ts, submission, body.ended_at)
                 job.update(
                     failure_reason=str(body.reason),
@@ -586,24 +565,24 @@ class Fold:
                     error_type=body.error_type or str(body.reason),
                     error_note=body.error_note,
                 )
-            case JobCanceled():
+            case ev.JobCanceled():
                 self._finish(job, JobStatus.CANCELED, ts, submission, body.ended_at)
                 job.update(end_reason=body.reason or None, canceled_by=body.requested_by or None)
                 if body.attempt > 0:
                     self._close_attempt(
                         sid, job_id, body.attempt, ts, "CANCELED", ended_at=body.ended_at
                     )
-            case JobAbandoned():
+            case ev.JobAbandoned():
                 self._finish(job, JobStatus.ABANDONED, ts, submission)
                 job["end_reason"] = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
-            case JobSkipped():
+            case ev.JobSkipped():
                 self._finish(job, JobStatus.SKIPPED, ts, submission)
                 job["end_reason"] = body.reason or None
-            case JobDeleted():
+            case ev.JobDeleted():
                 if not job["deleted"] and submission is not None:
                     submission["deleted_jobs"] += 1
                 job["deleted"] = True
-            case JobDuplicateClaim():
+            case ev.JobDuplicateClaim():
                 # The claimer may have started the code before it was told to stop: one
                 # more execution, on another worker, while the holder keeps the attempt.
                 job["duplicate_claims"] += 1
@@ -758,7 +737,7 @@ class Fold:
 # --------------------------------------------------------------------------- rows
 
 
-def _new_job(sid: str, body: JobSubmitted, ts: int) -> Row:
+def _new_job(sid: str, body: ev.JobSubmitted, ts: int) -> Row:
     spec = body.spec
     job = JOBS.empty_row()
     job.update(
@@ -805,33 +784,33 @@ def _bare_spec(job_id: str) -> JobSpec:
 def _attempt_of(body: EventBody) -> int | None:
     """The attempt an event's history row names (``None``: none)."""
     match body:
-        case JobRetryScheduled():
+        case ev.JobRetryScheduled():
             return body.failed_attempt
         case (
-            JobPending()
-            | JobDispatched()
-            | JobAssigned()
-            | JobStarted()
-            | JobProgressed()
-            | JobOutput()
-            | JobExceptionRaised()
-            | JobCancelRequested()
-            | JobCompleted()
-            | JobFailed()
-            | JobCanceled()
-            | JobDuplicateClaim()
+            ev.JobPending()
+            | ev.JobDispatched()
+            | ev.JobAssigned()
+            | ev.JobStarted()
+            | ev.JobProgressed()
+            | ev.JobOutput()
+            | ev.JobExceptionRaised()
+            | ev.JobCancelRequested()
+            | ev.JobCompleted()
+            | ev.JobFailed()
+            | ev.JobCanceled()
+            | ev.JobDuplicateClaim()
         ):
             return body.attempt if body.attempt > 0 else None
         case (
-            SubmissionAccepted()
-            | JobSubmitted()
-            | JobBlocked()
-            | JobAbandoned()
-            | JobSkipped()
-            | JobDeleted()
-            | CommandRejected()
-            | SubmissionCompleted()
-            | IdempotencyKeyDecided()
+            ev.SubmissionAccepted()
+            | ev.JobSubmitted()
+            | ev.JobBlocked()
+            | ev.JobAbandoned()
+            | ev.JobSkipped()
+            | ev.JobDeleted()
+            | ev.CommandRejected()
+            | ev.SubmissionCompleted()
+            | ev.IdempotencyKeyDecided()
         ):
             return None
         case _:
@@ -841,34 +820,34 @@ def _attempt_of(body: EventBody) -> int | None:
 def _attempts_of(body: EventBody) -> tuple[int, ...]:
     """Attempt numbers whose ``attempts`` rows an event reads or writes."""
     match body:
-        case JobRetryScheduled():
+        case ev.JobRetryScheduled():
             return (body.failed_attempt, body.next_attempt)
         case (
-            JobPending()
-            | JobDispatched()
-            | JobAssigned()
-            | JobStarted()
-            | JobExceptionRaised()
-            | JobCompleted()
-            | JobFailed()
-            | JobDuplicateClaim()
+            ev.JobPending()
+            | ev.JobDispatched()
+            | ev.JobAssigned()
+            | ev.JobStarted()
+            | ev.JobExceptionRaised()
+            | ev.JobCompleted()
+            | ev.JobFailed()
+            | ev.JobDuplicateClaim()
         ):
             return (body.attempt,)
-        case JobCanceled():
+        case ev.JobCanceled():
             return (body.attempt,) if body.attempt > 0 else ()
         case (
-            SubmissionAccepted()
-            | JobSubmitted()
-            | JobBlocked()
-            | JobProgressed()
-            | JobOutput()
-            | JobCancelRequested()
-            | JobAbandoned()
-            | JobSkipped()
-            | JobDeleted()
-            | CommandRejected()
-            | SubmissionCompleted()
-            | IdempotencyKeyDecided()
+            ev.SubmissionAccepted()
+            | ev.JobSubmitted()
+            | ev.JobBlocked()
+            | ev.JobProgressed()
+            | ev.JobOutput()
+            | ev.JobCancelRequested()
+            | ev.JobAbandoned()
+            | ev.JobSkipped()
+            | ev.JobDeleted()
+            | ev.CommandRejected()
+            | ev.SubmissionCompleted()
+            | ev.IdempotencyKeyDecided()
         ):
             return ()
         case _:

@@ -11,33 +11,8 @@ import shlex
 from datetime import UTC, datetime
 from typing import assert_never
 
-from engine.lifecycle.records import (
-    CancelMode,
-    CommandRejected,
-    Event,
-    IdempotencyKeyDecided,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
-    JobSubmitted,
-    KeyDecision,
-    SubmissionAccepted,
-    SubmissionCompleted,
-)
+from engine.lifecycle import records as ev
+from engine.lifecycle.records import CancelMode, Event, KeyDecision
 
 _MAX_LIST = 5
 _MAX_TEXT = 200
@@ -54,10 +29,10 @@ def describe(event: Event) -> str:
     """
     body = event.body
     match body:
-        case SubmissionAccepted():
+        case ev.SubmissionAccepted():
             by = f" from {body.submitted_by}" if body.submitted_by else ""
             return f"Submission accepted{by} with {_count(len(body.job_ids), 'job')}"
-        case JobSubmitted():
+        case ev.JobSubmitted():
             spec = body.spec
             what = (
                 f"task {spec.task}"
@@ -72,9 +47,9 @@ def describe(event: Event) -> str:
             if spec.retry.max_attempts > 1:
                 extra += f", up to {spec.retry.max_attempts} attempts"
             return f"Job submitted: {what} on queue {spec.queue}{extra}"
-        case JobBlocked():
+        case ev.JobBlocked():
             return f"Job blocked: waiting on {_names(body.waiting_on)}"
-        case JobPending():
+        case ev.JobPending():
             because = f" ({body.reason})" if body.reason else ""
             if body.dispatch_id is None:
                 return (
@@ -82,29 +57,29 @@ def describe(event: Event) -> str:
                     f"before dispatch to queue {body.queue}{because}"
                 )
             return f"Attempt {body.attempt} queued for a worker on queue {body.queue}{because}"
-        case JobDispatched():
+        case ev.JobDispatched():
             return f"Attempt {body.attempt} dispatched to queue {body.queue}"
-        case JobAssigned():
+        case ev.JobAssigned():
             host = f" on host {body.host}" if body.host else ""
             took = (
                 f", taking over from {body.previous_worker_id}" if body.previous_worker_id else ""
             )
             return f"Job assigned to worker {body.worker_id}{host}{took} (attempt {body.attempt})"
-        case JobStarted():
+        case ev.JobStarted():
             pid = f" (pid {body.pid})" if body.pid else ""
             return f"Job started running on worker {body.worker_id}{pid}"
-        case JobProgressed():
+        case ev.JobProgressed():
             return _progress(body)
-        case JobOutput():
+        case ev.JobOutput():
             cut = ", earlier output dropped" if body.truncated else ""
             return f"{_count(len(body.chunk), 'character')} of {body.stream} at {body.offset}{cut}"
-        case JobExceptionRaised():
+        case ev.JobExceptionRaised():
             if body.severity == 0:
                 return f"Job raised fatal exception {body.type}: {_clip(body.note)}"
             return (
                 f"Job raised exception {body.type} (severity {body.severity}): {_clip(body.note)}"
             )
-        case JobRetryScheduled():
+        case ev.JobRetryScheduled():
             error = _error(str(body.reason), body.error_type, body.error_note)
             wait = max(0, body.not_before - event.timestamp) / 1000
             when = "at once" if body.dispatch_id is not None else f"in {wait:g} s"
@@ -112,51 +87,51 @@ def describe(event: Event) -> str:
                 f"Attempt {body.failed_attempt} failed ({error}); "
                 f"attempt {body.next_attempt} scheduled {when}"
             )
-        case JobCancelRequested():
+        case ev.JobCancelRequested():
             then = (
                 f"kill sent to worker {body.worker_id}"
                 if body.mode is CancelMode.KILL
                 else "left to finish, what waits on it will not run"
             )
             return f"Cancel requested ({body.reason or 'no reason given'}); {then}"
-        case JobCompleted():
+        case ev.JobCompleted():
             code = f" with exit code {body.exit_code}" if body.exit_code is not None else ""
             return f"Job completed{code}"
-        case JobFailed():
+        case ev.JobFailed():
             error = _error(str(body.reason), body.error_type, body.error_note)
             code = f", exit code {body.exit_code}" if body.exit_code is not None else ""
             return f"Job failed on attempt {body.attempt}: {error}{code}"
-        case JobCanceled():
+        case ev.JobCanceled():
             by = f" by {body.requested_by}" if body.requested_by else ""
             why = f": {_clip(body.reason)}" if body.reason else ""
             return f"Job canceled{by}{why}"
-        case JobAbandoned():
+        case ev.JobAbandoned():
             return f"Job abandoned: {body.cause_job_id} ended {body.cause_status}"
-        case JobSkipped():
+        case ev.JobSkipped():
             return f"Job skipped: {_clip(body.reason)}"
-        case JobDeleted():
+        case ev.JobDeleted():
             forced = " with force" if body.forced else ""
             by = f" by {body.requested_by}" if body.requested_by else ""
             return f"Job deleted{forced}{by}"
-        case CommandRejected():
+        case ev.CommandRejected():
             return f"{body.command_type} rejected ({body.code}): {_clip(body.reason)}"
-        case SubmissionCompleted():
+        case ev.SubmissionCompleted():
             counts = ", ".join(f"{n} {status}" for status, n in body.counts)
             return f"Submission finished {body.status}: {counts}"
-        case JobDuplicateClaim():
+        case ev.JobDuplicateClaim():
             host = f" on host {body.host}" if body.host else ""
             return (
                 f"Duplicate execution: worker {body.worker_id}{host} claimed attempt "
                 f"{body.attempt} held by live worker {body.holder_worker_id}; claim refused, "
                 f"{body.worker_id} told to stop"
             )
-        case IdempotencyKeyDecided():
+        case ev.IdempotencyKeyDecided():
             return _key_decision(body)
         case _:
             assert_never(body)
 
 
-def _key_decision(body: IdempotencyKeyDecided) -> str:
+def _key_decision(body: ev.IdempotencyKeyDecided) -> str:
     key = _clip(repr(body.key))
     match body.decision:
         case KeyDecision.GRANTED:
@@ -175,7 +150,7 @@ def _key_decision(body: IdempotencyKeyDecided) -> str:
             assert_never(body.decision)
 
 
-def _progress(body: JobProgressed) -> str:
+def _progress(body: ev.JobProgressed) -> str:
     if body.value is not None and body.total:
         text = f"Progress {body.value:g}/{body.total:g} ({100 * body.value / body.total:.0f}%)"
     elif body.value is not None:

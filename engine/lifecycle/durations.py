@@ -49,32 +49,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
-from engine.lifecycle.records import (
-    CommandRejected,
-    Event,
-    EventBody,
-    IdempotencyKeyDecided,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
-    JobSubmitted,
-    SubmissionAccepted,
-    SubmissionCompleted,
-)
+from engine.lifecycle import records as ev
+from engine.lifecycle.records import Event, EventBody
 
 #: Values of :attr:`JobTimes.execution_clock`.
 WORKER_CLOCK = "worker"
@@ -159,40 +135,40 @@ def job_times(events: Iterable[Event]) -> JobTimes:
     for event in ordered:
         body, ts = event.body, event.timestamp
         match body:
-            case JobSubmitted():
+            case ev.JobSubmitted():
                 submitted_at = ts
-            case JobBlocked():
+            case ev.JobBlocked():
                 # blocked again while blocked (its idempotency key was granted, dependencies
                 # remain): still blocked since the first time
                 blocked_at = ts if blocked_at is None else blocked_at
-            case JobPending():
+            case ev.JobPending():
                 first_pending_at = ts if first_pending_at is None else first_pending_at
                 pending_at, run_at, attempt = ts, None, body.attempt
                 worker_started_at = worker_ended_at = None
-            case JobRetryScheduled():
+            case ev.JobRetryScheduled():
                 pending_at, run_at, attempt = ts, None, body.next_attempt
                 worker_started_at = worker_ended_at = None
-            case JobStarted():
+            case ev.JobStarted():
                 run_at, worker_started_at = ts, body.started_at or None
-            case JobCompleted() | JobFailed() | JobCanceled():
+            case ev.JobCompleted() | ev.JobFailed() | ev.JobCanceled():
                 if finished_at is None:
                     finished_at, worker_ended_at = ts, body.ended_at or None
-            case JobAbandoned() | JobSkipped():
+            case ev.JobAbandoned() | ev.JobSkipped():
                 if finished_at is None:
                     finished_at = ts
             case (
-                JobAssigned()
-                | JobDispatched()
-                | JobProgressed()
-                | JobOutput()
-                | JobExceptionRaised()
-                | JobCancelRequested()
-                | JobDeleted()
-                | JobDuplicateClaim()
-                | SubmissionAccepted()
-                | SubmissionCompleted()
-                | CommandRejected()
-                | IdempotencyKeyDecided()
+                ev.JobAssigned()
+                | ev.JobDispatched()
+                | ev.JobProgressed()
+                | ev.JobOutput()
+                | ev.JobExceptionRaised()
+                | ev.JobCancelRequested()
+                | ev.JobDeleted()
+                | ev.JobDuplicateClaim()
+                | ev.SubmissionAccepted()
+                | ev.SubmissionCompleted()
+                | ev.CommandRejected()
+                | ev.IdempotencyKeyDecided()
             ):
                 pass
             case _:
@@ -218,31 +194,31 @@ def moves_times(body: EventBody) -> bool:
     """
     match body:
         case (
-            JobSubmitted()
-            | JobBlocked()
-            | JobPending()
-            | JobRetryScheduled()
-            | JobStarted()
-            | JobCompleted()
-            | JobFailed()
-            | JobCanceled()
-            | JobAbandoned()
-            | JobSkipped()
+            ev.JobSubmitted()
+            | ev.JobBlocked()
+            | ev.JobPending()
+            | ev.JobRetryScheduled()
+            | ev.JobStarted()
+            | ev.JobCompleted()
+            | ev.JobFailed()
+            | ev.JobCanceled()
+            | ev.JobAbandoned()
+            | ev.JobSkipped()
         ):
             return True
         case (
-            JobAssigned()
-            | JobDispatched()
-            | JobProgressed()
-            | JobOutput()
-            | JobExceptionRaised()
-            | JobCancelRequested()
-            | JobDeleted()
-            | JobDuplicateClaim()
-            | SubmissionAccepted()
-            | SubmissionCompleted()
-            | CommandRejected()
-            | IdempotencyKeyDecided()
+            ev.JobAssigned()
+            | ev.JobDispatched()
+            | ev.JobProgressed()
+            | ev.JobOutput()
+            | ev.JobExceptionRaised()
+            | ev.JobCancelRequested()
+            | ev.JobDeleted()
+            | ev.JobDuplicateClaim()
+            | ev.SubmissionAccepted()
+            | ev.SubmissionCompleted()
+            | ev.CommandRejected()
+            | ev.IdempotencyKeyDecided()
         ):
             return False
         case _:

@@ -8,33 +8,12 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from engine.lifecycle import records as ev
 from engine.lifecycle.records import (
-    CommandRejected,
     Event,
     EventBody,
-    IdempotencyKeyDecided,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
     JobStatus,
-    JobSubmitted,
     KeyDecision,
-    SubmissionAccepted,
-    SubmissionCompleted,
 )
 from engine.lifecycle.state import (
     CancelRequest,
@@ -65,21 +44,21 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
     state.last_timestamp = event.timestamp
     body = event.body
     match body:
-        case SubmissionAccepted():
+        case ev.SubmissionAccepted():
             state.accepted = True
             state.command_id = body.command_id
             state.submitted_by = body.submitted_by
             state.labels = body.labels
-        case JobSubmitted():
+        case ev.JobSubmitted():
             _add_job(state, body, event.timestamp)
-        case SubmissionCompleted():
+        case ev.SubmissionCompleted():
             state.outcome = body.status
-        case CommandRejected():
+        case ev.CommandRejected():
             pass
-        case IdempotencyKeyDecided():
+        case ev.IdempotencyKeyDecided():
             state.accepted = True
             state.key_ledger = evolve_ledger(state.key_ledger or KeyLedger(body.key), body)
-        case JobDeleted():
+        case ev.JobDeleted():
             state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
             state.deleted = all(job.deleted for job in state.jobs.values())
         case _:
@@ -88,12 +67,12 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
             state.jobs[event.job_id] = new
             if new.is_terminal and not job.is_terminal:
                 state.open_jobs -= 1
-            if isinstance(body, JobCompleted | JobSkipped):
+            if isinstance(body, ev.JobCompleted | ev.JobSkipped):
                 _release_dependents(state, event.job_id)
     return state
 
 
-def _add_job(state: SubmissionState, body: JobSubmitted, timestamp: int) -> None:
+def _add_job(state: SubmissionState, body: ev.JobSubmitted, timestamp: int) -> None:
     spec = body.spec
     state.jobs[spec.job_id] = JobState(spec=spec, submitted_at=timestamp)
     state.open_jobs += 1
@@ -113,7 +92,7 @@ def _release_dependents(state: SubmissionState, job_id: str) -> None:
             )
 
 
-def evolve_ledger(ledger: KeyLedger, body: IdempotencyKeyDecided) -> KeyLedger:
+def evolve_ledger(ledger: KeyLedger, body: ev.IdempotencyKeyDecided) -> KeyLedger:
     """Folds one decision into an idempotency key's ledger."""
     job, decision = body.job, body.decision
     waiters = tuple(w for w in ledger.waiters if w != job)
@@ -140,7 +119,7 @@ def evolve_ledger(ledger: KeyLedger, body: IdempotencyKeyDecided) -> KeyLedger:
 def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
     """Folds one job-level event into a job's state."""
     match body:
-        case JobBlocked():
+        case ev.JobBlocked():
             still = job.status is JobStatus.BLOCKED and job.blocked_at is not None
             return replace_job(
                 job,
@@ -148,7 +127,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 blocked_at=job.blocked_at if still else timestamp,
                 waiting_on=frozenset(body.waiting_on),
             )
-        case JobPending():
+        case ev.JobPending():
             return replace_job(
                 job,
                 status=JobStatus.PENDING,
@@ -159,9 +138,9 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 waiting_on=frozenset(),
                 fenced_workers=frozenset(),
             )
-        case JobDispatched():
+        case ev.JobDispatched():
             return replace_job(job, dispatch_id=body.dispatch_id)
-        case JobAssigned():
+        case ev.JobAssigned():
             return replace_job(
                 job,
                 status=JobStatus.ASSIGNED,
@@ -176,14 +155,14 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                     else job.fenced_workers
                 ),
             )
-        case JobStarted():
+        case ev.JobStarted():
             return replace_job(
                 job,
                 status=JobStatus.RUNNING,
                 run_at=timestamp,
                 lease_until=_renewed(job, timestamp),
             )
-        case JobProgressed():
+        case ev.JobProgressed():
             # Whatever was held back is older than the input that produced this event, and
             # decide merged its fields into it: nothing held survives a progress event.
             return replace_job(
@@ -195,9 +174,9 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 held_progress=None,
                 lease_until=_renewed(job, timestamp),
             )
-        case JobOutput():
+        case ev.JobOutput():
             return replace_job(job, lease_until=_renewed(job, timestamp))
-        case JobExceptionRaised():
+        case ev.JobExceptionRaised():
             return replace_job(
                 job,
                 exceptions=job.exceptions + 1,
@@ -205,7 +184,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 error_note=body.note if body.severity == 0 else job.error_note,
                 lease_until=_renewed(job, timestamp),
             )
-        case JobRetryScheduled():
+        case ev.JobRetryScheduled():
             return replace_job(
                 job,
                 status=JobStatus.PENDING,
@@ -223,18 +202,18 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 held_progress=None,
                 fenced_workers=frozenset(),
             )
-        case JobCancelRequested():
+        case ev.JobCancelRequested():
             return replace_job(
                 job,
                 cancel=CancelRequest(
                     mode=body.mode, reason=body.reason, requested_by="", deadline=body.deadline
                 ),
             )
-        case JobCompleted():
+        case ev.JobCompleted():
             return _terminal(
                 job, JobStatus.COMPLETED, timestamp, result=body.result, exit_code=body.exit_code
             )
-        case JobFailed():
+        case ev.JobFailed():
             return _terminal(
                 job,
                 JobStatus.FAILED,
@@ -243,21 +222,21 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 error_note=body.error_note,
                 exit_code=body.exit_code,
             )
-        case JobCanceled():
+        case ev.JobCanceled():
             return _terminal(job, JobStatus.CANCELED, timestamp)
-        case JobAbandoned():
+        case ev.JobAbandoned():
             return _terminal(job, JobStatus.ABANDONED, timestamp)
-        case JobSkipped():
+        case ev.JobSkipped():
             return _terminal(job, JobStatus.SKIPPED, timestamp)
-        case JobDuplicateClaim():
+        case ev.JobDuplicateClaim():
             return replace_job(job, fenced_workers=job.fenced_workers | {body.worker_id})
         case (
-            SubmissionAccepted()
-            | JobSubmitted()
-            | JobDeleted()
-            | CommandRejected()
-            | SubmissionCompleted()
-            | IdempotencyKeyDecided()
+            ev.SubmissionAccepted()
+            | ev.JobSubmitted()
+            | ev.JobDeleted()
+            | ev.CommandRejected()
+            | ev.SubmissionCompleted()
+            | ev.IdempotencyKeyDecided()
         ):
             # folded by evolve into the submission's state, not into one job's
             raise TypeError(f"not a job event: {type(body).__name__}")

@@ -17,54 +17,33 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, assert_never, get_args
 
+from engine.lifecycle import records as ev
 from engine.lifecycle.durations import JobTimes, durations_of
 from engine.lifecycle.names import names_of
 from engine.lifecycle.records import (
-    CommandRejected,
     Event,
     EventBody,
-    IdempotencyKeyDecided,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
-    JobStarted,
     JobStatus,
-    JobSubmitted,
-    SubmissionAccepted,
-    SubmissionCompleted,
     SubmissionStatus,
 )
 
 #: The bodies of the events that change their job's status (:func:`status_after` is not
 #: ``None``); a unit test holds the two to each other.
 StatusChange = (
-    JobSubmitted
-    | JobBlocked
-    | JobPending
-    | JobAssigned
-    | JobStarted
-    | JobRetryScheduled
-    | JobCompleted
-    | JobFailed
-    | JobCanceled
-    | JobAbandoned
-    | JobSkipped
+    ev.JobSubmitted
+    | ev.JobBlocked
+    | ev.JobPending
+    | ev.JobAssigned
+    | ev.JobStarted
+    | ev.JobRetryScheduled
+    | ev.JobCompleted
+    | ev.JobFailed
+    | ev.JobCanceled
+    | ev.JobAbandoned
+    | ev.JobSkipped
 )
 #: The bodies of the events about a submission as a whole (their ``job_id`` may be empty).
-SubmissionChange = SubmissionAccepted | SubmissionCompleted | CommandRejected
+SubmissionChange = ev.SubmissionAccepted | ev.SubmissionCompleted | ev.CommandRejected
 
 #: Names of the events that change a job's status.
 STATUS_EVENTS: Final[frozenset[str]] = names_of(*get_args(StatusChange))
@@ -80,38 +59,38 @@ def to_datetime(ms: int) -> datetime:
 def status_after(body: EventBody) -> JobStatus | None:
     """The job status an event puts its job in, or ``None`` when it does not change it."""
     match body:
-        case JobSubmitted():
+        case ev.JobSubmitted():
             return JobStatus.SUBMITTED
-        case JobBlocked():
+        case ev.JobBlocked():
             return JobStatus.BLOCKED
-        case JobPending() | JobRetryScheduled():
+        case ev.JobPending() | ev.JobRetryScheduled():
             return JobStatus.PENDING
-        case JobAssigned():
+        case ev.JobAssigned():
             return JobStatus.ASSIGNED
-        case JobStarted():
+        case ev.JobStarted():
             return JobStatus.RUNNING
-        case JobCompleted():
+        case ev.JobCompleted():
             return JobStatus.COMPLETED
-        case JobFailed():
+        case ev.JobFailed():
             return JobStatus.FAILED
-        case JobCanceled():
+        case ev.JobCanceled():
             return JobStatus.CANCELED
-        case JobAbandoned():
+        case ev.JobAbandoned():
             return JobStatus.ABANDONED
-        case JobSkipped():
+        case ev.JobSkipped():
             return JobStatus.SKIPPED
         case (
-            SubmissionAccepted()
-            | JobDispatched()
-            | JobProgressed()
-            | JobOutput()
-            | JobExceptionRaised()
-            | JobCancelRequested()
-            | JobDeleted()
-            | CommandRejected()
-            | SubmissionCompleted()
-            | JobDuplicateClaim()
-            | IdempotencyKeyDecided()
+            ev.SubmissionAccepted()
+            | ev.JobDispatched()
+            | ev.JobProgressed()
+            | ev.JobOutput()
+            | ev.JobExceptionRaised()
+            | ev.JobCancelRequested()
+            | ev.JobDeleted()
+            | ev.CommandRejected()
+            | ev.SubmissionCompleted()
+            | ev.JobDuplicateClaim()
+            | ev.IdempotencyKeyDecided()
         ):
             return None
         case _:
@@ -263,7 +242,7 @@ class SubmissionView:
     jobs: dict[str, JobView] = field(default_factory=dict)
     accepted: bool = False
     outcome: SubmissionStatus | None = None
-    rejection: CommandRejected | None = None
+    rejection: ev.CommandRejected | None = None
     last_event: Event | None = None
 
     @property
@@ -293,18 +272,18 @@ class SubmissionView:
         self.last_event = event
         body = event.body
         match body:
-            case SubmissionAccepted():
+            case ev.SubmissionAccepted():
                 self.accepted = True
                 self.rejection = None  # an earlier invalid submit of this id is superseded
                 return None, None
-            case SubmissionCompleted():
+            case ev.SubmissionCompleted():
                 self.outcome = body.status
                 return None, None
-            case CommandRejected():
+            case ev.CommandRejected():
                 if body.command_type == "SubmitJobs" and not self.accepted:
                     self.rejection = body
                 return None, None
-            case IdempotencyKeyDecided():
+            case ev.IdempotencyKeyDecided():
                 return None, None  # a key ledger's decision: about no job of this view
         before = self.jobs.get(event.job_id)
         current = before or JobView(event.submission_id, event.job_id)
@@ -317,7 +296,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
     """Folds one event about ``job`` (decided at ``at``) into its view."""
     status = status_after(body) or job.status
     match body:
-        case JobSubmitted():
+        case ev.JobSubmitted():
             spec = body.spec
             return JobView(
                 submission_id=job.submission_id,
@@ -331,9 +310,9 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 max_attempts=spec.retry.max_attempts,
                 submitted_at=at,
             )
-        case JobBlocked():
+        case ev.JobBlocked():
             return replace(job, status=status, blocked_at=at)
-        case JobPending():
+        case ev.JobPending():
             return replace(
                 job,
                 status=status,
@@ -342,18 +321,18 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 first_pending_at=job.first_pending_at or at,
                 queue=body.queue,
             )
-        case JobAssigned():
+        case ev.JobAssigned():
             return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
-        case JobStarted():
+        case ev.JobStarted():
             return replace(job, status=status, attempt=body.attempt, run_at=at)
-        case JobProgressed():
+        case ev.JobProgressed():
             return replace(
                 job,
                 progress=job.progress if body.value is None else body.value,
                 total=job.total if body.total is None else body.total,
                 status_line=job.status_line if body.status_line is None else body.status_line,
             )
-        case JobExceptionRaised():
+        case ev.JobExceptionRaised():
             fatal = body.severity == 0
             return replace(
                 job,
@@ -361,7 +340,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 error_type=body.type if fatal else job.error_type,
                 error_note=body.note if fatal else job.error_note,
             )
-        case JobRetryScheduled():
+        case ev.JobRetryScheduled():
             return replace(
                 job,
                 status=status,
@@ -372,11 +351,11 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 error_type=body.error_type or str(body.reason),
                 error_note=body.error_note,
             )
-        case JobCompleted():
+        case ev.JobCompleted():
             return replace(
                 job, status=status, finished_at=at, result=body.result, exit_code=body.exit_code
             )
-        case JobFailed():
+        case ev.JobFailed():
             return replace(
                 job,
                 status=status,
@@ -385,26 +364,26 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 error_note=body.error_note,
                 exit_code=body.exit_code,
             )
-        case JobCanceled():
+        case ev.JobCanceled():
             return replace(job, status=status, finished_at=at, error_note=body.reason)
-        case JobAbandoned():
+        case ev.JobAbandoned():
             note = body.reason or f"{body.cause_job_id} ended {body.cause_status}"
             return replace(job, status=status, finished_at=at, error_note=note)
-        case JobSkipped():
+        case ev.JobSkipped():
             return replace(job, status=status, finished_at=at, error_note=body.reason)
-        case JobDeleted():
+        case ev.JobDeleted():
             return replace(job, deleted=True)
         case (
-            JobDispatched()
-            | JobOutput()
-            | JobCancelRequested()
-            | JobDuplicateClaim()
+            ev.JobDispatched()
+            | ev.JobOutput()
+            | ev.JobCancelRequested()
+            | ev.JobDuplicateClaim()
             # a ledger's decision is about no job (SubmissionView.apply takes it first)
-            | IdempotencyKeyDecided()
+            | ev.IdempotencyKeyDecided()
             # about the submission, not one job (SubmissionView.apply takes them first)
-            | SubmissionAccepted()
-            | SubmissionCompleted()
-            | CommandRejected()
+            | ev.SubmissionAccepted()
+            | ev.SubmissionCompleted()
+            | ev.CommandRejected()
         ):
             return job
         case _:

@@ -5,36 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.lifecycle import records as ev
 from engine.lifecycle.records import (
     CancelMode,
-    CommandRejected,
     Event,
     EventBody,
     FailureReason,
     Heartbeat,
-    JobAbandoned,
-    JobAssigned,
-    JobBlocked,
-    JobCanceled,
-    JobCancelRequested,
-    JobCompleted,
-    JobDeleted,
-    JobDispatched,
-    JobDuplicateClaim,
-    JobExceptionRaised,
-    JobFailed,
-    JobOutput,
-    JobPending,
-    JobProgressed,
-    JobRetryScheduled,
-    JobSkipped,
     JobSpec,
-    JobStarted,
     JobStatus,
-    JobSubmitted,
     RetryPolicy,
-    SubmissionAccepted,
-    SubmissionCompleted,
     SubmissionStatus,
     WorkerLeft,
 )
@@ -61,10 +41,10 @@ class Log:
         self.add(
             at,
             "",
-            SubmissionAccepted("c-1", "alice", (("team", "x"),), tuple(s.job_id for s in specs)),
+            ev.SubmissionAccepted("c-1", "alice", (("team", "x"),), tuple(s.job_id for s in specs)),
         )
         for spec in specs:
-            self.add(at, spec.job_id, JobSubmitted(spec))
+            self.add(at, spec.job_id, ev.JobSubmitted(spec))
         return self
 
 
@@ -83,9 +63,9 @@ def spec(job_id: str, **fields: Any) -> JobSpec:
 
 def run_once(log: Log, job_id: str, start: int, attempt: int = 1, worker: str = "w-1") -> Log:
     """PENDING at start, ASSIGNED +100, RUNNING +150."""
-    log.add(start, job_id, JobPending(attempt, "default", f"d{attempt}", T0 + start))
-    log.add(start + 100, job_id, JobAssigned(attempt, f"d{attempt}", worker, 30_000, host="h1"))
-    log.add(start + 150, job_id, JobStarted(attempt, worker, pid=42))
+    log.add(start, job_id, ev.JobPending(attempt, "default", f"d{attempt}", T0 + start))
+    log.add(start + 100, job_id, ev.JobAssigned(attempt, f"d{attempt}", worker, 30_000, host="h1"))
+    log.add(start + 150, job_id, ev.JobStarted(attempt, worker, pid=42))
     return log
 
 
@@ -95,9 +75,9 @@ def run_once(log: Log, job_id: str, start: int, attempt: int = 1, worker: str = 
 def test_completed_job_row_and_taipy_durations() -> None:
     log = Log().submit(spec("a", labels=(("k", "v"),)), at=0)
     run_once(log, "a", 1_000)
-    log.add(1_400, "a", JobProgressed(1, 3.0, 10.0, "three of ten"))
-    log.add(3_150, "a", JobCompleted(1, result="42"))
-    log.add(3_150, "", SubmissionCompleted(SubmissionStatus.COMPLETED, (("COMPLETED", 1),)))
+    log.add(1_400, "a", ev.JobProgressed(1, 3.0, 10.0, "three of ten"))
+    log.add(3_150, "a", ev.JobCompleted(1, result="42"))
+    log.add(3_150, "", ev.SubmissionCompleted(SubmissionStatus.COMPLETED, (("COMPLETED", 1),)))
 
     job = fold(log.events).jobs[(SID, "a")]
 
@@ -120,12 +100,12 @@ def test_completed_job_row_and_taipy_durations() -> None:
 
 def test_the_run_is_measured_on_the_worker_s_clock_and_the_decisions_are_kept() -> None:
     log = Log().submit(spec("a"), spec("t", timeout_ms=500))
-    log.add(0, "a", JobPending(1, "default", "d1", T0))
-    log.add(100, "a", JobAssigned(1, "d1", "w-1", 30_000))
-    log.add(150, "a", JobStarted(1, "w-1", started_at=T0 + 120))
-    log.add(300, "a", JobCompleted(1, ended_at=T0 + 221))
+    log.add(0, "a", ev.JobPending(1, "default", "d1", T0))
+    log.add(100, "a", ev.JobAssigned(1, "d1", "w-1", 30_000))
+    log.add(150, "a", ev.JobStarted(1, "w-1", started_at=T0 + 120))
+    log.add(300, "a", ev.JobCompleted(1, ended_at=T0 + 221))
     run_once(log, "t", 0)
-    log.add(700, "t", JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran long"))
+    log.add(700, "t", ev.JobFailed(1, FailureReason.TIMEOUT, "Timeout", "ran long"))
 
     folded = fold(log.events)
     a, t = folded.jobs[(SID, "a")], folded.jobs[(SID, "t")]
@@ -143,11 +123,11 @@ def test_the_run_is_measured_on_the_worker_s_clock_and_the_decisions_are_kept() 
 
 def test_blocked_duration_ends_at_the_first_pending() -> None:
     log = Log().submit(spec("a"), spec("b", depends_on=("a",)))
-    log.add(0, "b", JobBlocked(("a",)))
+    log.add(0, "b", ev.JobBlocked(("a",)))
     run_once(log, "a", 0)
-    log.add(2_000, "a", JobCompleted(1))
+    log.add(2_000, "a", ev.JobCompleted(1))
     run_once(log, "b", 2_000)
-    log.add(2_650, "b", JobFailed(1, FailureReason.ERROR, "ValueError", "bad"))
+    log.add(2_650, "b", ev.JobFailed(1, FailureReason.ERROR, "ValueError", "bad"))
 
     b = fold(log.events).jobs[(SID, "b")]
 
@@ -167,17 +147,19 @@ def test_blocked_duration_ends_at_the_first_pending() -> None:
 def test_a_retried_job_measures_its_last_attempt() -> None:
     log = Log().submit(spec("a", retry=RetryPolicy(max_attempts=2)))
     run_once(log, "a", 0, worker="w-1")
-    log.add(1_000, "a", JobExceptionRaised(1, "Warn", "slow", 1))
-    log.add(1_150, "a", JobExceptionRaised(1, "IOError", "disk", 0, traceback="tb"))
+    log.add(1_000, "a", ev.JobExceptionRaised(1, "Warn", "slow", 1))
+    log.add(1_150, "a", ev.JobExceptionRaised(1, "IOError", "disk", 0, traceback="tb"))
     log.add(
         1_150,
         "a",
-        JobRetryScheduled(1, FailureReason.EXCEPTION, "IOError", "disk", 2, T0 + 1_650, None, "q"),
+        ev.JobRetryScheduled(
+            1, FailureReason.EXCEPTION, "IOError", "disk", 2, T0 + 1_650, None, "q"
+        ),
     )
-    log.add(1_650, "a", JobDispatched(2, "q", "d2"))
-    log.add(1_700, "a", JobAssigned(2, "d2", "w-2", 30_000, host="h2"))
-    log.add(1_750, "a", JobStarted(2, "w-2"))
-    log.add(2_750, "a", JobCompleted(2, result="1"))
+    log.add(1_650, "a", ev.JobDispatched(2, "q", "d2"))
+    log.add(1_700, "a", ev.JobAssigned(2, "d2", "w-2", 30_000, host="h2"))
+    log.add(1_750, "a", ev.JobStarted(2, "w-2"))
+    log.add(2_750, "a", ev.JobCompleted(2, result="1"))
 
     folded = fold(log.events)
     job = folded.jobs[(SID, "a")]
@@ -211,11 +193,11 @@ def test_a_retried_job_measures_its_last_attempt() -> None:
 
 def test_cancel_of_a_running_job_and_abandoned_dependents() -> None:
     log = Log().submit(spec("a"), spec("b", depends_on=("a",)))
-    log.add(0, "b", JobBlocked(("a",)))
+    log.add(0, "b", ev.JobBlocked(("a",)))
     run_once(log, "a", 0)
-    log.add(500, "a", JobCancelRequested(1, "w-1", CancelMode.KILL, "wrong input", T0 + 9_000))
-    log.add(700, "a", JobCanceled("wrong input", "bob", 1))
-    log.add(700, "b", JobAbandoned("a", JobStatus.CANCELED, "a ended CANCELED"))
+    log.add(500, "a", ev.JobCancelRequested(1, "w-1", CancelMode.KILL, "wrong input", T0 + 9_000))
+    log.add(700, "a", ev.JobCanceled("wrong input", "bob", 1))
+    log.add(700, "b", ev.JobAbandoned("a", JobStatus.CANCELED, "a ended CANCELED"))
 
     folded = fold(log.events)
     a, b = folded.jobs[(SID, "a")], folded.jobs[(SID, "b")]
@@ -231,8 +213,8 @@ def test_cancel_of_a_running_job_and_abandoned_dependents() -> None:
 
 def test_a_job_canceled_while_pending_was_pending_until_it_ended() -> None:
     log = Log().submit(spec("a"))
-    log.add(100, "a", JobPending(1, "default", "d1", T0 + 100))
-    log.add(400, "a", JobCanceled("not needed", "bob", 1))
+    log.add(100, "a", ev.JobPending(1, "default", "d1", T0 + 100))
+    log.add(400, "a", ev.JobCanceled("not needed", "bob", 1))
 
     job = fold(log.events).jobs[(SID, "a")]
 
@@ -242,13 +224,15 @@ def test_a_job_canceled_while_pending_was_pending_until_it_ended() -> None:
 
 def test_skipped_deleted_and_submission_counts() -> None:
     log = Log().submit(spec("a", idempotency_key="k"), spec("b"))
-    log.add(0, "a", JobSkipped("key k already completed", "k", "s-0/a"))
-    log.add(0, "b", JobPending(1, "default", "d1", T0))
-    log.add(10, "b", JobAssigned(1, "d1", "w-1", 30_000))
-    log.add(20, "b", JobStarted(1, "w-1"))
-    log.add(30, "b", JobFailed(1, FailureReason.EXIT_CODE, "ExitCode", "exited 3", exit_code=3))
-    log.add(30, "", SubmissionCompleted(SubmissionStatus.FAILED, (("FAILED", 1), ("SKIPPED", 1))))
-    log.add(90, "b", JobDeleted(False, "bob"))
+    log.add(0, "a", ev.JobSkipped("key k already completed", "k", "s-0/a"))
+    log.add(0, "b", ev.JobPending(1, "default", "d1", T0))
+    log.add(10, "b", ev.JobAssigned(1, "d1", "w-1", 30_000))
+    log.add(20, "b", ev.JobStarted(1, "w-1"))
+    log.add(30, "b", ev.JobFailed(1, FailureReason.EXIT_CODE, "ExitCode", "exited 3", exit_code=3))
+    log.add(
+        30, "", ev.SubmissionCompleted(SubmissionStatus.FAILED, (("FAILED", 1), ("SKIPPED", 1)))
+    )
+    log.add(90, "b", ev.JobDeleted(False, "bob"))
 
     folded = fold(log.events)
     submission = folded.submissions[SID]
@@ -270,8 +254,8 @@ def test_skipped_deleted_and_submission_counts() -> None:
 def test_progress_and_output_rows() -> None:
     log = Log().submit(JobSpec(job_id="sh", command=("sh", "-c", "echo hi")))
     run_once(log, "sh", 0)
-    log.add(200, "sh", JobOutput(1, "stdout", "hi\n", 0, False))
-    log.add(210, "sh", JobProgressed(1, None, None, "almost"))
+    log.add(200, "sh", ev.JobOutput(1, "stdout", "hi\n", 0, False))
+    log.add(210, "sh", ev.JobProgressed(1, None, None, "almost"))
 
     folded = fold(log.events)
     changes = folded.take()
@@ -317,37 +301,39 @@ def test_descriptions_read_like_a_job_history() -> None:
     def text(body: EventBody, job_id: str = "a") -> str:
         return describe(Event("e", SID, job_id, 1, T0, body))
 
-    assert text(SubmissionAccepted("c", "alice", (), ("a", "b"))) == (
+    assert text(ev.SubmissionAccepted("c", "alice", (), ("a", "b"))) == (
         "Submission accepted from alice with 2 jobs"
     )
-    assert text(JobSubmitted(spec("a", depends_on=("x", "y")))) == (
+    assert text(ev.JobSubmitted(spec("a", depends_on=("x", "y")))) == (
         "Job submitted: task tasks.double on queue default, after x, y"
     )
-    assert text(JobBlocked(("x",))) == "Job blocked: waiting on x"
-    assert text(JobPending(1, "gpu", "d", T0, "submitted")) == (
+    assert text(ev.JobBlocked(("x",))) == "Job blocked: waiting on x"
+    assert text(ev.JobPending(1, "gpu", "d", T0, "submitted")) == (
         "Attempt 1 queued for a worker on queue gpu (submitted)"
     )
-    assert text(JobAssigned(2, "d", "w-1", 1, host="h", previous_worker_id="w-0")) == (
+    assert text(ev.JobAssigned(2, "d", "w-1", 1, host="h", previous_worker_id="w-0")) == (
         "Job assigned to worker w-1 on host h, taking over from w-0 (attempt 2)"
     )
-    assert text(JobStarted(1, "w-1", 7)) == "Job started running on worker w-1 (pid 7)"
-    assert text(JobProgressed(1, 5, 20, "loading")) == "Progress 5/20 (25%): loading"
+    assert text(ev.JobStarted(1, "w-1", 7)) == "Job started running on worker w-1 (pid 7)"
+    assert text(ev.JobProgressed(1, 5, 20, "loading")) == "Progress 5/20 (25%): loading"
     assert text(
-        JobRetryScheduled(1, FailureReason.TIMEOUT, "Timeout", "ran long", 2, T0 + 2_500, None, "q")
+        ev.JobRetryScheduled(
+            1, FailureReason.TIMEOUT, "Timeout", "ran long", 2, T0 + 2_500, None, "q"
+        )
     ) == ("Attempt 1 failed (timeout: Timeout: ran long); attempt 2 scheduled in 2.5 s")
-    assert text(JobCompleted(1, exit_code=0)) == "Job completed with exit code 0"
-    assert text(JobFailed(3, FailureReason.WORKER_LOST, "", "worker w-1 left")) == (
+    assert text(ev.JobCompleted(1, exit_code=0)) == "Job completed with exit code 0"
+    assert text(ev.JobFailed(3, FailureReason.WORKER_LOST, "", "worker w-1 left")) == (
         "Job failed on attempt 3: worker_lost: worker w-1 left"
     )
-    assert text(JobCanceled("wrong input", "bob")) == "Job canceled by bob: wrong input"
-    assert text(JobAbandoned("x", JobStatus.FAILED)) == "Job abandoned: x ended FAILED"
-    assert text(JobExceptionRaised(1, "IOError", "disk full", 0)) == (
+    assert text(ev.JobCanceled("wrong input", "bob")) == "Job canceled by bob: wrong input"
+    assert text(ev.JobAbandoned("x", JobStatus.FAILED)) == "Job abandoned: x ended FAILED"
+    assert text(ev.JobExceptionRaised(1, "IOError", "disk full", 0)) == (
         "Job raised fatal exception IOError: disk full"
     )
-    assert text(CommandRejected("c", "CancelJobs", "already_terminal", "job 'a' ended")) == (
+    assert text(ev.CommandRejected("c", "CancelJobs", "already_terminal", "job 'a' ended")) == (
         "CancelJobs rejected (already_terminal): job 'a' ended"
     )
-    assert text(SubmissionCompleted(SubmissionStatus.COMPLETED, (("COMPLETED", 2),))) == (
+    assert text(ev.SubmissionCompleted(SubmissionStatus.COMPLETED, (("COMPLETED", 2),))) == (
         "Submission finished COMPLETED: 2 COMPLETED"
     )
 
@@ -355,8 +341,8 @@ def test_descriptions_read_like_a_job_history() -> None:
 def test_a_duplicate_claim_is_history_and_leaves_the_status_alone() -> None:
     log = Log().submit(spec("a"))
     run_once(log, "a", 0, worker="w-1")
-    log.add(300, "a", JobDuplicateClaim(1, "d1", "w-2", "w-1", host="h2"))
-    log.add(900, "a", JobCompleted(1))
+    log.add(300, "a", ev.JobDuplicateClaim(1, "d1", "w-2", "w-1", host="h2"))
+    log.add(900, "a", ev.JobCompleted(1))
 
     folded = fold(log.events)
     history = folded.take().job_events
@@ -379,13 +365,13 @@ def test_a_duplicate_claim_is_history_and_leaves_the_status_alone() -> None:
 def test_executions_count_claims_takeovers_and_duplicate_claims() -> None:
     log = Log().submit(spec("a", retry=RetryPolicy(max_attempts=2)))
     run_once(log, "a", 0, worker="w-1")
-    log.add(300, "a", JobDuplicateClaim(1, "d1", "w-2", "w-1"))
-    log.add(400, "a", JobRetryScheduled(1, FailureReason.ERROR, "E", "", 2, T0 + 400, "d2", "q"))
-    log.add(450, "a", JobAssigned(2, "d2", "w-3", 30_000))
-    log.add(500, "a", JobStarted(2, "w-3"))
-    log.add(30_000, "a", JobAssigned(2, "d2", "w-1", 30_000, previous_worker_id="w-3"))
-    log.add(30_050, "a", JobStarted(2, "w-1"))
-    log.add(30_500, "a", JobCompleted(2))
+    log.add(300, "a", ev.JobDuplicateClaim(1, "d1", "w-2", "w-1"))
+    log.add(400, "a", ev.JobRetryScheduled(1, FailureReason.ERROR, "E", "", 2, T0 + 400, "d2", "q"))
+    log.add(450, "a", ev.JobAssigned(2, "d2", "w-3", 30_000))
+    log.add(500, "a", ev.JobStarted(2, "w-3"))
+    log.add(30_000, "a", ev.JobAssigned(2, "d2", "w-1", 30_000, previous_worker_id="w-3"))
+    log.add(30_050, "a", ev.JobStarted(2, "w-1"))
+    log.add(30_500, "a", ev.JobCompleted(2))
 
     folded = fold(log.events)
     job = folded.jobs[(SID, "a")]
@@ -400,7 +386,7 @@ def test_executions_count_claims_takeovers_and_duplicate_claims() -> None:
 
 
 def test_a_pending_time_beyond_the_calendar_is_described_anyway() -> None:
-    pending = Event("e", SID, "a", 1, T0, JobPending(1, "q", None, 10**18))
+    pending = Event("e", SID, "a", 1, T0, ev.JobPending(1, "q", None, 10**18))
     assert describe(pending) == (
         "Attempt 1 waits until 1000000000000000000 ms after the epoch before dispatch to queue q"
     )
@@ -429,7 +415,7 @@ def test_rejections_outside_a_sequence_are_kept_once() -> None:
         "",
         0,
         T0,
-        CommandRejected("c-7", "CancelJobs", "unknown_submission", "no s-9"),
+        ev.CommandRejected("c-7", "CancelJobs", "unknown_submission", "no s-9"),
     )
     folded = Fold()
     assert folded.event(rejection) is True
