@@ -54,7 +54,16 @@ from engine.lifecycle.records import (
     SubmissionStatus,
 )
 from tests.unit.lifecycle_dsl import Scenario
-from tests.unit.lifecycle_sim import FATES, Fate, Noise, Plan, Simulation, outcome, plans, simulate
+from tests.unit.lifecycle_sim import (
+    FATES,
+    CheckedSimulation,
+    Fate,
+    Noise,
+    Plan,
+    outcome,
+    plans,
+    simulate,
+)
 
 TERMINAL_EVENT = {
     JobCompleted: JobStatus.COMPLETED,
@@ -142,7 +151,7 @@ def check_invariants(plan: Plan, scenario: Scenario) -> None:
     assert set(records.values()) <= {1}
 
 
-def check_cancels(simulation: Simulation) -> None:
+def check_cancels(simulation: CheckedSimulation) -> None:
     """A cancel ends what it names at once, kills what runs, or (finish) lets it run."""
     for command, before, after in simulation.cancels:
         if command.job_id is not None and before[command.job_id].is_terminal:
@@ -184,7 +193,7 @@ FAST_PAIRS = settings(FAST, max_examples=max(1, EXAMPLES * 2 // 3))
 @FAST
 @for_all(plans())
 def test_every_run_keeps_the_lifecycle_invariants(plan: Plan) -> None:
-    simulation = Simulation(plan)
+    simulation = CheckedSimulation(plan)
     check_invariants(plan, simulation.run())
     check_cancels(simulation)
 
