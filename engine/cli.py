@@ -1210,24 +1210,21 @@ def _topic_metadata() -> tuple[Any, Any, str]:
     Raises:
         KafkaUnreachable: no broker answered within the connect timeout.
     """
-    from confluent_kafka.admin import AdminClient
-
     from engine.client import cluster_metadata
     from engine.config import Settings
+    from engine.kafka import admin_client
 
     settings = Settings.from_env()
-    config: dict[str, Any] = settings.client_config()
-    admin = AdminClient(config)
+    admin = admin_client(settings)
     return admin, cluster_metadata(admin, settings), settings.topic_prefix
 
 
 def _reachable(settings: Any) -> None:
     """Raises :class:`~engine.errors.KafkaUnreachable` unless the cluster answers quickly."""
-    from confluent_kafka.admin import AdminClient
-
     from engine.client import cluster_metadata
+    from engine.kafka import admin_client
 
-    cluster_metadata(AdminClient(settings.client_config()), settings)
+    cluster_metadata(admin_client(settings), settings)
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:
