@@ -49,6 +49,7 @@ from engine.lifecycle.records import (
 from engine.watch import (
     LIVE,
     JobCallback,
+    JobEventWatchFuture,
     JobView,
     Live,
     ProgressCallback,
@@ -58,6 +59,7 @@ from engine.watch import (
     Watcher,
     event_wait,
     event_watch,
+    event_watch_async,
     wait_until_done,
 )
 
@@ -524,8 +526,14 @@ class Submission:
         on_submission_completed: SubmissionCallback | None = None,
         on_progress: JobCallback | None = None,
         from_start: bool = True,
+        on_completed: Mapping[str, JobCallback] | None = None,
+        task_state_changed: StateCallback | None = None,
+        task_completed: JobCallback | None = None,
+        job_completed: SubmissionCallback | None = None,
+        task_progress_updated: JobCallback | None = None,
     ) -> Watcher:
-        """A started :class:`~engine.watch.Watcher` running the callbacks on a thread."""
+        """A started :class:`~engine.watch.Watcher` running the callbacks on a thread (under
+        joblog's names or an HPC scheduler's; ``on_completed`` maps job ids to their own)."""
         return Watcher(
             self.id,
             settings=self._client.settings,
@@ -534,6 +542,11 @@ class Submission:
             on_job_completed=on_job_completed,
             on_submission_completed=on_submission_completed,
             on_progress=on_progress,
+            on_completed=on_completed,
+            task_state_changed=task_state_changed,
+            task_completed=task_completed,
+            job_completed=job_completed,
+            task_progress_updated=task_progress_updated,
             appear_timeout=self._appear,
             start_offset=self._start,
         ).start()
@@ -930,11 +943,38 @@ class Joblog:
         *,
         from_start: bool = True,
         timeout: float | None = None,
+        eventlog: str | None = None,
     ) -> Iterator[Event | Live]:
         """See :func:`engine.watch.event_watch`."""
         submission_id, job = resolve(target, job_id)
         return event_watch(
-            submission_id, job, from_start=from_start, timeout=timeout, settings=self.settings
+            submission_id,
+            job,
+            from_start=from_start,
+            timeout=timeout,
+            settings=self.settings,
+            eventlog=eventlog,
+        )
+
+    def event_watch_async(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        from_start: bool = True,
+        timeout: float | None = None,
+        eventlog: str | None = None,
+    ) -> JobEventWatchFuture[Event]:
+        """See :func:`engine.watch.event_watch_async` (Flux's future: ``get_event()``,
+        ``then()``, ``cancel()``)."""
+        submission_id, job = resolve(target, job_id)
+        return event_watch_async(
+            submission_id,
+            job,
+            from_start=from_start,
+            timeout=timeout,
+            settings=self.settings,
+            eventlog=eventlog,
         )
 
     def event_wait(
@@ -945,8 +985,9 @@ class Joblog:
         timeout: float | None = None,
         *,
         raise_job_exception: bool = True,
+        eventlog: str | None = None,
     ) -> Event:
-        """See :func:`engine.watch.event_wait`."""
+        """See :func:`engine.watch.event_wait` (joblog's and Flux's event names)."""
         submission_id, job = resolve(target, job_id)
         return event_wait(
             submission_id,
@@ -955,6 +996,7 @@ class Joblog:
             timeout,
             raise_job_exception=raise_job_exception,
             settings=self.settings,
+            eventlog=eventlog,
         )
 
     def wait_until_done(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import threading
+from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +17,9 @@ from engine.api import (
     resolve,
     to_specs,
 )
+from engine.config import Settings
+from engine.flux import EventLogEvent
+from engine.lifecycle.names import FLUX_EVENTS, FLUX_NAMES, FLUX_UNMAPPED, eventlog_names
 from engine.lifecycle.records import (
     CommandRejected,
     Event,
@@ -25,6 +31,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobDeleted,
     JobExceptionRaised,
+    JobFailed,
     JobPending,
     JobProgressed,
     JobRetryScheduled,
@@ -40,11 +47,18 @@ from engine.lifecycle.records import (
 from engine.watch import (
     EVENT_NAMES,
     LIVE,
+    EventNotFound,
+    FatalExceptions,
+    JobEventWatchFuture,
     JobException,
     JobView,
     Live,
+    ProgressThrottle,
     SubmissionView,
+    Watcher,
+    WatchTimeout,
     event_name,
+    event_names,
     status_after,
 )
 from engine.worker import task
@@ -78,8 +92,9 @@ def test_event_names_accept_short_forms(given: str, canonical: str) -> None:
 
 
 def test_unknown_event_name_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="JobCompleted"):
-        event_name("finish")
+    with pytest.raises(ValueError, match="JobCompleted") as caught:
+        event_name("finished-ish")
+    assert "clean" in str(caught.value)  # Flux's names are listed too
     assert "CommandRejected" in EVENT_NAMES
 
 
@@ -301,3 +316,257 @@ def test_job_from_a_projection_row() -> None:
         {"submission_id": "s", "job_id": "k", "status": "CANCELED", "end_reason": "no budget"}
     )
     assert canceled.error == "no budget"
+
+
+# --------------------------------------------------------------------------- Flux's names
+
+
+def test_flux_event_names_are_aliases_of_joblog_events() -> None:
+    assert event_name("submit") == "JobSubmitted"
+    assert event_name("alloc") == "JobAssigned"
+    assert event_name("start") == "JobStarted"
+    assert event_name("depend") == "JobPending"
+    assert event_name("exception") == "JobExceptionRaised"
+    assert event_name("data") == "JobOutput"
+    assert event_names("finish") == {"JobCompleted", "JobFailed", "JobCanceled"}
+    assert event_names("clean") == {
+        "JobCompleted",
+        "JobFailed",
+        "JobCanceled",
+        "JobAbandoned",
+        "JobSkipped",
+    }
+    assert event_names("JobCompleted") == {"JobCompleted"}
+
+
+def test_a_flux_name_of_several_events_is_refused_where_one_is_needed() -> None:
+    with pytest.raises(ValueError, match="several events"):
+        event_name("finish")
+
+
+def test_flux_events_without_a_counterpart_say_why() -> None:
+    with pytest.raises(ValueError, match="no joblog counterpart: a job"):
+        event_names("urgency")
+
+
+def test_the_flux_tables_name_real_events_and_agree() -> None:
+    for flux, names in FLUX_EVENTS.items():
+        assert names and names <= set(EVENT_NAMES), flux
+    assert not set(FLUX_EVENTS) & set(FLUX_UNMAPPED)
+    for joblog, flux in FLUX_NAMES.items():
+        assert joblog in FLUX_EVENTS[flux]
+    assert FLUX_NAMES["JobCompleted"] == "finish" and FLUX_NAMES["JobAbandoned"] == "clean"
+
+
+def test_eventlogs_split_the_output_from_the_main_log() -> None:
+    assert eventlog_names("eventlog") == set(EVENT_NAMES) - {"JobOutput"}
+    assert eventlog_names("guest.output") == {"JobOutput"}
+    assert "JobStarted" in eventlog_names("guest.exec.eventlog")
+    with pytest.raises(ValueError, match="unknown eventlog 'guest"):
+        eventlog_names("guest.stdout")
+
+
+def test_event_not_found_is_flux_enodata() -> None:
+    error = EventNotFound("job s-1/a: its eventlog ended before event=finish")
+    assert isinstance(error, OSError) and isinstance(error, LookupError)
+    assert error.errno == errno.ENODATA
+    assert str(error) == "job s-1/a: its eventlog ended before event=finish"
+    assert EventNotFound("no job", errno.ENOENT).errno == errno.ENOENT
+
+
+def test_a_flux_eventlog_entry_has_flux_fields() -> None:
+    entry = EventLogEvent(ev(5, "a", JobCompleted(1, result="42"), at=1500))
+    assert entry.name == "finish" and entry.joblog_name == "JobCompleted"
+    assert entry.timestamp == pytest.approx((T0 + 1500) / 1000)
+    assert entry.context == {"attempt": 1, "result": "42", "exit_code": None, "ended_at": 0}
+    assert (entry.submission_id, entry.job_id, entry.seq) == (SID, "a", 5)
+    submitted = EventLogEvent(ev(2, "a", JobSubmitted(JobSpec(job_id="a", task="t"))))
+    assert submitted.name == "submit" and submitted.context["spec"]["task"] == "t"
+    progressed = EventLogEvent(ev(6, "a", JobProgressed(1, 1.0, 2.0, None)))
+    assert progressed.name == "JobProgressed"  # Flux has no progress event
+
+
+# --------------------------------------------------------------------------- fatal exceptions
+
+
+def test_a_fatal_exception_ends_the_job_unless_a_retry_follows() -> None:
+    fatal = FatalExceptions("a")
+    retried = ev(3, "a", JobExceptionRaised(1, "InputMissing", "frame 12", 0))
+    assert fatal.see(retried) is None
+    assert fatal.open == [retried]
+    retry = JobRetryScheduled(1, FailureReason.EXCEPTION, "InputMissing", "", 2, 0, "d2", "q")
+    assert fatal.see(ev(4, "a", retry)) is None and fatal.open == []
+    last = ev(5, "a", JobExceptionRaised(2, "InputMissing", "frame 12", 0))
+    assert fatal.see(last) is None
+    assert fatal.see(ev(6, "b", JobFailed(1, FailureReason.ERROR))) is None  # another job
+    assert fatal.see(ev(7, "a", JobFailed(2, FailureReason.EXCEPTION))) is last
+
+
+def test_non_fatal_exceptions_are_not_held() -> None:
+    fatal = FatalExceptions()
+    assert fatal.see(ev(3, "a", JobExceptionRaised(1, "LowDisk", "5% free", 2))) is None
+    assert fatal.open == []
+    assert fatal.see(ev(4, "a", JobCompleted(1))) is None
+
+
+# --------------------------------------------------------------------------- progress throttle
+
+
+def job_at(progress: float) -> JobView:
+    return JobView(SID, "a", status=JobStatus.RUNNING, progress=progress, total=10.0)
+
+
+def test_progress_is_let_through_once_per_interval_last_value_wins() -> None:
+    throttle = ProgressThrottle(0.2)
+    assert throttle.offer(job_at(1), now=10.0) == job_at(1)
+    assert throttle.offer(job_at(2), now=10.05) is None
+    assert throttle.offer(job_at(3), now=10.1) is None
+    assert throttle.due(now=10.15) == []
+    assert throttle.due(now=10.25) == [job_at(3)]  # the last value, once
+    assert throttle.due(now=10.5) == []
+    assert throttle.offer(job_at(4), now=10.5) == job_at(4)
+
+
+def test_held_progress_is_taken_before_the_job_ends() -> None:
+    throttle = ProgressThrottle(0.2)
+    throttle.offer(job_at(1), now=0.0)
+    throttle.offer(job_at(9), now=0.1)
+    assert throttle.take("a", now=0.12) == job_at(9)
+    assert throttle.take("a", now=0.13) is None
+    throttle.offer(job_at(10), now=0.5)
+    throttle.offer(job_at(10), now=0.6)
+    assert throttle.take_all(now=0.61) == [job_at(10)] and throttle.due(now=9) == []
+
+
+def test_a_zero_interval_lets_every_update_through_and_negative_is_refused() -> None:
+    throttle = ProgressThrottle(0)
+    assert all(throttle.offer(job_at(n), now=0.0) is not None for n in range(3))
+    with pytest.raises(ValueError, match="0 or more"):
+        ProgressThrottle(-1)
+
+
+# --------------------------------------------------------------------------- the future
+
+
+def _future(items: list[int], error: Exception | None = None) -> JobEventWatchFuture[int]:
+    def stream(stop: threading.Event) -> Generator[int, None, None]:
+        for item in items:
+            if stop.is_set():
+                return
+            yield item
+        if error is not None:
+            raise error
+
+    return JobEventWatchFuture(stream, name="test-future")
+
+
+def test_the_future_gives_each_event_then_none() -> None:
+    future = _future([1, 2, 3])
+    assert [future.get_event(timeout=30) for _ in range(4)] == [1, 2, 3, None]
+    assert future.get_event(timeout=30) is None
+    assert future.join(30)
+
+
+def test_the_future_without_autoreset_gives_the_same_event_until_reset() -> None:
+    future = _future([1, 2])
+    assert future.get_event(autoreset=False, timeout=30) == 1
+    assert future.get_event(autoreset=False, timeout=30) == 1
+    future.reset()
+    assert future.get_event(timeout=30) == 2
+    assert future.get_event(timeout=30) is None
+
+
+def test_the_future_raises_what_ended_the_watch_after_its_events() -> None:
+    future = _future([1], WatchTimeout("nothing ended the watch within 1 s"))
+    assert future.get_event(timeout=30) == 1
+    with pytest.raises(WatchTimeout, match="within 1 s"):
+        future.get_event(timeout=30)
+
+
+def test_the_future_can_be_canceled_and_waited_for_with_a_timeout() -> None:
+    def endless(stop: threading.Event) -> Generator[int, None, None]:
+        while not stop.wait(0.01):
+            pass
+        yield from ()
+
+    future = JobEventWatchFuture(endless, name="test-endless")
+    with pytest.raises(WatchTimeout):
+        future.get_event(timeout=0.05)
+    future.cancel()
+    assert future.get_event(timeout=30) is None
+
+
+def test_then_calls_back_for_each_event_and_the_end() -> None:
+    seen: list[int | None] = []
+    ended = threading.Event()
+
+    def on_event(future: JobEventWatchFuture[int], tag: str) -> None:
+        event = future.get_event()
+        seen.append(event)
+        if event is None:
+            ended.set()
+
+    gate = threading.Event()
+
+    def stream(stop: threading.Event) -> Generator[int, None, None]:
+        gate.wait(30)
+        yield from (1, 2)
+
+    future = JobEventWatchFuture(stream, name="test-then").then(on_event, "tag")
+    gate.set()
+    assert ended.wait(30) and future.join(30)
+    assert seen == [1, 2, None]
+
+
+# --------------------------------------------------------------------------- watcher callbacks
+
+
+def _submission_events() -> list[Event]:
+    spec_a, spec_b = JobSpec(job_id="a", task="t"), JobSpec(job_id="b", task="t")
+    return [
+        ev(1, "", SubmissionAccepted("c", "me", (), ("a", "b"))),
+        ev(2, "a", JobSubmitted(spec_a)),
+        ev(3, "b", JobSubmitted(spec_b)),
+        ev(4, "a", JobPending(1, "default", "d1", 0)),
+        ev(5, "a", JobStarted(1, "w1")),
+        ev(6, "a", JobProgressed(1, 1.0, 2.0, None)),
+        ev(7, "a", JobProgressed(1, 2.0, 2.0, None)),
+        ev(8, "a", JobCompleted(1)),
+        ev(9, "b", JobAbandoned("x", JobStatus.FAILED)),
+        ev(10, "b", JobDeleted()),
+        ev(11, "", SubmissionCompleted(SubmissionStatus.FAILED, (("COMPLETED", 1),))),
+    ]
+
+
+def test_a_watcher_calls_hpc_callbacks_once_per_task_and_job() -> None:
+    tasks: list[str] = []
+    jobs: list[SubmissionStatus | None] = []
+    own: list[tuple[str, JobStatus]] = []
+    states: list[tuple[str, JobStatus]] = []
+    progress: list[float | None] = []
+    watcher = Watcher(
+        SID,
+        settings=Settings(),
+        task_completed=lambda job: tasks.append(job.job_id),
+        job_completed=lambda view: jobs.append(view.outcome),
+        task_state_changed=lambda job, _: states.append((job.job_id, job.status)),
+        task_progress_updated=lambda job: progress.append(job.progress),
+        on_completed={"a": lambda job: own.append((job.job_id, job.status))},
+    )
+    watcher.task("b").on_completed = lambda job: own.append((job.job_id, job.status))
+    for event in _submission_events():
+        watcher._dispatch(event)
+    assert tasks == ["a", "b"] and jobs == [SubmissionStatus.FAILED]
+    assert own == [("a", JobStatus.COMPLETED), ("b", JobStatus.ABANDONED)]
+    assert states[-2:] == [("a", JobStatus.COMPLETED), ("b", JobStatus.ABANDONED)]
+    # the second progress came within 200 ms of the first: held, then given before the end
+    assert progress == [1.0, 2.0]
+    late: list[str] = []
+    watcher.task("a").on_completed = lambda job: late.append(job.job_id)
+    assert late == ["a"]  # registered after the job ended: called at once, once
+    assert watcher.task("a").view is not None and watcher.task_completed is not None
+
+
+def test_a_callback_under_both_names_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_progress or its HPC scheduler name"):
+        Watcher(SID, settings=Settings(), on_progress=print, task_progress_updated=print)
