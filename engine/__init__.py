@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         TooManyJobs,
         UnknownSubmission,
     )
+    from engine.jobqueue import JobProc, JobQueue, JobQueueError, createJobQueue
     from engine.lifecycle.records import (
         CancelMode,
         Event,
@@ -74,6 +75,10 @@ _EXPORTS: dict[str, str] = {
     "InvalidJob": "engine.api",
     "load_jobs": "engine.api",
     "Settings": "engine.config",
+    "JobProc": "engine.jobqueue",
+    "JobQueue": "engine.jobqueue",
+    "JobQueueError": "engine.jobqueue",
+    "createJobQueue": "engine.jobqueue",
     "JoblogError": "engine.errors",
     "ArgumentsTooLarge": "engine.errors",
     "CommandRejectedError": "engine.errors",
@@ -129,6 +134,9 @@ __all__ = [
     "JobNotDeleted",
     "JobNotFound",
     "JobNotRetried",
+    "JobProc",
+    "JobQueue",
+    "JobQueueError",
     "JobSpec",
     "JobStatus",
     "JobView",
@@ -148,6 +156,7 @@ __all__ = [
     "UnknownSubmission",
     "WatchTimeout",
     "Watcher",
+    "createJobQueue",
     "event_wait",
     "event_watch",
     "event_watch_async",

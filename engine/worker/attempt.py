@@ -43,6 +43,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ResultTooLarge
@@ -119,6 +120,8 @@ class AttemptOptions:
         timeout_margin_ms: the worker ends an attempt this long after its run timeout
             (``JobSpec.timeout_ms``) if the scheduler's kill has not come by then; ``None``
             leaves the run timeout to the scheduler alone.
+        run_dir: the root of the attempts' running directories
+            (:attr:`JobContext.running_dir`); empty: ``$JOBLOG_RUN_DIR`` or the default.
     """
 
     progress_interval_ms: int = DEFAULT_PROGRESS_INTERVAL_MS
@@ -127,6 +130,7 @@ class AttemptOptions:
     cooperative_ms: int = 1_000
     memory_limit_bytes: int = 0
     timeout_margin_ms: int | None = 2_000
+    run_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ class AttemptRun:
             progress_interval_ms=self.options.progress_interval_ms,
             output_limits=self.options.output_limits,
             clock=self._clock,
+            run_root=Path(self.options.run_dir) if self.options.run_dir else None,
         )
         self.finished: Finished | None = None
         self.child: PooledChild | None = None

@@ -100,6 +100,7 @@ def _run_one(
         start.options,
         limits=start.limits,
     )
+    run.context.own_process = True
     current.run = run
     terminating.run = run
     code = 0

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the attempt fails with MemoryLimitExceeded, and a pool child above half of it after an "
         "attempt is replaced (default: no limit; process isolation)",
     )
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="root of the attempts' running directories (JobContext.running_dir, cgkit's "
+        "runningDir; default: $JOBLOG_RUN_DIR, else joblog-runs in the temporary directory)",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
@@ -173,6 +179,7 @@ def worker_main(argv: list[str]) -> int:
             attempt=AttemptOptions(
                 output_limits=OutputLimits(max_bytes=args.max_output_bytes),
                 memory_limit_bytes=args.task_memory_limit,
+                run_dir=args.run_dir or "",
             ),
             isolation=args.isolation,
             max_attempts_per_child=args.max_attempts_per_child,

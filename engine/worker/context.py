@@ -9,11 +9,15 @@ always reach the log in the attempt's ``Finished`` report.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.clock import now_ms
@@ -34,6 +38,26 @@ AttemptReportSink = Callable[[AttemptReport], None]
 
 DEFAULT_PROGRESS_INTERVAL_MS = 200
 DEFAULT_KILL_GRACE_MS = 10_000
+#: Where the running directories of attempts go when ``JOBLOG_RUN_DIR`` is not set.
+DEFAULT_RUN_DIR = Path(tempfile.gettempdir()) / "joblog-runs"
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._:@+=-]")
+
+
+def running_root() -> Path:
+    """The directory under which attempts get their running directories:
+    ``$JOBLOG_RUN_DIR``, else :data:`DEFAULT_RUN_DIR`."""
+    configured = os.environ.get("JOBLOG_RUN_DIR", "")
+    return Path(configured) if configured else DEFAULT_RUN_DIR
+
+
+def running_dir_of(root: Path, ref: AttemptRef) -> Path:
+    """``root/<submission>/<job>/<attempt>``, each id made safe as one path component."""
+
+    def component(text: str) -> str:
+        safe = _UNSAFE_PATH_CHARS.sub("_", text)
+        return "_" if safe in ("", ".", "..") else safe
+
+    return root / component(ref.submission_id) / component(ref.job_id) / str(ref.attempt)
 
 
 #: Milliseconds since the Unix epoch (the ``sent_at`` of reports).
@@ -139,6 +163,7 @@ class JobContext:
         progress_interval_ms: int = DEFAULT_PROGRESS_INTERVAL_MS,
         output_limits: OutputLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        run_root: Path | None = None,
     ) -> None:
         self.ref = ref
         self.spec = spec
@@ -154,6 +179,11 @@ class JobContext:
         self._grace_ms = DEFAULT_KILL_GRACE_MS
         self._processes: set[CommandProcess] = set()
         self._processes_lock = threading.Lock()
+        self._run_root = run_root
+        self._running_dir: Path | None = None
+        #: Whether the attempt has a process of its own (a child of the worker's pool), so
+        #: the task may change process-wide state such as the working directory.
+        self.own_process = False
 
     # ------------------------------------------------------------------ identity
 
@@ -181,6 +211,24 @@ class JobContext:
     def worker_id(self) -> str:
         """The worker running the attempt."""
         return self.ref.worker_id
+
+    @property
+    def running_dir(self) -> Path:
+        """This attempt's own working directory (cgkit's ``runningDir``), made on first use.
+
+        It is ``<root>/<submission>/<job>/<attempt>`` on the worker's host, where the root is
+        the worker's ``--run-dir`` (``$JOBLOG_RUN_DIR``, by default ``joblog-runs`` in the
+        temporary directory). A retry gets a fresh one; the directory is left in place after
+        the attempt, for inspection, and cleaning it up is the host's business.
+
+        Raises:
+            OSError: the directory cannot be made.
+        """
+        if self._running_dir is None:
+            path = running_dir_of(self._run_root or running_root(), self.ref)
+            path.mkdir(parents=True, exist_ok=True)
+            self._running_dir = path
+        return self._running_dir
 
     # ------------------------------------------------------------------ progress
 

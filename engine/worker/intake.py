@@ -67,6 +67,8 @@ class DispatchIntake:
         self.offsets = OffsetTracker()
         self.assigned: set[Partition] = set()
         self.last_commit = 0.0
+        #: When dispatch partitions were first assigned (monotonic), ``None`` before.
+        self.ready_at: float | None = None
         self._start = start
         self._dead_letter = dead_letter
         self._paused = False
@@ -209,6 +211,8 @@ class DispatchIntake:
         self._reapply_pause = True
         self.assigned.update((tp.topic, tp.partition) for tp in partitions)
         if self.assigned:
+            if self.ready_at is None:
+                self.ready_at = time.monotonic()
             self.ready.set()
         log_event(
             logging.INFO,

@@ -22,7 +22,9 @@ The rules, in one place:
 * **Result**: the return value is JSON-encoded into the attempt's ``Finished`` report; a value
   JSON cannot encode fails the attempt with error type ``UnserializableResult``.
 * **Loading**: a worker started with ``--tasks a.b,c`` imports those modules and registers every
-  :class:`Task` found at their top level (defined there or imported into them).
+  :class:`Task` found at their top level (defined there or imported into them), and every
+  class-based job procedure (a subclass of :class:`engine.jobqueue.JobProc`, cgkit's), under
+  its ``jobType``.
 """
 
 from __future__ import annotations
@@ -282,6 +284,22 @@ def takes_context(fn: TaskFunction) -> bool:
     )
 
 
+def tasks_in(values: Iterable[object]) -> list[Task]:
+    """The tasks among ``values``: :class:`Task` objects, and the task of each class that
+    makes one (a classmethod ``as_task()`` returning a :class:`Task`, as a ``JobProc``
+    subclass has)."""
+    found: list[Task] = []
+    for value in values:
+        if isinstance(value, Task):
+            found.append(value)
+        elif inspect.isclass(value):
+            as_task = inspect.getattr_static(value, "as_task", None)
+            made = as_task.__func__(value) if isinstance(as_task, classmethod) else None
+            if isinstance(made, Task):
+                found.append(made)
+    return found
+
+
 class TaskRegistry:
     """The tasks a worker can run, by name."""
 
@@ -325,10 +343,11 @@ class TaskRegistry:
                     "check that it is importable from the worker's working directory "
                     "(PYTHONPATH)"
                 ) from exc
-        found = [value for value in vars(module).values() if isinstance(value, Task)]
+        found = tasks_in(vars(module).values())
         if not found:
             raise TaskLoadError(
-                f"module {module.__name__!r} defines no task; decorate functions with @task"
+                f"module {module.__name__!r} defines no task; decorate functions with @task "
+                "or subclass engine.jobqueue.JobProc"
             )
         for item in found:
             self.register(item)

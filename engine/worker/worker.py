@@ -126,6 +126,11 @@ class WorkerOptions:
             (0: never for their number).
         close_timeout_s: longest wait for the final offset commit, and for closing the
             consumers, at shutdown (both block while the cluster is unreachable).
+        max_jobs: once it claimed this many attempts, the worker takes no more, lets them
+            end (no drain deadline: their run timeouts hold), and leaves (0: no end). A
+            one-shot worker (``max_jobs=1``) is cgkit's ``runNextAvailableJob``.
+        idle_exit_s: the worker leaves when it claimed nothing for this long since its
+            dispatch partitions were assigned (0: never).
     """
 
     drain_timeout_s: float = 30.0
@@ -140,6 +145,8 @@ class WorkerOptions:
     isolation: Isolation = POOL
     max_attempts_per_child: int = 1_000
     close_timeout_s: float = 3.0
+    max_jobs: int = 0
+    idle_exit_s: float = 0.0
 
 
 def default_worker_id() -> str:
@@ -280,10 +287,26 @@ class Worker:
                 tasks=",".join(self.registry.names()) or "-",
             )
             while not stop.is_set():
-                self._step(taking=True)
+                taking = not self._claimed_enough()
+                self._step(taking=taking)
+                if not taking and not len(self._attempts):
+                    break  # ran its max_jobs
+                if self._idle_too_long():
+                    log_event(logging.INFO, "idle, leaving", idle_s=self.options.idle_exit_s)
+                    break
             self._drain()
         finally:
             self._leave()
+
+    def _claimed_enough(self) -> bool:
+        return 0 < self.options.max_jobs <= self.metrics["claimed"]
+
+    def _idle_too_long(self) -> bool:
+        limit = self.options.idle_exit_s
+        if limit <= 0 or self.metrics["claimed"] or len(self._attempts):
+            return False
+        ready_at = self._intake.ready_at
+        return ready_at is not None and time.monotonic() - ready_at >= limit
 
     def _start_clients(self, stop: threading.Event) -> bool:
         """Creates the clients; ``False`` if ``stop`` was set before the cluster answered."""
