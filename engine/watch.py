@@ -967,7 +967,8 @@ class Watcher:
     ``task_state_changed`` (a job changed status), ``on_job_completed`` / ``task_completed``
     (a job reached a terminal status, whichever), ``on_progress`` /
     ``task_progress_updated`` (a job reported progress; at most one call per job per
-    ``progress_interval``, the last value wins, and never after the job's end),
+    ``progress_interval``, the last value wins; a value held back when the job changes
+    status is given at once, before that change, so the final value is never lost),
     ``on_submission_completed`` / ``job_completed`` (every job is terminal), and each job's
     own ``on_completed`` (:meth:`task`). Each completion callback is called once per job and
     once per submission. With ``from_start=True`` (the default) the history is replayed
