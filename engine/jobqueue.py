@@ -534,7 +534,7 @@ def _tree(root: JobRoot, queue: str) -> _TreeJob:
                 children.append(build(dependency))
         return _TreeJob(
             key=job.key,
-            task=job.jobType,
+            task=proc_task(job.proc),  # its retries and timeout are the job's defaults
             kwargs=job.params,
             name=job.label or "",
             depends_on=after,

@@ -66,6 +66,8 @@ class renderFrame(JobProc):
 
 class encodeMovie(JobProc):
     jobType = "encode"
+    retries = 2
+    timeout = 1.5
 
     def __init__(self, scene: str) -> None:
         super().__init__()
@@ -214,6 +216,8 @@ def test_a_tree_puts_sub_jobs_under_their_parent_with_labels_and_parameters() ->
     assert all(s.queue == "render" and dict(s.labels) == {"jobqueue": "render"} for s in specs)
     assert specs[0].parent == "encode.0" and specs[-1].parent is None
     assert specs[0].task == "renderFrame" and specs[0].name == "shot frame 1"
+    assert (specs[0].retry.max_attempts, specs[0].timeout_ms) == (1, 0), "cgkit's: no retry"
+    assert (specs[-1].retry.max_attempts, specs[-1].timeout_ms) == (3, 1_500)
 
 
 def test_a_shared_sub_job_is_a_child_once_and_a_dependency_after() -> None:
