@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from engine.api import Job as _TreeJob
 from engine.api import Joblog, job_key
 from engine.config import Settings
-from engine.errors import CommandRejectedError, JoblogError, JobNotFound
+from engine.errors import CommandRejectedError, JoblogError
 from engine.lifecycle.records import TERMINAL, JobStatus, RejectionCode, RetryPolicy
 from engine.lifecycle.views import JobView
 from engine.worker.context import JobContext
@@ -599,8 +599,8 @@ class JobHandle:
         view = self.view
         try:
             self.view = client.get_job(view.submission_id, view.job_id)
-        except JobNotFound:
-            # Not projected yet (or no projector): the submission's events know.
+        except JoblogError:
+            # Not projected yet, or no projection here: the submission's events know.
             events = client.view(view.submission_id)
             if view.job_id in events.jobs:
                 self.view = events.jobs[view.job_id]

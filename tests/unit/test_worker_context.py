@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from engine.lifecycle.records import (
     ProgressReported,
 )
 from engine.worker import JobCancelled, JobContext, JobException
-from engine.worker.context import Progress, ProgressThrottle
+from engine.worker.context import Progress, ProgressThrottle, running_dir_of
 from engine.worker.output import OutputLimits
 
 REF = AttemptRef("s1", "j1", 1, "s1/j1/1", "w1")
@@ -190,3 +191,17 @@ def test_run_command_is_terminated_by_a_cancel() -> None:
     assert time.monotonic() - start < 2.0
     with pytest.raises(JobCancelled):  # once cancelled, no new command starts
         context.run_command(["true"])
+
+
+def test_the_running_dir_is_the_attempts_own_and_safe_as_a_path(tmp_path: Path) -> None:
+    context = JobContext(
+        AttemptRef("s/1", "..", 2, "d", "w1"),
+        JobSpec(job_id="..", task="t"),
+        [].append,
+        run_root=tmp_path,
+    )
+    path = context.running_dir
+    assert path == tmp_path / "s_1" / "_" / "2" and path.is_dir()
+    assert context.running_dir is path, "made once"
+    assert running_dir_of(tmp_path, REF) == tmp_path / "s1" / "j1" / "1"
+    assert not context.own_process, "a context in the worker's process"
