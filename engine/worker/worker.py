@@ -182,12 +182,18 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency} must be at least 1")
+        given = options or WorkerOptions()
+        if given.max_jobs < 0 or given.idle_exit_s < 0:
+            raise ValueError(
+                f"max_jobs={given.max_jobs} and idle_exit_s={given.idle_exit_s} must be 0 "
+                "(no end) or more"
+            )
         self.settings = settings
         self.queue = queue
         self.concurrency = concurrency
         self.registry = registry
         self.worker_id = worker_id or default_worker_id()
-        self.options = options = options or WorkerOptions()
+        self.options = options = given
         self.topics = Topics(settings.topic_prefix)
         self.host = socket.gethostname()
         self.pid = os.getpid()

@@ -8,6 +8,7 @@ import functools
 import threading
 from collections import Counter
 
+import pytest
 from confluent_kafka import KafkaError, Message
 
 from engine import codec
@@ -264,3 +265,15 @@ def test_an_attempt_given_back_sends_nothing_more_and_its_dispatch_stays_uncommi
     slot.abandoned = False
     h.intake.ended(slot)
     assert h.intake.offsets.to_commit(None) == {("d", 0): 11}
+
+
+def test_a_worker_refuses_a_negative_job_count_or_idle_time() -> None:
+    from engine.config import Settings
+    from engine.worker import Worker, WorkerOptions
+
+    settings = Settings.from_env(bootstrap_servers="127.0.0.1:1")
+    for options in (WorkerOptions(max_jobs=-1), WorkerOptions(idle_exit_s=-0.5)):
+        with pytest.raises(ValueError, match="must be 0"):
+            Worker(settings, "q", 1, TaskRegistry(), options=options)
+    worker = Worker(settings, "q", 1, TaskRegistry(), options=WorkerOptions(max_jobs=1))
+    assert worker.options.max_jobs == 1 and not worker.ready.is_set()
