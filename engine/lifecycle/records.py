@@ -153,6 +153,9 @@ class JobSpec:
         idempotency_key: a job whose key already COMPLETED is SKIPPED instead of run.
         priority: higher runs first among runnable jobs of a submission.
         labels: free-form tags.
+        force: run the job even where it would be SKIPPED (its idempotency key already
+            completed; Taipy's ``force``): it neither waits for nor is skipped by its key,
+            and its completion still marks the key completed.
     """
 
     job_id: str
@@ -171,6 +174,7 @@ class JobSpec:
     idempotency_key: str | None = None
     priority: int = 0
     labels: tuple[tuple[str, str], ...] = ()
+    force: bool = False
 
     @property
     def display_name(self) -> str:
