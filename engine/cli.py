@@ -12,7 +12,7 @@ Client commands (this module)::
 
 Services and tools, handed over to their packages (loaded only when used)::
 
-    joblog broker | scheduler | worker | projector | projections | sql | notifier | demo
+    joblog broker | scheduler | worker | projector | projections | sql | notifier | demo | ui
 
 Each command imports what it needs inside its handler, on purpose: the module alone loads in
 ~0.13 s, everything a command might need (librdkafka, DuckDB, Arrow, the worker, the
@@ -68,6 +68,7 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "sql": ("projections.cli", "projections_main", "run SQL on the projections"),
     "notifier": ("engine.notify.cli", "notifier_main", "deliver webhooks and emails"),
     "demo": ("engine.demo", "main", "run everything locally on a sample workload"),
+    "ui": ("engine.ui.server", "ui_main", "serve the REST API and the live web dashboard"),
 }
 #: Delegates that take the command name as their first argument.
 _WITH_NAME = frozenset({"projector", "projections", "sql"})
