@@ -20,6 +20,7 @@ from engine.lifecycle.records import (
     IdempotencyKeyDecided,
     JobBlocked,
     JobCanceled,
+    JobAbandoned,
     JobCancelRequested,
     JobDeleted,
     JobDispatched,
@@ -117,7 +118,8 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
         if job.is_terminal:
             continue  # abandoned by an upstream skipped... never; kept for safety
         key = job.spec.idempotency_key
-        if key and key in completed_keys:
+        forced = job.spec.force  # Taipy's force: run even where the key would skip it
+        if key and key in completed_keys and not forced:
             draft.emit(
                 job_id,
                 JobSkipped(
@@ -132,7 +134,7 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
             for job_id_ in upstream_of(job.spec, state.children.get(job_id, ()))
             if not draft.job(job_id_).status.is_success
         )
-        if key:
+        if key and not forced:
             # decided by the key's ledger, whatever partition it lives in: the job waits
             # for its answer (the claim is an effect of this event)
             waiting.insert(0, KEY_WAIT)
@@ -200,13 +202,16 @@ def decide_cancel(draft: Draft, command: CancelJobs) -> None:
                 command.job_id,
             )
             return
+        if job.status.is_success:
+            cancel_after_success(draft, command, command.job_id)
+            return
         if job.is_terminal:
             draft.reject(
                 command.command_id,
                 "CancelJobs",
                 RejectionCode.ALREADY_TERMINAL,
-                f"job {command.job_id!r} already ended {job.status}; "
-                "only unfinished jobs can be canceled",
+                f"job {command.job_id!r} already ended {job.status}; only unfinished jobs, "
+                "and COMPLETED or SKIPPED ones (to abandon what follows them), can be canceled",
                 command.job_id,
             )
             return
@@ -253,6 +258,67 @@ def decide_cancel(draft: Draft, command: CancelJobs) -> None:
                 ),
             )
     cascade(draft, canceled)
+    complete_if_done(draft)
+
+
+def cancel_after_success(draft: Draft, command: CancelJobs, job_id: str) -> None:
+    """Taipy's cancel of a job that already COMPLETED or was SKIPPED: its status stays, and
+    the jobs after it that have not finished will not run.
+
+    The request is recorded on the job as ``JobCancelRequested`` with mode FINISH (nothing is
+    sent to a worker), so the client learns it was taken even when nothing follows the job.
+    Then every job that waits on it, directly or through a chain, is looked at once: one
+    that has not started (SUBMITTED, BLOCKED, PENDING, ASSIGNED) is ABANDONED (an assigned
+    one's worker gets a kill); a RUNNING one is killed with the cancel's mode KILL (the
+    default: it ends CANCELED) or left to finish with mode FINISH; a terminal one is left as
+    it is. The chain is followed through all of them, so what follows a job left running is
+    abandoned too.
+    """
+    job = draft.job(job_id)
+    reason = command.reason or "canceled by user"
+    draft.emit(
+        job_id,
+        JobCancelRequested(
+            attempt=job.attempt,
+            worker_id=job.worker_id,
+            mode=CancelMode.FINISH,
+            reason=reason,
+            deadline=0,
+        ),
+    )
+    note = f"{job_id} was canceled after it ended {job.status} ({reason})"
+    seen = {job_id}
+    queue = [job_id]
+    while queue:
+        current = queue.pop(0)
+        for dependent_id in draft.state.dependents.get(current, ()):
+            if dependent_id in seen:
+                continue
+            seen.add(dependent_id)
+            queue.append(dependent_id)
+            dependent = draft.job(dependent_id)
+            if dependent.is_terminal:
+                continue
+            if dependent.status is JobStatus.RUNNING:
+                killing = dependent.cancel is not None and dependent.cancel.mode is CancelMode.KILL
+                if command.mode is CancelMode.KILL and not killing:
+                    draft.emit(
+                        dependent_id,
+                        JobCancelRequested(
+                            attempt=dependent.attempt,
+                            worker_id=dependent.worker_id,
+                            mode=CancelMode.KILL,
+                            reason=note,
+                            deadline=draft.now + draft.policy.kill_grace_ms,
+                        ),
+                    )
+                continue
+            draft.emit(
+                dependent_id,
+                JobAbandoned(
+                    cause_job_id=current, cause_status=draft.job(current).status, reason=note
+                ),
+            )
     complete_if_done(draft)
 
 
@@ -354,8 +420,10 @@ def decide_release_key(draft: Draft, command: ReleaseIdempotencyKey) -> None:
     job, key = command.holder, command.key
     if ledger.completed_by:
         return  # done for good; a late or repeated release changes nothing
-    if ledger.holder == job or (command.completed and not ledger.holder):
-        # (a job completing a key that nothing holds ran before the ledger knew of it)
+    if ledger.holder == job or (command.completed and job not in ledger.waiters):
+        # (a job completing a key it does not hold ran before the ledger knew of it, or was
+        # forced: JobSpec.force; either way the key is completed now, and a holder still
+        # running ends without changing that)
         if command.completed:
             draft.emit("", IdempotencyKeyDecided(key, job, KeyDecision.DONE))
             for waiter in ledger.waiters:

@@ -86,7 +86,9 @@ def _job_effects(event: Event, job: JobState, lease_ms: int, kill_grace_ms: int)
         return [_kill(event, job, body.reason, kill_grace_ms)]
     if isinstance(body, JobFailed) and body.reason in _KILL_ON and job.worker_id:
         return [_kill(event, job, str(body.reason), kill_grace_ms)]
-    if isinstance(body, JobCanceled) and job.status in _HAS_WORKER and job.worker_id:
+    # (an ASSIGNED job is abandoned when a cancel of a job it waited on comes after that
+    # job completed: Taipy's rule, see commands.cancel_after_success)
+    if isinstance(body, JobCanceled | JobAbandoned) and job.status in _HAS_WORKER and job.worker_id:
         return [_kill(event, job, body.reason, kill_grace_ms)]
     if isinstance(body, JobDuplicateClaim):
         return [

@@ -311,14 +311,201 @@ def test_cancel_with_finish_of_a_running_job_with_nothing_after_it_is_still_reco
 # --------------------------------------------------------------------------- rejected cancels
 
 
-def test_cancel_of_a_terminal_job_is_rejected() -> None:
-    for ending in ((finished("a"),), (failed("a"),)):
+def test_cancel_of_a_failed_canceled_or_abandoned_job_is_rejected() -> None:
+    """Taipy: a FAILED, CANCELED or ABANDONED job cannot be canceled (what follows it has
+    already been abandoned)."""
+    killed = (cancel("a", command_id="cancel-0"), finished("a", Outcome.CANCELED))
+    for ending in ((failed("a"),), killed):
         (
-            given(submit(job("a"), job("b")), *running("a"), *ending)
+            given(submit(job("a"), job("b"), job("c", after=["a"])), *running("a"), *ending)
             .when(cancel("a"))
             .then_rejected(RejectionCode.ALREADY_TERMINAL, job_id="a")
-            .status(b=JobStatus.PENDING)
+            .status(b=JobStatus.PENDING, c=JobStatus.ABANDONED)
         )
+    (
+        given(submit(job("a"), job("c", after=["a"])), *running("a"), failed("a"))
+        .when(cancel("c"))
+        .then_rejected(RejectionCode.ALREADY_TERMINAL, job_id="c")
+    )
+
+
+# --------------------------------------------------------------------------- after a success
+
+
+def after_success(job_id: str, status: JobStatus, cause: str | None = None) -> JobAbandoned:
+    cause_of = cause or "double"
+    return JobAbandoned(
+        cause_job_id=cause_of,
+        cause_status=status,
+        reason=f"double was canceled after it ended COMPLETED ({BY_USER})",
+    )
+
+
+def test_cancel_of_a_completed_job_abandons_what_follows_and_keeps_its_status() -> None:
+    """Taipy: cancel of a COMPLETED job leaves it COMPLETED; its subsequent jobs that have not
+    finished are abandoned, transitively (the seed's double_task -> print_task)."""
+    scenario = (
+        given(
+            submit(
+                job("double"),
+                job("print", after=["double"]),
+                job("archive", after=["print"]),
+                job("other"),
+            ),
+            *succeeded("double"),
+        )
+        .when(cancel("double"))
+        .then(
+            on("double", left_to_finish()),
+            on("print", after_success("print", JobStatus.COMPLETED)),
+            on("archive", after_success("archive", JobStatus.ABANDONED, cause="print")),
+        )
+        .status(
+            double=JobStatus.COMPLETED,
+            print=JobStatus.ABANDONED,
+            archive=JobStatus.ABANDONED,
+            other=JobStatus.PENDING,
+        )
+        .effects_are()
+    )
+    scenario.when(claimed("print")).then_nothing()
+
+
+def test_cancel_of_a_completed_job_with_nothing_after_it_is_recorded() -> None:
+    """The client's handle learns the decision from the recorded request; nothing else
+    changes, a second cancel is recorded too, and the submission completes once."""
+    scenario = (
+        given(submit(job("double")), *succeeded("double"))
+        .when(cancel("double"))
+        .then(on("double", left_to_finish()))
+        .status(double=JobStatus.COMPLETED)
+        .effects_are()
+    )
+    scenario.when(cancel("double", command_id="cancel-2")).then(on("double", left_to_finish()))
+    assert scenario.job("double").status is JobStatus.COMPLETED
+    assert scenario.replayed() == scenario.state
+
+
+def test_cancel_of_a_skipped_job_abandons_what_follows() -> None:
+    keyed = job("double", idempotency_key="k")
+    (
+        given(submit(keyed, job("print", after=["double"])), completed_keys={"k": "s-0/double"})
+        .when(cancel("double"))
+        .then(
+            on("double", JobCancelRequested(0, "", FINISH, BY_USER, deadline=0)),
+            on(
+                "print",
+                JobAbandoned(
+                    "double",
+                    JobStatus.SKIPPED,
+                    f"double was canceled after it ended SKIPPED ({BY_USER})",
+                ),
+            ),
+            outcome(SubmissionStatus.CANCELED, abandoned=1, skipped=1),
+        )
+        .status(double=JobStatus.SKIPPED)
+    )
+
+
+def test_cancel_of_a_completed_job_abandons_an_assigned_dependent_and_kills_its_claim() -> None:
+    reason = f"double was canceled after it ended COMPLETED ({BY_USER})"
+    (
+        given(submit(job("double"), job("print", after=["double"])), *succeeded("double"))
+        .step(claimed("print", worker="w2"))
+        .when(cancel("double"))
+        .then(
+            on("double", left_to_finish()),
+            on("print", after_success("print", JobStatus.COMPLETED)),
+            outcome(SubmissionStatus.CANCELED, abandoned=1, completed=1),
+        )
+        .effects_are(kill("print", reason, worker="w2"))
+    )
+
+
+def test_cancel_of_a_completed_job_kills_a_running_dependent_by_default() -> None:
+    """joblog's rule for what runs (cancel wins): a running dependent is killed and ends
+    CANCELED; what follows it is abandoned at once."""
+    reason = f"double was canceled after it ended COMPLETED ({BY_USER})"
+    scenario = (
+        given(
+            submit(job("double"), job("print", after=["double"]), job("archive", after=["print"])),
+            *succeeded("double"),
+            *running("print", worker="w2"),
+        )
+        .when(cancel("double"))
+        .then(
+            on("double", left_to_finish()),
+            on(
+                "print",
+                JobCancelRequested(1, "w2", CancelMode.KILL, reason, T0 + POLICY.kill_grace_ms),
+            ),
+            on("archive", after_success("archive", JobStatus.RUNNING, cause="print")),
+        )
+        .effects_are(kill("print", reason, worker="w2"))
+    )
+    scenario.when(finished("print", worker="w2")).then(
+        on("print", JobCanceled),
+        outcome(SubmissionStatus.CANCELED, abandoned=1, canceled=1, completed=1),
+    )
+
+
+def test_cancel_with_finish_of_a_completed_job_lets_a_running_dependent_finish() -> None:
+    """Taipy's rule for what runs: it finishes; what follows it will not run."""
+    scenario = (
+        given(
+            submit(job("double"), job("print", after=["double"]), job("archive", after=["print"])),
+            *succeeded("double"),
+            *running("print", worker="w2"),
+        )
+        .when(cancel("double", mode=FINISH))
+        .then(
+            on("double", left_to_finish()),
+            on("archive", after_success("archive", JobStatus.RUNNING, cause="print")),
+        )
+        .status(print=JobStatus.RUNNING)
+        .effects_are()
+    )
+    scenario.when(finished("print", worker="w2")).then(
+        on("print", JobCompleted),
+        outcome(SubmissionStatus.CANCELED, abandoned=1, completed=2),
+    )
+
+
+# --------------------------------------------------------------------------- the seed's examples
+
+
+def test_taipy_example_cancel_of_the_blocked_print_task() -> None:
+    """(3) double RUNNING, (4) print BLOCKED; cancel print; (5) double COMPLETED,
+    (6) print CANCELED."""
+    scenario = given(submit(job("double"), job("print", after=["double"])), *running("double"))
+    scenario.status(double=JobStatus.RUNNING, print=JobStatus.BLOCKED)
+    scenario.when(cancel("print")).then(on("print", canceled(attempt=0)))
+    scenario.when(finished("double")).then(on("double", JobCompleted), SubmissionCompleted)
+    scenario.status(double=JobStatus.COMPLETED, print=JobStatus.CANCELED)
+
+
+def test_taipy_example_cancel_of_the_running_double_task() -> None:
+    """(5) double COMPLETED, (6) print ABANDONED with mode FINISH (Taipy's rule); with the
+    default KILL, joblog's own rule, double is CANCELED and print ABANDONED."""
+    graph = submit(job("double"), job("print", after=["double"]))
+    finish = given(graph, *running("double"))
+    finish.when(cancel("double", mode=FINISH)).then(
+        on("double", left_to_finish()),
+        on(
+            "print",
+            JobAbandoned("double", JobStatus.RUNNING, "double was canceled and left to finish"),
+        ),
+    )
+    finish.when(finished("double")).then(on("double", JobCompleted), SubmissionCompleted)
+    finish.status(double=JobStatus.COMPLETED, print=JobStatus.ABANDONED)
+    kill_ = given(graph, *running("double"))
+    kill_.when(cancel("double")).then(on("double", JobCancelRequested))
+    kill_.when(finished("double", Outcome.CANCELED)).then(
+        on("double", JobCanceled),
+        on("print", abandoned("double", JobStatus.CANCELED)),
+        SubmissionCompleted,
+    )
+    kill_.status(double=JobStatus.CANCELED, print=JobStatus.ABANDONED)
 
 
 def test_cancel_of_a_submission_that_already_ended_is_rejected() -> None:

@@ -412,7 +412,7 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     )
     examples[RejectionCode.UNKNOWN_SUBMISSION] = given().when(cancel())
     examples[RejectionCode.UNKNOWN_JOB] = given(submit(job("a"))).when(retry_now("zz"))
-    examples[RejectionCode.ALREADY_TERMINAL] = finished_a.when(cancel("a"))
+    examples[RejectionCode.ALREADY_TERMINAL] = finished_a.when(retry_now("a"))
     examples[RejectionCode.NOT_WAITING] = given(submit(job("a"))).when(retry_now("a"))
     examples[RejectionCode.NOT_TERMINAL] = given(submit(job("a"))).when(delete("a"))
     examples[RejectionCode.DELETED] = given(submit(job("a"), job("b")), *succeeded("a")).step(
