@@ -77,7 +77,15 @@ class Api:
         self.tail = EventTail(client.settings, stopping)
         self.as_of = AsOf(client.settings, max_events=config.limits.asof_max_events)
         self._streams = threading.BoundedSemaphore(config.limits.streams)
+        self._open = 0
+        self._open_lock = threading.Lock()
         self._sql = threading.BoundedSemaphore(config.limits.sql_concurrency)
+
+    @property
+    def open_streams(self) -> int:
+        """Event streams open now."""
+        with self._open_lock:
+            return self._open
 
     # ------------------------------------------------------------------ the route table
 
@@ -516,11 +524,15 @@ class Api:
             self._streams.release()
             raise
         inner = stream.close
+        with self._open_lock:
+            self._open += 1
 
         def close() -> None:
             try:
                 inner()
             finally:
+                with self._open_lock:
+                    self._open -= 1
                 self._streams.release()
 
         return EventStream(stream.messages, close)

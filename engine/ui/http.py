@@ -20,6 +20,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -97,6 +98,7 @@ class Request:
         headers: the request headers.
         body: the request body (at most the configured limit).
         params: the path parameters of the matched route.
+        route: the matched route's pattern (``""`` before matching or for none).
     """
 
     method: str
@@ -105,6 +107,7 @@ class Request:
     headers: Mapping[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    route: str = ""
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The last value of query parameter ``name``."""
@@ -264,11 +267,19 @@ class Router:
     Args:
         token: the bearer token every non-public route wants.
         max_body_bytes: the largest request body.
+        on_answer: called with the method, the route's pattern (``-`` for none), the
+            status and the seconds taken, once per answer (an event stream once it opens).
     """
 
-    def __init__(self, token: str, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        token: str,
+        max_body_bytes: int,
+        on_answer: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.on_answer = on_answer
         self.routes: list[Route] = []
         self._compiled: list[tuple[Route, re.Pattern[str]]] = []
 
@@ -312,8 +323,18 @@ class Router:
 
     def dispatch(self, request: Request) -> Response | EventStream:
         """Runs the request's route; every failure is a JSON :class:`Response`."""
+        started = time.monotonic()
+        answer = self._dispatch(request)
+        if self.on_answer is not None:
+            pattern = request.route or "-"
+            status = answer.status if isinstance(answer, Response) else 200
+            self.on_answer(request.method, pattern, status, time.monotonic() - started)
+        return answer
+
+    def _dispatch(self, request: Request) -> Response | EventStream:
         try:
             route, request.params = self.match(request.method, request.path)
+            request.route = route.pattern
             if not route.public and not self.authorized(request):
                 raise ApiError(
                     401,

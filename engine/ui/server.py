@@ -27,6 +27,7 @@ from types import FrameType
 from engine.api import Joblog
 from engine.config import Settings
 from engine.errors import JoblogError
+from engine.metrics import Telemetry, gauge
 from engine.ui.api import Api
 from engine.ui.config import UiConfig
 from engine.ui.http import ApiError, Request, Response, Route, Router, UiHttpServer
@@ -74,9 +75,24 @@ class UiServer:
         self.client = client or Joblog(
             settings or Settings.from_env(), db_path=config.db_path, submitted_by="joblog-ui"
         )
-        self.router = Router(config.token, config.limits.max_body_bytes)
+        self.telemetry = Telemetry("ui")
+        requests = self.telemetry.counter(
+            "joblog_ui_requests", "API and page requests answered", ("method", "route", "status")
+        )
+        seconds = self.telemetry.histogram(
+            "joblog_ui_request_seconds", "time to answer a request (a stream: to open)", ("route",)
+        )
+
+        def answered(method: str, route: str, status: int, took: float) -> None:
+            requests.labels(method, route, str(status)).inc()
+            seconds.labels(route).observe(took)
+
+        self.router = Router(config.token, config.limits.max_body_bytes, answered)
         self.httpd = UiHttpServer((config.host, config.port), self.router)
         self.api = Api(config, self.client, self.httpd.stopping)
+        self.telemetry.collect(
+            lambda: [gauge("joblog_ui_open_streams", "event streams open", self.api.open_streams)]
+        )
         self.router.extend(self.api.routes())
         spec: dict[str, object] = {}
         static = [
@@ -85,6 +101,14 @@ class UiServer:
                 "/api/v1/openapi.json",
                 lambda _: Response(spec),
                 "this document",
+                "meta",
+                public=True,
+            ),
+            Route(
+                "GET",
+                "/metrics",
+                self._metrics,
+                "Prometheus metrics of the ui",
                 "meta",
                 public=True,
             ),
@@ -101,6 +125,10 @@ class UiServer:
             name="joblog-ui",
             daemon=True,
         )
+
+    def _metrics(self, request: Request) -> Response:
+        body, content_type = self.telemetry.render(request.headers.get("Accept"))
+        return Response(body, content_type=content_type)
 
     @property
     def url(self) -> str:

@@ -141,6 +141,11 @@ def test_the_openapi_document_is_served_and_every_call_needs_the_token(api: Api)
         status, answer = api.get(path, token="not-the-token")
         assert status == 401 and answer["code"] == "unauthorized"
     assert api.call("POST", "/api/v1/submissions", {"jobs": []}, token=None)[0] == 401
+    request = urllib.request.Request(api.url + "/metrics")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        metrics = response.read().decode()
+    assert 'joblog_ui_requests_total{method="GET",route="/api/v1/jobs",status="401"}' in metrics
+    assert "joblog_ui_open_streams" in metrics
 
 
 def test_a_submission_through_the_api_is_seen_completed_through_it(api: Api) -> None:
