@@ -112,6 +112,8 @@ class Job:
         idempotency_key: runs at most once per key across the cluster: a job whose key
             another job completed is SKIPPED; one submitted while that job runs waits for
             its outcome (docs/lifecycle.md, *Idempotency keys*).
+        force: run even where the job would be skipped (Taipy's ``force``): a job whose
+            idempotency key another job completed runs all the same.
         priority: higher runs first among the runnable jobs of a submission.
         labels: free-form tags.
         env / cwd: environment additions and working directory of a command.
@@ -136,6 +138,7 @@ class Job:
     labels: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    force: bool = False
 
     def specs(self, parent: str | None = None) -> list[JobSpec]:
         """This job and its sub-jobs (depth first, children before their parent) as specs.
@@ -221,6 +224,7 @@ class Job:
                 else (defaults.priority if defaults is not None else 0)
             ),
             labels=tuple(sorted(labels.items())),
+            force=self.force,
         )
 
 
@@ -260,6 +264,7 @@ _JOB_FIELDS = {
     "labels",
     "env",
     "cwd",
+    "force",
 }
 
 
@@ -313,6 +318,7 @@ def job_from_mapping(data: Mapping[str, Any], *, where: str = "job") -> Job:
         labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
         env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
         cwd=data.get("cwd"),
+        force=bool(data.get("force", False)),
     )
 
 
@@ -402,7 +408,8 @@ class Submission:
 
     Attributes:
         id: the submission id (the Kafka key of its commands and events).
-        jobs: the specs of its jobs, in submission order.
+        specs: the specs of its jobs, in submission order (:attr:`jobs` are the jobs
+            themselves, with their status).
         command_id: the id of the submit command.
         command: the handle on the submit command's decision (``None`` for a handle made
             from an existing id by :meth:`Joblog.submission`).
@@ -413,7 +420,7 @@ class Submission:
     ) -> None:
         self._client = client
         self.id = command.submission_id
-        self.jobs: tuple[JobSpec, ...] = command.jobs
+        self.specs: tuple[JobSpec, ...] = command.jobs
         self.command_id = command.command_id
         self.command = handle
         # A handle of a submit this client sent waits for its first event; one made from an
@@ -426,7 +433,24 @@ class Submission:
 
     @property
     def job_ids(self) -> tuple[str, ...]:
-        return tuple(spec.job_id for spec in self.jobs)
+        return tuple(spec.job_id for spec in self.specs)
+
+    @property
+    def jobs(self) -> list[JobView]:
+        """Its jobs as they are now, with their status (Taipy's ``submission.jobs``), in
+        submission order, folded from the submission's events.
+
+        Reading them waits for the scheduler's decision on a submit this client sent (up to
+        15 s) and reads the submission's partition of ``events``.
+
+        Raises:
+            SubmissionRejected: the scheduler rejected the submission (it has no jobs).
+            DecisionTimeout: no decision yet.
+        """
+        if self.command is not None:
+            self.result()
+        view = self.view()
+        return [view.jobs[job_id] for job_id in self.job_ids if job_id in view.jobs]
 
     def result(self, timeout: float = DECISION_TIMEOUT_S) -> Event:
         """Waits for the scheduler's decision on the submission (not for its jobs; see
@@ -580,10 +604,11 @@ class Submission:
         job_id: str | None = None,
         *,
         force: bool = False,
-        wait: bool = False,
+        wait: bool = True,
         timeout: float = DECISION_TIMEOUT_S,
     ) -> CommandHandle:
-        """Deletes a finished job or the whole submission; see :meth:`Joblog.delete`."""
+        """Deletes a finished job or the whole submission; see :meth:`Joblog.delete` (it
+        waits for the decision and raises ``JobNotDeletedException`` unless ``wait=False``)."""
         return self._client.delete(self.id, job_id, force=force, wait=wait, timeout=timeout)
 
     def get_jobs(self) -> list[JobView]:
@@ -677,6 +702,7 @@ class Joblog:
         priority: int | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        force: bool = False,
         labels: Mapping[str, str] | None = None,
         submission_id: str | None = None,
         wait: bool = False,
@@ -695,7 +721,8 @@ class Joblog:
         Args:
             *jobs: the jobs of a graph or tree.
             task / args / kwargs / command / job_id / name / queue / retries / retry_backoff /
-                retry_on / timeout / queue_timeout / idempotency_key / priority / env / cwd:
+                retry_on / timeout / queue_timeout / idempotency_key / priority / env / cwd /
+                force:
                 one job, as the fields of :class:`Job` (``job_id`` is its key, by default
                 made from the task name or the command).
             labels: tags of the submission.
@@ -746,6 +773,7 @@ class Joblog:
                     priority=priority,
                     env=env or {},
                     cwd=cwd,
+                    force=force,
                 ),
             )
         from engine.client import submit_command
@@ -839,27 +867,139 @@ class Joblog:
         job_id: str | None = None,
         *,
         force: bool = False,
-        wait: bool = False,
+        wait: bool = True,
         timeout: float = DECISION_TIMEOUT_S,
     ) -> CommandHandle:
-        """Deletes a terminal job or submission; ``force`` deletes unfinished ones too.
+        """Deletes a finished job or submission; ``force`` deletes unfinished ones too.
 
-        Deletion is an event: history is never rewritten, the projections mark the jobs
-        deleted.
+        A job that ended (COMPLETED, SKIPPED, FAILED, CANCELED or ABANDONED) is deleted as it
+        is. With ``force``, an unfinished one is first CANCELED at once, a running attempt
+        included (its worker gets a kill; what it reports later is ignored), what waits on
+        it is ABANDONED, and then it is deleted. Deletion is an event: history is never
+        rewritten, the projections mark the jobs deleted.
+
+        Args:
+            target / job_id: as for :meth:`cancel`; a submission id alone deletes every job.
+            force: delete unfinished jobs too (see above).
+            wait: wait for the scheduler's decision (the default) and raise on a rejection;
+                ``wait=False`` returns once Kafka has the command.
+            timeout: the longest wait for the decision, in seconds.
 
         Returns:
-            A :class:`~engine.client.CommandHandle`: ``result()`` raises
-            :class:`~engine.errors.JobNotDeleted` for unfinished jobs without ``force`` (as
-            Taipy's ``JobNotDeletedException``) or jobs already deleted.
+            A :class:`~engine.client.CommandHandle` (decided, with ``wait``).
 
         Raises:
-            JobNotDeleted / DecisionTimeout: with ``wait``.
+            JobNotDeletedException: (:class:`~engine.errors.JobNotDeleted`) the scheduler
+                rejected it: unfinished jobs without ``force`` (``not_terminal``), jobs
+                already deleted (``deleted``), an unknown job or submission. Raised by the
+                call with ``wait``, else by ``handle.result()``.
+            DecisionTimeout: with ``wait``, no decision within ``timeout``.
         """
         from engine.client import delete_command
 
         submission_id, job = resolve(target, job_id)
         command = delete_command(submission_id, job, force=force, requested_by=self.submitted_by)
         return self._send(command, wait, timeout)
+
+    # ------------------------------------------------------------------ Taipy's names
+
+    def cancel_job(
+        self,
+        job: Target,
+        *,
+        mode: CancelMode | str = CancelMode.KILL,
+        reason: str = "",
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Taipy's ``cancel_job(job)``: cancels one job; see :meth:`cancel`.
+
+        An unfinished job is CANCELED (a running one is killed; ``mode="finish"`` lets it
+        finish, Taipy's rule for RUNNING) and what follows it is ABANDONED. A COMPLETED or
+        SKIPPED job keeps its status and what follows it that has not finished is
+        abandoned. A FAILED, CANCELED or ABANDONED job cannot be canceled
+        (``already_terminal``).
+
+        Raises:
+            InvalidJob: ``job`` names no job (only a submission).
+            JobNotCanceled / DecisionTimeout: with ``wait``.
+        """
+        submission_id, job_id = resolve(job)
+        if job_id is None:
+            raise InvalidJob("cancel_job needs a job: give a JobView or 'submission_id/job_id'")
+        return self.cancel(
+            submission_id, job_id, mode=mode, reason=reason, wait=wait, timeout=timeout
+        )
+
+    def delete_job(
+        self,
+        job: Target,
+        force: bool = False,
+        *,
+        wait: bool = True,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Taipy's ``delete_job(job, force=False)``: deletes one job; see :meth:`delete`.
+
+        Raises:
+            InvalidJob: ``job`` names no job (only a submission).
+            JobNotDeletedException: the job has not finished and ``force`` is not set, or
+                it was deleted before.
+            DecisionTimeout: with ``wait``, no decision within ``timeout``.
+        """
+        submission_id, job_id = resolve(job)
+        if job_id is None:
+            raise InvalidJob("delete_job needs a job: give a JobView or 'submission_id/job_id'")
+        return self.delete(submission_id, job_id, force=force, wait=wait, timeout=timeout)
+
+    def delete_jobs(
+        self,
+        jobs: Iterable[Target] | None = None,
+        *,
+        force: bool = False,
+        wait: bool = True,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> list[CommandHandle]:
+        """Taipy's ``delete_jobs()``: deletes the given jobs, or every job the projections
+        know that is not deleted yet.
+
+        Every delete is sent before any is waited for. Without ``jobs``, each submission is
+        deleted as a whole (one command each), which the scheduler refuses if one of its
+        jobs has not finished and ``force`` is not set; the other submissions are deleted
+        all the same.
+
+        Returns:
+            The handles, one per job (or per submission), in the order they were sent.
+
+        Raises:
+            JobNotDeletedException: with ``wait``, after every decision was read: the first
+                delete the scheduler refused (the others took effect).
+            DecisionTimeout: with ``wait``, a decision did not come within ``timeout``.
+        """
+        targets: list[tuple[str, str | None]]
+        if jobs is None:
+            seen: dict[str, None] = {}
+            for job in self.get_jobs():
+                seen.setdefault(job.submission_id, None)
+            targets = [(submission_id, None) for submission_id in seen]
+        else:
+            targets = [resolve(job) for job in jobs]
+        handles = [
+            self.delete(submission_id, job_id, force=force, wait=False)
+            for submission_id, job_id in targets
+        ]
+        if wait:
+            from engine.errors import JobNotDeleted
+
+            refused: JobNotDeleted | None = None
+            for handle in handles:
+                try:
+                    handle.result(timeout)
+                except JobNotDeleted as exc:
+                    refused = refused or exc
+            if refused is not None:
+                raise refused
+        return handles
 
     def _send(self, command: Command, wait: bool, timeout: float) -> CommandHandle:
         handle = self.producer.send_tracked(command)

@@ -625,7 +625,7 @@ def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
     else:
         print(submission.id)
         print(
-            f"submitted {len(submission.jobs)} job(s): {', '.join(submission.job_ids)}",
+            f"submitted {len(submission.job_ids)} job(s): {', '.join(submission.job_ids)}",
             file=sys.stderr,
         )
         if reason:
@@ -745,7 +745,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     submission_id, job_id = _resolve(args)
 
     def send(client: Joblog) -> CommandHandle:
-        return client.delete(submission_id, job_id, force=args.force)
+        return client.delete(submission_id, job_id, force=args.force, wait=False)
 
     return _send_and_confirm(args, submission_id, job_id, send, "delete")
 

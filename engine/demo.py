@@ -363,7 +363,7 @@ class Demo:
             "pipeline": pipeline,
         }
         for key, submission in submissions.items():
-            self.step(f"submitted {key:<9} {submission.id}  ({len(submission.jobs)} job(s))")
+            self.step(f"submitted {key:<9} {submission.id}  ({len(submission.job_ids)} job(s))")
         return submissions
 
     def _cancel_training(self, client: Joblog, pipeline: Submission) -> None:

@@ -144,6 +144,11 @@ class JobNotDeleted(CommandRejectedError):
     """A delete was rejected (unfinished jobs without ``force``, or already deleted)."""
 
 
+#: Taipy's name for a rejected delete (``delete_job(job)`` of an unfinished job without
+#: ``force``): the same class as :class:`JobNotDeleted`.
+JobNotDeletedException = JobNotDeleted
+
+
 class DecisionTimeout(JoblogError, TimeoutError):
     """No decision on a command reached the ``events`` topic in time.
 

@@ -130,4 +130,5 @@ def job_from_row(row: Mapping[str, Any]) -> JobView:
         exit_code=row.get("exit_code"),
         exceptions=int(row.get("exceptions") or 0),
         deleted=bool(row.get("deleted")),
+        stacktrace=(row["traceback"],) if row.get("traceback") else (),
     )

@@ -120,6 +120,12 @@ class JobView:
         exit_code: a command's exit code.
         exceptions: exception events raised so far.
         deleted: the job was deleted.
+        stacktrace: the tracebacks of the exceptions handled during its execution (Taipy's
+            ``stacktrace``), oldest first: fatal or not, and those of failed attempts (one
+            entry when a failure repeats the traceback of its fatal exception). A row of the
+            projections keeps only the last one.
+        force: its spec's ``force`` (Taipy's: run even where it would be skipped), ``None``
+            when unknown (a row of the projections, a view that missed ``JobSubmitted``).
     """
 
     submission_id: str
@@ -149,6 +155,8 @@ class JobView:
     exit_code: int | None = None
     exceptions: int = 0
     deleted: bool = False
+    stacktrace: tuple[str, ...] = ()
+    force: bool | None = None
 
     @property
     def ref(self) -> str:
@@ -158,6 +166,62 @@ class JobView:
     @property
     def display_name(self) -> str:
         return self.name or self.task or (self.command[0] if self.command else self.job_id)
+
+    @property
+    def id(self) -> str:
+        """Taipy's ``job.id``: the job's id across submissions (:attr:`ref`)."""
+        return self.ref
+
+    @property
+    def submit_id(self) -> str:
+        """Taipy's ``job.submit_id``: the id of the submission that created the job."""
+        return self.submission_id
+
+    @property
+    def creation_date(self) -> datetime | None:
+        """Taipy's ``creation_date``: when the job was created, SUBMITTED."""
+        return self.submitted_at
+
+    # Taipy's status predicates (``job.is_completed()``, ...), one per status.
+
+    def is_submitted(self) -> bool:
+        return self.status is JobStatus.SUBMITTED
+
+    def is_blocked(self) -> bool:
+        return self.status is JobStatus.BLOCKED
+
+    def is_pending(self) -> bool:
+        return self.status is JobStatus.PENDING
+
+    def is_assigned(self) -> bool:
+        """ASSIGNED (joblog's: a worker claimed the attempt; Taipy has no such status)."""
+        return self.status is JobStatus.ASSIGNED
+
+    def is_running(self) -> bool:
+        return self.status is JobStatus.RUNNING
+
+    def is_completed(self) -> bool:
+        return self.status is JobStatus.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.status is JobStatus.FAILED
+
+    def is_canceled(self) -> bool:
+        return self.status is JobStatus.CANCELED
+
+    def is_skipped(self) -> bool:
+        return self.status is JobStatus.SKIPPED
+
+    def is_abandoned(self) -> bool:
+        return self.status is JobStatus.ABANDONED
+
+    def is_finished(self) -> bool:
+        """Taipy's ``is_finished()``: COMPLETED, FAILED, CANCELED, SKIPPED or ABANDONED."""
+        return self.status.is_terminal
+
+    def is_deletable(self) -> bool:
+        """Whether a delete without ``force`` is accepted: the job ended and is not deleted."""
+        return self.status.is_terminal and not self.deleted
 
     @property
     def is_terminal(self) -> bool:
@@ -208,6 +272,13 @@ class JobView:
     def blocked_duration(self) -> float | None:
         """Seconds from ``blocked_at`` to the first ``PENDING`` (to now while blocked)."""
         return _seconds(durations_of(self.times, _now_ms()).blocked_ms)
+
+
+def _with_traceback(stacktrace: tuple[str, ...], traceback: str) -> tuple[str, ...]:
+    """The stack traces with one more, unless it is empty or repeats the last one."""
+    if not traceback or (stacktrace and stacktrace[-1] == traceback):
+        return stacktrace
+    return (*stacktrace, traceback)
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -309,6 +380,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 depends_on=spec.depends_on,
                 max_attempts=spec.retry.max_attempts,
                 submitted_at=at,
+                force=spec.force,
             )
         case ev.JobBlocked():
             return replace(job, status=status, blocked_at=at)
@@ -339,6 +411,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 exceptions=job.exceptions + 1,
                 error_type=body.type if fatal else job.error_type,
                 error_note=body.note if fatal else job.error_note,
+                stacktrace=_with_traceback(job.stacktrace, body.traceback),
             )
         case ev.JobRetryScheduled():
             return replace(
@@ -363,6 +436,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 error_type=body.error_type or str(body.reason),
                 error_note=body.error_note,
                 exit_code=body.exit_code,
+                stacktrace=_with_traceback(job.stacktrace, body.traceback),
             )
         case ev.JobCanceled():
             return replace(job, status=status, finished_at=at, error_note=body.reason)

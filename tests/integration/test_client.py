@@ -568,12 +568,13 @@ def test_a_rejected_submission_raises_from_its_handle(
 
 
 def test_cancel_of_a_finished_job_raises(jl: Joblog) -> None:
-    submission = jl.submit(task="double", args=[3], wait=True)
+    """A FAILED job cannot be canceled (a COMPLETED one can: Taipy's rule, test_seed_taipy)."""
+    submission = jl.submit(task="fail_with", kwargs={"kind": "Bad", "note": "no"}, wait=True)
     submission.wait_until_done(timeout=60)
-    handle = jl.cancel(submission, "double")
+    handle = jl.cancel(submission, "fail_with")
     with pytest.raises(JobNotCanceled) as caught:
         handle.result(timeout=30)
-    assert caught.value.code == "already_terminal" and caught.value.job_id == "double"
+    assert caught.value.code == "already_terminal" and caught.value.job_id == "fail_with"
     assert handle.rejection is caught.value
     with pytest.raises(JobNotCanceled):
         submission.cancel(wait=True)
