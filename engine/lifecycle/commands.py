@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from engine.lifecycle.draft import Draft
+from engine.lifecycle.notifications import emit_added, submitted_problem
 from engine.lifecycle.policy import dispatch_id
 from engine.lifecycle.records import (
     CANCELABLE_AT_ONCE,
@@ -13,6 +14,7 @@ from engine.lifecycle.records import (
     CancelJobs,
     CancelMode,
     ClaimIdempotencyKey,
+    Command,
     CommandRejected,
     DeleteJobs,
     Event,
@@ -48,9 +50,7 @@ from engine.lifecycle.transitions import (
 from engine.lifecycle.validation import depth_first, validate_submission
 
 
-def decide_retired(
-    command: SubmitJobs | CancelJobs | RetryJob | DeleteJobs, deleted: bool, now: int
-) -> list[Event]:
+def decide_retired(command: Command, deleted: bool, now: int) -> list[Event]:
     """Answers a command naming a submission whose state is no longer kept.
 
     Deleted submissions, and finished ones beyond the scheduler's retention, leave only their
@@ -97,7 +97,9 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
             f"submission {command.submission_id!r} exists; choose a new submission id",
         )
         return
-    problem = validate_submission(command, draft.policy)
+    problem = validate_submission(command, draft.policy) or submitted_problem(
+        command.notifications, (spec.job_id for spec in command.jobs)
+    )
     if problem is not None:
         code, reason = problem
         draft.reject(command.command_id, "SubmitJobs", code, reason)
@@ -111,6 +113,8 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
             job_ids=tuple(spec.job_id for spec in command.jobs),
         ),
     )
+    for notification in command.notifications:
+        emit_added(draft, notification, command.command_id, command.submitted_by)
     for spec in command.jobs:
         draft.emit(spec.job_id, JobSubmitted(spec))
     for job_id in depth_first(command.jobs):
