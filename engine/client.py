@@ -44,11 +44,13 @@ from engine.errors import (
     JobNotDeleted,
     JobNotRetried,
     KafkaUnreachable,
+    NotificationNotChanged,
     LimitExceeded,
     SubmissionTooLarge,
     TooManyJobs,
 )
 from engine.lifecycle.records import (
+    AddNotification,
     CancelJobs,
     CancelMode,
     Command,
@@ -61,6 +63,10 @@ from engine.lifecycle.records import (
     JobDeleted,
     JobDispatched,
     JobSpec,
+    Notification,
+    NotificationAdded,
+    NotificationRemoved,
+    RemoveNotification,
     RetryJob,
     SubmissionAccepted,
     SubmitJobs,
@@ -282,6 +288,11 @@ def decision_of(command: Command, event: Event) -> bool | None:
         accepted = isinstance(body, JobCanceled | JobCancelRequested | JobAbandoned)
     elif isinstance(command, RetryJob):
         accepted = isinstance(body, JobDispatched) and event.job_id == command.job_id
+    elif isinstance(command, AddNotification | RemoveNotification):
+        accepted = (
+            isinstance(body, NotificationAdded | NotificationRemoved)
+            and body.command_id == command.command_id
+        )
     else:
         accepted = isinstance(body, JobDeleted) and (
             command.job_id is None or event.job_id == command.job_id
@@ -307,6 +318,8 @@ def rejection_error(command: Command, body: CommandRejected) -> CommandRejectedE
         CancelJobs: ("cancel", JobNotCanceled),
         RetryJob: ("retry", JobNotRetried),
         DeleteJobs: ("delete", JobNotDeleted),
+        AddNotification: ("adding a notification to", NotificationNotChanged),
+        RemoveNotification: ("removing a notification of", NotificationNotChanged),
     }[type(command)]
     return kind(
         f"{verb} of {_ref(command)} was rejected ({body.code}): {body.reason}",
@@ -744,6 +757,7 @@ def submit_command(
     submission_id: str | None = None,
     submitted_by: str = "",
     labels: Iterable[tuple[str, str]] = (),
+    notifications: Iterable[Notification] = (),
 ) -> SubmitJobs:
     """A submit command with fresh ids (the submission id unless given)."""
     specs = (jobs,) if isinstance(jobs, JobSpec) else tuple(jobs)
@@ -753,6 +767,33 @@ def submit_command(
         jobs=specs,
         submitted_by=submitted_by,
         labels=tuple(labels),
+        issued_at=now_ms(),
+        notifications=tuple(notifications),
+    )
+
+
+def add_notification_command(
+    submission_id: str, notification: Notification, *, requested_by: str = ""
+) -> AddNotification:
+    """An add-notification command with a fresh id."""
+    return AddNotification(
+        command_id=new_id("c-"),
+        submission_id=submission_id,
+        notification=notification,
+        requested_by=requested_by,
+        issued_at=now_ms(),
+    )
+
+
+def remove_notification_command(
+    submission_id: str, notification_id: str, *, requested_by: str = ""
+) -> RemoveNotification:
+    """A remove-notification command with a fresh id."""
+    return RemoveNotification(
+        command_id=new_id("c-"),
+        submission_id=submission_id,
+        notification_id=notification_id,
+        requested_by=requested_by,
         issued_at=now_ms(),
     )
 

@@ -149,6 +149,11 @@ class JobNotDeleted(CommandRejectedError):
 JobNotDeletedException = JobNotDeleted
 
 
+class NotificationNotChanged(CommandRejectedError):
+    """Adding or removing a notification was rejected (a bad URL or event name, an unknown
+    job or notification id, a finished submission, too many notifications)."""
+
+
 class DecisionTimeout(JoblogError, TimeoutError):
     """No decision on a command reached the ``events`` topic in time.
 

@@ -327,6 +327,8 @@ class Fold:
                 status = str(body.status)
             case ev.IdempotencyKeyDecided():
                 status = str(body.decision)
+            case ev.NotificationAdded() | ev.NotificationRemoved():
+                status = None  # about the submission's notifications (the notifications view)
             case ev.CommandRejected():
                 if submission is not None:
                     submission["rejections"] += 1
@@ -811,6 +813,8 @@ def _attempt_of(body: EventBody) -> int | None:
             | ev.CommandRejected()
             | ev.SubmissionCompleted()
             | ev.IdempotencyKeyDecided()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             return None
         case _:
@@ -848,6 +852,8 @@ def _attempts_of(body: EventBody) -> tuple[int, ...]:
             | ev.CommandRejected()
             | ev.SubmissionCompleted()
             | ev.IdempotencyKeyDecided()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             return ()
         case _:

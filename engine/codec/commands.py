@@ -8,6 +8,8 @@ from typing import Any
 from engine.codec.framing import decode, encode
 from engine.codec.mapping import (
     CANCEL_MODES,
+    notifications_from_avro,
+    notifications_to_avro,
     pairs_from_avro,
     pairs_to_avro,
     restore,
@@ -16,12 +18,15 @@ from engine.codec.mapping import (
 )
 from engine.codec.schemas import NAMESPACE, REGISTRY
 from engine.lifecycle.records import (
+    AddNotification,
     AnyCommand,
     CancelJobs,
     ClaimIdempotencyKey,
     DeleteJobs,
     IdempotencyKeyAnswer,
+    Notification,
     ReleaseIdempotencyKey,
+    RemoveNotification,
     RetryJob,
     SubmitJobs,
 )
@@ -34,13 +39,24 @@ def _submit_to_avro(c: SubmitJobs) -> dict[str, Any]:
         **vars(c),
         "jobs": [spec_to_avro(spec) for spec in c.jobs],
         "labels": pairs_to_avro(c.labels),
+        "notifications": notifications_to_avro(c.notifications),
     }
 
 
 def _submit_from_avro(r: dict[str, Any]) -> SubmitJobs:
     r["jobs"] = tuple([spec_from_avro(spec) for spec in r["jobs"]])
     r["labels"] = pairs_from_avro(r["labels"])
+    r["notifications"] = notifications_from_avro(r["notifications"])
     return restore(SubmitJobs, r)
+
+
+def _add_notification_to_avro(c: AddNotification) -> dict[str, Any]:
+    return {**vars(c), "notification": vars(c.notification)}
+
+
+def _add_notification_from_avro(r: dict[str, Any]) -> AddNotification:
+    r["notification"] = restore(Notification, r["notification"])
+    return restore(AddNotification, r)
 
 
 def _cancel_from_avro(r: dict[str, Any]) -> CancelJobs:
@@ -64,6 +80,8 @@ _TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     ClaimIdempotencyKey: (f"{NAMESPACE}.ClaimIdempotencyKey", vars),
     ReleaseIdempotencyKey: (f"{NAMESPACE}.ReleaseIdempotencyKey", vars),
     IdempotencyKeyAnswer: (f"{NAMESPACE}.IdempotencyKeyAnswer", vars),
+    AddNotification: (f"{NAMESPACE}.AddNotification", _add_notification_to_avro),
+    RemoveNotification: (f"{NAMESPACE}.RemoveNotification", vars),
 }
 _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.SubmitJobs": _submit_from_avro,
@@ -73,6 +91,8 @@ _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.ClaimIdempotencyKey": lambda r: restore(ClaimIdempotencyKey, r),
     f"{NAMESPACE}.ReleaseIdempotencyKey": lambda r: restore(ReleaseIdempotencyKey, r),
     f"{NAMESPACE}.IdempotencyKeyAnswer": lambda r: restore(IdempotencyKeyAnswer, r),
+    f"{NAMESPACE}.AddNotification": _add_notification_from_avro,
+    f"{NAMESPACE}.RemoveNotification": lambda r: restore(RemoveNotification, r),
 }
 
 
@@ -90,7 +110,8 @@ def encode_command(c: AnyCommand) -> bytes:
     """Encode a command for the ``commands`` topic.
 
     Args:
-        c: a SubmitJobs, CancelJobs, RetryJob or DeleteJobs (or a scheduler's key command).
+        c: a SubmitJobs, CancelJobs, RetryJob, DeleteJobs, AddNotification or
+            RemoveNotification (or a scheduler's key command).
 
     Returns:
         The record value: Avro single-object encoding of the ``Command`` schema.

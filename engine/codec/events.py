@@ -30,6 +30,8 @@ from engine.lifecycle.records import (
     JobRetryScheduled,
     JobSubmitted,
     KeyDecision,
+    Notification,
+    NotificationAdded,
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
@@ -106,6 +108,15 @@ def _key_decided(r: dict[str, Any]) -> IdempotencyKeyDecided:
     return restore(IdempotencyKeyDecided, r)
 
 
+def _notification_added_to_avro(b: NotificationAdded) -> dict[str, Any]:
+    return {**vars(b), "notification": vars(b.notification)}
+
+
+def _notification_added(r: dict[str, Any]) -> NotificationAdded:
+    r["notification"] = restore(Notification, r["notification"])
+    return restore(NotificationAdded, r)
+
+
 # Bodies whose Avro record is not the instance dict as it is: (to Avro, from Avro).
 _CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
     SubmissionAccepted: (_accepted_to_avro, _accepted),
@@ -117,6 +128,7 @@ _CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
     JobAbandoned: (vars, _abandoned),
     SubmissionCompleted: (_completed_to_avro, _completed),
     IdempotencyKeyDecided: (vars, _key_decided),
+    NotificationAdded: (_notification_added_to_avro, _notification_added),
 }
 
 

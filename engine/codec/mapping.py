@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
-from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, RetryPolicy
+from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, Notification, RetryPolicy
 
 R = TypeVar("R")
 E = TypeVar("E", bound=enum.Enum)
@@ -77,3 +77,13 @@ def spec_from_avro(fields: dict[str, Any]) -> JobSpec:
     fields["retry"] = restore(RetryPolicy, retry)
     fields["labels"] = pairs_from_avro(fields["labels"])
     return restore(JobSpec, fields)
+
+
+def notifications_to_avro(notifications: tuple[Notification, ...]) -> list[dict[str, Any]]:
+    """Notifications as a list of ``Notification`` records."""
+    return [vars(notification) for notification in notifications]
+
+
+def notifications_from_avro(items: list[dict[str, Any]]) -> tuple[Notification, ...]:
+    """A list of ``Notification`` records as notifications."""
+    return tuple([restore(Notification, item) for item in items])

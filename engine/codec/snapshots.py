@@ -10,6 +10,8 @@ from engine.codec.mapping import (
     CANCEL_MODES,
     JOB_STATUSES,
     members,
+    notifications_from_avro,
+    notifications_to_avro,
     pairs_from_avro,
     pairs_to_avro,
     restore,
@@ -88,6 +90,7 @@ def _to_avro(s: SubmissionState) -> dict[str, Any]:
         "job_ids": [],
         "per_job": False,
         "key_ledger": _ledger_to_avro(s.key_ledger),
+        "notifications": notifications_to_avro(s.notifications),
     }
 
 
@@ -125,6 +128,7 @@ def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, 
         "job_ids": list(job_ids),
         "per_job": True,
         "key_ledger": _ledger_to_avro(s.key_ledger),
+        "notifications": notifications_to_avro(s.notifications),
     }
 
 
@@ -148,6 +152,7 @@ def _job_part_to_avro(item: tuple[SubmissionState, str]) -> dict[str, Any]:
         "job_ids": [],
         "per_job": False,
         "key_ledger": None,
+        "notifications": [],
     }
 
 
@@ -197,6 +202,7 @@ def _from_avro(r: dict[str, Any]) -> SubmissionState:
         submitted_by=r["submitted_by"],
         labels=pairs_from_avro(r["labels"]),
         key_ledger=_ledger_from_avro(r["key_ledger"]),
+        notifications=notifications_from_avro(r["notifications"]),
         open_jobs=sum(not job.is_terminal for job in jobs),
     )
 

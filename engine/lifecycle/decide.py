@@ -29,6 +29,7 @@ from engine.lifecycle.commands import (
 )
 from engine.lifecycle.draft import Draft, merge_draft
 from engine.lifecycle.effects import Effect
+from engine.lifecycle.notifications import decide_add_notification, decide_remove_notification
 from engine.lifecycle.policy import (
     DEFAULT_POLICY,
     MAX_IDEMPOTENCY_KEY_BYTES,
@@ -37,6 +38,7 @@ from engine.lifecycle.policy import (
     event_id,
 )
 from engine.lifecycle.records import (
+    AddNotification,
     CancelJobs,
     ClaimIdempotencyKey,
     DeleteJobs,
@@ -47,6 +49,7 @@ from engine.lifecycle.records import (
     Input,
     RejectionCode,
     ReleaseIdempotencyKey,
+    RemoveNotification,
     RetryJob,
     SubmitJobs,
     Tick,
@@ -163,6 +166,10 @@ def _decide_into(draft: Draft, given: Input, completed_keys: Mapping[str, str]) 
         decide_retry_now(draft, given)
     elif isinstance(given, DeleteJobs):
         decide_delete(draft, given)
+    elif isinstance(given, AddNotification):
+        decide_add_notification(draft, given)
+    elif isinstance(given, RemoveNotification):
+        decide_remove_notification(draft, given)
     elif isinstance(given, Tick):
         fire_timers(draft)
     elif isinstance(given, WorkerLeft):
@@ -198,6 +205,8 @@ def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
         | CancelJobs
         | RetryJob
         | DeleteJobs
+        | AddNotification
+        | RemoveNotification
         | ClaimIdempotencyKey
         | ReleaseIdempotencyKey
         | IdempotencyKeyAnswer,

@@ -127,6 +127,10 @@ def describe(event: Event) -> str:
             )
         case ev.IdempotencyKeyDecided():
             return _key_decision(body)
+        case ev.NotificationAdded():
+            return f"Notification added: {_notification(body.notification)}"
+        case ev.NotificationRemoved():
+            return f"Notification {body.notification_id} removed: {_clip(body.reason)}"
         case _:
             assert_never(body)
 
@@ -148,6 +152,14 @@ def _key_decision(body: ev.IdempotencyKeyDecided) -> str:
             return f"Idempotency key {key}: {body.job} ended before it got the key"
         case _:
             assert_never(body.decision)
+
+
+def _notification(n: ev.Notification) -> str:
+    target = n.url.removeprefix("mailto:")
+    kind = "email to" if n.url.startswith("mailto:") or "://" not in n.url else "webhook"
+    scope = f" of job {n.job_id}" if n.job_id else ""
+    keep = "every time" if n.persistent else "once"
+    return f"{n.notification_id}, {kind} {_clip(target)} on {n.event}{scope}, {keep}"
 
 
 def _progress(body: ev.JobProgressed) -> str:

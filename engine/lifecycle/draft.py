@@ -10,6 +10,7 @@ from collections import ChainMap
 
 from engine.lifecycle.effects import Effect, effects
 from engine.lifecycle.evolve import evolve
+from engine.lifecycle.notifications import fire
 from engine.lifecycle.policy import Policy, event_id
 from engine.lifecycle.records import (
     CommandRejected,
@@ -85,6 +86,8 @@ class Draft:
                 )
             )
         evolve(self.state, event)
+        if self.state.notifications:
+            fire(self, event)  # one that is not persistent goes right after its first event
 
     def reject(
         self, command_id: str, command_type: str, code: RejectionCode, reason: str, job_id: str = ""

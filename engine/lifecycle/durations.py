@@ -169,6 +169,8 @@ def job_times(events: Iterable[Event]) -> JobTimes:
                 | ev.SubmissionCompleted()
                 | ev.CommandRejected()
                 | ev.IdempotencyKeyDecided()
+                | ev.NotificationAdded()
+                | ev.NotificationRemoved()
             ):
                 pass
             case _:
@@ -219,6 +221,8 @@ def moves_times(body: EventBody) -> bool:
             | ev.SubmissionCompleted()
             | ev.CommandRejected()
             | ev.IdempotencyKeyDecided()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             return False
         case _:

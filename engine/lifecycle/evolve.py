@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from engine.lifecycle import records as ev
+from engine.lifecycle.notifications import active_after
 from engine.lifecycle.records import (
     Event,
     EventBody,
@@ -61,6 +62,8 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
         case ev.JobDeleted():
             state.jobs[event.job_id] = replace_job(state.jobs[event.job_id], deleted=True)
             state.deleted = all(job.deleted for job in state.jobs.values())
+        case ev.NotificationAdded() | ev.NotificationRemoved():
+            state.notifications = active_after(state.notifications, body)
         case _:
             job = state.jobs[event.job_id]
             new = evolve_job(job, body, event.timestamp)
@@ -237,6 +240,8 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             | ev.CommandRejected()
             | ev.SubmissionCompleted()
             | ev.IdempotencyKeyDecided()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             # folded by evolve into the submission's state, not into one job's
             raise TypeError(f"not a job event: {type(body).__name__}")

@@ -187,12 +187,42 @@ class JobSpec:
         return self.job_id
 
 
+@dataclass(frozen=True)
+class Notification:
+    """A webhook or an email a submission asks for (Tapis's job notifications).
+
+    The rules (event names, limits, when a notification fires) are in
+    :mod:`engine.lifecycle.notifications`.
+
+    Attributes:
+        notification_id: unique within the submission; empty in a command means the
+            scheduler names it ``n<seq>`` after the seq of its ``NotificationAdded`` event.
+        url: an ``http(s)://`` URL template (``${JOB_ID}``, ...), or an email address
+            (``ops@example.com`` or ``mailto:ops@example.com``): an email is sent.
+        event: what it fires on: ``*`` (every event), an event name (``JobCompleted``,
+            ``completed``), a job status (``COMPLETED``) or one of Tapis's statuses
+            (``FINISHED``, ``KILLED``, ...).
+        persistent: stays after it fired; ``False`` (Tapis's default) removes it once it
+            fired for its first event.
+        job_id: the job it watches; empty for every job and the submission's own events.
+    """
+
+    notification_id: str
+    url: str
+    event: str = "*"
+    persistent: bool = False
+    job_id: str = ""
+
+
 # --------------------------------------------------------------------------- commands
 
 
 @dataclass(frozen=True)
 class SubmitJobs:
-    """Submit one job, a dependency graph and/or a tree of sub-jobs as one submission."""
+    """Submit one job, a dependency graph and/or a tree of sub-jobs as one submission.
+
+    ``notifications`` are in place from the submission's first job event on.
+    """
 
     command_id: str
     submission_id: str
@@ -200,6 +230,7 @@ class SubmitJobs:
     submitted_by: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     issued_at: int = 0
+    notifications: tuple[Notification, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,7 +269,29 @@ class DeleteJobs:
     issued_at: int = 0
 
 
-Command = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
+@dataclass(frozen=True)
+class AddNotification:
+    """Add a notification to a live submission (or, with ``notification.job_id``, a job)."""
+
+    command_id: str
+    submission_id: str
+    notification: Notification
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class RemoveNotification:
+    """Remove a notification of a submission by its id."""
+
+    command_id: str
+    submission_id: str
+    notification_id: str
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+Command = SubmitJobs | CancelJobs | RetryJob | DeleteJobs | AddNotification | RemoveNotification
 
 
 # --------------------------------------------------------------------------- idempotency keys
@@ -315,8 +368,19 @@ class IdempotencyKeyAnswer:
 
 
 KeyCommand = ClaimIdempotencyKey | ReleaseIdempotencyKey | IdempotencyKeyAnswer
-#: Everything the ``commands`` topic carries: clients' commands and schedulers' key traffic.
-AnyCommand = Command | KeyCommand
+#: Everything the ``commands`` topic carries: clients' commands and schedulers' key traffic,
+#: in the order of the ``body`` union of ``Command.avsc`` (new branches go at its end).
+AnyCommand = (
+    SubmitJobs
+    | CancelJobs
+    | RetryJob
+    | DeleteJobs
+    | ClaimIdempotencyKey
+    | ReleaseIdempotencyKey
+    | IdempotencyKeyAnswer
+    | AddNotification
+    | RemoveNotification
+)
 
 
 # --------------------------------------------------------------------------- reports
@@ -708,6 +772,28 @@ class IdempotencyKeyDecided:
     other: str = ""
 
 
+@dataclass(frozen=True)
+class NotificationAdded:
+    """A notification is in place from this event on (submitted with the jobs or added by
+    ``command_id``); an event of the submission (``job_id`` of the envelope is empty)."""
+
+    notification: Notification
+    command_id: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class NotificationRemoved:
+    """A notification is gone: removed by ``command_id``, or, not persistent, it fired
+    for the event ``fired_seq`` (the event just before this one)."""
+
+    notification_id: str
+    reason: str
+    fired_seq: int = 0
+    command_id: str = ""
+    requested_by: str = ""
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -731,6 +817,8 @@ EventBody = (
     | SubmissionCompleted
     | JobDuplicateClaim
     | IdempotencyKeyDecided
+    | NotificationAdded
+    | NotificationRemoved
 )
 
 
@@ -786,6 +874,10 @@ class RejectionCode(enum.StrEnum):
     DELETED = "deleted"
     UNPROCESSABLE = "unprocessable"
     BAD_IDEMPOTENCY_KEY = "bad_idempotency_key"
+    BAD_NOTIFICATION = "bad_notification"
+    UNKNOWN_NOTIFICATION = "unknown_notification"
+    DUPLICATE_NOTIFICATION = "duplicate_notification"
+    TOO_MANY_NOTIFICATIONS = "too_many_notifications"
 
 
 # --------------------------------------------------------------------------- side records

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, SubmissionStatus
+from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, Notification, SubmissionStatus
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,8 @@ class SubmissionState:
         outcome: set once every job is terminal.
         deleted: every job was deleted.
         submitted_by / labels: as given at submit.
+        notifications: the notifications in place (declared at submit or added later, not
+            removed or fired yet), in the order they were added.
         key_ledger: set for the pseudo-submission of an idempotency key's ledger
             (:func:`~engine.lifecycle.records.key_ledger_id`), which has no jobs.
         open_jobs: how many jobs are not terminal yet (derived from ``jobs``, kept by
@@ -132,6 +134,7 @@ class SubmissionState:
     submitted_by: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     key_ledger: KeyLedger | None = None
+    notifications: tuple[Notification, ...] = ()
     open_jobs: int = field(default=0, compare=False, metadata={"derived": True})
 
     @property

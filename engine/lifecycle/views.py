@@ -91,6 +91,8 @@ def status_after(body: EventBody) -> JobStatus | None:
             | ev.SubmissionCompleted()
             | ev.JobDuplicateClaim()
             | ev.IdempotencyKeyDecided()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             return None
         case _:
@@ -164,10 +166,6 @@ class JobView:
         return f"{self.submission_id}/{self.job_id}"
 
     @property
-    def display_name(self) -> str:
-        return self.name or self.task or (self.command[0] if self.command else self.job_id)
-
-    @property
     def id(self) -> str:
         """Taipy's ``job.id``: the job's id across submissions (:attr:`ref`)."""
         return self.ref
@@ -222,6 +220,10 @@ class JobView:
     def is_deletable(self) -> bool:
         """Whether a delete without ``force`` is accepted: the job ended and is not deleted."""
         return self.status.is_terminal and not self.deleted
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.task or (self.command[0] if self.command else self.job_id)
 
     @property
     def is_terminal(self) -> bool:
@@ -306,6 +308,7 @@ class SubmissionView:
         accepted: the scheduler accepted the submission.
         outcome: set once every job is terminal.
         rejection: the rejection of the submission itself, if it was rejected.
+        notifications: the notifications in place, by id, in the order they were added.
         last_event: the last event folded in.
     """
 
@@ -314,6 +317,7 @@ class SubmissionView:
     accepted: bool = False
     outcome: SubmissionStatus | None = None
     rejection: ev.CommandRejected | None = None
+    notifications: dict[str, ev.Notification] = field(default_factory=dict)
     last_event: Event | None = None
 
     @property
@@ -356,6 +360,12 @@ class SubmissionView:
                 return None, None
             case ev.IdempotencyKeyDecided():
                 return None, None  # a key ledger's decision: about no job of this view
+            case ev.NotificationAdded():
+                self.notifications[body.notification.notification_id] = body.notification
+                return None, None
+            case ev.NotificationRemoved():
+                self.notifications.pop(body.notification_id, None)
+                return None, None
         before = self.jobs.get(event.job_id)
         current = before or JobView(event.submission_id, event.job_id)
         after = evolve_view(current, body, to_datetime(event.timestamp))
@@ -458,6 +468,8 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             | ev.SubmissionAccepted()
             | ev.SubmissionCompleted()
             | ev.CommandRejected()
+            | ev.NotificationAdded()
+            | ev.NotificationRemoved()
         ):
             return job
         case _:

@@ -28,9 +28,8 @@ from engine.lifecycle.decide import (
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
-    CancelJobs,
     ClaimIdempotencyKey,
-    DeleteJobs,
+    Command,
     Event,
     Heartbeat,
     IdempotencyKeyDecided,
@@ -38,9 +37,7 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobStatus,
     ReleaseIdempotencyKey,
-    RetryJob,
     SubmissionAccepted,
-    SubmitJobs,
     Tick,
     Unprocessable,
     WorkerLeft,
@@ -146,7 +143,7 @@ class Book:
         """
         book = self.partitions[partition]
         state = book.submissions.get(submission_id)
-        commands = SubmitJobs | CancelJobs | RetryJob | DeleteJobs
+        commands = Command  # a client's command (submit, cancel, ..., add a notification)
         ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey  # a key's first claim opens it
         if state is None and not isinstance(given, commands | ledger | Unprocessable):
             # a report or timer of a submission never seen here

@@ -20,6 +20,7 @@ from engine import codec
 from engine.codec import SCHEMA_DIR, TOPIC_SCHEMAS
 from engine.codec.schemas import schema_fingerprint
 from engine.lifecycle.records import (
+    AddNotification,
     AttemptRef,
     CancelJobs,
     CancelMode,
@@ -38,8 +39,12 @@ from engine.lifecycle.records import (
     JobStatus,
     JobSubmitted,
     KeyDecision,
+    Notification,
+    NotificationAdded,
+    NotificationRemoved,
     Outcome,
     ReleaseIdempotencyKey,
+    RemoveNotification,
     RetryPolicy,
     SubmissionCompleted,
     SubmissionStatus,
@@ -76,6 +81,14 @@ SPEC = JobSpec(
 )
 COMMAND_SPEC = JobSpec(job_id="extract", command=("curl", "-sf", "https://example.com/orders"))
 REF = AttemptRef("sub-1", "load", 2, "sub-1/load/2", "worker-7")
+HOOK = Notification(
+    "done-hook",
+    "https://example.com/hooks?job_id=${JOB_ID}&status=${EVENT}",
+    "FINISHED",
+    True,
+    "load",
+)
+MAIL = Notification("n2", "ops@example.com", "*", False, "")
 
 
 def _snapshot() -> SubmissionState:
@@ -122,6 +135,7 @@ def _snapshot() -> SubmissionState:
         children={},
         submitted_by="alice",
         labels=(("env", "prod"),),
+        notifications=(HOOK,),
     )
 
 
@@ -131,6 +145,38 @@ CASES: dict[str, tuple[Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
         SubmitJobs("cmd-1", "sub-1", (COMMAND_SPEC, SPEC), "alice", (("env", "prod"),), T),
         codec.encode_command,
         codec.decode_command,
+    ),
+    "command-submit-jobs-notifications": (
+        SubmitJobs("cmd-4", "sub-1", (SPEC,), "alice", (), T, (HOOK, MAIL)),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-add-notification": (
+        AddNotification("cmd-5", "sub-1", HOOK, "alice", T + 20),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-remove-notification": (
+        RemoveNotification("cmd-6", "sub-1", "done-hook", "alice", T + 21),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "event-notification-added": (
+        Event("sub-1:2", "sub-1", "", 2, T, NotificationAdded(MAIL, "cmd-4", "alice")),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-notification-removed": (
+        Event(
+            "sub-1:4",
+            "sub-1",
+            "",
+            4,
+            T + 1,
+            NotificationRemoved("n2", "fired for JobSubmitted and is not persistent", 3),
+        ),
+        codec.encode_event,
+        codec.decode_event,
     ),
     "command-cancel-jobs": (
         CancelJobs("cmd-2", "sub-1", None, CancelMode.FINISH, "wrong input", "bob", T + 5),

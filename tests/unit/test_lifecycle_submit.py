@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.lifecycle.decide import Policy, validate_submission
+from engine.lifecycle.notifications import MAX_NOTIFICATIONS
 from engine.lifecycle.records import (
+    AddNotification,
     CommandRejected,
     Dispatch,
     JobBlocked,
@@ -15,11 +19,14 @@ from engine.lifecycle.records import (
     JobSpec,
     JobStatus,
     JobSubmitted,
+    Notification,
     RejectionCode,
+    RemoveNotification,
     RetryPolicy,
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
+    SubmitJobs,
     Unprocessable,
 )
 from tests.unit.lifecycle_dsl import (
@@ -423,6 +430,20 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     )
     examples[RejectionCode.BAD_IDEMPOTENCY_KEY] = given().when(
         submit(job("a", idempotency_key="k" * 2000))
+    )
+    notification = Notification("x", "https://example.com/hook", persistent=True)
+    hooked = SubmitJobs("submit-1", SUB, (job("a"),), notifications=(notification,))
+    examples[RejectionCode.BAD_NOTIFICATION] = given(submit(job("a"))).when(
+        AddNotification("add-1", SUB, Notification("x", "gopher://example.com"))
+    )
+    examples[RejectionCode.UNKNOWN_NOTIFICATION] = given(submit(job("a"))).when(
+        RemoveNotification("remove-1", SUB, "x")
+    )
+    examples[RejectionCode.DUPLICATE_NOTIFICATION] = given(hooked).when(
+        AddNotification("add-1", SUB, notification)
+    )
+    examples[RejectionCode.TOO_MANY_NOTIFICATIONS] = given().when(
+        replace(hooked, notifications=(notification,) * (MAX_NOTIFICATIONS + 1))
     )
     assert set(examples) == set(RejectionCode)
     for code, scenario in examples.items():
