@@ -9,7 +9,9 @@ What it does, in order:
 3. submits four submissions: a render of a shot as a tree of frame sub-jobs with progress, a
    shell command, a download that fails once and succeeds on retry, and a model pipeline
    whose training is canceled while it runs, so its dependents are abandoned;
-4. shows their progress live, then SQL analytics from the projection;
+4. shows their progress live, then SQL analytics from the projection, while ``joblog ui``
+   serves the dashboard and the REST API (its URL is printed; in a terminal everything stays
+   up for it until Enter);
 5. stops everything and leaves the DuckDB file for ``joblog sql --db <dir>/joblog.duckdb``.
 """
 
@@ -21,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +48,8 @@ from engine.notify.service import Notifier, NotifierOptions
 from engine.notify.signing import generate_secret, verify
 from engine.notify.subscriptions import parse_subscriptions
 from engine.scheduler.service import Scheduler, SchedulerConfig
+from engine.ui.config import UiConfig
+from engine.ui.server import UiServer
 from engine.watch import SubmissionView, wait_until_done
 from engine.worker import TaskRegistry, Worker, WorkerOptions
 from projections.projector import Projector
@@ -78,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=12, help="frames of the rendered shot")
     parser.add_argument(
         "--keep-broker", action="store_true", help="leave the local broker running at the end"
+    )
+    parser.add_argument(
+        "--ui-port",
+        type=int,
+        help="port of the dashboard and REST API ($JOBLOG_UI_PORT or 8765; a free one if taken)",
+    )
+    parser.add_argument("--no-ui", action="store_true", help="do not serve the dashboard")
+    parser.add_argument(
+        "--hold",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep everything running for the dashboard until Enter or Ctrl-C at the end "
+        "(default: when run in a terminal)",
     )
     return parser
 
@@ -197,6 +214,7 @@ class Demo:
             submissions = self._submit(client)
             views = self._show_live(client, submissions)
             self._analytics(client, submissions)
+            self._hold()
             self.console.print(Rule("stopping"))
             self.step("stopping the notifier, projector, workers and scheduler")
         ok = all(
@@ -316,6 +334,34 @@ class Demo:
             if not ready.wait(90):
                 raise JoblogError(f"the {name} did not get its partitions within 90 s")
         self.step("scheduler, 2 workers, projector and notifier running")
+        self._ui(stack, settings)
+
+    def _ui(self, stack: ExitStack, settings: Settings) -> None:
+        """Serves the dashboard and the REST API (``joblog ui``) and prints its URL."""
+        self.ui: UiServer | None = None
+        if self.args.no_ui:
+            return
+        config = UiConfig.from_env(port=self.args.ui_port, db_path=self.db_path)
+        try:
+            server = UiServer(config, settings)
+        except OSError:  # the port is taken (another dashboard): any free one
+            server = UiServer(replace(config, port=0), settings)
+        self.ui = stack.enter_context(server)
+        self.step(f"dashboard at {server.dashboard_url}")
+        self.step(f"REST API at {server.url}/api/v1 (OpenAPI: {server.url}/api/v1/openapi.json)")
+
+    def _hold(self) -> None:
+        hold = self.args.hold
+        if hold is None:
+            hold = sys.stdin.isatty() and sys.stdout.isatty()
+        if not hold or self.ui is None:
+            return
+        self.console.print(
+            f"\nThe dashboard stays up at [bold]{self.ui.dashboard_url}[/]; "
+            "press Enter (or Ctrl-C) to stop everything."
+        )
+        with suppress(EOFError, KeyboardInterrupt):
+            input()
 
     # ------------------------------------------------------------------ the workload
 
