@@ -539,7 +539,9 @@ class Fold:
                     body.dispatch_id is not None,
                 )
             case ev.JobCancelRequested():
-                job["end_reason"] = body.reason or None
+                # (a cancel of a COMPLETED or SKIPPED job leaves its status and its reason)
+                if not JobStatus(job["status"]).is_terminal:
+                    job["end_reason"] = body.reason or None
             case ev.JobCompleted():
                 self._finish(job, JobStatus.COMPLETED, ts, submission, body.ended_at)
                 job.update(result=body.result, exit_code=body.exit_code)
