@@ -113,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--metrics-port`` and ``--metrics-host`` to a service's command line."""
     parser.add_argument(
         "--metrics-port",
+        type=_port_argument,
         default=default_ports(),
         help="serve /metrics, /healthz and /readyz on this port, or on the first free one "
         "of a range like 9400-9409 (several processes on one host); 0: off "
@@ -123,6 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_host(),
         help=f"address of the metrics endpoint (default: ${HOST_ENV} or {DEFAULT_HOST})",
     )
+
+
+def _port_argument(text: str) -> PortRange | None:
+    try:
+        return parse_ports(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --------------------------------------------------------------------- health
@@ -193,10 +201,10 @@ class _Record(Protocol):
 class ConsumerLag:
     """How far one consumer is behind, per topic: in records and in seconds.
 
-    Records behind come from librdkafka's statistics (each assigned partition's
-    ``consumer_lag``, summed per topic), refreshed every ``interval_ms``. Seconds behind is
-    the age of the newest record consumed from the topic while records are behind, and 0
-    once the consumer is caught up.
+    Records behind come from librdkafka's statistics (each assigned partition's last stable
+    offset less the position consumed, summed per topic), refreshed every ``interval_ms``.
+    Seconds behind is the age of the newest record consumed from the topic while records are
+    behind, and 0 once the consumer is caught up.
 
     Attributes:
         interval_ms: how often librdkafka reports statistics.
@@ -224,12 +232,20 @@ class ConsumerLag:
                 partition = int(key)
                 if partition < 0 or not part.get("desired"):
                     continue  # the internal "-1" entry, or a partition not assigned here
-                lag = int(part.get("consumer_lag", -1))
                 end = int(part.get("ls_offset", -1))
                 if end < 0:
                     end = int(part.get("hi_offset", -1))
+                # the position consumed, not the committed offset: the scheduler commits its
+                # offsets in its transactions, which the consumer's own figures never see
+                position = int(part.get("app_offset", -1))
+                if position < 0:
+                    position = int(part.get("committed_offset", -1))
                 if end >= 0:
                     ends[(topic, partition)] = end
+                if end >= 0 and position >= 0:
+                    lag = end - position
+                else:
+                    lag = int(part.get("consumer_lag", -1))
                 behind[topic] = behind.get(topic, 0) + max(lag, 0)
         self._behind, self._ends = behind, ends
 
@@ -339,6 +355,146 @@ def gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMe
     family = GaugeMetricFamily(name, documentation, labels=list(labels))
     family.add_metric(list(labels.values()), value)
     return family
+
+
+# --------------------------------------------------------------------- what each service counts
+
+#: The scheduler's ``Metrics.counts`` as counters.
+SCHEDULER_COUNTS: Mapping[str, Count] = {
+    "transactions": Count(
+        "joblog_scheduler_transactions_total", "Kafka transactions the scheduler committed."
+    ),
+    "commands": Count(
+        "joblog_scheduler_records_consumed_total",
+        "Records decoded from the input topics.",
+        {"topic": "commands"},
+    ),
+    "reports": Count(
+        "joblog_scheduler_records_consumed_total",
+        "Records decoded from the input topics.",
+        {"topic": "reports"},
+    ),
+    "events": Count(
+        "joblog_scheduler_records_produced_total",
+        "Records the scheduler produced, by kind.",
+        {"kind": "event"},
+    ),
+    "dispatches": Count(
+        "joblog_scheduler_records_produced_total",
+        "Records the scheduler produced, by kind.",
+        {"kind": "dispatch"},
+    ),
+    "controls": Count(
+        "joblog_scheduler_records_produced_total",
+        "Records the scheduler produced, by kind.",
+        {"kind": "control"},
+    ),
+    "key_commands": Count(
+        "joblog_scheduler_records_produced_total",
+        "Records the scheduler produced, by kind.",
+        {"kind": "key_command"},
+    ),
+    "snapshot_records": Count(
+        "joblog_scheduler_records_produced_total",
+        "Records the scheduler produced, by kind.",
+        {"kind": "snapshot"},
+    ),
+    "snapshots": Count("joblog_scheduler_snapshots_total", "Submission snapshots written."),
+    "timers": Count("joblog_scheduler_timers_total", "Timers that fired (retries, timeouts)."),
+    "rejections": Count("joblog_scheduler_rejections_total", "Commands rejected."),
+    "stale_reports": Count(
+        "joblog_scheduler_stale_reports_total", "Worker reports the rules ignored as stale."
+    ),
+    "poison_batches": Count(
+        "joblog_scheduler_poison_batches_total",
+        "Batches that could not be written and were bisected to their poison record.",
+    ),
+    "dead_letters": Count(
+        "joblog_dead_letters_total",
+        "Records sent to the dead-letter topic.",
+        {"service": "scheduler"},
+    ),
+    "restarts": Count(
+        "joblog_restarts_total",
+        "Times the service replaced its clients (and the scheduler its book).",
+        {"service": "scheduler", "what": "clients_and_book"},
+    ),
+}
+
+#: The worker's ``metrics`` counter as counters.
+WORKER_COUNTS: Mapping[str, Count] = {
+    "claimed": Count("joblog_worker_attempts_claimed_total", "Attempts the worker claimed."),
+    "finished.": Count(
+        "joblog_worker_attempts_finished_total",
+        "Attempts that ended on this worker, by outcome.",
+        label="outcome",
+    ),
+    "kills": Count("joblog_worker_kills_total", "Kills of running attempts received."),
+    "duplicates": Count(
+        "joblog_worker_duplicate_dispatches_total",
+        "Dispatch records not run again (running or finished here already).",
+    ),
+    "heartbeats": Count("joblog_worker_heartbeats_total", "Heartbeat rounds sent."),
+    "dead_letters": Count(
+        "joblog_dead_letters_total", "Records sent to the dead-letter topic.", {"service": "worker"}
+    ),
+}
+
+#: The projector's ``ProjectorStats`` as counters.
+PROJECTOR_COUNTS: Mapping[str, Count] = {
+    "events": Count("joblog_projection_events_total", "Events folded into the projection."),
+    "duplicates": Count(
+        "joblog_projection_duplicate_events_total", "Events skipped as already folded in."
+    ),
+    "heartbeats": Count(
+        "joblog_projection_heartbeats_total", "Heartbeats and departures folded into workers."
+    ),
+    "batches": Count("joblog_projection_batches_total", "DuckDB transactions committed."),
+    "dead_letters": Count(
+        "joblog_dead_letters_total",
+        "Records sent to the dead-letter topic.",
+        {"service": "projector"},
+    ),
+    "restarts": Count(
+        "joblog_restarts_total",
+        "Times the service replaced its clients (and the scheduler its book).",
+        {"service": "projector", "what": "consumer"},
+    ),
+}
+
+#: The notifier's ``metrics`` counter as counters.
+NOTIFIER_COUNTS: Mapping[str, Count] = {
+    "events": Count("joblog_notify_events_total", "Events the notifier read."),
+    "messages": Count(
+        "joblog_notify_messages_total", "Notifications rendered for delivery (webhook or mail)."
+    ),
+    **{
+        key: Count(
+            "joblog_notify_deliveries_total",
+            "Delivery attempts by outcome: delivered, retrying (failed, tried again), "
+            "gave_up (failed for good), revoked (its partition went elsewhere).",
+            {"outcome": outcome},
+        )
+        for key, outcome in (
+            ("delivered", "delivered"),
+            ("retries", "retrying"),
+            ("gave_up", "gave_up"),
+            ("revoked", "revoked"),
+        )
+    },
+    **{
+        key: Count(
+            "joblog_notify_errors_total",
+            "Events or deliveries the notifier could not handle, by stage.",
+            {"stage": stage},
+        )
+        for key, stage in (
+            ("fold_errors", "fold"),
+            ("render_errors", "render"),
+            ("log_errors", "log"),
+        )
+    },
+}
 
 
 # --------------------------------------------------------------------- one service
@@ -523,6 +679,16 @@ class MetricsServer:
             f"({taken}); give each process on this host its own --metrics-port, or a range"
         )
 
+    def fileno(self) -> int:
+        """The listening socket's descriptor (a worker keeps it from its task processes).
+
+        Raises:
+            RuntimeError: the server is not started.
+        """
+        if self._server is None:
+            raise RuntimeError("the metrics server is not started")
+        return self._server.fileno()
+
     def stop(self) -> None:
         """Stops serving and closes the socket (within about a second)."""
         server, self._server = self._server, None
@@ -592,10 +758,14 @@ def serving(
 __all__ = [
     "DEFAULT_HOST",
     "HOST_ENV",
+    "NOTIFIER_COUNTS",
     "PORT_ENV",
+    "PROJECTOR_COUNTS",
+    "SCHEDULER_COUNTS",
     "STALE_AFTER_S",
     "STATS_INTERVAL_MS",
     "TIME_BUCKETS",
+    "WORKER_COUNTS",
     "ConsumerLag",
     "Count",
     "Health",

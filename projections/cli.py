@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+from engine import metrics
 from engine.config import Settings
 from engine.errors import JoblogError
 from projections.projector import lag, run_projector
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-workers", action="store_true", help="do not read heartbeats (no workers table)"
     )
     projector.add_argument("--batch-size", type=int, default=5_000, help="records per batch")
+    metrics.add_arguments(projector)
     projector.set_defaults(run=_projector)
 
     sql = commands.add_parser("sql", help="run one read-only query on the projection")
@@ -140,6 +142,8 @@ def _projector(args: argparse.Namespace) -> int:
         serve=not args.no_serve,
         workers=not args.no_workers,
         batch_size=args.batch_size,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     print(
         f"projector stopped: {stats.events} events in {stats.batches} batches, "

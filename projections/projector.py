@@ -60,9 +60,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from engine import codec, kafka
 from engine.config import Settings
+from engine.metrics import PROJECTOR_COUNTS, Telemetry, serving
 from engine.topics import Topics
 from projections.batch import Record, decode, fold_records
 from projections.errors import ProjectionError
@@ -187,6 +189,12 @@ class Projector:
         self.endpoint: Endpoint | None = None
         #: Set once the first partitions are assigned (and positioned from the file).
         self.ready = threading.Event()
+        self.telemetry = Telemetry("projector", ready=self.ready.is_set)
+        self.telemetry.counts(lambda: vars(self.stats), PROJECTOR_COUNTS)
+        self.telemetry.collect(self._metric_families)
+        self._commit_seconds = self.telemetry.histogram(
+            "joblog_projection_commit_seconds", "Time of one batch's DuckDB transaction."
+        )
         self._positions: dict[PartitionKey, int] = {}
         self._store: ProjectionStore | None = None
         self._producer: Producer | None = None
@@ -288,6 +296,7 @@ class Projector:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 100,
+                **self.telemetry.lag.consumer_config(),
             },
         )
         topics = [self.topics.events]
@@ -298,7 +307,9 @@ class Projector:
             idle_since = time.monotonic()
             while not stop.is_set():
                 messages = consumer.consume(self.batch_size, timeout=self.poll_timeout)
+                self.telemetry.health.beat()
                 if messages:
+                    self.telemetry.lag.seen(messages)
                     self._batch(consumer, producer, store, messages)
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since >= 1.0:
@@ -490,11 +501,13 @@ class Projector:
         write = _Write(offsets, events, duplicates, heartbeats, records or [])
 
         def commit() -> None:
+            started = time.perf_counter()
             try:
                 store.commit(prepared)
             except BaseException as exc:
                 write.error = exc
                 return
+            self._commit_seconds.observe(time.perf_counter() - started)
             # Counted as soon as the batch is in the file, so the counters never lag it.
             stats = self.stats
             stats.events += write.events
@@ -585,6 +598,50 @@ class Projector:
     def _publish_positions(self) -> None:
         self.stats.positions = _named(self._positions)
 
+    def _metric_families(self) -> list[Metric]:
+        """Jobs by status and how far the file is behind, for ``/metrics`` (at each scrape)."""
+        families: list[Metric] = []
+        behind: dict[str, int] = {}
+        positions = self.stats.positions
+        for (topic, partition), end in self.telemetry.lag.ends().items():
+            position = positions.get(f"{topic}[{partition}]", 0)
+            behind[topic] = behind.get(topic, 0) + max(0, end - position)
+        records = GaugeMetricFamily(
+            "joblog_projection_lag_records",
+            "Records of each topic not yet in the projection file.",
+            labels=["topic"],
+        )
+        seconds = GaugeMetricFamily(
+            "joblog_projection_lag_seconds",
+            "Age of the newest record read from each topic while the file is behind it.",
+            labels=["topic"],
+        )
+        for topic, count in sorted(behind.items()):
+            records.add_metric([topic], count)
+            seconds.add_metric([topic], self.telemetry.lag.seconds_behind(topic, count))
+        families += [records, seconds]
+        store = self._store
+        if store is not None:
+            jobs = GaugeMetricFamily(
+                "joblog_jobs",
+                "Jobs in the projection by status (deleted excluded).",
+                labels=["status"],
+            )
+            cursor = store.connection.cursor()
+            try:
+                rows = cursor.execute(
+                    "SELECT status, count(*) FROM jobs WHERE NOT deleted GROUP BY status"
+                ).fetchall()
+            except duckdb.Error as exc:
+                log.debug("jobs by status not read: %s", exc)
+                rows = []
+            finally:
+                cursor.close()
+            for status, count in sorted(rows):
+                jobs.add_metric([str(status)], count)
+            families.append(jobs)
+        return families
+
 
 def _named(positions: dict[PartitionKey, int]) -> dict[str, int]:
     return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
@@ -641,6 +698,9 @@ def run_projector(
     settings: Settings,
     db_path: str | Path,
     stop_event: threading.Event | None = None,
+    *,
+    metrics_port: str | None = None,
+    metrics_host: str | None = None,
     **options: Any,
 ) -> ProjectorStats:
     """Runs a :class:`Projector` until ``stop_event`` is set (or SIGTERM/SIGINT arrives).
@@ -653,6 +713,9 @@ def run_projector(
         settings: cluster and topic settings.
         db_path: the DuckDB file.
         stop_event: set it to stop the projector.
+        metrics_port: serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port or the
+            first free one of a range (:func:`engine.metrics.parse_ports`; none by default).
+        metrics_host: the address of that endpoint.
         **options: keyword arguments of :class:`Projector` (``group``, ``from_beginning``,
             ``batch_size``, ``poll_timeout``, ``workers``, ``serve``, ``max_rows``,
             ``on_batch``, ``open_timeout``).
@@ -662,7 +725,10 @@ def run_projector(
     """
     stop = stop_event or threading.Event()
     projector = Projector(settings, db_path, **options)
-    with _stopped_by_signals(stop, enabled=stop_event is None):
+    with (
+        _stopped_by_signals(stop, enabled=stop_event is None),
+        serving(projector.telemetry, metrics_port, metrics_host),
+    ):
         return projector.run(stop)
 
 

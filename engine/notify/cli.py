@@ -18,6 +18,7 @@ import sys
 import threading
 from types import FrameType
 
+from engine import metrics
 from engine.config import Settings
 from engine.errors import JoblogError
 from engine.notify.delivery import DeliveryRetry
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
     parser.add_argument("--topic-prefix", help="prefix of joblog's topics (default joblog.)")
+    metrics.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -138,7 +140,8 @@ def notifier_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        notifier.run(stop)
+        with metrics.serving(notifier.telemetry, args.metrics_port, args.metrics_host):
+            notifier.run(stop)
     except JoblogError as exc:
         print(f"joblog notifier: {exc}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ from engine import codec, kafka
 from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.records import Event
+from engine.metrics import NOTIFIER_COUNTS, Telemetry
 from engine.notify.delivery import (
     AttemptResult,
     DeliveryRetry,
@@ -124,6 +125,7 @@ class Notifier:
     Attributes:
         ready: set once the notifier has partitions assigned and replayed up to its start.
         metrics: counts of ``events``, ``messages``, ``delivered``, ``retries``, ``gave_up``.
+        telemetry: its Prometheus metrics and health (:mod:`engine.metrics`).
         deliveries: the deliveries log.
     """
 
@@ -144,6 +146,8 @@ class Notifier:
         )
         self.ready = threading.Event()
         self.metrics: Counter[str] = Counter()
+        self.telemetry = Telemetry("notifier", ready=self.ready.is_set)
+        self.telemetry.counts(lambda: self.metrics, NOTIFIER_COUNTS)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=self.options.concurrency, thread_name_prefix="joblog-notify"
@@ -190,6 +194,7 @@ class Notifier:
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 100,
                 "enable.partition.eof": True,
+                **self.telemetry.lag.consumer_config(),
             },
         )
         self._consumer = consumer
@@ -209,7 +214,10 @@ class Notifier:
                 self._collect(0)
                 self._start_due_retries()
                 self._apply_pause()
-                for message in consumer.consume(500, self._poll_timeout()):
+                messages = consumer.consume(500, self._poll_timeout())
+                self.telemetry.health.beat()
+                self.telemetry.lag.seen(messages)
+                for message in messages:
                     self._on_message(message)
                 self._commit_if_due()
             self._drain()

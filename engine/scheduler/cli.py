@@ -9,6 +9,7 @@ import signal
 import threading
 from types import FrameType
 
+from engine import metrics
 from engine.config import Settings
 from engine.lifecycle.decide import Policy
 from engine.logs import configure_logging
@@ -39,6 +40,7 @@ def scheduler_main(argv: list[str]) -> int:
         help="how long a silent instance keeps its partitions before the others take them "
         "over (a restarted instance takes them back at once)",
     )
+    metrics.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
@@ -66,7 +68,8 @@ def scheduler_main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    scheduler.run(stop)
+    with metrics.serving(scheduler.telemetry, args.metrics_port, args.metrics_host):
+        scheduler.run(stop)
     logging.getLogger("joblog.scheduler").info("stopped: %s", dict(scheduler.metrics.counts))
     if scheduler.abandoned:
         # A client is still inside a call that overran its deadline; destroying it at

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from engine import codec, kafka
 from engine.admin import ensure_topics
@@ -49,6 +50,7 @@ from engine.lifecycle.records import (
     WorkerLeft,
 )
 from engine.limits import describe_bytes
+from engine.metrics import SCHEDULER_COUNTS, Telemetry, class_families, gauge
 from engine.scheduler.book import Book, Decision
 from engine.scheduler.deadlines import BoundedCalls, CallStuck
 from engine.scheduler.rebuild import CHECKPOINT_KEY, RebuildStats, checkpoint_record, rebuild
@@ -94,10 +96,15 @@ class SchedulerConfig:
 
 @dataclass
 class Metrics:
-    """Counters of what the scheduler did, for logs and tests."""
+    """Counters of what the scheduler did, for logs, tests and ``/metrics``.
+
+    ``inputs`` and ``event_types`` count by class (the cheapest key on the hot path).
+    """
 
     counts: Counter[str] = field(default_factory=Counter)
     rebuilds: list[RebuildStats] = field(default_factory=list)
+    inputs: Counter[type] = field(default_factory=Counter)
+    event_types: Counter[type] = field(default_factory=Counter)
 
     def __getitem__(self, name: str) -> int:
         return self.counts[name]
@@ -125,10 +132,18 @@ class Scheduler:
         self.metrics = Metrics()
         self.book = Book(policy, retain_done=self.config.retain_done)
         self.assigned: set[int] = set()
+        self.ready = threading.Event()
+        self.telemetry = Telemetry("scheduler", ready=self.ready.is_set)
+        self.telemetry.counts(lambda: self.metrics.counts, SCHEDULER_COUNTS)
+        self.telemetry.collect(self._metric_families)
+        self._step_seconds = self.telemetry.histogram(
+            "joblog_scheduler_transaction_seconds",
+            "Time of the transaction's last steps: send_offsets and commit.",
+            ["step"],
+        )
         self._queues: set[str] = set()
         self._delivered: list[tuple[int, str, int, int]] = []
         self._consumer: Consumer | None = None
-        self.ready = threading.Event()
         # clients whose call got stuck: kept so they are never destroyed under that call
         self.abandoned: list[object] = []
         self._calls = BoundedCalls(f"scheduler-{self.config.instance_id}-kafka")
@@ -216,6 +231,7 @@ class Scheduler:
                 "group.instance.id": self.config.instance_id,
                 "session.timeout.ms": self.config.session_timeout_ms,
                 "heartbeat.interval.ms": max(500, self.config.session_timeout_ms // 5),
+                **self.telemetry.lag.consumer_config(),
             },
         )
         self._consumer = consumer
@@ -265,6 +281,9 @@ class Scheduler:
             if self._batch_limit is not None:
                 batch = min(batch, self._batch_limit)
             messages = consumer.consume(batch, timeout=wait)
+            self.telemetry.health.beat()
+            if messages:
+                self.telemetry.lag.seen(messages)
             if self.assigned:
                 self.ready.set()
             now = now_ms()
@@ -339,9 +358,11 @@ class Scheduler:
                     continue  # fetched before a revocation: its new owner decides it
                 offsets[(topic, partition)] = (message.offset() or 0) + 1
                 for submission_id, given in self._inputs(producer, message, now):
+                    self.metrics.inputs[type(given)] += 1
                     decision = self.book.apply(partition, submission_id, given, now)
                     self._write(producer, partition, decision)
                     touched.setdefault(partition, set()).add(submission_id)
+            self.metrics.inputs[Tick] += len(due)
             for partition, submission_id in due:
                 self.metrics.counts["timers"] += 1
                 decision = self.book.apply(partition, submission_id, Tick(), now)
@@ -350,6 +371,7 @@ class Scheduler:
             for partition in sorted(set(touched) | (set(self.book.partitions) if sweep else set())):
                 snapshots.extend(self._snapshots(producer, partition, now, touched.get(partition)))
             timeout = self.config.call_timeout_s
+            started = time.perf_counter()
             if offsets:
                 positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
                 metadata = consumer.consumer_group_metadata()
@@ -358,9 +380,13 @@ class Scheduler:
                     lambda: producer.send_offsets_to_transaction(positions, metadata, timeout),
                     timeout,
                 )
+                sent = time.perf_counter()
+                self._step_seconds.labels("send_offsets").observe(sent - started)
+                started = sent
             self._calls.call(
                 "commit_transaction", lambda: producer.commit_transaction(timeout), timeout
             )
+            self._step_seconds.labels("commit").observe(time.perf_counter() - started)
         except (KafkaException, _RecordFault) as exc:
             error = exc.args[0] if isinstance(exc, KafkaException) else None
             if error is not None and _fenced(error):
@@ -422,6 +448,7 @@ class Scheduler:
             self.metrics.counts["stale_reports"] += 1
         for event in decision.events:
             self.metrics.counts["events"] += 1
+            self.metrics.event_types[type(event.body)] += 1
             if isinstance(event.body, CommandRejected):
                 self.metrics.counts["rejections"] += 1
             producer.produce(
@@ -510,6 +537,38 @@ class Scheduler:
             )
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
+
+    def _metric_families(self) -> list[Metric]:
+        """What ``/metrics`` shows besides the counts (read at each scrape)."""
+        rebuilds = list(self.metrics.rebuilds)
+        return [
+            class_families(
+                "joblog_scheduler_decisions_total",
+                "Inputs decided, by kind (a command, a report, a timer's Tick).",
+                "input",
+                dict(self.metrics.inputs),
+            ),
+            class_families(
+                "joblog_scheduler_events_total",
+                "Events decided, by event name.",
+                "event",
+                dict(self.metrics.event_types),
+            ),
+            gauge("joblog_scheduler_partitions", "Partitions owned.", len(self.assigned)),
+            gauge(
+                "joblog_scheduler_submissions",
+                "Submissions held in the book (live ones and recently finished ones).",
+                sum(len(book.submissions) for book in list(self.book.partitions.values())),
+            ),
+            CounterMetricFamily(
+                "joblog_scheduler_rebuilds_total", "Partition rebuilds.", len(rebuilds)
+            ),
+            CounterMetricFamily(
+                "joblog_scheduler_rebuild_seconds_total",
+                "Time spent rebuilding partitions.",
+                sum(stats.seconds for stats in rebuilds),
+            ),
+        ]
 
     # ----------------------------------------------------------------- poison isolation
 

@@ -21,10 +21,12 @@ from types import FrameType
 
 from confluent_kafka import KafkaException
 
+from engine import metrics
 from engine.config import Settings
 from engine.errors import JoblogError
 from engine.logs import configure_logging
 from engine.worker.attempt import AttemptOptions
+from engine.worker.forkserver import keep_from_children, release_fd
 from engine.worker.output import OutputLimits
 from engine.worker.tasks import TaskRegistry
 from engine.worker.worker import ISOLATIONS, POOL, Worker, WorkerOptions
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of the attempts' running directories (JobContext.running_dir, cgkit's "
         "runningDir; default: $JOBLOG_RUN_DIR, else joblog-runs in the temporary directory)",
     )
+    metrics.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
@@ -195,7 +198,15 @@ def worker_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        worker.run(stop)
+        with metrics.serving(worker.telemetry, args.metrics_port, args.metrics_host) as server:
+            port_fd = None if server is None else server.fileno()
+            if port_fd is not None:
+                keep_from_children(port_fd)  # the task processes never hold the port
+            try:
+                worker.run(stop)
+            finally:
+                if port_fd is not None:
+                    release_fd(port_fd)
     except (KafkaException, JoblogError) as exc:
         logging.getLogger("joblog.worker").error("worker failed: %s", exc)
         return EXIT_FAILURE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
@@ -55,9 +55,16 @@ def until_reachable(stop: threading.Event, step: Callable[[], None]) -> bool:
 
 
 def build_clients(
-    settings: Settings, queue: str, worker_id: str, session_timeout_ms: int
+    settings: Settings,
+    queue: str,
+    worker_id: str,
+    session_timeout_ms: int,
+    dispatch_config: Mapping[str, object] | None = None,
 ) -> Clients:
-    """Creates the producer and the two consumers (nothing assigned or subscribed yet)."""
+    """Creates the producer and the two consumers (nothing assigned or subscribed yet).
+
+    ``dispatch_config`` adds settings to the dispatch consumer (its statistics callback).
+    """
     producer = kafka.producer(
         settings,
         {
@@ -82,6 +89,7 @@ def build_clients(
             "client.id": f"joblog-worker-{worker_id}",
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            **(dispatch_config or {}),
         },
         overridable=tunable,
     )

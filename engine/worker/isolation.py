@@ -59,6 +59,8 @@ class TaskProcesses:
         self.options = options
         self.server: ForkServer | None = None
         self.pool: ChildPool | None = None
+        #: Templates started again after the last one ended.
+        self.restarts = 0
         self._next_try = 0.0
 
     @property
@@ -106,6 +108,7 @@ class TaskProcesses:
                 logging.ERROR, "task template process ended; starting a new one", pid=server.pid
             )
             server.close(timeout=1.0)
+        self.restarts += 1
         self.start(first=False)
 
     def close(self) -> None:

@@ -44,10 +44,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from engine.admin import ensure_topics
 from engine.config import Settings
 from engine.lifecycle.records import AttemptRef, AttemptReport, Dispatch
+from engine.metrics import WORKER_COUNTS, Count, Telemetry, count_families, gauge
 from engine.topics import Topics
 from engine.worker import leases
 from engine.worker.attempt import AttemptOptions
@@ -93,6 +95,21 @@ __all__ = [
 ]
 
 _FLUSH_S = 3.0
+
+_RESTARTS = {
+    "restarts": Count(
+        "joblog_restarts_total",
+        "Times the service replaced its clients (and the scheduler its book).",
+        {"service": "worker", "what": "task_template"},
+    ),
+}
+_POOL_COUNTS = {
+    "": Count(
+        "joblog_worker_pool_children_total",
+        "Child processes of the task pool by event (forked, warm, reused, retired.<reason>).",
+        label="event",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,8 @@ class Worker:
     Attributes:
         ready: set once the worker has dispatch partitions assigned.
         metrics: counts of what it did (``claimed``, ``finished.COMPLETED``, ...).
+        telemetry: its Prometheus metrics and health (serve them with
+            :func:`engine.metrics.serving`).
     """
 
     def __init__(
@@ -236,6 +255,9 @@ class Worker:
             ),
         )
         self._hurry = threading.Event()
+        self.telemetry = Telemetry("worker", ready=self._intake.ready.is_set)
+        self.telemetry.counts(lambda: self.metrics, WORKER_COUNTS)
+        self.telemetry.collect(self._metric_families)
 
     # ------------------------------------------------------------------ what it shows
 
@@ -322,7 +344,11 @@ class Worker:
         ):
             return False
         self._clients = clients = build_clients(
-            settings, self.queue, self.worker_id, self.options.session_timeout_ms
+            settings,
+            self.queue,
+            self.worker_id,
+            self.options.session_timeout_ms,
+            self.telemetry.lag.consumer_config(),
         )
         self._outbox = Outbox(
             clients.producer,
@@ -350,6 +376,7 @@ class Worker:
         clients = self._clients
         assert clients is not None and self._outbox is not None
         intake = self._intake
+        self.telemetry.health.beat()
         self._reap()
         self._processes.check()
         intake.apply_pause(taking)
@@ -363,6 +390,7 @@ class Worker:
         full = taking and intake.full
         message = clients.dispatch.poll(0 if full else self.options.poll_timeout_s)
         if message is not None:
+            self.telemetry.lag.seen((message,))
             intake.on_message(message, taking=taking)
             room = intake.room() if taking else 0
             if room > 0:
@@ -376,6 +404,27 @@ class Worker:
         self._heartbeat_if_due()
         intake.commit_if_due(self.options.commit_interval_s)
         clients.producer.poll(0)
+
+    def _metric_families(self) -> list[Metric]:
+        """What ``/metrics`` shows besides the counts (read at each scrape)."""
+        running = len(self._attempts)
+        slots = GaugeMetricFamily(
+            "joblog_worker_slots", "Attempt slots of the worker.", labels=["state"]
+        )
+        slots.add_metric(["total"], self.concurrency)
+        slots.add_metric(["busy"], min(running, self.concurrency))
+        pool = self._processes.pool
+        return [
+            slots,
+            gauge("joblog_worker_attempts_running", "Attempts running now.", running),
+            gauge(
+                "joblog_worker_held_dispatches",
+                "Dispatch records fetched and held while every slot is taken.",
+                len(self._intake.held),
+            ),
+            *count_families({"restarts": self._processes.restarts}, _RESTARTS),
+            *count_families(dict(pool.stats) if pool else {}, _POOL_COUNTS),
+        ]
 
     def _on_dispatch_message(self, message: Message, *, taking: bool) -> None:
         self._intake.on_message(message, taking=taking)

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.errors import ConfigurationError
 from engine.metrics import (
+    NOTIFIER_COUNTS,
+    PORT_ENV,
+    PROJECTOR_COUNTS,
+    SCHEDULER_COUNTS,
+    WORKER_COUNTS,
     ConsumerLag,
     Count,
     Health,
     MetricsServer,
     PortRange,
     Telemetry,
+    add_arguments,
     class_families,
     count_families,
     exposition,
@@ -101,17 +111,34 @@ def test_lag_sums_assigned_partitions_per_topic_from_statistics() -> None:
     lag.on_stats(
         _stats(
             {
-                "0": {"desired": True, "consumer_lag": 7, "ls_offset": 100, "hi_offset": 101},
-                "1": {"desired": True, "consumer_lag": -1, "ls_offset": -1, "hi_offset": 40},
-                "2": {"desired": False, "consumer_lag": 999, "ls_offset": 5},
+                # consumed up to 93 of 100: 7 behind, whatever was committed
+                "0": {
+                    "desired": True,
+                    "ls_offset": 100,
+                    "hi_offset": 101,
+                    "app_offset": 93,
+                    "committed_offset": 10,
+                    "consumer_lag": 90,
+                },
+                # nothing consumed yet: from the committed offset
+                "1": {
+                    "desired": True,
+                    "ls_offset": -1,
+                    "hi_offset": 40,
+                    "app_offset": -1001,
+                    "committed_offset": 38,
+                },
+                # no position known at all: librdkafka's own figure, if any
+                "3": {"desired": True, "ls_offset": -1, "hi_offset": -1, "consumer_lag": 4},
+                "2": {"desired": False, "consumer_lag": 999, "ls_offset": 5, "app_offset": 0},
                 "-1": {"desired": False, "consumer_lag": -1},
             }
         )
     )
-    assert lag.records_behind() == {"p.events": 7}
+    assert lag.records_behind() == {"p.events": 7 + 2 + 4}
     assert lag.ends() == {("p.events", 0): 100, ("p.events", 1): 40}
     lag.on_stats("not json")  # ignored, the last figures stay
-    assert lag.records_behind() == {"p.events": 7}
+    assert lag.records_behind() == {"p.events": 13}
     config = lag.consumer_config()
     assert config["statistics.interval.ms"] == lag.interval_ms
     assert config["stats_cb"] == lag.on_stats
@@ -193,7 +220,7 @@ def test_class_counts_are_labelled_by_class_name() -> None:
 def test_every_service_exports_its_lag_loop_and_readiness() -> None:
     ready = False
     telemetry = Telemetry("projector", ready=lambda: ready)
-    telemetry.lag.on_stats(_stats({"0": {"desired": True, "consumer_lag": 5, "ls_offset": 9}}))
+    telemetry.lag.on_stats(_stats({"0": {"desired": True, "ls_offset": 9, "app_offset": 4}}))
     telemetry.histogram("joblog_test_commit_seconds", "Commit time.").observe(0.02)
 
     def broken() -> list[object]:
@@ -281,3 +308,57 @@ def _free_port_pair() -> int:
                 continue
         return port
     raise AssertionError("no two free ports in a row")
+
+
+# --------------------------------------------------------------------- the command line
+
+
+def test_the_command_line_takes_a_port_or_a_range_with_the_environment_as_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PORT_ENV, "9400-9403")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).metrics_port == PortRange(9400, 9403)
+    assert parser.parse_args(["--metrics-port", "9500"]).metrics_port == PortRange(9500, 9500)
+    assert parser.parse_args(["--metrics-port", "0"]).metrics_port is None
+    assert parser.parse_args([]).metrics_host == "0.0.0.0"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--metrics-port", "web"])
+
+
+# --------------------------------------------------------------------- docs and dashboards
+
+ROOT = Path(__file__).resolve().parents[2]
+_METRIC = re.compile(r"\b((?:joblog|process)_[a-z_]+)")
+
+
+def _documented() -> set[str]:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    return set(re.findall(r"^\| `((?:joblog)_[a-z_]+)` \|", text, flags=re.MULTILINE))
+
+
+def test_every_counted_metric_is_documented() -> None:
+    tables = (SCHEDULER_COUNTS, WORKER_COUNTS, PROJECTOR_COUNTS, NOTIFIER_COUNTS)
+    counted = {spec.name for table in tables for spec in table.values()}
+    assert counted <= _documented(), counted - _documented()
+
+
+def test_the_dashboard_and_the_scrape_config_name_what_exists() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "joblog.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    suffixes = ("_bucket", "_count", "_sum")
+    named = {
+        name.removesuffix(next((s for s in suffixes if name.endswith(s)), ""))
+        for expr in exprs
+        for name in _METRIC.findall(expr)
+    }
+    assert named <= _documented(), named - _documented()
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in scrape["scrape_configs"]}
+    assert jobs == {f"joblog-{s}" for s in ("scheduler", "worker", "projector", "notifier")}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for service in ("scheduler", "worker", "projector", "notifier"):
+        assert compose[service]["environment"]["JOBLOG_METRICS_PORT"] == "9400", service
+        assert "healthz" in " ".join(compose[service]["healthcheck"]["test"]), service
