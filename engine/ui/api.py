@@ -488,7 +488,7 @@ class Api:
         if not isinstance(reason, str) or len(reason) > 1000:
             raise bad_request("reason must be a string of at most 1000 characters")
         return self._decision(
-            request, self.client.cancel(sid, jid, mode=cancel_mode, reason=reason)
+            request, self.client.cancel(sid, jid, mode=cancel_mode, reason=reason, wait=False)
         )
 
     def cancel_job(self, request: Request) -> Response:
@@ -500,16 +500,18 @@ class Api:
 
     def retry_job(self, request: Request) -> Response:
         sid, jid = _ids(request)
-        return self._decision(request, self.client.retry(sid, jid))
+        return self._decision(request, self.client.retry(sid, jid, wait=False))
 
     def delete_job(self, request: Request) -> Response:
         sid, jid = _ids(request)
         force = request.bool_arg("force")
-        return self._decision(request, self.client.delete(sid, jid, force=force))
+        return self._decision(request, self.client.delete(sid, jid, force=force, wait=False))
 
     def delete_submission(self, request: Request) -> Response:
         force = request.bool_arg("force")
-        return self._decision(request, self.client.delete(_sid(request), None, force=force))
+        return self._decision(
+            request, self.client.delete(_sid(request), None, force=force, wait=False)
+        )
 
     # ------------------------------------------------------------------ streams
 

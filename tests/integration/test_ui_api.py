@@ -233,6 +233,8 @@ def test_a_cancel_through_the_api_abandons_the_dependents(api: Api) -> None:
         {"id": "last", "task": "print_it", "depends_on": ["after"]},
     )["submission_id"]
     eventually(lambda: job_status(api, sid, "slow") == "RUNNING", "slow RUNNING")
+    status, refused = api.call("DELETE", f"/api/v1/jobs/{sid}/slow")
+    assert status == 409 and refused["decided"] and refused["code"] == "not_terminal", refused
     status, decision = api.call(
         "POST", f"/api/v1/jobs/{sid}/slow/cancel", {"mode": "kill", "reason": "from the api"}
     )
