@@ -9,6 +9,9 @@ Environment variables:
         ``_`` standing for ``.``; e.g. ``JOBLOG_KAFKA_SECURITY_PROTOCOL=SASL_SSL``,
         ``JOBLOG_KAFKA_SASL_MECHANISMS=PLAIN``.
     JOBLOG_MAX_*: the designed size limits (:mod:`engine.limits`).
+
+``joblog ui`` reads its own (``JOBLOG_UI_HOST``, ``JOBLOG_UI_PORT``, ``JOBLOG_UI_TOKEN``) in
+:mod:`engine.ui.config`.
 """
 
 from __future__ import annotations
