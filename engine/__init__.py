@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         JobNotRetried,
         KafkaUnreachable,
         LimitExceeded,
+        NotificationNotChanged,
         ResultTooLarge,
         SubmissionTooLarge,
         TooManyJobs,
@@ -49,10 +50,12 @@ if TYPE_CHECKING:
         Event,
         JobSpec,
         JobStatus,
+        Notification,
         RetryPolicy,
         SubmissionStatus,
     )
     from engine.lifecycle.views import JobView, SubmissionView
+    from engine.monitoring import Backoff, InvalidNotification, PollTimeout
     from engine.watch import (
         LIVE,
         EventNotFound,
@@ -86,6 +89,11 @@ _EXPORTS: dict[str, str] = {
     "DecisionTimeout": "engine.errors",
     "JobNotCanceled": "engine.errors",
     "JobNotDeleted": "engine.errors",
+    "NotificationNotChanged": "engine.errors",
+    "Notification": "engine.lifecycle.records",
+    "Backoff": "engine.monitoring",
+    "InvalidNotification": "engine.monitoring",
+    "PollTimeout": "engine.monitoring",
     "JobNotDeletedException": "engine.errors",
     "JobNotRetried": "engine.errors",
     "KafkaUnreachable": "engine.errors",
@@ -121,6 +129,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "LIVE",
     "ArgumentsTooLarge",
+    "Backoff",
     "CancelMode",
     "CommandHandle",
     "CommandRejectedError",
@@ -128,6 +137,7 @@ __all__ = [
     "Event",
     "EventNotFound",
     "InvalidJob",
+    "InvalidNotification",
     "Job",
     "JobContext",
     "JobEventWatchFuture",
@@ -147,6 +157,9 @@ __all__ = [
     "JoblogError",
     "KafkaUnreachable",
     "LimitExceeded",
+    "Notification",
+    "NotificationNotChanged",
+    "PollTimeout",
     "ResultTooLarge",
     "RetryPolicy",
     "Settings",

@@ -29,7 +29,7 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +43,17 @@ from engine.lifecycle.records import (
     Event,
     JobSpec,
     JobStatus,
+    Notification,
     RetryPolicy,
+    SubmissionStatus,
     SubmitJobs,
+)
+from engine.monitoring import (
+    Backoff,
+    NotificationLike,
+    poll_status,
+    to_notification,
+    to_notifications,
 )
 from engine.watch import (
     LIVE,
@@ -332,9 +341,11 @@ def jobs_from_data(data: Any) -> tuple[list[Job], dict[str, str]]:
     """
     labels: dict[str, str] = {}
     if isinstance(data, Mapping) and "jobs" in data:
-        extra = set(data) - {"jobs", "labels"}
+        extra = set(data) - {"jobs", "labels", "notifications"}
         if extra:
-            raise InvalidJob(f"unknown top-level fields {sorted(extra)}; expected jobs, labels")
+            raise InvalidJob(
+                f"unknown top-level fields {sorted(extra)}; expected jobs, labels, notifications"
+            )
         labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
         data = data["jobs"]
     if isinstance(data, Mapping):
@@ -621,6 +632,16 @@ class Submission:
 Target = str | Submission | JobView | tuple[str, str]
 
 
+def _outcome_of(jobs: Sequence[JobView]) -> SubmissionStatus:
+    """A finished submission's outcome from its jobs' statuses (as the scheduler decides it)."""
+    statuses = {job.status for job in jobs}
+    if JobStatus.FAILED in statuses:
+        return SubmissionStatus.FAILED
+    if JobStatus.CANCELED in statuses or JobStatus.ABANDONED in statuses:
+        return SubmissionStatus.CANCELED
+    return SubmissionStatus.COMPLETED
+
+
 def resolve(target: Target, job_id: str | None = None) -> tuple[str, str | None]:
     """``(submission_id, job_id)`` from a submission, a job view, ``"sid/job"`` or ``"sid"``."""
     if isinstance(target, Submission):
@@ -705,6 +726,7 @@ class Joblog:
         force: bool = False,
         labels: Mapping[str, str] | None = None,
         submission_id: str | None = None,
+        notifications: Sequence[NotificationLike] | None = None,
         wait: bool = False,
         decision_timeout: float = DECISION_TIMEOUT_S,
     ) -> Submission:
@@ -728,6 +750,10 @@ class Joblog:
             labels: tags of the submission.
             submission_id: the id to use (default: a new time-ordered random one).
                 Submitting an id twice is rejected, which makes retrying a submit safe.
+            notifications: webhooks and emails, as in Tapis: ``{"url": ..., "event": "*",
+                "persistent": False}`` mappings (an email address as ``url`` sends an email;
+                ``job`` names the job to watch, ``id`` the notification), bare URLs, or
+                :class:`~engine.lifecycle.records.Notification` values.
             wait: also wait for the scheduler's decision (as :meth:`Submission.result`
                 does), raising on a rejection; by default the call returns once Kafka has
                 the command and :meth:`Submission.accepted` tells the decision later.
@@ -738,6 +764,7 @@ class Joblog:
 
         Raises:
             InvalidJob: the jobs are malformed (checked before anything is sent).
+            InvalidNotification: a notification is malformed (a bad URL or event name).
             TooManyJobs / ArgumentsTooLarge / SubmissionTooLarge: a designed limit is
                 exceeded (:mod:`engine.limits`; checked before anything is sent).
             KafkaUnreachable: the cluster did not answer.
@@ -778,11 +805,13 @@ class Joblog:
             )
         from engine.client import submit_command
 
+        declared = to_notifications(notifications)
         command_record = submit_command(
             to_specs(jobs),
             submission_id=submission_id,
             submitted_by=self.submitted_by,
             labels=sorted((labels or {}).items()),
+            notifications=declared,
         )
         submission = Submission(self, command_record, self.producer.send_tracked(command_record))
         if wait:
@@ -1000,6 +1029,156 @@ class Joblog:
             if refused is not None:
                 raise refused
         return handles
+
+    def add_notification(
+        self,
+        target: Target,
+        url: str | NotificationLike,
+        event: str = "*",
+        *,
+        persistent: bool = False,
+        notification_id: str = "",
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Adds a webhook or an email to a live submission, or to one of its jobs.
+
+        As Tapis's notifications: ``event`` is ``*``, an event name (``completed``), a job
+        status (``COMPLETED``) or a Tapis status (``FINISHED``); ``persistent=False``
+        (Tapis's default) removes it after the first event it fires for.
+
+        Args:
+            target: a :class:`Submission`, a job view, ``"submission_id/job_id"`` (the job it
+                watches) or a submission id (every job and the submission's own events).
+            url: an http(s) URL template (``${JOB_ID}``, ...) or an email address; or a whole
+                notification (a mapping or a :class:`~engine.lifecycle.records.Notification`).
+            event: what it fires on.
+            persistent: keep it after it fired.
+            notification_id: its id (default: the scheduler names it ``n<seq>``; the
+                ``NotificationAdded`` event of ``handle.result()`` has it).
+            wait: wait for the decision now, raising on a rejection.
+            timeout: with ``wait``, the longest wait for the decision, in seconds.
+
+        Returns:
+            A :class:`~engine.client.CommandHandle`: ``result()`` returns the
+            ``NotificationAdded`` event or raises
+            :class:`~engine.errors.NotificationNotChanged` (a bad URL or event, an unknown
+            job, a finished submission, a duplicate id, too many notifications).
+
+        Raises:
+            InvalidNotification: malformed (checked before anything is sent).
+            NotificationNotChanged / DecisionTimeout: with ``wait``.
+        """
+        from engine.client import add_notification_command
+
+        submission_id, job = resolve(target, None)
+        if isinstance(url, str):
+            notification = to_notification(
+                Notification(notification_id, url, event, persistent, job or "")
+            )
+        else:
+            notification = to_notification(url, job_id=job or "")
+        command = add_notification_command(
+            submission_id, notification, requested_by=self.submitted_by
+        )
+        return self._send(command, wait, timeout)
+
+    def remove_notification(
+        self,
+        target: Target,
+        notification_id: str,
+        *,
+        wait: bool = False,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Removes a notification of a submission by its id.
+
+        Returns:
+            A :class:`~engine.client.CommandHandle`: ``result()`` returns the
+            ``NotificationRemoved`` event or raises
+            :class:`~engine.errors.NotificationNotChanged` for an id the submission has not
+            (or no longer: one that is not persistent is removed once it fired).
+
+        Raises:
+            NotificationNotChanged / DecisionTimeout: with ``wait``.
+        """
+        from engine.client import remove_notification_command
+
+        submission_id, _ = resolve(target, None)
+        command = remove_notification_command(
+            submission_id, notification_id, requested_by=self.submitted_by
+        )
+        return self._send(command, wait, timeout)
+
+    def notifications(self, target: Target, *, timeout: float = 30.0) -> list[Notification]:
+        """The notifications in place on a submission (a job's: those that watch it), from
+        its events.
+
+        Raises:
+            UnknownSubmission: the submission has no events (a :class:`JobNotFound`).
+        """
+        submission_id, job = resolve(target, None)
+        view = self.view(submission_id, timeout=timeout)
+        return [
+            n for n in view.notifications.values() if job is None or n.job_id in ("", job)
+        ]
+
+    def poll_status(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        initial: float = 1.0,
+        factor: float = 2.0,
+        max_interval: float = 60.0,
+        timeout: float | None = None,
+        source: str = "events",
+        on_status: Callable[[JobView | SubmissionView], None] | None = None,
+    ) -> JobView | SubmissionView:
+        """Polls a job's (or submission's) status with exponential backoff until it ends.
+
+        For clients without a webhook endpoint (Tapis's polling): each poll that finds the
+        status unchanged waits ``factor`` times longer, up to ``max_interval``; a change
+        polls soon again. Watching (:meth:`event_watch`, :meth:`wait_until_done`) costs less;
+        this is the loop for scripts that must poll.
+
+        Args:
+            target / job_id: the job, or a submission (every job).
+            initial / factor / max_interval: the backoff, in seconds.
+            timeout: seconds in all (``None``: no limit).
+            source: ``events`` (the submission's events, always current) or ``projections``
+                (the DuckDB file: cheaper per poll, as current as the projector).
+            on_status: called with the first answer and each change of status.
+
+        Returns:
+            The job's view (or the submission's) once it has ended.
+
+        Raises:
+            PollTimeout: it had not ended within ``timeout``.
+            UnknownSubmission / JobNotFound: no such submission or job.
+        """
+        submission_id, job = resolve(target, job_id)
+        if source not in ("events", "projections"):
+            raise ValueError("source must be 'events' or 'projections'")
+
+        def read() -> JobView | SubmissionView:
+            if source == "projections":
+                if job is not None:
+                    return self.get_job(submission_id, job)
+                jobs = self.get_jobs(submission_id=submission_id, include_deleted=True)
+                view = SubmissionView(submission_id, jobs={j.job_id: j for j in jobs})
+                if jobs and all(j.is_terminal for j in jobs):
+                    view.outcome = _outcome_of(jobs)
+                return view
+            view = self.view(submission_id)
+            if job is None:
+                return view
+            if job not in view.jobs:
+                raise JobNotFound(f"submission {submission_id} has no job {job!r}")
+            return view.jobs[job]
+
+        backoff = Backoff(initial=initial, factor=factor, max_interval=max_interval)
+        return poll_status(read, backoff=backoff, timeout=timeout, on_status=on_status)
 
     def _send(self, command: Command, wait: bool, timeout: float) -> CommandHandle:
         handle = self.producer.send_tracked(command)

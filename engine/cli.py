@@ -81,6 +81,7 @@ CLIENT_COMMANDS: dict[str, str] = {
     "watch": "watch a submission live: progress bars, then a summary",
     "status": "show a submission or job, from the event stream",
     "history": "list a job's history (status and description per event)",
+    "notifications": "add, remove or list a submission's webhooks and emails (Tapis's)",
     "jobs": "list jobs from the projections (filters: status, task, submission)",
     "topics": "create, list or describe joblog's topics",
 }
@@ -264,6 +265,7 @@ def _parser(name: str) -> argparse.ArgumentParser:
         "watch": _watch_parser,
         "status": _status_parser,
         "history": _history_parser,
+        "notifications": _notifications_parser,
         "jobs": _jobs_parser,
         "topics": _topics_parser,
     }[name]
@@ -323,8 +325,49 @@ def _submit_parser(parser: argparse.ArgumentParser) -> None:
         "for the submission to finish (default: no limit)",
     )
     sub.add_argument("--no-wait", action="store_true", help="send the submission and exit at once")
+    sub.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a webhook URL template or an email address to notify (repeatable; a file's "
+        "'notifications' list is added)",
+    )
+    sub.add_argument(
+        "--notify-on",
+        default="*",
+        metavar="EVENT",
+        help="what --notify fires on: *, an event, a status or a Tapis status (default *)",
+    )
+    sub.add_argument(
+        "--persistent",
+        action="store_true",
+        help="--notify stays after it fired (default: Tapis's, removed after its first event)",
+    )
     _json_flag(parser)
     parser.set_defaults(run=cmd_submit)
+
+
+def _notifications_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a webhook or an email to a submission or job")
+    _ref(add)
+    add.add_argument("--url", required=True, help="an http(s) URL template or an email address")
+    add.add_argument("--event", default="*", help="what it fires on (default *)")
+    add.add_argument("--persistent", action="store_true", help="keep it after it fired")
+    add.add_argument("--id", dest="notification_id", default="", help="its id")
+    _decision_flags(add)
+    add.set_defaults(run=cmd_notifications_add)
+    remove = actions.add_parser("remove", help="remove a notification by its id")
+    remove.add_argument("ref", metavar="SUBMISSION")
+    remove.add_argument("notification_id", metavar="ID")
+    remove.set_defaults(job=None, job_required=False)
+    _decision_flags(remove)
+    remove.set_defaults(run=cmd_notifications_remove)
+    listing = actions.add_parser("list", help="the notifications in place")
+    _ref(listing)
+    _json_flag(listing)
+    listing.set_defaults(run=cmd_notifications_list)
 
 
 def _cancel_parser(parser: argparse.ArgumentParser) -> None:
@@ -391,6 +434,15 @@ def _status_parser(parser: argparse.ArgumentParser) -> None:
         help="read the event stream (default, always current) or the projections",
     )
     parser.add_argument("--db", help="projection file (with --source projections)")
+    parser.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll until it ends (exponential backoff), printing each change; exit 1 "
+        "unless it completed",
+    )
+    parser.add_argument("--poll-initial", type=float, default=1.0, metavar="S")
+    parser.add_argument("--poll-max", type=float, default=60.0, metavar="S")
+    parser.add_argument("--timeout", type=float, metavar="S", help="with --poll: give up after S")
     _json_flag(parser)
     parser.set_defaults(run=cmd_status)
 
@@ -532,6 +584,7 @@ def styled_status(status: str) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     """``joblog submit``."""
     from engine.api import load_jobs
+    from engine.monitoring import load_notifications
 
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -548,7 +601,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError("--arg, --kwarg and --id describe one job; not with --file")
         jobs, file_labels = load_jobs(args.file)
         submission = client.submit(
-            *jobs, labels={**file_labels, **labels}, submission_id=args.submission_id
+            *jobs,
+            labels={**file_labels, **labels},
+            submission_id=args.submission_id,
+            notifications=[*load_notifications(args.file), *_notify(args)],
         )
     else:
         if command and (args.arg or args.kwarg):
@@ -571,6 +627,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             cwd=args.cwd,
             labels=labels,
             submission_id=args.submission_id,
+            notifications=_notify(args),
         )
     try:
         if args.wait or args.watch:
@@ -717,6 +774,62 @@ def _emit_decision(
         print(f"{what} {ref}: done")
     else:
         print(f"{what} {ref}: sent{f' ({detail})' if detail else ''}")
+
+
+def _notify(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [
+        {"url": url, "event": args.notify_on, "persistent": args.persistent}
+        for url in args.notify
+    ]
+
+
+def cmd_notifications_add(args: argparse.Namespace) -> int:
+    """``joblog notifications add``."""
+    submission_id, job_id = _resolve(args)
+    target = f"{submission_id}/{job_id}" if job_id else submission_id
+
+    def send(client: Joblog) -> CommandHandle:
+        return client.add_notification(
+            target,
+            args.url,
+            args.event,
+            persistent=args.persistent,
+            notification_id=args.notification_id,
+        )
+
+    return _send_and_confirm(args, submission_id, job_id, send, "add notification to")
+
+
+def cmd_notifications_remove(args: argparse.Namespace) -> int:
+    """``joblog notifications remove``."""
+    submission_id = args.ref
+
+    def send(client: Joblog) -> CommandHandle:
+        return client.remove_notification(submission_id, args.notification_id)
+
+    return _send_and_confirm(
+        args, submission_id, None, send, f"remove notification {args.notification_id} of"
+    )
+
+
+def cmd_notifications_list(args: argparse.Namespace) -> int:
+    """``joblog notifications list``."""
+    submission_id, job_id = _resolve(args)
+    client = _client()
+    try:
+        target = f"{submission_id}/{job_id}" if job_id else submission_id
+        found = client.notifications(target)
+    finally:
+        client.close()
+    if args.json:
+        _print_json([vars(n) for n in found])
+        return EXIT_OK
+    rows = [
+        [n.notification_id, n.job_id or "*", n.event, "yes" if n.persistent else "no", n.url]
+        for n in found
+    ]
+    print(plain_table(["ID", "JOB", "EVENT", "PERSISTENT", "URL"], rows))
+    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -967,6 +1080,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``joblog status``."""
     submission_id, job_id = _resolve(args)
     client = _client(args.db)
+    if args.poll:
+        return _poll(args, client, submission_id, job_id)
     if args.source == "projections":
         if job_id is not None:
             jobs = [client.get_job(submission_id, job_id)]
@@ -1010,6 +1125,45 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(summary_table(view))
         console.print(status_line(view))
     return EXIT_OK
+
+
+def _poll(args: argparse.Namespace, client: Joblog, submission_id: str, job_id: str | None) -> int:
+    """``joblog status --poll``: one line per change of status, then the outcome."""
+    from engine.lifecycle import views
+    from engine.monitoring import PollTimeout
+
+    def show(observed: JobView | SubmissionView) -> None:
+        at = _time(datetime.now().astimezone())
+        if isinstance(observed, views.JobView):
+            if args.json:
+                _print_json({"at": at, **job_to_dict(observed)})
+            else:
+                print(f"{at}  {observed.ref}  {observed.status}", flush=True)
+        elif args.json:
+            _print_json({"at": at, "submission_id": submission_id, "line": status_line(observed)})
+        else:
+            print(f"{at}  {status_line(observed)}", flush=True)
+
+    try:
+        final = client.poll_status(
+            submission_id,
+            job_id,
+            initial=args.poll_initial,
+            max_interval=max(args.poll_max, args.poll_initial),
+            timeout=args.timeout,
+            source=args.source,
+            on_status=show,
+        )
+    except PollTimeout as exc:
+        print(f"joblog status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    if isinstance(final, views.JobView):
+        ok = final.status.is_success
+    else:
+        ok = final.outcome is not None and str(final.outcome) == "COMPLETED"
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _job_panel(job: JobView) -> RenderableType:
@@ -1093,15 +1247,21 @@ def cmd_history(args: argparse.Namespace) -> int:
             status = str(after.status) if after is not None else None
             if after is None and view.outcome is not None:
                 status = str(view.outcome)
-            entries.append(
-                {
-                    "created": iso(to_datetime(event.timestamp)),
-                    "job_id": event.job_id,
-                    "event": event.name,
-                    "status": status,
-                    "description": describe_event(event),
+            entry: dict[str, Any] = {
+                "created": iso(to_datetime(event.timestamp)),
+                "job_id": event.job_id,
+                "event": event.name,
+                "status": status,
+                "description": describe_event(event),
+            }
+            if isinstance(event.body, JobProgressed):  # Tapis's "progress" object
+                body = event.body
+                entry["progress"] = {
+                    "value": body.value,
+                    "total": body.total,
+                    "status_line": body.status_line,
                 }
-            )
+            entries.append(entry)
     if not entries:
         from engine.api import JobNotFound
 

@@ -128,6 +128,9 @@ class JobView:
             projections keeps only the last one.
         force: its spec's ``force`` (Taipy's: run even where it would be skipped), ``None``
             when unknown (a row of the projections, a view that missed ``JobSubmitted``).
+        labels: the tags of its spec (``archive_path`` and ``archive_url`` say where its
+            outputs go: a notification's ``${JOB_ARCHIVE_PATH}`` and ``${JOB_ARCHIVE_URL}``).
+        host: the host of the worker of the current attempt.
     """
 
     submission_id: str
@@ -159,6 +162,8 @@ class JobView:
     deleted: bool = False
     stacktrace: tuple[str, ...] = ()
     force: bool | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    host: str = ""
 
     @property
     def ref(self) -> str:
@@ -391,6 +396,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 max_attempts=spec.retry.max_attempts,
                 submitted_at=at,
                 force=spec.force,
+                labels=spec.labels,
             )
         case ev.JobBlocked():
             return replace(job, status=status, blocked_at=at)
@@ -404,7 +410,9 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 queue=body.queue,
             )
         case ev.JobAssigned():
-            return replace(job, status=status, attempt=body.attempt, worker_id=body.worker_id)
+            return replace(
+                job, status=status, attempt=body.attempt, worker_id=body.worker_id, host=body.host
+            )
         case ev.JobStarted():
             return replace(job, status=status, attempt=body.attempt, run_at=at)
         case ev.JobProgressed():
@@ -431,6 +439,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 pending_at=at,
                 run_at=None,
                 worker_id="",
+                host="",
                 error_type=body.error_type or str(body.reason),
                 error_note=body.error_note,
             )

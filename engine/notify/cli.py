@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,14 +22,17 @@ from types import FrameType
 from engine import metrics
 from engine.config import Settings
 from engine.errors import JoblogError
+from engine.notify.declared import DeclaredSettings
 from engine.notify.delivery import DeliveryRetry
 from engine.notify.log import read_deliveries
 from engine.notify.service import Notifier, NotifierOptions
-from engine.notify.signing import generate_secret
-from engine.notify.subscriptions import load_subscriptions
+from engine.notify.signing import generate_secret, secret_key
+from engine.notify.subscriptions import SubscriptionSet, load_subscriptions
 from engine.notify.templates import VARIABLES
 
 DEFAULT_DELIVERIES = ".joblog/deliveries.jsonl"
+#: Where the secret of declared notifications' webhooks is read from by default.
+DECLARED_SECRET_ENV = "JOBLOG_NOTIFICATIONS_SECRET"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--subscriptions",
-        required=True,
         metavar="FILE",
-        help="YAML or JSON file of subscriptions (see docs/notifications.md)",
+        help="YAML or JSON file of subscriptions and SMTP settings (see docs/notifications.md); "
+        "without it only the notifications submissions declare are delivered (webhooks only, "
+        "emails need the file's smtp section)",
+    )
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("JOBLOG_API_URL", ""),
+        metavar="URL",
+        help="base URL of the REST API (joblog ui), for ${JOB_URL} (default $JOBLOG_API_URL)",
+    )
+    parser.add_argument(
+        "--declared-secret-env",
+        default=DECLARED_SECRET_ENV,
+        metavar="NAME",
+        help="environment variable holding the whsec_ secret that signs the webhooks of "
+        f"notifications submissions declare (default {DECLARED_SECRET_ENV}; unset: unsigned)",
     )
     parser.add_argument(
         "--deliveries",
@@ -101,7 +119,12 @@ def notifier_main(argv: list[str]) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        subscriptions = load_subscriptions(args.subscriptions)
+        subscriptions = (
+            load_subscriptions(args.subscriptions) if args.subscriptions else SubscriptionSet()
+        )
+        secret = os.environ.get(args.declared_secret_env) or None
+        if secret is not None:
+            secret_key(secret)
     except JoblogError as exc:
         print(f"joblog notifier: {exc}", file=sys.stderr)
         return 2
@@ -130,6 +153,8 @@ def notifier_main(argv: list[str]) -> int:
             max_pending=args.max_pending,
             max_hold_s=args.max_hold,
             from_beginning=args.from_beginning,
+            api_url=args.api_url,
+            declared=DeclaredSettings(secret=secret),
         ),
     )
     stop = threading.Event()

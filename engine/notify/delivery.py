@@ -83,9 +83,12 @@ def message_id(subscription_id: str, event_id: str) -> str:
     return f"msg_{digest[:32]}"
 
 
-def build_message(subscription: Subscription, event: Event, job: JobView | None) -> Message:
-    """Renders the message ``subscription`` gets for ``event`` (``job``: after the event)."""
-    values = variables(event, job)
+def build_message(
+    subscription: Subscription, event: Event, job: JobView | None, *, api_url: str = ""
+) -> Message:
+    """Renders the message ``subscription`` gets for ``event`` (``job``: after the event;
+    ``api_url``: the REST API's base URL, for ``${JOB_URL}``)."""
+    values = variables(event, job, api_url=api_url, notification_id=subscription.notification_id)
     mid = message_id(subscription.id, event.event_id)
     if subscription.email:
         body = (
@@ -134,10 +137,10 @@ def default_email_body(values: dict[str, str]) -> str:
     if values["JOB_ID"]:
         head = (
             f'The status of job {values["JOB_REF"]}, "{values["JOB_NAME"]}," '
-            f"is now {values['JOB_STATUS']}."
+            f"has changed to {values['JOB_STATUS']}."
         )
     else:
-        head = f"Submission {values['SUBMISSION_ID']} is now {values['JOB_STATUS']}."
+        head = f"Submission {values['SUBMISSION_ID']} has changed to {values['JOB_STATUS']}."
     lines = [
         head,
         "",
@@ -148,12 +151,18 @@ def default_email_body(values: dict[str, str]) -> str:
     if values["JOB_ID"]:
         lines += [
             f"Name: {values['JOB_NAME']}",
+            f"URL: {values['JOB_URL'] or '-'}",
             f"Task: {values['JOB_TASK'] or '-'}",
+            f"System: {values['JOB_SYSTEM'] or '-'}",
             f"Attempt: {values['JOB_ATTEMPT'] or '-'}",
             f"Submit Time: {values['JOB_SUBMIT_TIME'] or '-'}",
             f"Start Time: {values['JOB_START_TIME'] or '-'}",
             f"End Time: {values['JOB_END_TIME'] or '-'}",
         ]
+        if values["JOB_ARCHIVE_PATH"]:
+            lines.append(f"Output Path: {values['JOB_ARCHIVE_PATH']}")
+        if values["JOB_ARCHIVE_URL"]:
+            lines.append(f"Output URL: {values['JOB_ARCHIVE_URL']}")
         if values["JOB_ERROR"]:
             lines.append(f"Error: {values['JOB_ERROR']}")
     return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.records import Event
 from engine.metrics import NOTIFIER_COUNTS, Telemetry
+from engine.notify.declared import DeclaredNotifications, DeclaredSettings
 from engine.notify.delivery import (
     AttemptResult,
     DeliveryRetry,
@@ -83,6 +84,12 @@ class NotifierOptions:
         max_hold_s: longest a failing message holds back the later messages of its key
             (:attr:`Subscription.order_key`); past it, it goes on retrying on its own and the
             next message of the key is sent.
+        api_url: the base URL of the REST API (``joblog ui``), for ``${JOB_URL}``; empty:
+            ``${JOB_URL}`` is empty.
+        declared: the signing secret and delivery settings of the notifications submissions
+            declare (:mod:`engine.notify.declared`).
+        declared_capacity: submissions whose declared notifications are kept (least recently
+            used ones are dropped).
     """
 
     group_id: str | None = None
@@ -96,6 +103,9 @@ class NotifierOptions:
     drain_timeout_s: float = 10.0
     fold_capacity: int = 10_000
     max_hold_s: float = 60.0
+    api_url: str = ""
+    declared: DeclaredSettings = field(default_factory=DeclaredSettings)
+    declared_capacity: int = 100_000
 
 
 @dataclass(eq=False)
@@ -163,6 +173,7 @@ class Notifier:
         self._generation: dict[int, int] = {}
         self._replaying: set[int] = set()
         self._views: OrderedDict[str, tuple[int, SubmissionView]] = OrderedDict()
+        self.declared = DeclaredNotifications(self.options.declared, self.options.declared_capacity)
         # Per ordering key, the messages not settled yet, in event order: the first is being
         # attempted (or waits for its retry), the others wait for it.
         self._lanes: dict[tuple[str, ...], deque[_Delivery]] = {}
@@ -276,11 +287,12 @@ class Notifier:
             return
         self._replayed(partition)
         self.metrics["events"] += 1
-        for subscription in self.subscriptions.subscriptions:
+        declared = self.declared.of(event.submission_id)
+        for subscription in (*self.subscriptions.subscriptions, *declared):
             try:
                 if not subscription.matches(event, job):
                     continue
-                notification = build_message(subscription, event, job)
+                notification = build_message(subscription, event, job, api_url=self.options.api_url)
             except Exception as exc:
                 log.exception("cannot render %s for %s", subscription.id, event.event_id)
                 self.metrics["render_errors"] += 1
@@ -321,6 +333,7 @@ class Notifier:
         last = view.last_event
         if last is not None and 0 < event.seq <= last.seq:
             return view.jobs.get(event.job_id)  # already folded (a re-read after a seek)
+        self.declared.apply(partition, event)
         _, after = view.apply(event)
         return after
 
@@ -549,6 +562,7 @@ class Notifier:
             self._generation[partition] = next(self._generations)
             for sid in [s for s, (p, _) in self._views.items() if p == partition]:
                 del self._views[sid]
+            self.declared.forget({partition})
             if replay_from < start:
                 self._replaying.add(partition)
             tp.offset = replay_from
@@ -589,6 +603,7 @@ class Notifier:
                 self._lanes[key] = lane
             else:
                 del self._lanes[key]
+        self.declared.forget(gone)
         for partition in partitions:
             self._generation.pop(partition, None)
             self._pending.pop(partition, None)

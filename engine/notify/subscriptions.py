@@ -129,6 +129,8 @@ class Subscription:
             messages of one submission do), or ``""``: per submission when the subscription
             gets submission events (``SubmissionAccepted``, ``SubmissionCompleted``,
             ``CommandRejected``), per job otherwise.
+        notification_id: set for a notification a submission declared
+            (:mod:`engine.notify.declared`): ``${NOTIFICATION_ID}``.
     """
 
     id: str
@@ -147,6 +149,7 @@ class Subscription:
     max_attempts: int | None = None
     timeout: float | None = None
     order: str = ""
+    notification_id: str = ""
 
     @property
     def ordering(self) -> str:

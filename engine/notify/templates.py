@@ -16,9 +16,12 @@ EVENT_DESCRIPTION   the event's history line, e.g. ``Job completed with exit cod
 SUBMISSION_ID       the submission's id
 JOB_ID              the job's id within its submission
 JOB_REF             ``<submission id>/<job id>``, how the CLI names a job
+JOB_UUID            a UUID of the job (the same for each of its events; one URL-safe token)
 JOB_NAME            the job's name (or its task, or its command's first word)
 JOB_TASK            the job's task name (empty for a command)
 JOB_QUEUE           the job's queue
+JOB_SYSTEM          where it runs: its worker's host, or its queue before a worker took it
+JOB_WORKER          the worker of its current attempt
 JOB_STATUS          the job's status after the event (a submission event: its outcome)
 JOB_ATTEMPT         the current attempt number
 JOB_PROGRESS        the last progress value
@@ -26,42 +29,36 @@ JOB_STATUS_LINE     the last status line
 JOB_SUBMIT_TIME     when the job was submitted (ISO 8601, UTC)
 JOB_START_TIME      when its current attempt started running
 JOB_END_TIME        when it reached its terminal status
+JOB_URL             the job in the REST API (``<api url>/api/v1/jobs/<sid>/<job>``) when the
+                    notifier knows the API's URL (``--api-url``, ``JOBLOG_API_URL``); else empty
+JOB_ARCHIVE_PATH    the job's ``archive_path`` label, rendered (where its outputs go)
+JOB_ARCHIVE_URL     its ``archive_url`` label, rendered; else its archive path when that is a
+                    URL (``s3://...``); else empty
 JOB_ERROR           ``type: note`` of its error; empty unless it failed, was canceled or abandoned
+NOTIFICATION_ID     the id of a notification the submission declared (empty for the file's)
 ==================  ==========================================================================
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from engine.lifecycle.describe import describe
+from engine.lifecycle.notifications import TEMPLATE_VARIABLES
 from engine.lifecycle.records import Event, SubmissionCompleted
 from engine.lifecycle.views import JobView, to_datetime
 
-VARIABLES: tuple[str, ...] = (
-    "UUID",
-    "EVENT",
-    "EVENT_TIME",
-    "EVENT_DESCRIPTION",
-    "SUBMISSION_ID",
-    "JOB_ID",
-    "JOB_REF",
-    "JOB_NAME",
-    "JOB_TASK",
-    "JOB_QUEUE",
-    "JOB_STATUS",
-    "JOB_ATTEMPT",
-    "JOB_PROGRESS",
-    "JOB_STATUS_LINE",
-    "JOB_SUBMIT_TIME",
-    "JOB_START_TIME",
-    "JOB_END_TIME",
-    "JOB_ERROR",
-)
+VARIABLES: tuple[str, ...] = TEMPLATE_VARIABLES
+#: The labels of a job that say where its outputs go (Tapis's archive path and URL).
+ARCHIVE_PATH_LABEL = "archive_path"
+ARCHIVE_URL_LABEL = "archive_url"
+#: The namespace of ``${JOB_UUID}``: uuid5 of ``<submission id>/<job id>`` in it.
+JOB_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://joblog/jobs")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -80,12 +77,31 @@ def describe_event(event: Event) -> str:
         return event.name
 
 
-def variables(event: Event, job: JobView | None) -> dict[str, str]:
+def job_uuid(submission_id: str, job_id: str) -> str:
+    """``${JOB_UUID}``: a UUID of the job, the same for each of its events."""
+    return str(uuid.uuid5(JOB_UUID_NAMESPACE, f"{submission_id}/{job_id}"))
+
+
+def job_url(api_url: str, submission_id: str, job_id: str) -> str:
+    """``${JOB_URL}``: the job in the REST API (``joblog ui``), or ``""`` without its URL."""
+    if not api_url or not job_id:
+        return ""
+    return (
+        f"{api_url.rstrip('/')}/api/v1/jobs/{quote(submission_id, safe='')}/"
+        f"{quote(job_id, safe='')}"
+    )
+
+
+def variables(
+    event: Event, job: JobView | None, *, api_url: str = "", notification_id: str = ""
+) -> dict[str, str]:
     """The value of every template variable for ``event``.
 
     Args:
         event: the event being notified.
         job: the event's job after the event (``None`` for a submission event).
+        api_url: the base URL of the REST API (``${JOB_URL}``; empty: unknown).
+        notification_id: the declared notification the message is for.
     """
     values = dict.fromkeys(VARIABLES, "")
     values.update(
@@ -96,6 +112,9 @@ def variables(event: Event, job: JobView | None) -> dict[str, str]:
         SUBMISSION_ID=event.submission_id,
         JOB_ID=event.job_id,
         JOB_REF=f"{event.submission_id}/{event.job_id}" if event.job_id else "",
+        JOB_UUID=job_uuid(event.submission_id, event.job_id) if event.job_id else "",
+        JOB_URL=job_url(api_url, event.submission_id, event.job_id),
+        NOTIFICATION_ID=notification_id,
     )
     if isinstance(event.body, SubmissionCompleted):
         values["JOB_STATUS"] = str(event.body.status)
@@ -112,7 +131,14 @@ def variables(event: Event, job: JobView | None) -> dict[str, str]:
             JOB_START_TIME=iso(job.run_at),
             JOB_END_TIME=iso(job.finished_at),
             JOB_ERROR=job.error if job.status.is_terminal and not job.status.is_success else "",
+            JOB_SYSTEM=job.host or job.worker_id or job.queue,
+            JOB_WORKER=job.worker_id,
         )
+        labels = dict(job.labels)
+        path = render(labels.get(ARCHIVE_PATH_LABEL, ""), values)
+        url = render(labels.get(ARCHIVE_URL_LABEL, ""), values)
+        values["JOB_ARCHIVE_PATH"] = path
+        values["JOB_ARCHIVE_URL"] = url or (path if "://" in path else "")
     return values
 
 

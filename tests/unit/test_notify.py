@@ -275,7 +275,7 @@ def test_attempt_sends_email(smtp_sink: SmtpSink) -> None:
     (mail,) = smtp_sink.wait_for(1)
     assert mail["Subject"] == f"joblog: job {SID}/frame-1 FAILED"
     text = mail.get_content()
-    assert 'The status of job s-42/frame-1, "Frame 1," is now FAILED.' in text
+    assert 'The status of job s-42/frame-1, "Frame 1," has changed to FAILED.' in text
     assert "Error: ValueError: bad frame" in text
 
 
