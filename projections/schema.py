@@ -570,6 +570,37 @@ VIEWS: dict[str, tuple[str, str]] = {
         ORDER BY submission_id, seq, event_id
         """,
     ),
+    "notifications": (
+        "Each submission's declared webhooks and emails (Tapis's notifications): when added, "
+        "when removed and why (removed by a command, or fired once: not persistent).",
+        """
+        WITH added AS (
+            SELECT submission_id,
+                   body->'notification'->>'notification_id' AS notification_id,
+                   nullif(body->'notification'->>'job_id', '') AS job_id,
+                   body->'notification'->>'url' AS url,
+                   body->'notification'->>'event' AS event,
+                   CAST(body->'notification'->>'persistent' AS BOOLEAN) AS persistent,
+                   body->>'requested_by' AS added_by,
+                   "timestamp" AS added_at, seq AS added_seq
+            FROM job_events WHERE event = 'NotificationAdded'
+        ),
+        removed AS (
+            SELECT submission_id, body->>'notification_id' AS notification_id,
+                   "timestamp" AS removed_at, seq AS removed_seq,
+                   body->>'reason' AS removed_reason,
+                   CAST(body->>'fired_seq' AS BIGINT) AS fired_seq
+            FROM job_events WHERE event = 'NotificationRemoved'
+        )
+        SELECT a.submission_id, a.notification_id, a.job_id, a.url, a.event, a.persistent,
+               a.added_by, a.added_at, r.removed_at, r.removed_reason,
+               nullif(r.fired_seq, 0) AS fired_seq, r.removed_at IS NULL AS active
+        FROM added a LEFT JOIN removed r
+          ON r.submission_id = a.submission_id AND r.notification_id = a.notification_id
+         AND r.removed_seq > a.added_seq
+        ORDER BY a.submission_id, a.added_seq
+        """,
+    ),
     "rejected_commands": (
         "Commands the scheduler rejected, with the machine code and what to fix.",
         """
