@@ -44,8 +44,8 @@ from engine.errors import (
     JobNotDeleted,
     JobNotRetried,
     KafkaUnreachable,
-    NotificationNotChanged,
     LimitExceeded,
+    NotificationNotChanged,
     SubmissionTooLarge,
     TooManyJobs,
 )
