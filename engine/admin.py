@@ -250,6 +250,20 @@ def _copartitioned_count(existing: Mapping[str, int], topics: Topics, settings: 
     return count
 
 
+#: ``min.insync.replicas`` of the topics joblog creates at replication factor 3 or more: an
+#: acknowledged (``acks=all``) write is on two brokers, and one broker may be down without
+#: stopping writes. Below 3 the broker's own default stands.
+MIN_INSYNC_REPLICAS = 2
+
+
+def _with_durability(config: Mapping[str, str], replication_factor: int) -> dict[str, str]:
+    """A topic's configuration with ``min.insync.replicas`` set for a replicated topic."""
+    chosen = dict(config)
+    if replication_factor >= 3:
+        chosen.setdefault("min.insync.replicas", str(MIN_INSYNC_REPLICAS))
+    return chosen
+
+
 def _create(
     admin: AdminClient, settings: Settings, specs: list[TopicSpec], deadline: float
 ) -> None:
@@ -258,7 +272,7 @@ def _create(
             spec.name,
             num_partitions=spec.partitions,
             replication_factor=settings.replication_factor,
-            config=dict(spec.config),
+            config=_with_durability(spec.config, settings.replication_factor),
         )
         for spec in specs
     ]

@@ -40,6 +40,8 @@ from engine.broker.distribution import (
 )
 from engine.broker.properties import (
     LOG4J2_PROPERTIES,
+    NODE_ID,
+    SINGLE_NODE_DEFAULTS,
     is_cluster_id,
     listener_port,
     new_cluster_id,
@@ -121,6 +123,10 @@ class LocalBroker:
         properties: broker settings that win over the generated ones.
         jvm_options: extra JVM options, after :data:`JVM_OPTIONS`.
         startup_timeout: seconds to wait for the broker to answer once its JVM runs.
+        node_id / controller_port / voters / cluster_id / defaults: a node of a
+            :class:`~engine.broker.cluster.LocalCluster` (its id, its fixed controller port,
+            the quorum, the cluster's id and replication settings); a single broker leaves
+            them alone.
     """
 
     def __init__(
@@ -133,8 +139,18 @@ class LocalBroker:
         properties: Mapping[str, str] | None = None,
         jvm_options: Sequence[str] = (),
         startup_timeout: float = 90.0,
+        node_id: int = NODE_ID,
+        controller_port: int | None = None,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        defaults: Mapping[str, str] = SINGLE_NODE_DEFAULTS,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.node_id = node_id
+        self.controller_port = controller_port
+        self.voters = voters
+        self.given_cluster_id = cluster_id
+        self.defaults = dict(defaults)
         self.port = port
         self.version = version
         self.cache_dir = cache_dir
@@ -228,25 +244,12 @@ class LocalBroker:
                 message ends with the tail of its log).
         """
         started = time.monotonic()
-        running = self.pid
-        if running is not None:
-            raise BrokerError(
-                f"a broker is already running from {self.data_dir} (pid {running}) "
-                f"at {self._configured_bootstrap()}"
-            )
-        java = find_java()
-        dist = resolve_kafka(self.version, cache_dir=self.cache_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):
-            broker_port, controller_port, chosen = self._ports()
-            self._configure(broker_port, controller_port)
-            formatted = self._format(java, dist)
-            self._launch(java, dist, detach=detach)
+            formatted, chosen = self.launch(detach=detach)
             try:
-                admin = self._wait_ready(time.monotonic() + self.startup_timeout)
+                admin = self.wait_ready()
                 if formatted:
                     _create_offsets_topic(admin)
-                self._drop_rejected_archive(dist.cds_archive(java))
                 break
             except BrokerError:
                 exited = self._process is not None and self._process.poll() is not None
@@ -264,6 +267,64 @@ class LocalBroker:
             self.data_dir,
         )
         return self
+
+    def launch(self, *, detach: bool = False) -> tuple[bool, bool]:
+        """Configures, formats (once) and launches the broker's JVM without waiting for it.
+
+        A node of a cluster answers only once a majority of the quorum runs, so a cluster
+        launches every node first and then waits (:meth:`wait_ready`).
+
+        Returns:
+            Whether the storage was formatted now (a new broker), and whether the client port
+            was picked here (so another may be tried if it was taken meanwhile).
+
+        Raises:
+            BrokerError: java or Maven is missing, or a broker already runs from this data
+                directory, or the port is taken.
+        """
+        running = self.pid
+        if running is not None:
+            raise BrokerError(
+                f"a broker is already running from {self.data_dir} (pid {running}) "
+                f"at {self._configured_bootstrap()}"
+            )
+        java = find_java()
+        dist = resolve_kafka(self.version, cache_dir=self.cache_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        broker_port, controller_port, chosen = self._ports()
+        self._configure(broker_port, controller_port)
+        formatted = self._format(java, dist)
+        self._launch(java, dist, detach=detach)
+        return formatted, chosen
+
+    def wait_ready(self, timeout: float | None = None) -> AdminClient:
+        """Waits until the launched broker answers metadata requests.
+
+        Args:
+            timeout: seconds (default: the broker's ``startup_timeout``).
+
+        Returns:
+            An admin client connected to it.
+
+        Raises:
+            BrokerError: the JVM exited, or did not answer in time (with the log's tail).
+        """
+        admin = self._wait_ready(time.monotonic() + (timeout or self.startup_timeout))
+        self._drop_rejected_archive(
+            resolve_kafka(self.version, cache_dir=self.cache_dir).cds_archive(find_java())
+        )
+        return admin
+
+    def kill(self) -> None:
+        """SIGKILLs the broker's JVM (a crash: no clean shutdown) and forgets it."""
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, self._process if self._process is not None else None, 10.0)
+        self._archiving = False
+        self.data_dir.joinpath(_PARTIAL_ARCHIVE).unlink(missing_ok=True)
+        self._forget()
 
     def ensure_started(self, *, detach: bool = False) -> LocalBroker:
         """Starts the broker unless one already runs from this data directory.
@@ -395,7 +456,9 @@ class LocalBroker:
             broker, chosen = previous_broker, False
         else:
             broker, chosen = _free_port(avoid=()), True
-        if (
+        if self.controller_port:
+            controller = self.controller_port
+        elif (
             previous_controller
             and previous_controller != broker
             and _port_free(previous_controller)
@@ -412,6 +475,9 @@ class LocalBroker:
             controller_port=controller_port,
             host=HOST,
             overrides=self.properties,
+            node_id=self.node_id,
+            voters=self.voters,
+            defaults=self.defaults,
         )
         self.properties_file.write_text(
             render_properties(props, header="Written by joblog on every start; edits are lost.")
@@ -419,6 +485,8 @@ class LocalBroker:
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _cluster_id(self) -> str:
+        if self.given_cluster_id:
+            return self.given_cluster_id
         meta = self.log_dir / "meta.properties"
         if meta.exists():
             formatted = parse_properties(meta.read_text()).get("cluster.id", "")

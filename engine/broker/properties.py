@@ -63,6 +63,34 @@ logger.appinfo.level = WARN
 """
 
 
+def cluster_defaults(brokers: int) -> dict[str, str]:
+    """The replication settings of a cluster of ``brokers`` nodes, over the single-node ones.
+
+    Three or more nodes: every internal topic at replication factor 3 with two in-sync
+    replicas required, so one node may die without losing an acknowledged write or stopping
+    writes (producers use ``acks=all``, librdkafka's default and required by transactions).
+    """
+    if brokers < 1:
+        raise ConfigurationError(f"a cluster needs at least one broker, not {brokers}")
+    replicas = str(min(3, brokers))
+    in_sync = str(2 if brokers >= 3 else 1)
+    return {
+        **SINGLE_NODE_DEFAULTS,
+        "num.partitions": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": in_sync,
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": in_sync,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": in_sync,
+        # A crashed node is fenced (its partitions get new leaders) once it missed its
+        # heartbeats this long; Kafka's default, 9 s, is tuned for busy production networks.
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
+    }
+
+
 def server_properties(
     *,
     log_dir: Path,
@@ -70,6 +98,9 @@ def server_properties(
     controller_port: int,
     host: str = "127.0.0.1",
     overrides: Mapping[str, str] | None = None,
+    node_id: int = NODE_ID,
+    voters: str | None = None,
+    defaults: Mapping[str, str] = SINGLE_NODE_DEFAULTS,
 ) -> dict[str, str]:
     """The ``server.properties`` of a combined broker+controller KRaft node.
 
@@ -82,6 +113,10 @@ def server_properties(
         controller_port: port of the CONTROLLER listener (the KRaft quorum).
         host: address to bind and advertise.
         overrides: broker settings that win over the generated ones.
+        node_id: the node's id in the cluster.
+        voters: the KRaft quorum, ``id@host:port,...`` (default: this node alone).
+        defaults: replication and sizing settings (:data:`SINGLE_NODE_DEFAULTS`, or
+            :func:`cluster_defaults` for a cluster).
 
     Returns:
         The settings, in the order they are written.
@@ -96,15 +131,15 @@ def server_properties(
         raise ConfigurationError(f"broker and controller both use port {broker_port}")
     props = {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@{host}:{controller_port}",
         "listeners": f"PLAINTEXT://{host}:{broker_port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{broker_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(log_dir),
-        **SINGLE_NODE_DEFAULTS,
+        **defaults,
     }
     props.update(overrides or {})
     return props

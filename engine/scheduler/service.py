@@ -79,8 +79,13 @@ class SchedulerConfig:
             its partitions to the others. Instances are static members of the group
             (``group.instance.id`` is the instance id), so a restarted instance gets its
             partitions back at once instead of waiting this long.
-        call_timeout_s: the deadline of each transactional call (init, send offsets,
-            commit, abort); a call that overruns it is abandoned with its producer.
+        call_timeout_s: the deadline of each transactional call (init, commit, abort); a
+            call that overruns it is abandoned with its producer.
+        offsets_timeout_s: the deadline of ``send_offsets_to_transaction``, which takes
+            milliseconds unless the group's coordinator is gone: librdkafka then waits for a
+            coordinator it never looks up again when the broker that was it left the cluster
+            (confluentinc/librdkafka#5511, #5456), so the call is abandoned sooner than the
+            others and the transaction retried on a new producer.
     """
 
     instance_id: str = field(default_factory=lambda: socket.gethostname())
@@ -92,6 +97,7 @@ class SchedulerConfig:
     retain_done: int = 50_000
     session_timeout_ms: int = 10_000
     call_timeout_s: float = 30.0
+    offsets_timeout_s: float = 8.0
 
 
 @dataclass
@@ -375,10 +381,11 @@ class Scheduler:
             if offsets:
                 positions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
                 metadata = consumer.consumer_group_metadata()
+                within = self.config.offsets_timeout_s
                 self._calls.call(
                     "send_offsets_to_transaction",
-                    lambda: producer.send_offsets_to_transaction(positions, metadata, timeout),
-                    timeout,
+                    lambda: producer.send_offsets_to_transaction(positions, metadata, within),
+                    within,
                 )
                 sent = time.perf_counter()
                 self._step_seconds.labels("send_offsets").observe(sent - started)

@@ -143,11 +143,12 @@ def engine_running(
     workers: int = 2,
     concurrency: int = 3,
     db_path: Path | None = None,
+    policy: Policy = POLICY,
 ) -> Iterator[Engine]:
     """Starts a scheduler, ``workers`` workers and, given ``db_path``, a projector."""
     with ExitStack() as stack:
         scheduler = Scheduler(
-            settings, policy=POLICY, config=SchedulerConfig(instance_id=f"sch-{uuid.uuid4().hex}")
+            settings, policy=policy, config=SchedulerConfig(instance_id=f"sch-{uuid.uuid4().hex}")
         )
         stack.enter_context(_thread(scheduler.run, "scheduler"))
         started = []

@@ -32,6 +32,7 @@ from engine.broker.local import JVM_OPTIONS, LocalBroker, jvm_options
 from engine.broker.properties import (
     LOG4J2_PROPERTIES,
     SINGLE_NODE_DEFAULTS,
+    cluster_defaults,
     is_cluster_id,
     listener_port,
     new_cluster_id,
@@ -288,3 +289,26 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_a_cluster_of_three_replicates_three_ways_and_needs_two_in_sync() -> None:
+    props = server_properties(
+        log_dir=Path("/tmp/x"),
+        broker_port=9092,
+        controller_port=9093,
+        node_id=2,
+        voters="1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097",
+        defaults=cluster_defaults(3),
+    )
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"].count("@") == 3
+    for key in ("default.replication.factor", "offsets.topic.replication.factor"):
+        assert props[key] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+
+
+def test_smaller_clusters_never_ask_for_more_replicas_than_brokers() -> None:
+    assert cluster_defaults(1)["default.replication.factor"] == "1"
+    assert cluster_defaults(2)["min.insync.replicas"] == "1"
+    with pytest.raises(ConfigurationError):
+        cluster_defaults(0)
