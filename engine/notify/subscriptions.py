@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from engine.lifecycle.names import EVENT_NAMES, event_name, names_of
+from engine.lifecycle.names import EVENT_NAMES, event_names, names_of
 from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted, is_key_ledger
 from engine.lifecycle.views import STATUS_EVENTS, SUBMISSION_EVENTS, JobView
 from engine.notify.errors import SubscriptionError
@@ -353,10 +353,10 @@ def _names(value: Any, where: str) -> frozenset[str]:
         return DEFAULT_EVENTS
     if "*" in names:
         return frozenset(EVENT_NAMES)
-    out = set()
+    out: set[str] = set()
     for name in names:
         try:
-            out.add(event_name(name))
+            out |= event_names(name)
         except ValueError as exc:
             raise SubscriptionError(f"{where}: {exc}") from None
     return frozenset(out)

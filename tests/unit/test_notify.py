@@ -198,6 +198,13 @@ def test_filters() -> None:
     assert outcome.matches(done, None)
 
 
+def test_a_subscription_may_name_flux_events_that_stand_for_several() -> None:
+    (sub,) = parse_subscriptions([{"url": "http://x", "events": ["finish", "start"]}]).subscriptions
+    assert sub.events == frozenset({"JobCompleted", "JobFailed", "JobCanceled", "JobStarted"})
+    with pytest.raises(SubscriptionError, match="no joblog counterpart"):
+        parse_subscriptions([{"url": "http://x", "events": ["urgency"]}])
+
+
 # --------------------------------------------------------------------------- messages
 
 
