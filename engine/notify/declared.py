@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from engine.lifecycle import records as ev
 from engine.lifecycle.notifications import email_address, is_email, notification_events
 from engine.lifecycle.records import Event, Notification
+from engine.lifecycle.state import SubmissionState
 from engine.notify.subscriptions import Subscription
 
 log = logging.getLogger("joblog.notifier")
@@ -90,23 +92,7 @@ class DeclaredNotifications:
         body = event.body
         sid = event.submission_id
         if isinstance(body, ev.NotificationAdded):
-            items = self._by_submission.setdefault(sid, {})
-            self._by_submission.move_to_end(sid)
-            self._partition[sid] = partition
-            notification = body.notification
-            try:
-                items[notification.notification_id] = subscription_of(
-                    sid, notification, self.settings
-                )
-            except ValueError as exc:  # the scheduler validated it; a name that went away
-                log.warning(
-                    "notification %s/%s ignored: %s", sid, notification.notification_id, exc
-                )
-            while len(self._by_submission) > self.capacity:
-                gone, _ = self._by_submission.popitem(last=False)
-                self._partition.pop(gone, None)
-                self.dropped += 1
-                log.warning("dropped the declared notifications of %s (capacity reached)", gone)
+            self._add(partition, sid, body.notification)
         elif isinstance(body, ev.NotificationRemoved):
             kept = self._by_submission.get(sid)
             if kept is not None:
@@ -114,6 +100,40 @@ class DeclaredNotifications:
                 if not kept:
                     del self._by_submission[sid]
                     self._partition.pop(sid, None)
+
+    def seed(self, partition: int, states: Iterable[SubmissionState]) -> int:
+        """Takes the notifications in place in snapshots of the partition's submissions
+        (read from ``state`` when the partition is assigned), before its events are replayed.
+
+        The replay folds whatever happened after a snapshot on top, so a notification
+        declared longer ago than the replay window reaches back still reaches a restarted
+        notifier. Finished submissions are left out: they send nothing more.
+
+        Returns:
+            How many notifications were taken.
+        """
+        taken = 0
+        for state in states:
+            if state.outcome is not None or not state.notifications:
+                continue
+            for notification in state.notifications:
+                self._add(partition, state.submission_id, notification)
+                taken += 1
+        return taken
+
+    def _add(self, partition: int, sid: str, notification: Notification) -> None:
+        items = self._by_submission.setdefault(sid, {})
+        self._by_submission.move_to_end(sid)
+        self._partition[sid] = partition
+        try:
+            items[notification.notification_id] = subscription_of(sid, notification, self.settings)
+        except ValueError as exc:  # the scheduler validated it; a name that went away
+            log.warning("notification %s/%s ignored: %s", sid, notification.notification_id, exc)
+        while len(self._by_submission) > self.capacity:
+            gone, _ = self._by_submission.popitem(last=False)
+            self._partition.pop(gone, None)
+            self.dropped += 1
+            log.warning("dropped the declared notifications of %s (capacity reached)", gone)
 
     def of(self, submission_id: str) -> list[Subscription]:
         """The subscriptions of a submission's notifications in place, in the order added."""

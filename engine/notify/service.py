@@ -36,6 +36,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from engine import codec, kafka
 from engine.config import Settings
-from engine.errors import CodecError
+from engine.errors import BrokerError, CodecError
 from engine.lifecycle.records import Event
 from engine.metrics import NOTIFIER_COUNTS, Telemetry
 from engine.notify.declared import DeclaredNotifications, DeclaredSettings
@@ -60,6 +61,8 @@ from engine.notify.delivery import (
 from engine.notify.delivery import Message as Notification
 from engine.notify.log import DeliveryLog
 from engine.notify.subscriptions import Subscription, SubscriptionSet
+from engine.scheduler.rebuild import CHECKPOINT_KEY
+from engine.scheduler.snapshots import restore_snapshots
 from engine.topics import Topics
 from engine.watch import JobView, SubmissionView
 
@@ -88,6 +91,8 @@ class NotifierOptions:
             ``${JOB_URL}`` is empty.
         declared: the signing secret and delivery settings of the notifications submissions
             declare (:mod:`engine.notify.declared`).
+        seed_timeout_s: longest read of a partition's ``state`` snapshots on assignment,
+            for the declared notifications in place.
         declared_capacity: submissions whose declared notifications are kept (least recently
             used ones are dropped).
     """
@@ -106,6 +111,7 @@ class NotifierOptions:
     api_url: str = ""
     declared: DeclaredSettings = field(default_factory=DeclaredSettings)
     declared_capacity: int = 100_000
+    seed_timeout_s: float = 30.0
 
 
 @dataclass(eq=False)
@@ -563,6 +569,7 @@ class Notifier:
             for sid in [s for s, (p, _) in self._views.items() if p == partition]:
                 del self._views[sid]
             self.declared.forget({partition})
+            self._seed_declared(partition)
             if replay_from < start:
                 self._replaying.add(partition)
             tp.offset = replay_from
@@ -576,6 +583,33 @@ class Notifier:
         consumer.assign(committed)
         self._paused = False
         self._check_ready()
+
+    def _seed_declared(self, partition: int) -> None:
+        """Takes the declared notifications of the partition's unfinished submissions from
+        their latest snapshots in ``state``, so that those declared before the replay window
+        are not forgotten by a restarted notifier; the replay adds what came after."""
+        topics = Topics(self.settings.topic_prefix)
+        reader = kafka.consumer(
+            self.settings,
+            f"{self.settings.topic_prefix}notifier-seed-{uuid.uuid4().hex[:8]}",
+            {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
+        )
+        try:
+            latest: dict[bytes, bytes | None] = {}
+            for message in kafka.read_to_end(
+                reader, topics.state, partition, 0, self.options.seed_timeout_s
+            ):
+                key = message.key() or b""
+                if key != CHECKPOINT_KEY:
+                    latest[key] = message.value()
+        except BrokerError as exc:
+            log.warning("declared notifications of partition %d not seeded: %s", partition, exc)
+            return
+        finally:
+            reader.close()
+        taken = self.declared.seed(partition, restore_snapshots(latest).states.values())
+        if taken:
+            log.info("partition %d: %d declared notifications from snapshots", partition, taken)
 
     def _replayed(self, partition: int) -> None:
         if partition in self._replaying:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,11 @@ API = "https://jobs.example.com"
 
 @contextmanager
 def notifier_running(
-    settings: Settings, subscriptions: SubscriptionSet, deliveries: Path, secret: str | None
+    settings: Settings,
+    subscriptions: SubscriptionSet,
+    deliveries: Path,
+    secret: str | None,
+    replay_max: int = NotifierOptions.replay_max,
 ) -> Iterator[Notifier]:
     notifier = Notifier(
         settings,
@@ -56,6 +61,7 @@ def notifier_running(
             commit_interval_s=0.2,
             api_url=API,
             declared=DeclaredSettings(secret=secret),
+            replay_max=replay_max,
         ),
     )
     stop = threading.Event()
@@ -261,6 +267,45 @@ def test_notifications_added_and_removed_later_survive_a_notifier_restart(
     fired = [e for e in history if isinstance(e.body, NotificationRemoved) and e.body.fired_seq]
     (abandoned,) = [e for e in history if e.name == "JobAbandoned"]
     assert [e.body.fired_seq for e in fired] == [abandoned.seq]  # type: ignore[union-attr]
+
+
+def test_a_notification_declared_before_the_replay_window_still_reaches_a_new_notifier(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A notifier replays only the tail of the log; the notifications in place come from the
+    scheduler's snapshots in ``state``, however long ago they were declared."""
+    receiver = WebhookReceiver().start()
+    try:
+        with engine_running(settings, workers=1):
+            jl = Joblog(settings)
+            submission = jl.submit(
+                Job("gate", task="double", args=[1], kwargs={"seconds": 120}),
+                notifications=[
+                    {
+                        "url": receiver.url + "/early/${EVENT}",
+                        "event": "CANCELED",
+                        "persistent": True,
+                    }
+                ],
+                wait=True,
+            )
+            kept = jl.add_notification(
+                submission.id, receiver.url + "/later/${EVENT}", "CANCELED", persistent=True
+            )
+            assert kept.accepted()
+            # the scheduler snapshots a submission whose changes are older than
+            # SchedulerConfig.snapshot_max_age_ms (5 s)
+            time.sleep(8)
+            # no replay at all: what it knows of the submission comes from the snapshot
+            with notifier_running(
+                settings, SubscriptionSet(), tmp_path / "d.jsonl", None, replay_max=0
+            ):
+                jl.cancel(submission.id, "gate", wait=True)
+                got = receiver.wait_for(2, timeout=60)
+            jl.close()
+    finally:
+        receiver.stop()
+    assert sorted(r.path for r in got) == ["/early/JobCanceled", "/later/JobCanceled"]
 
 
 def test_history_as_tapis_shows_it_and_polling_with_backoff(
