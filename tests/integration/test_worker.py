@@ -510,8 +510,12 @@ def test_the_run_timeout_stops_a_task_that_ignores_the_flag(settings: Settings) 
         CommandProducer(settings).submit(job, submission_id="timeout")
         found = wait_events(settings, "timeout", completed, 60, "the job to time out")
         # The task sleeps 30 s; its process was stopped long before that.
-        wait_for(lambda: worker.metrics["finished.FAILED"] == 1, 20, "the attempt to end")
-        assert not worker.running
+        # (the attempt's thread counts it before the worker's loop reaps its slot)
+        wait_for(
+            lambda: worker.metrics["finished.FAILED"] == 1 and not worker.running,
+            20,
+            "the attempt to end and leave its slot",
+        )
     assert terminal_status(found) == {"slow": JobStatus.FAILED}
     (failed,) = bodies(found, JobFailed, "slow")
     assert (failed.reason, failed.error_type) == ("timeout", "Timeout")  # type: ignore[attr-defined]
