@@ -37,6 +37,7 @@ from engine.lifecycle.records import (
     SubmitJobs,
 )
 from engine.lifecycle.state import (
+    JobState,
     KeyLedger,
     upstream_of,
 )
@@ -237,16 +238,7 @@ def decide_cancel(draft: Draft, command: CancelJobs) -> None:
             # Taipy's rule: it runs on with its own outcome, what waits on it will not run.
             # The request is an event of its own, so the client learns it was taken.
             if job.cancel is None:
-                draft.emit(
-                    job_id,
-                    JobCancelRequested(
-                        attempt=job.attempt,
-                        worker_id=job.worker_id,
-                        mode=CancelMode.FINISH,
-                        reason=reason,
-                        deadline=0,
-                    ),
-                )
+                draft.emit(job_id, _left_to_finish(job, reason))
             abandon_dependents(
                 draft, job_id, f"{job_id} was canceled and left to finish", frozenset(targets)
             )
@@ -265,6 +257,18 @@ def decide_cancel(draft: Draft, command: CancelJobs) -> None:
     complete_if_done(draft)
 
 
+def _left_to_finish(job: JobState, reason: str) -> JobCancelRequested:
+    """The record of a cancel that sends nothing to a worker (Taipy's rule): the job keeps
+    its outcome, or runs on to one."""
+    return JobCancelRequested(
+        attempt=job.attempt,
+        worker_id=job.worker_id,
+        mode=CancelMode.FINISH,
+        reason=reason,
+        deadline=0,
+    )
+
+
 def cancel_after_success(draft: Draft, command: CancelJobs, job_id: str) -> None:
     """Taipy's cancel of a job that already COMPLETED or was SKIPPED: its status stays, and
     the jobs after it that have not finished will not run.
@@ -280,16 +284,7 @@ def cancel_after_success(draft: Draft, command: CancelJobs, job_id: str) -> None
     """
     job = draft.job(job_id)
     reason = command.reason or "canceled by user"
-    draft.emit(
-        job_id,
-        JobCancelRequested(
-            attempt=job.attempt,
-            worker_id=job.worker_id,
-            mode=CancelMode.FINISH,
-            reason=reason,
-            deadline=0,
-        ),
-    )
+    draft.emit(job_id, _left_to_finish(job, reason))
     note = f"{job_id} was canceled after it ended {job.status} ({reason})"
     seen = {job_id}
     queue = [job_id]
