@@ -144,6 +144,10 @@ def test_a_submission_goes_live_from_pending_to_completed_and_travels_back(
     node(page, "shot", "COMPLETED")
     page.wait_for_selector('#sub-status[data-status="COMPLETED"]', timeout=WAIT_MS)
     node(page, "frame-1", "COMPLETED")
+    # the Gantt: a run bar per attempt (frame-1 ran twice), beside its waits
+    page.wait_for_function(
+        "() => document.querySelectorAll('#gantt rect').length >= 4", timeout=WAIT_MS
+    )
     shot(page, "submission-completed.png")
 
     # time travel: the slider back to an early event shows the jobs as they were then
