@@ -168,6 +168,25 @@ def engine_running(
         yield Engine(settings, db_path, scheduler, started)
 
 
+@contextmanager
+def client_running(
+    kafka_cluster: KafkaUnderTest, prefix: str, registry: TaskRegistry = REGISTRY
+) -> Iterator[Joblog]:
+    """A client of a running engine (scheduler and workers of ``registry``) on fresh topics."""
+    settings = Settings.from_env(
+        bootstrap_servers=kafka_cluster.bootstrap_servers,
+        topic_prefix=f"{prefix}{uuid.uuid4().hex[:8]}.",
+        partitions=3,
+    )
+    ensure_topics(settings)
+    with engine_running(settings, registry=registry) as running:
+        client = running.client()
+        try:
+            yield client
+        finally:
+            client.close()
+
+
 @pytest.fixture(scope="module")
 def engine(
     kafka_cluster: KafkaUnderTest, tmp_path_factory: pytest.TempPathFactory

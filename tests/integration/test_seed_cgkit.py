@@ -35,6 +35,7 @@ from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.worker import Worker, WorkerOptions
 from engine.worker.attempt import AttemptOptions
 from tests.integration.conftest import KafkaUnderTest
+from tests.integration.test_client import eventually
 
 T = TypeVar("T")
 POLICY = Policy(lease_ms=3_000, kill_grace_ms=3_000)
@@ -157,18 +158,6 @@ def running(
         assert worker.ready.wait(60), "the worker got no partitions"
         yield Running(settings, db_path, queue)
         queue.close()
-
-
-def eventually(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Polls ``check`` until it returns something truthy (the projection lags the log)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def render_tree(queue: JobQueue, scene: str, frames: int, failing: int | None = None) -> JobHandle:

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import errno
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from engine import JobException, Joblog, flux
 from engine import flux as job
-from engine.admin import ensure_topics
-from engine.config import Settings
 from engine.lifecycle.records import JobStatus
 from engine.watch import EventNotFound, Watcher
 from engine.worker import JobContext, TaskRegistry, task
 from tests.integration.conftest import KafkaUnderTest
-from tests.integration.test_client import REGISTRY, engine_running
+from tests.integration.test_client import REGISTRY, client_running
 
 
 @task
@@ -47,16 +44,8 @@ TASKS = TaskRegistry([*REGISTRY, fatal_once, say])
 
 @pytest.fixture(scope="module")
 def jl(kafka_cluster: KafkaUnderTest) -> Iterator[Joblog]:
-    settings = Settings.from_env(
-        bootstrap_servers=kafka_cluster.bootstrap_servers,
-        topic_prefix=f"fx{uuid.uuid4().hex[:8]}.",
-        partitions=3,
-    )
-    ensure_topics(settings)
-    with engine_running(settings, registry=TASKS) as running:
-        client = running.client()
+    with client_running(kafka_cluster, "fx", TASKS) as client:
         yield client
-        client.close()
 
 
 def test_the_event_watch_loop_of_the_flux_docs(jl: Joblog) -> None:

@@ -12,20 +12,17 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
 from engine import Job, Joblog, JobStatus, SubmissionStatus
-from engine.admin import ensure_topics
-from engine.config import Settings
 from engine.lifecycle.records import JobProgressed
 from engine.watch import PROGRESS_INTERVAL_S, JobView, SubmissionView, Watcher
 from engine.worker import JobContext, TaskRegistry, task
 from tests.integration.conftest import KafkaUnderTest
-from tests.integration.test_client import REGISTRY, engine_running
+from tests.integration.test_client import REGISTRY, client_running
 
 
 @task
@@ -52,16 +49,8 @@ TASKS = TaskRegistry([*REGISTRY, simulate, chatter])
 
 @pytest.fixture(scope="module")
 def jl(kafka_cluster: KafkaUnderTest) -> Iterator[Joblog]:
-    settings = Settings.from_env(
-        bootstrap_servers=kafka_cluster.bootstrap_servers,
-        topic_prefix=f"hp{uuid.uuid4().hex[:8]}.",
-        partitions=3,
-    )
-    ensure_topics(settings)
-    with engine_running(settings, registry=TASKS) as running:
-        client = running.client()
+    with client_running(kafka_cluster, "hp", TASKS) as client:
         yield client
-        client.close()
 
 
 def test_the_progress_printing_pattern(jl: Joblog, capsys: pytest.CaptureFixture[str]) -> None:
