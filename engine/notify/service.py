@@ -61,7 +61,7 @@ from engine.notify.delivery import (
 from engine.notify.delivery import Message as Notification
 from engine.notify.log import DeliveryLog
 from engine.notify.subscriptions import Subscription, SubscriptionSet
-from engine.scheduler.rebuild import CHECKPOINT_KEY
+from engine.scheduler.rebuild import read_state
 from engine.scheduler.snapshots import restore_snapshots
 from engine.topics import Topics
 from engine.watch import JobView, SubmissionView
@@ -595,13 +595,7 @@ class Notifier:
             {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
         )
         try:
-            latest: dict[bytes, bytes | None] = {}
-            for message in kafka.read_to_end(
-                reader, topics.state, partition, 0, self.options.seed_timeout_s
-            ):
-                key = message.key() or b""
-                if key != CHECKPOINT_KEY:
-                    latest[key] = message.value()
+            _, latest, _ = read_state(reader, topics, partition, self.options.seed_timeout_s)
         except BrokerError as exc:
             log.warning("declared notifications of partition %d not seeded: %s", partition, exc)
             return

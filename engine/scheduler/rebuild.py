@@ -17,6 +17,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer
+
 from engine import codec, kafka
 from engine.config import Settings
 from engine.errors import CodecError
@@ -47,6 +49,36 @@ def checkpoint_record(partition: int, events_offset: int) -> bytes:
     )
 
 
+def read_state(
+    reader: Consumer, topics: Topics, partition: int, timeout_s: float
+) -> tuple[int, dict[bytes, bytes | None], int]:
+    """Reads one partition of ``state`` to its end.
+
+    Returns:
+        The checkpoint's events offset (0 without one), the latest value of every other key
+        (``None``: a tombstone), and how many records were read.
+
+    Raises:
+        BrokerError: the end was not reached within ``timeout_s``.
+    """
+    checkpoint = 0
+    records = 0
+    latest: dict[bytes, bytes | None] = {}
+    for message in kafka.read_to_end(reader, topics.state, partition, 0, timeout_s):
+        records += 1
+        key = message.key() or b""
+        if key == CHECKPOINT_KEY:
+            value = message.value()
+            if value is not None:
+                try:
+                    checkpoint = codec.decode_snapshot(value).seq
+                except CodecError:
+                    checkpoint = 0
+            continue
+        latest[key] = message.value()
+    return checkpoint, latest, records
+
+
 def rebuild(
     settings: Settings, partition: int, timeout_s: float = 60.0
 ) -> tuple[RebuildStats, PartitionBook]:
@@ -66,21 +98,7 @@ def rebuild(
         {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
     )
     try:
-        checkpoint = 0
-        state_records = 0
-        latest: dict[bytes, bytes | None] = {}
-        for message in kafka.read_to_end(reader, topics.state, partition, 0, timeout_s):
-            state_records += 1
-            key = message.key() or b""
-            if key == CHECKPOINT_KEY:
-                value = message.value()
-                if value is not None:
-                    try:
-                        checkpoint = codec.decode_snapshot(value).seq
-                    except CodecError:
-                        checkpoint = 0
-                continue
-            latest[key] = message.value()
+        checkpoint, latest, state_records = read_state(reader, topics, partition, timeout_s)
         replay = Replay(partition, latest)
         events_from = replay.events_from(checkpoint)
         end = events_from
