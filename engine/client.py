@@ -42,10 +42,12 @@ from engine.errors import (
     JoblogError,
     JobNotCanceled,
     JobNotDeleted,
+    JobNotRerun,
     JobNotRetried,
     KafkaUnreachable,
     LimitExceeded,
     NotificationNotChanged,
+    QueueNotConfigured,
     SubmissionTooLarge,
     TooManyJobs,
 )
@@ -55,6 +57,7 @@ from engine.lifecycle.records import (
     CancelMode,
     Command,
     CommandRejected,
+    ConfigureQueue,
     DeleteJobs,
     Event,
     JobAbandoned,
@@ -62,14 +65,20 @@ from engine.lifecycle.records import (
     JobCancelRequested,
     JobDeleted,
     JobDispatched,
+    JobHeld,
+    JobRerun,
     JobSpec,
     Notification,
     NotificationAdded,
     NotificationRemoved,
+    QueueConfigured,
     RemoveNotification,
+    RerunJobs,
     RetryJob,
     SubmissionAccepted,
     SubmitJobs,
+    is_queue_config,
+    queue_config_id,
 )
 from engine.limits import KiB, Limits, MiB, describe_bytes, setting_name
 from engine.partitioning import partition_for
@@ -287,7 +296,11 @@ def decision_of(command: Command, event: Event) -> bool | None:
     elif isinstance(command, CancelJobs):
         accepted = isinstance(body, JobCanceled | JobCancelRequested | JobAbandoned)
     elif isinstance(command, RetryJob):
-        accepted = isinstance(body, JobDispatched) and event.job_id == command.job_id
+        accepted = isinstance(body, JobDispatched | JobHeld) and event.job_id == command.job_id
+    elif isinstance(command, RerunJobs):
+        accepted = isinstance(body, JobRerun) and body.command_id == command.command_id
+    elif isinstance(command, ConfigureQueue):
+        accepted = isinstance(body, QueueConfigured) and body.command_id == command.command_id
     elif isinstance(command, AddNotification | RemoveNotification):
         accepted = (
             isinstance(body, NotificationAdded | NotificationRemoved)
@@ -318,6 +331,8 @@ def rejection_error(command: Command, body: CommandRejected) -> CommandRejectedE
         CancelJobs: ("cancel", JobNotCanceled),
         RetryJob: ("retry", JobNotRetried),
         DeleteJobs: ("delete", JobNotDeleted),
+        RerunJobs: ("rerun", JobNotRerun),
+        ConfigureQueue: ("configuring", QueueNotConfigured),
         AddNotification: ("adding a notification to", NotificationNotChanged),
         RemoveNotification: ("removing a notification of", NotificationNotChanged),
     }[type(command)]
@@ -370,7 +385,12 @@ class DecisionReader:
             if self._partitions is None:
                 metadata = cluster_metadata(consumer, self.settings, self.topic, timeout=timeout)
                 self._partitions = topic_partitions(metadata, self.topic, self.settings)
-            partition = TopicPartition(self.topic, partition_for(submission_id, self._partitions))
+            number = (
+                queue_config_partition(submission_id)
+                if is_queue_config(submission_id)
+                else partition_for(submission_id, self._partitions)
+            )
+            partition = TopicPartition(self.topic, number)
             try:
                 _, high = consumer.get_watermark_offsets(partition, timeout=timeout)
             except KafkaException as exc:
@@ -619,12 +639,22 @@ class CommandProducer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._producer.produce(
-                    self.topics.commands,
-                    key=command.submission_id.encode(),
-                    value=value,
-                    on_delivery=delivered,
-                )
+                if isinstance(command, ConfigureQueue):
+                    # one record per partition, to the partition its key names
+                    self._producer.produce(
+                        self.topics.commands,
+                        key=command.submission_id.encode(),
+                        value=value,
+                        partition=queue_config_partition(command.submission_id),
+                        on_delivery=delivered,
+                    )
+                else:
+                    self._producer.produce(
+                        self.topics.commands,
+                        key=command.submission_id.encode(),
+                        value=value,
+                        on_delivery=delivered,
+                    )
                 break
             except BufferError:
                 # The local queue is full: let deliveries drain it, up to the deadline.
@@ -743,6 +773,38 @@ class CommandProducer:
         return command
 
 
+    def rerun(
+        self, submission_id: str, job_id: str | None = None, *, wait: bool = True
+    ) -> RerunJobs:
+        """Runs a failed, canceled or abandoned job (or every such job) of a submission again."""
+        command = rerun_command(submission_id, job_id)
+        self.send(command, wait=wait)
+        return command
+
+    def configure_queue(
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_running: int | None = None,
+        rate_limit: int | None = None,
+        rate_period_ms: int | None = None,
+        requested_by: str = "",
+    ) -> list[CommandHandle]:
+        """Sets a queue's settings in every partition (one command each); returns a handle
+        on the decision of each."""
+        commands = configure_queue_commands(
+            queue,
+            self.partitions(),
+            paused=paused,
+            max_running=max_running,
+            rate_limit=rate_limit,
+            rate_period_ms=rate_period_ms,
+            requested_by=requested_by,
+        )
+        return [self.send_tracked(command) for command in commands]
+
+
 def _kafka_text(exc: KafkaException) -> str:
     error = exc.args[0] if exc.args else None
     return error.str() if isinstance(error, KafkaError) else str(exc)
@@ -827,6 +889,53 @@ def retry_command(submission_id: str, job_id: str, *, requested_by: str = "") ->
         requested_by=requested_by,
         issued_at=now_ms(),
     )
+
+
+def rerun_command(
+    submission_id: str, job_id: str | None = None, *, requested_by: str = ""
+) -> RerunJobs:
+    """A rerun command with a fresh id."""
+    return RerunJobs(
+        command_id=new_id("c-"),
+        submission_id=submission_id,
+        job_id=job_id,
+        requested_by=requested_by,
+        issued_at=now_ms(),
+    )
+
+
+def configure_queue_commands(
+    queue: str,
+    partitions: int,
+    *,
+    paused: bool | None = None,
+    max_running: int | None = None,
+    rate_limit: int | None = None,
+    rate_period_ms: int | None = None,
+    requested_by: str = "",
+) -> list[ConfigureQueue]:
+    """The commands that set a queue's settings: one for each partition of ``commands``."""
+    command_id = new_id("c-")
+    issued_at = now_ms()
+    return [
+        ConfigureQueue(
+            command_id=f"{command_id}@{partition}",
+            submission_id=queue_config_id(queue, partition),
+            queue=queue,
+            paused=paused,
+            max_running=max_running,
+            rate_limit=rate_limit,
+            rate_period_ms=rate_period_ms,
+            requested_by=requested_by,
+            issued_at=issued_at,
+        )
+        for partition in range(partitions)
+    ]
+
+
+def queue_config_partition(config_id: str) -> int:
+    """The partition a queue's settings id names (``#queue-<queue>@<partition>``)."""
+    return int(config_id.rpartition("@")[2])
 
 
 def delete_command(

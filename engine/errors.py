@@ -149,6 +149,15 @@ class JobNotDeleted(CommandRejectedError):
 JobNotDeletedException = JobNotDeleted
 
 
+class JobNotRerun(CommandRejectedError):
+    """A rerun was rejected (the job did not fail, was not canceled or abandoned, or was
+    deleted)."""
+
+
+class QueueNotConfigured(CommandRejectedError):
+    """A queue's new settings were rejected (a limit out of its range)."""
+
+
 class NotificationNotChanged(CommandRejectedError):
     """Adding or removing a notification was rejected (a bad URL or event name, an unknown
     job or notification id, a finished submission, too many notifications)."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol, assert_never
 from engine.lifecycle import records as ev
 from engine.lifecycle.describe import describe
 from engine.lifecycle.durations import JobTimes, durations_of, moves_times
+from engine.lifecycle.reasons import reason_after
 from engine.lifecycle.records import (
     Event,
     EventBody,
@@ -33,6 +34,8 @@ from engine.lifecycle.records import (
     JobStatus,
     WorkerLeft,
     is_key_ledger,
+    is_queue_config,
+    is_slot_ledger,
 )
 from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
 
@@ -56,6 +59,8 @@ _JobChange = (
     | ev.JobSkipped
     | ev.JobDeleted
     | ev.JobDuplicateClaim
+    | ev.JobHeld
+    | ev.JobRerun
 )
 _JobBody = ev.JobSubmitted | _JobChange
 JobKey = tuple[str, str]
@@ -286,7 +291,8 @@ class Fold:
             self.advance(position)
         sid = event.submission_id
         submission: Row | None = None
-        ledger = is_key_ledger(sid)  # an idempotency key's ledger: history rows only
+        # an idempotency key's or a limit's ledger, a queue's settings: history rows only
+        ledger = is_key_ledger(sid) or is_slot_ledger(sid) or is_queue_config(sid)
         if event.seq > 0 and not ledger:
             submission = self.submissions.get(sid)
             if submission is None:
@@ -325,8 +331,10 @@ class Fold:
                     wall_time=_seconds(submission["submitted_at"], event.timestamp),
                 )
                 status = str(body.status)
-            case ev.IdempotencyKeyDecided():
+            case ev.IdempotencyKeyDecided() | ev.SlotDecided():
                 status = str(body.decision)
+            case ev.QueueConfigured():
+                status = "PAUSED" if body.paused else "RUNNING"
             case ev.NotificationAdded() | ev.NotificationRemoved():
                 status = None  # about the submission's notifications (the notifications view)
             case ev.CommandRejected():
@@ -375,6 +383,13 @@ class Fold:
                     submission["submitted"] += 1
             job = found
             self._apply(job, event, body, submission)
+        reason = reason_after(body, ts)
+        if reason is not None:
+            job.update(
+                pending_reason=reason.code or None,
+                pending_detail=reason.detail or None,
+                pending_until=reason.until or None,
+            )
         job["last_seq"] = event.seq
         job["updated_at"] = ts
         if moves_times(event.body):
@@ -593,6 +608,33 @@ class Fold:
                 attempt = self._attempt(sid, job_id, body.attempt, job["queue"], ts)
                 attempt["duplicate_claims"] += 1
                 _executed(job, attempt, body.worker_id)
+            case ev.JobHeld():
+                pass  # a pending reason (set for every job event below)
+            case ev.JobRerun():
+                self._status(job, JobStatus.SUBMITTED, submission)
+                job.update(
+                    reruns=(job["reruns"] or 0) + 1,
+                    blocked_at=None,
+                    first_pending_at=None,
+                    pending_at=None,
+                    assigned_at=None,
+                    run_at=None,
+                    finished_at=None,
+                    worker_started_at=None,
+                    worker_ended_at=None,
+                    worker_id=None,
+                    host=None,
+                    pid=None,
+                    result=None,
+                    exit_code=None,
+                    failure_reason=None,
+                    error_type=None,
+                    error_note=None,
+                    end_reason=None,
+                    canceled_by=None,
+                )
+                if submission is not None and submission["done"]:
+                    submission.update(done=False, outcome=None, finished_at=None, wall_time=None)
             case _:
                 assert_never(body)
 
@@ -769,6 +811,9 @@ def _new_job(sid: str, body: ev.JobSubmitted, ts: int) -> Row:
         idempotency_key=spec.idempotency_key,
         timeout_ms=spec.timeout_ms,
         queue_timeout_ms=spec.queue_timeout_ms,
+        concurrency_key=spec.concurrency_key,
+        force=spec.force,
+        reruns=0,
     )
     return job
 
@@ -803,6 +848,7 @@ def _attempt_of(body: EventBody) -> int | None:
             | ev.JobFailed()
             | ev.JobCanceled()
             | ev.JobDuplicateClaim()
+            | ev.JobHeld()
         ):
             return body.attempt if body.attempt > 0 else None
         case (
@@ -817,6 +863,9 @@ def _attempt_of(body: EventBody) -> int | None:
             | ev.IdempotencyKeyDecided()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
+            | ev.JobRerun()
         ):
             return None
         case _:
@@ -856,6 +905,10 @@ def _attempts_of(body: EventBody) -> tuple[int, ...]:
             | ev.IdempotencyKeyDecided()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.JobHeld()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
+            | ev.JobRerun()
         ):
             return ()
         case _:

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 #: Bumped when a table changes incompatibly; a file of another version must be rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -129,6 +129,12 @@ JOBS = Table(
         ("queue_timeout_ms", _B),
         ("last_seq", _B),
         ("updated_at", _TS),
+        ("pending_reason", _S),
+        ("pending_detail", _S),
+        ("pending_until", _TS),
+        ("concurrency_key", _S),
+        ("force", _BOOL),
+        ("reruns", _I),
     ),
     ("submission_id", "job_id"),
 )

@@ -22,12 +22,17 @@ from engine.lifecycle.records import (
     AnyCommand,
     CancelJobs,
     ClaimIdempotencyKey,
+    ClaimSlot,
+    ConfigureQueue,
     DeleteJobs,
     IdempotencyKeyAnswer,
     Notification,
     ReleaseIdempotencyKey,
+    ReleaseSlot,
     RemoveNotification,
+    RerunJobs,
     RetryJob,
+    SlotAnswer,
     SubmitJobs,
 )
 
@@ -82,6 +87,11 @@ _TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     IdempotencyKeyAnswer: (f"{NAMESPACE}.IdempotencyKeyAnswer", vars),
     AddNotification: (f"{NAMESPACE}.AddNotification", _add_notification_to_avro),
     RemoveNotification: (f"{NAMESPACE}.RemoveNotification", vars),
+    RerunJobs: (f"{NAMESPACE}.RerunJobs", vars),
+    ConfigureQueue: (f"{NAMESPACE}.ConfigureQueue", vars),
+    ClaimSlot: (f"{NAMESPACE}.ClaimSlot", vars),
+    ReleaseSlot: (f"{NAMESPACE}.ReleaseSlot", vars),
+    SlotAnswer: (f"{NAMESPACE}.SlotAnswer", vars),
 }
 _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.SubmitJobs": _submit_from_avro,
@@ -93,6 +103,11 @@ _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.IdempotencyKeyAnswer": lambda r: restore(IdempotencyKeyAnswer, r),
     f"{NAMESPACE}.AddNotification": _add_notification_from_avro,
     f"{NAMESPACE}.RemoveNotification": lambda r: restore(RemoveNotification, r),
+    f"{NAMESPACE}.RerunJobs": lambda r: restore(RerunJobs, r),
+    f"{NAMESPACE}.ConfigureQueue": lambda r: restore(ConfigureQueue, r),
+    f"{NAMESPACE}.ClaimSlot": lambda r: restore(ClaimSlot, r),
+    f"{NAMESPACE}.ReleaseSlot": lambda r: restore(ReleaseSlot, r),
+    f"{NAMESPACE}.SlotAnswer": lambda r: restore(SlotAnswer, r),
 }
 
 

@@ -22,16 +22,21 @@ from engine.lifecycle.records import (
     Event,
     EventBody,
     FailureReason,
+    HoldReason,
     IdempotencyKeyDecided,
     JobAbandoned,
     JobBlocked,
     JobCancelRequested,
     JobFailed,
+    JobHeld,
+    JobRerun,
     JobRetryScheduled,
     JobSubmitted,
     KeyDecision,
     Notification,
     NotificationAdded,
+    SlotDecided,
+    SlotDecision,
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
@@ -41,6 +46,8 @@ _SCHEMA = REGISTRY.current("Event")
 _FAILURE_REASONS = members(FailureReason)
 _SUBMISSION_STATUSES = members(SubmissionStatus)
 _KEY_DECISIONS = members(KeyDecision)
+_HOLD_REASONS = members(HoldReason)
+_SLOT_DECISIONS = members(SlotDecision)
 
 _ToAvro = Callable[[Any], dict[str, Any]]
 _FromAvro = Callable[[dict[str, Any]], EventBody]
@@ -108,6 +115,21 @@ def _key_decided(r: dict[str, Any]) -> IdempotencyKeyDecided:
     return restore(IdempotencyKeyDecided, r)
 
 
+def _held(r: dict[str, Any]) -> JobHeld:
+    r["reason"] = _HOLD_REASONS[r["reason"]]
+    return restore(JobHeld, r)
+
+
+def _slot_decided(r: dict[str, Any]) -> SlotDecided:
+    r["decision"] = _SLOT_DECISIONS[r["decision"]]
+    return restore(SlotDecided, r)
+
+
+def _rerun(r: dict[str, Any]) -> JobRerun:
+    r["previous_status"] = JOB_STATUSES[r["previous_status"]]
+    return restore(JobRerun, r)
+
+
 def _notification_added_to_avro(b: NotificationAdded) -> dict[str, Any]:
     return {**vars(b), "notification": vars(b.notification)}
 
@@ -129,6 +151,9 @@ _CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
     SubmissionCompleted: (_completed_to_avro, _completed),
     IdempotencyKeyDecided: (vars, _key_decided),
     NotificationAdded: (_notification_added_to_avro, _notification_added),
+    JobHeld: (vars, _held),
+    SlotDecided: (vars, _slot_decided),
+    JobRerun: (vars, _rerun),
 }
 
 

@@ -19,12 +19,15 @@ from engine.codec.mapping import (
     spec_to_avro,
 )
 from engine.codec.schemas import NAMESPACE, REGISTRY
-from engine.lifecycle.records import SubmissionStatus
+from engine.lifecycle.records import HoldReason, SubmissionStatus
 from engine.lifecycle.state import (
     CancelRequest,
     JobState,
     KeyLedger,
     PendingProgress,
+    QueueConfig,
+    SlotLedger,
+    SlotWaiter,
     SubmissionState,
 )
 
@@ -33,6 +36,9 @@ _SUBMISSION_STATUSES = members(SubmissionStatus)
 _CANCEL_REQUEST = f"{NAMESPACE}.CancelRequest"
 _PENDING_PROGRESS = f"{NAMESPACE}.PendingProgress"
 _KEY_LEDGER = f"{NAMESPACE}.KeyLedger"
+_SLOT_LEDGER = f"{NAMESPACE}.SlotLedger"
+_QUEUE_CONFIG = f"{NAMESPACE}.QueueConfig"
+_HOLD_REASONS = members(HoldReason)
 
 
 def _ledger_to_avro(ledger: KeyLedger | None) -> tuple[str, dict[str, Any]] | None:
@@ -47,6 +53,32 @@ def _ledger_from_avro(value: Any) -> KeyLedger | None:
     return restore(KeyLedger, fields)
 
 
+def _slot_ledger_to_avro(ledger: SlotLedger | None) -> tuple[str, dict[str, Any]] | None:
+    if ledger is None:
+        return None
+    return (_SLOT_LEDGER, {**vars(ledger), "waiters": [vars(w) for w in ledger.waiters]})
+
+
+def _slot_ledger_from_avro(value: Any) -> SlotLedger | None:
+    if value is None:
+        return None
+    fields = value[1] if isinstance(value, tuple) else value
+    fields["holders"] = tuple(fields["holders"])
+    fields["waiters"] = tuple([restore(SlotWaiter, w) for w in fields["waiters"]])
+    fields["starts"] = tuple(fields["starts"])
+    return restore(SlotLedger, fields)
+
+
+def _queue_config_to_avro(config: QueueConfig | None) -> tuple[str, dict[str, Any]] | None:
+    return None if config is None else (_QUEUE_CONFIG, vars(config))
+
+
+def _queue_config_from_avro(value: Any) -> QueueConfig | None:
+    if value is None:
+        return None
+    return restore(QueueConfig, value[1] if isinstance(value, tuple) else value)
+
+
 def _job_to_avro(job: JobState) -> dict[str, Any]:
     cancel = job.cancel
     held = job.held_progress
@@ -56,6 +88,7 @@ def _job_to_avro(job: JobState) -> dict[str, Any]:
         # sorted, so that equal states encode to equal bytes
         "waiting_on": sorted(job.waiting_on),
         "fenced_workers": sorted(job.fenced_workers),
+        "slots": sorted(job.slots),
         "cancel": None if cancel is None else (_CANCEL_REQUEST, vars(cancel)),
         "held_progress": None if held is None else (_PENDING_PROGRESS, vars(held)),
     }
@@ -75,6 +108,9 @@ def _job_from_avro(r: dict[str, Any]) -> JobState:
     r["status"] = JOB_STATUSES[r["status"]]
     r["waiting_on"] = frozenset(r["waiting_on"])
     r["fenced_workers"] = frozenset(r["fenced_workers"])
+    r["slots"] = frozenset(r["slots"])
+    if r["held"] is not None:
+        r["held"] = _HOLD_REASONS[r["held"]]
     return restore(JobState, r)
 
 
@@ -91,6 +127,8 @@ def _to_avro(s: SubmissionState) -> dict[str, Any]:
         "per_job": False,
         "key_ledger": _ledger_to_avro(s.key_ledger),
         "notifications": notifications_to_avro(s.notifications),
+        "slot_ledger": _slot_ledger_to_avro(s.slot_ledger),
+        "queue_config": _queue_config_to_avro(s.queue_config),
     }
 
 
@@ -129,6 +167,8 @@ def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, 
         "per_job": True,
         "key_ledger": _ledger_to_avro(s.key_ledger),
         "notifications": notifications_to_avro(s.notifications),
+        "slot_ledger": _slot_ledger_to_avro(s.slot_ledger),
+        "queue_config": _queue_config_to_avro(s.queue_config),
     }
 
 
@@ -153,6 +193,8 @@ def _job_part_to_avro(item: tuple[SubmissionState, str]) -> dict[str, Any]:
         "per_job": False,
         "key_ledger": None,
         "notifications": [],
+        "slot_ledger": None,
+        "queue_config": None,
     }
 
 
@@ -203,6 +245,8 @@ def _from_avro(r: dict[str, Any]) -> SubmissionState:
         labels=pairs_from_avro(r["labels"]),
         key_ledger=_ledger_from_avro(r["key_ledger"]),
         notifications=notifications_from_avro(r["notifications"]),
+        slot_ledger=_slot_ledger_from_avro(r["slot_ledger"]),
+        queue_config=_queue_config_from_avro(r["queue_config"]),
         open_jobs=sum(not job.is_terminal for job in jobs),
     )
 

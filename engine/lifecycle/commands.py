@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from engine.lifecycle.draft import Draft
+from engine.lifecycle.gates import pass_gates
 from engine.lifecycle.notifications import emit_added, submitted_problem
-from engine.lifecycle.policy import dispatch_id
 from engine.lifecycle.records import (
     CANCELABLE_AT_ONCE,
     KEY_WAIT,
@@ -25,13 +25,14 @@ from engine.lifecycle.records import (
     JobCanceled,
     JobCancelRequested,
     JobDeleted,
-    JobDispatched,
+    JobRerun,
     JobSkipped,
     JobStatus,
     JobSubmitted,
     KeyDecision,
     RejectionCode,
     ReleaseIdempotencyKey,
+    RerunJobs,
     RetryJob,
     SubmissionAccepted,
     SubmitJobs,
@@ -44,6 +45,7 @@ from engine.lifecycle.state import (
 from engine.lifecycle.transitions import (
     abandon_dependents,
     after_terminal,
+    by_priority,
     cascade,
     complete_if_done,
     make_pending,
@@ -118,6 +120,9 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
         emit_added(draft, notification, command.command_id, command.submitted_by)
     for spec in command.jobs:
         draft.emit(spec.job_id, JobSubmitted(spec))
+    # with priorities that differ, the runnable jobs are made pending last, most urgent first
+    ranked = len({spec.priority for spec in command.jobs}) > 1
+    ready: list[str] = []
     for job_id in depth_first(command.jobs):
         job = draft.job(job_id)
         if job.is_terminal:
@@ -145,8 +150,12 @@ def decide_submit(draft: Draft, command: SubmitJobs, completed_keys: Mapping[str
             waiting.insert(0, KEY_WAIT)
         if waiting:
             draft.emit(job_id, JobBlocked(tuple(waiting)))
+        elif ranked:
+            ready.append(job_id)
         else:
             make_pending(draft, job_id, attempt=1, reason="submitted")
+    for job_id in by_priority(draft, ready):  # the first dispatched are the most urgent
+        make_pending(draft, job_id, attempt=1, reason="submitted")
     complete_if_done(draft)
 
 
@@ -325,15 +334,18 @@ def decide_retry_now(draft: Draft, command: RetryJob) -> None:
     if not _known_job(draft, command.command_id, "RetryJob", command.job_id):
         return
     job = draft.job(command.job_id)
-    if job.status is JobStatus.PENDING and job.dispatch_id is None:
-        draft.emit(
+    if job.status is JobStatus.PENDING and job.dispatch_id is None and job.held is not None:
+        draft.reject(
+            command.command_id,
+            "RetryJob",
+            RejectionCode.NOT_WAITING,
+            f"job {command.job_id!r} is held back ({job.held}), not waiting for a retry's "
+            "backoff: it goes on when its gate opens",
             command.job_id,
-            JobDispatched(
-                attempt=job.attempt,
-                queue=job.spec.queue,
-                dispatch_id=dispatch_id(draft.state.submission_id, command.job_id, job.attempt),
-            ),
         )
+        return
+    if job.status is JobStatus.PENDING and job.dispatch_id is None:
+        pass_gates(draft, command.job_id)  # now rather than at its not_before
         return
     code = RejectionCode.ALREADY_TERMINAL if job.is_terminal else RejectionCode.NOT_WAITING
     draft.reject(
@@ -449,7 +461,8 @@ def decide_key_answer(draft: Draft, answer: IdempotencyKeyAnswer) -> None:
         if remaining:
             draft.emit(answer.job_id, JobBlocked(tuple(sorted(remaining))))
         else:
-            make_pending(draft, answer.job_id, attempt=1, reason="idempotency key granted")
+            attempt = max(1, job.attempt)  # (a rerun job keeps the attempt number it was given)
+            make_pending(draft, answer.job_id, attempt, reason="idempotency key granted")
         return
     draft.emit(
         answer.job_id,
@@ -460,3 +473,94 @@ def decide_key_answer(draft: Draft, answer: IdempotencyKeyAnswer) -> None:
         ),
     )
     after_terminal(draft, answer.job_id)
+
+
+RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.ABANDONED})
+
+
+def _rerun_set(draft: Draft, roots: list[str]) -> list[str]:
+    """The jobs a rerun of ``roots`` runs again: the roots, the jobs upstream of them that did
+    not succeed (an abandoned job reruns with what abandoned it), and the jobs downstream that
+    were abandoned (what a failure took with it); in submission order."""
+    state = draft.state
+    chosen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        job_id = todo.pop()
+        if job_id in chosen:
+            continue
+        job = draft.job(job_id)
+        if job.status not in RERUNNABLE or job.deleted:
+            continue
+        chosen.add(job_id)
+        todo.extend(upstream_of(job.spec, state.children.get(job_id, ())))
+        for dependent in state.dependents.get(job_id, ()):
+            if draft.job(dependent).status is JobStatus.ABANDONED:
+                todo.append(dependent)
+    return [job_id for job_id in state.jobs if job_id in chosen]
+
+
+def decide_rerun(draft: Draft, command: RerunJobs) -> None:
+    """Runs failed, canceled and abandoned jobs again, in the same submission and history.
+
+    Each job gets a new attempt number (the next after its last) and a fresh retry budget;
+    the jobs are then decided as at submit: BLOCKED behind what they wait on, or PENDING.
+    """
+    if not _known_job(draft, command.command_id, "RerunJobs", command.job_id):
+        return
+    state = draft.state
+    if command.job_id is not None:
+        job = draft.job(command.job_id)
+        if job.status not in RERUNNABLE or job.deleted:
+            why = "deleted" if job.deleted else str(job.status)
+            draft.reject(
+                command.command_id,
+                "RerunJobs",
+                RejectionCode.NOT_RERUNNABLE,
+                f"job {command.job_id!r} is {why}; only FAILED, CANCELED and ABANDONED jobs "
+                "can be rerun",
+                command.job_id,
+            )
+            return
+        roots = [command.job_id]
+    else:
+        roots = [j for j, job in state.jobs.items() if job.status in RERUNNABLE]
+    targets = _rerun_set(draft, roots)
+    if not targets:
+        draft.reject(
+            command.command_id,
+            "RerunJobs",
+            RejectionCode.NOT_RERUNNABLE,
+            "no FAILED, CANCELED or ABANDONED job to rerun",
+        )
+        return
+    for job_id in targets:
+        job = draft.job(job_id)
+        draft.emit(
+            job_id,
+            JobRerun(
+                attempt=job.attempt + 1,
+                previous_status=job.status,
+                command_id=command.command_id,
+                requested_by=command.requested_by,
+            ),
+        )
+    chosen = set(targets)
+    ready: list[str] = []
+    for job_id in depth_first(tuple(draft.job(j).spec for j in state.jobs)):
+        if job_id not in chosen:
+            continue
+        job = draft.job(job_id)
+        waiting = sorted(
+            upstream
+            for upstream in upstream_of(job.spec, state.children.get(job_id, ()))
+            if not draft.job(upstream).status.is_success
+        )
+        if job.spec.idempotency_key and not job.spec.force:
+            waiting.insert(0, KEY_WAIT)  # claimed again: the key may have completed meanwhile
+        if waiting:
+            draft.emit(job_id, JobBlocked(tuple(waiting)))
+        else:
+            ready.append(job_id)
+    for job_id in by_priority(draft, ready):
+        make_pending(draft, job_id, attempt=draft.job(job_id).attempt, reason="rerun")

@@ -23,12 +23,19 @@ from engine.lifecycle.commands import (
     decide_delete,
     decide_key_answer,
     decide_release_key,
+    decide_rerun,
     decide_retired,
     decide_retry_now,
     decide_submit,
 )
-from engine.lifecycle.draft import Draft, merge_draft
+from engine.lifecycle.draft import NO_QUEUES, Draft, merge_draft
 from engine.lifecycle.effects import Effect
+from engine.lifecycle.gates import (
+    decide_claim_slot,
+    decide_configure_queue,
+    decide_release_slot,
+    decide_slot_answer,
+)
 from engine.lifecycle.notifications import decide_add_notification, decide_remove_notification
 from engine.lifecycle.policy import (
     DEFAULT_POLICY,
@@ -41,6 +48,8 @@ from engine.lifecycle.records import (
     AddNotification,
     CancelJobs,
     ClaimIdempotencyKey,
+    ClaimSlot,
+    ConfigureQueue,
     DeleteJobs,
     Event,
     FailureReason,
@@ -49,8 +58,11 @@ from engine.lifecycle.records import (
     Input,
     RejectionCode,
     ReleaseIdempotencyKey,
+    ReleaseSlot,
     RemoveNotification,
+    RerunJobs,
     RetryJob,
+    SlotAnswer,
     SubmitJobs,
     Tick,
     Unprocessable,
@@ -64,6 +76,7 @@ from engine.lifecycle.reports import (
     stale_reply,
 )
 from engine.lifecycle.state import (
+    QueueConfig,
     SubmissionState,
 )
 from engine.lifecycle.timers import fire_timers, job_deadline, next_deadline, observe, recover
@@ -80,6 +93,7 @@ def decide(
     *,
     policy: Policy = DEFAULT_POLICY,
     completed_keys: Mapping[str, str] = _NO_KEYS,
+    queues: Mapping[str, QueueConfig] = NO_QUEUES,
 ) -> list[Event]:
     """Decides what happens when ``given`` meets the submission in ``state``.
 
@@ -89,6 +103,7 @@ def decide(
         now: the scheduler's clock, in ms; every event is stamped with it.
         policy: scheduler-wide limits and timings.
         completed_keys: idempotency key -> ``submission_id/job_id`` that completed it.
+        queues: the settings of the queues in the submission's partition (paused, limits).
 
     Returns:
         The new events of this submission, with consecutive sequence numbers.
@@ -96,7 +111,7 @@ def decide(
     submission_id = _submission_of(given, state)
     if submission_id is None:
         return []
-    draft = Draft(state, submission_id, now, policy)
+    draft = Draft(state, submission_id, now, policy, queues=queues)
     _decide_into(draft, given, completed_keys)
     return draft.events
 
@@ -123,6 +138,7 @@ def step(
     *,
     policy: Policy = DEFAULT_POLICY,
     completed_keys: Mapping[str, str] = _NO_KEYS,
+    queues: Mapping[str, QueueConfig] = NO_QUEUES,
 ) -> Step:
     """decide, effects, evolve and observe in one pass: the scheduler's hot path.
 
@@ -136,7 +152,7 @@ def step(
     stale = is_stale(state, given)
     if stale:
         return Step([], list(stale_reply(state, given, now, policy)), state, stale=True)
-    draft = Draft(state, submission_id, now, policy, collect_effects=True)
+    draft = Draft(state, submission_id, now, policy, collect_effects=True, queues=queues)
     _decide_into(draft, given, completed_keys)
     if state is None:
         if not draft.state.accepted:
@@ -194,6 +210,16 @@ def _decide_into(draft: Draft, given: Input, completed_keys: Mapping[str, str]) 
         decide_release_key(draft, given)
     elif isinstance(given, IdempotencyKeyAnswer):
         decide_key_answer(draft, given)
+    elif isinstance(given, RerunJobs):
+        decide_rerun(draft, given)
+    elif isinstance(given, ConfigureQueue):
+        decide_configure_queue(draft, given)
+    elif isinstance(given, ClaimSlot):
+        decide_claim_slot(draft, given)
+    elif isinstance(given, ReleaseSlot):
+        decide_release_slot(draft, given)
+    elif isinstance(given, SlotAnswer):
+        decide_slot_answer(draft, given)
     else:
         decide_report(draft, given)
 
@@ -209,7 +235,12 @@ def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
         | RemoveNotification
         | ClaimIdempotencyKey
         | ReleaseIdempotencyKey
-        | IdempotencyKeyAnswer,
+        | IdempotencyKeyAnswer
+        | RerunJobs
+        | ConfigureQueue
+        | ClaimSlot
+        | ReleaseSlot
+        | SlotAnswer,
     ):
         return given.submission_id
     if isinstance(given, Unprocessable):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import assert_never
 
 from engine.lifecycle import records as ev
-from engine.lifecycle.records import CancelMode, Event, KeyDecision
+from engine.lifecycle.records import CancelMode, Event, HoldReason, KeyDecision, SlotDecision
 
 _MAX_LIST = 5
 _MAX_TEXT = 200
@@ -131,8 +131,58 @@ def describe(event: Event) -> str:
             return f"Notification added: {_notification(body.notification)}"
         case ev.NotificationRemoved():
             return f"Notification {body.notification_id} removed: {_clip(body.reason)}"
+        case ev.JobHeld():
+            if body.reason is HoldReason.QUEUE_PAUSED:
+                return f"Attempt {body.attempt} held: {_clip(body.detail)}"
+            return f"Attempt {body.attempt} {_clip(body.detail)}"
+        case ev.SlotDecided():
+            return _slot_decision(body)
+        case ev.QueueConfigured():
+            return f"Queue {body.queue}: {queue_settings(body)}"
+        case ev.JobRerun():
+            by = f" by {body.requested_by}" if body.requested_by else ""
+            return (
+                f"Job rerun{by} after it ended {body.previous_status}: "
+                f"attempt {body.attempt} next"
+            )
         case _:
             assert_never(body)
+
+
+def queue_settings(body: ev.QueueConfigured) -> str:
+    """A queue's settings in words."""
+    parts = ["paused" if body.paused else "running"]
+    if body.max_running:
+        parts.append(f"at most {body.max_running} running")
+    if body.rate_limit:
+        parts.append(f"at most {body.rate_limit} starts per {body.rate_period_ms} ms")
+    if not body.max_running and not body.rate_limit:
+        parts.append("no limits")
+    return ", ".join(parts)
+
+
+def _slot_decision(body: ev.SlotDecided) -> str:
+    match body.decision:
+        case SlotDecision.GRANTED:
+            return f"Slot of {body.ledger} granted to {body.job}"
+        case SlotDecision.QUEUED:
+            behind = (
+                f", the rate allows the next start at {_clock(body.until)}" if body.until else ""
+            )
+            return f"{body.job} waits for a slot of {body.ledger}: {body.position} ahead{behind}"
+        case SlotDecision.RELEASED:
+            return f"{body.job} released its slot of {body.ledger}"
+        case SlotDecision.WITHDRAWN:
+            return f"{body.job} withdrew its claim on {body.ledger}"
+        case SlotDecision.LIMITS:
+            limits = []
+            if body.max_running:
+                limits.append(f"at most {body.max_running} running")
+            if body.rate_limit:
+                limits.append(f"at most {body.rate_limit} starts per {body.rate_period_ms} ms")
+            return f"Limits of {body.ledger}: {', '.join(limits) or 'none'}"
+        case _:
+            assert_never(body.decision)
 
 
 def _key_decision(body: ev.IdempotencyKeyDecided) -> str:

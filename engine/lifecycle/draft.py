@@ -7,6 +7,7 @@ can cascade) and, for the scheduler's one-pass step, collects the records each e
 from __future__ import annotations
 
 from collections import ChainMap
+from collections.abc import Mapping
 
 from engine.lifecycle.effects import Effect, effects
 from engine.lifecycle.evolve import evolve
@@ -22,8 +23,12 @@ from engine.lifecycle.state import (
     MAPPING_FIELDS,
     SCALAR_FIELDS,
     JobState,
+    QueueConfig,
     SubmissionState,
 )
+
+#: No queue has settings (the default of a decision's ``queues``).
+NO_QUEUES: Mapping[str, QueueConfig] = {}
 
 
 def merge_draft(draft: SubmissionState, into: SubmissionState) -> None:
@@ -47,6 +52,7 @@ class Draft:
         policy: Policy,
         *,
         collect_effects: bool = False,
+        queues: Mapping[str, QueueConfig] = NO_QUEUES,
     ) -> None:
         base = state or SubmissionState(submission_id=submission_id)
         self.state = object.__new__(SubmissionState)
@@ -58,6 +64,7 @@ class Draft:
         self.state.submission_id = submission_id
         self.now = now
         self.policy = policy
+        self.queues = queues  # the settings of the queues in the submission's partition
         self.events: list[Event] = []
         self.collect_effects = collect_effects
         self.effects: list[Effect] = []

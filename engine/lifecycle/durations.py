@@ -156,6 +156,11 @@ def job_times(events: Iterable[Event]) -> JobTimes:
             case ev.JobAbandoned() | ev.JobSkipped():
                 if finished_at is None:
                     finished_at = ts
+            case ev.JobRerun():
+                # a new run: its times start again (the job was submitted once)
+                blocked_at = first_pending_at = pending_at = run_at = finished_at = None
+                worker_started_at = worker_ended_at = None
+                attempt = body.attempt
             case (
                 ev.JobAssigned()
                 | ev.JobDispatched()
@@ -171,6 +176,9 @@ def job_times(events: Iterable[Event]) -> JobTimes:
                 | ev.IdempotencyKeyDecided()
                 | ev.NotificationAdded()
                 | ev.NotificationRemoved()
+                | ev.JobHeld()
+                | ev.SlotDecided()
+                | ev.QueueConfigured()
             ):
                 pass
             case _:
@@ -206,6 +214,7 @@ def moves_times(body: EventBody) -> bool:
             | ev.JobCanceled()
             | ev.JobAbandoned()
             | ev.JobSkipped()
+            | ev.JobRerun()
         ):
             return True
         case (
@@ -223,6 +232,9 @@ def moves_times(body: EventBody) -> bool:
             | ev.IdempotencyKeyDecided()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.JobHeld()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
         ):
             return False
         case _:

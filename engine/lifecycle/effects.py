@@ -6,10 +6,12 @@ transaction as the event itself, so a dispatch exists exactly when its event doe
 
 from __future__ import annotations
 
+from engine.lifecycle.gates import claim_of, slot_answer, slot_traffic
 from engine.lifecycle.records import (
     KEY_WAIT,
     CancelMode,
     ClaimIdempotencyKey,
+    ClaimSlot,
     Control,
     Dispatch,
     Event,
@@ -25,18 +27,34 @@ from engine.lifecycle.records import (
     JobDispatched,
     JobDuplicateClaim,
     JobFailed,
+    JobHeld,
     JobPending,
     JobRetryScheduled,
+    JobSkipped,
     JobStatus,
     KeyCommand,
     KeyDecision,
+    QueueConfigured,
     ReleaseIdempotencyKey,
+    SlotDecided,
+    SlotDecision,
     job_ref,
     key_ledger_id,
+    slot_ledger_id,
 )
 from engine.lifecycle.state import JobState, SubmissionState
 
 Effect = Dispatch | Control | KeyCommand
+
+#: Events that end the current attempt: the slots it holds or waits for are released.
+_ENDS_AN_ATTEMPT = (
+    JobRetryScheduled,
+    JobCompleted,
+    JobFailed,
+    JobCanceled,
+    JobAbandoned,
+    JobSkipped,
+)
 
 _KILL_ON = frozenset(
     {FailureReason.TIMEOUT, FailureReason.QUEUE_TIMEOUT, FailureReason.WORKER_LOST}
@@ -58,15 +76,53 @@ def effects(
     body = event.body
     if isinstance(body, IdempotencyKeyDecided):
         return _answer(event, body)
+    if isinstance(body, SlotDecided):
+        if body.decision is not SlotDecision.GRANTED:
+            return []
+        return [slot_answer(body, event.event_id, event.timestamp)]
+    if isinstance(body, QueueConfigured):
+        return _queue_limits(before, event, body)
     job = before.jobs.get(event.job_id)
     if job is None:
         return []
+    out = _job_effects(event, job, lease_ms, kill_grace_ms)
     key = job.spec.idempotency_key
     if key:
         traffic = _key_traffic(event, job, key)
         if traffic is not None:
-            return [traffic, *_job_effects(event, job, lease_ms, kill_grace_ms)]
-    return _job_effects(event, job, lease_ms, kill_grace_ms)
+            out = [traffic, *out]
+    if isinstance(body, JobHeld) and body.slot and body.slot != job.held_slot:
+        out.append(
+            claim_of(event.submission_id, event.job_id, job, body, event.event_id, event.timestamp)
+        )
+    elif (job.slots or job.held_slot) and isinstance(body, _ENDS_AN_ATTEMPT):
+        out.extend(
+            slot_traffic(event.submission_id, event.job_id, job, event.event_id, event.timestamp)
+        )
+    return out
+
+
+def _queue_limits(before: SubmissionState, event: Event, body: QueueConfigured) -> list[Effect]:
+    """New limits of a queue go to its ledger at once (jobs waiting there may go on)."""
+    old = before.queue_config
+    limits = (body.max_running, body.rate_limit, body.rate_period_ms)
+    if old is not None and limits == (old.max_running, old.rate_limit, old.rate_period_ms):
+        return []
+    if old is None and limits == (0, 0, 0):
+        return []
+    name = f"queue:{body.queue}"
+    return [
+        ClaimSlot(
+            command_id=f"{event.event_id}:limits",
+            submission_id=slot_ledger_id(name),
+            ledger=name,
+            holder="",
+            max_running=body.max_running,
+            rate_limit=body.rate_limit,
+            rate_period_ms=body.rate_period_ms,
+            issued_at=event.timestamp,
+        )
+    ]
 
 
 def _job_effects(event: Event, job: JobState, lease_ms: int, kill_grace_ms: int) -> list[Effect]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from engine.lifecycle import records as ev
+from engine.lifecycle.gates import evolve_slot_ledger
 from engine.lifecycle.notifications import active_after
 from engine.lifecycle.records import (
     Event,
@@ -20,6 +21,8 @@ from engine.lifecycle.state import (
     CancelRequest,
     JobState,
     KeyLedger,
+    QueueConfig,
+    SlotLedger,
     SubmissionState,
     replace_job,
     upstream_of,
@@ -64,12 +67,25 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
             state.deleted = all(job.deleted for job in state.jobs.values())
         case ev.NotificationAdded() | ev.NotificationRemoved():
             state.notifications = active_after(state.notifications, body)
+        case ev.SlotDecided():
+            state.accepted = True
+            state.slot_ledger = evolve_slot_ledger(
+                state.slot_ledger or SlotLedger(body.ledger), body, event.seq, event.timestamp
+            )
+        case ev.QueueConfigured():
+            state.accepted = True
+            state.queue_config = QueueConfig(
+                body.queue, body.paused, body.max_running, body.rate_limit, body.rate_period_ms
+            )
         case _:
             job = state.jobs[event.job_id]
             new = evolve_job(job, body, event.timestamp)
             state.jobs[event.job_id] = new
             if new.is_terminal and not job.is_terminal:
                 state.open_jobs -= 1
+            elif job.is_terminal and not new.is_terminal:
+                state.open_jobs += 1  # a rerun: the submission is open again
+                state.outcome = None
             if isinstance(body, ev.JobCompleted | ev.JobSkipped):
                 _release_dependents(state, event.job_id)
     return state
@@ -140,9 +156,56 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 pending_at=timestamp,
                 waiting_on=frozenset(),
                 fenced_workers=frozenset(),
+                held=None,
+                held_slot="",
+                slots=frozenset(),
             )
         case ev.JobDispatched():
-            return replace_job(job, dispatch_id=body.dispatch_id)
+            # a dispatch after a claim means the claim was granted (nothing else ends a
+            # slot's wait but the attempt's end)
+            return replace_job(
+                job,
+                dispatch_id=body.dispatch_id,
+                held=None,
+                held_slot="",
+                slots=job.slots | {job.held_slot} if job.held_slot else job.slots,
+            )
+        case ev.JobHeld():
+            granted = job.held_slot and job.held_slot != body.slot
+            return replace_job(
+                job,
+                held=body.reason,
+                held_slot=body.slot,
+                slots=job.slots | {job.held_slot} if granted else job.slots,
+            )
+        case ev.JobRerun():
+            return replace_job(
+                job,
+                status=JobStatus.SUBMITTED,
+                attempt=body.attempt,
+                first_attempt=body.attempt,
+                dispatch_id=None,
+                not_before=0,
+                worker_id="",
+                host="",
+                waiting_on=frozenset(),
+                blocked_at=None,
+                pending_at=None,
+                assigned_at=None,
+                run_at=None,
+                finished_at=None,
+                cancel=None,
+                error_type="",
+                error_note="",
+                result=None,
+                exit_code=None,
+                fenced_workers=frozenset(),
+                held=None,
+                held_slot="",
+                slots=frozenset(),
+                lease_until=None,
+                held_progress=None,
+            )
         case ev.JobAssigned():
             return replace_job(
                 job,
@@ -204,6 +267,9 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
                 lease_until=None,
                 held_progress=None,
                 fenced_workers=frozenset(),
+                held=None,
+                held_slot="",
+                slots=frozenset(),
             )
         case ev.JobCancelRequested():
             return replace_job(
@@ -242,6 +308,8 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             | ev.IdempotencyKeyDecided()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
         ):
             # folded by evolve into the submission's state, not into one job's
             raise TypeError(f"not a job event: {type(body).__name__}")
@@ -276,6 +344,9 @@ def _terminal(
         lease_until=None,
         held_progress=None,
         waiting_on=frozenset(),
+        held=None,
+        held_slot="",
+        slots=frozenset(),
     )
 
 

@@ -156,6 +156,12 @@ class JobSpec:
         force: run the job even where it would be SKIPPED (its idempotency key already
             completed; Taipy's ``force``): it neither waits for nor is skipped by its key,
             and its completion still marks the key completed.
+        not_before: do not dispatch it before this time (ms since the epoch; 0: at once).
+        concurrency_key: jobs sharing a key (``customer-42``) share its limits, whatever
+            submission or partition they live in: at most ``max_running`` of them hold a
+            slot at once, and at most ``rate_limit`` start per ``rate_period_ms``. The limits
+            are the job's; the key's ledger applies those of the latest claim.
+        max_running / rate_limit / rate_period_ms: the key's limits (0: none).
     """
 
     job_id: str
@@ -175,6 +181,11 @@ class JobSpec:
     priority: int = 0
     labels: tuple[tuple[str, str], ...] = ()
     force: bool = False
+    not_before: int = 0
+    concurrency_key: str | None = None
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
 
     @property
     def display_name(self) -> str:
@@ -291,7 +302,61 @@ class RemoveNotification:
     issued_at: int = 0
 
 
-Command = SubmitJobs | CancelJobs | RetryJob | DeleteJobs | AddNotification | RemoveNotification
+@dataclass(frozen=True)
+class RerunJobs:
+    """Run again a FAILED, CANCELED or ABANDONED job (``job_id``) and the jobs it abandoned, or
+    every such job of the submission (``None``): same submission, same history, new attempt
+    numbers."""
+
+    command_id: str
+    submission_id: str
+    job_id: str | None = None
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class ConfigureQueue:
+    """Pause or resume a queue, or set its limits (``None``: unchanged; 0: no limit).
+
+    A queue's settings hold in every partition, so a client writes this command once to each
+    partition of ``commands``, keyed :func:`queue_config_id` (``Joblog.pause_queue`` and
+    ``joblog queues`` do): each partition's scheduler decides it for its own jobs.
+    """
+
+    command_id: str
+    submission_id: str  # queue_config_id(queue, partition)
+    queue: str
+    paused: bool | None = None
+    max_running: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+Command = (
+    SubmitJobs
+    | CancelJobs
+    | RetryJob
+    | DeleteJobs
+    | AddNotification
+    | RemoveNotification
+    | RerunJobs
+    | ConfigureQueue
+)
+
+_QUEUE_CONFIG_PREFIX = "#queue-"
+
+
+def queue_config_id(queue: str, partition: int) -> str:
+    """The id (and Kafka key) of a queue's settings in one partition."""
+    return f"{_QUEUE_CONFIG_PREFIX}{queue}@{partition}"
+
+
+def is_queue_config(submission_id: str) -> bool:
+    """Whether an id names a queue's settings rather than a submission."""
+    return submission_id.startswith(_QUEUE_CONFIG_PREFIX)
 
 
 # --------------------------------------------------------------------------- idempotency keys
@@ -367,7 +432,84 @@ class IdempotencyKeyAnswer:
     issued_at: int = 0
 
 
-KeyCommand = ClaimIdempotencyKey | ReleaseIdempotencyKey | IdempotencyKeyAnswer
+# --------------------------------------------------------------------------- concurrency slots
+#
+# A concurrency limit (a key's, or a queue's) is decided by one partition too: its *slot
+# ledger* (:func:`slot_ledger_id`), a pseudo-submission like a key's ledger. A job's scheduler
+# claims a slot when the job could otherwise be dispatched, and releases it when the attempt
+# ends; the ledger grants claims in order of priority (then arrival) while fewer than
+# ``max_running`` hold a slot and fewer than ``rate_limit`` were granted in the last
+# ``rate_period_ms``.
+
+_SLOT_LEDGER_PREFIX = "#slot-"
+
+
+def slot_ledger_id(name: str) -> str:
+    """The id (and Kafka key) of the ledger of a limit named ``key:<key>`` or ``queue:<q>``."""
+    return _SLOT_LEDGER_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def is_slot_ledger(submission_id: str) -> bool:
+    """Whether an id is a concurrency limit's ledger rather than a submission."""
+    return submission_id.startswith(_SLOT_LEDGER_PREFIX)
+
+
+def attempt_ref(submission_id: str, job_id: str, attempt: int) -> str:
+    """``submission_id/job_id@attempt``: how a slot ledger names a claim."""
+    return f"{submission_id}/{job_id}@{attempt}"
+
+
+@dataclass(frozen=True)
+class ClaimSlot:
+    """A job's scheduler asks a slot ledger for a slot for one attempt (``holder``).
+
+    The claim carries the limits the job declares (a key's, or its queue's settings); the
+    ledger applies the latest. An empty ``holder`` only updates the limits (a queue's settings
+    changed).
+    """
+
+    command_id: str
+    submission_id: str  # the ledger: slot_ledger_id(ledger)
+    ledger: str  # key:<key> or queue:<queue>
+    holder: str  # attempt_ref(...)
+    priority: int = 0
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class ReleaseSlot:
+    """The attempt ended: its slot is free (or, still waiting, its claim is withdrawn)."""
+
+    command_id: str
+    submission_id: str  # the ledger: slot_ledger_id(ledger)
+    ledger: str  # the limit's name
+    holder: str
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
+class SlotAnswer:
+    """The ledger granted the slot: the attempt may be dispatched (for the job's submission)."""
+
+    command_id: str
+    submission_id: str
+    job_id: str
+    attempt: int
+    slot: str  # the limit's name
+    issued_at: int = 0
+
+
+KeyCommand = (
+    ClaimIdempotencyKey
+    | ReleaseIdempotencyKey
+    | IdempotencyKeyAnswer
+    | ClaimSlot
+    | ReleaseSlot
+    | SlotAnswer
+)
 #: Everything the ``commands`` topic carries: clients' commands and schedulers' key traffic,
 #: in the order of the ``body`` union of ``Command.avsc`` (new branches go at its end).
 AnyCommand = (
@@ -380,6 +522,11 @@ AnyCommand = (
     | IdempotencyKeyAnswer
     | AddNotification
     | RemoveNotification
+    | RerunJobs
+    | ConfigureQueue
+    | ClaimSlot
+    | ReleaseSlot
+    | SlotAnswer
 )
 
 
@@ -794,6 +941,88 @@ class NotificationRemoved:
     requested_by: str = ""
 
 
+class HoldReason(enum.StrEnum):
+    """Why a PENDING attempt is not dispatched yet (besides its ``not_before``)."""
+
+    QUEUE_PAUSED = "queue_paused"  # its queue is paused
+    CONCURRENCY = "concurrency"  # it waits for a slot of a concurrency or rate limit
+
+
+@dataclass(frozen=True)
+class JobHeld:
+    """The PENDING attempt is held back (status unchanged): its queue is paused, or it claimed
+    a slot of a limit (``slot``: the limit's name, with the limits the claim declares) and
+    waits for it. ``detail`` says it in words."""
+
+    attempt: int
+    reason: HoldReason
+    detail: str
+    slot: str = ""
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+
+
+class SlotDecision(enum.StrEnum):
+    """What a slot ledger decided about one claim."""
+
+    GRANTED = "granted"  # the attempt holds a slot: it may be dispatched
+    QUEUED = "queued"  # no slot free (or the rate is used up): it waits in line
+    RELEASED = "released"  # the holder's attempt ended: its slot is free
+    WITHDRAWN = "withdrawn"  # a waiting attempt ended before it got a slot
+    LIMITS = "limits"  # the limits changed (``job`` is empty)
+
+
+@dataclass(frozen=True)
+class SlotDecided:
+    """A decision of a concurrency limit's ledger (an event of the ledger, not of a job).
+
+    Attributes:
+        ledger: the limit's name (``key:<key>``, ``queue:<queue>``).
+        job: the attempt it is about (``submission/job@attempt``).
+        decision: see :class:`SlotDecision`.
+        priority: the claim's priority.
+        position: QUEUED: how many claims are ahead of it.
+        until: QUEUED behind the rate limit: when the next start is allowed (0: it waits for
+            a running one to end).
+        max_running / rate_limit / rate_period_ms: the limits in force after the decision.
+    """
+
+    ledger: str
+    job: str
+    decision: SlotDecision
+    priority: int = 0
+    position: int = 0
+    until: int = 0
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+
+
+@dataclass(frozen=True)
+class QueueConfigured:
+    """A queue's settings in this partition, as they are after ``command_id``."""
+
+    queue: str
+    paused: bool
+    max_running: int
+    rate_limit: int
+    rate_period_ms: int
+    command_id: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class JobRerun:
+    """A FAILED, CANCELED or ABANDONED job runs again (status SUBMITTED; its next attempt is
+    ``attempt``); its submission is open again."""
+
+    attempt: int
+    previous_status: JobStatus
+    command_id: str = ""
+    requested_by: str = ""
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -819,6 +1048,10 @@ EventBody = (
     | IdempotencyKeyDecided
     | NotificationAdded
     | NotificationRemoved
+    | JobHeld
+    | SlotDecided
+    | QueueConfigured
+    | JobRerun
 )
 
 
@@ -878,6 +1111,8 @@ class RejectionCode(enum.StrEnum):
     UNKNOWN_NOTIFICATION = "unknown_notification"
     DUPLICATE_NOTIFICATION = "duplicate_notification"
     TOO_MANY_NOTIFICATIONS = "too_many_notifications"
+    BAD_LIMIT = "bad_limit"
+    NOT_RERUNNABLE = "not_rerunnable"
 
 
 # --------------------------------------------------------------------------- side records

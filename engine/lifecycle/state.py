@@ -17,7 +17,14 @@ import dataclasses
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, Notification, SubmissionStatus
+from engine.lifecycle.records import (
+    CancelMode,
+    HoldReason,
+    JobSpec,
+    JobStatus,
+    Notification,
+    SubmissionStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ class JobState:
 
     ``fenced_workers`` are the workers another worker took the current attempt over from:
     their reports of it (a late or duplicated claim included) are stale.
+
+    ``held`` says why a PENDING attempt is not dispatched (``held_slot``: the slot ledger it
+    claimed and waits for); ``slots`` are the ledgers that granted the current attempt a slot.
+    ``first_attempt`` is the first attempt of the current run: a rerun starts a new run, with
+    its own retry budget.
     """
 
     spec: JobSpec
@@ -76,6 +88,10 @@ class JobState:
     fenced_workers: frozenset[str] = frozenset()
     lease_until: int | None = field(default=None, compare=False)
     held_progress: PendingProgress | None = field(default=None, compare=False)
+    held: HoldReason | None = None
+    held_slot: str = ""
+    slots: frozenset[str] = frozenset()
+    first_attempt: int = 1
 
     @property
     def is_terminal(self) -> bool:
@@ -93,6 +109,48 @@ class KeyLedger:
     holder: str = ""
     completed_by: str = ""
     waiters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlotWaiter:
+    """A claim waiting in a slot ledger's line."""
+
+    job: str
+    priority: int
+    since: int  # the ledger's seq of its QUEUED decision (arrival order)
+
+
+@dataclass(frozen=True)
+class SlotLedger:
+    """A concurrency limit's ledger: its limits, who holds a slot, who waits for one.
+
+    ``waiters`` are in grant order (higher priority first, then arrival); ``starts`` are the
+    times of the grants of the last ``rate_period_ms`` (a sliding window, for the rate limit).
+    """
+
+    name: str
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+    holders: tuple[str, ...] = ()
+    waiters: tuple[SlotWaiter, ...] = ()
+    starts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue's settings in one partition (:class:`~engine.lifecycle.records.ConfigureQueue`)."""
+
+    queue: str
+    paused: bool = False
+    max_running: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+
+    @property
+    def limited(self) -> bool:
+        """Its jobs need a slot of the queue's ledger."""
+        return self.max_running > 0 or self.rate_limit > 0
 
 
 @dataclass
@@ -116,6 +174,10 @@ class SubmissionState:
             removed or fired yet), in the order they were added.
         key_ledger: set for the pseudo-submission of an idempotency key's ledger
             (:func:`~engine.lifecycle.records.key_ledger_id`), which has no jobs.
+        slot_ledger: set for the pseudo-submission of a concurrency limit's ledger
+            (:func:`~engine.lifecycle.records.slot_ledger_id`).
+        queue_config: set for the pseudo-submission of a queue's settings in a partition
+            (:func:`~engine.lifecycle.records.queue_config_id`).
         open_jobs: how many jobs are not terminal yet (derived from ``jobs``, kept by
             :func:`~engine.lifecycle.evolve.evolve` so that "is every job done?" costs O(1)
             in a 100,000-job submission; not part of a snapshot, recounted on decode).
@@ -135,6 +197,8 @@ class SubmissionState:
     labels: tuple[tuple[str, str], ...] = ()
     key_ledger: KeyLedger | None = None
     notifications: tuple[Notification, ...] = ()
+    slot_ledger: SlotLedger | None = None
+    queue_config: QueueConfig | None = None
     open_jobs: int = field(default=0, compare=False, metadata={"derived": True})
 
     @property

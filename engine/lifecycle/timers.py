@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.lifecycle.draft import Draft
-from engine.lifecycle.policy import ACTIVE, DEFAULT_POLICY, Policy, dispatch_id
+from engine.lifecycle.gates import grant_waiting, ledger_deadline, pass_gates, woken
+from engine.lifecycle.policy import ACTIVE, DEFAULT_POLICY, Policy
 from engine.lifecycle.records import (
     AttemptRef,
     CancelMode,
@@ -17,7 +18,6 @@ from engine.lifecycle.records import (
     Heartbeat,
     Input,
     JobCanceled,
-    JobDispatched,
     JobProgressed,
     JobStatus,
     OutputReported,
@@ -63,7 +63,7 @@ def job_deadline(job: JobState, policy: Policy = DEFAULT_POLICY) -> int | None:
         return None
     due: list[int] = []
     status = job.status
-    if status is JobStatus.PENDING and job.dispatch_id is None:
+    if status is JobStatus.PENDING and job.dispatch_id is None and job.held is None:
         due.append(job.not_before)
     for timeout_at in (_queue_timeout_at(job), _run_timeout_at(job)):
         if timeout_at is not None:
@@ -77,8 +77,19 @@ def job_deadline(job: JobState, policy: Policy = DEFAULT_POLICY) -> int | None:
     return min(due) if due else None
 
 
+def own_deadline(state: SubmissionState) -> int | None:
+    """When the submission's own timer (not one of a job's) is due: a slot ledger waiting for
+    its rate window."""
+    ledger = state.slot_ledger
+    if ledger is None:
+        return None
+    return ledger_deadline(ledger, state.last_timestamp)
+
+
 def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> int | None:
     """When a :class:`Tick` should next be decided for this submission (``None``: never)."""
+    if state.slot_ledger is not None:
+        return own_deadline(state)
     if state.outcome is not None:
         return None
     best: int | None = None
@@ -90,10 +101,16 @@ def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> in
 
 
 def fire_timers(draft: Draft) -> None:
+    if draft.state.slot_ledger is not None:
+        grant_waiting(draft)  # the rate window opened
+        return
     now = draft.now
     policy = draft.policy
     for job_id in list(draft.state.jobs):
         job = draft.job(job_id)
+        if woken(job, draft.queues):
+            pass_gates(draft, job_id)  # its queue was resumed
+            continue
         due = job_deadline(job, policy)
         if due is None or due > now:
             continue
@@ -120,15 +137,13 @@ def fire_timers(draft: Draft) -> None:
             )
             after_terminal(draft, job_id)
             continue
-        if job.status is JobStatus.PENDING and job.dispatch_id is None and job.not_before <= now:
-            draft.emit(
-                job_id,
-                JobDispatched(
-                    attempt=job.attempt,
-                    queue=job.spec.queue,
-                    dispatch_id=dispatch_id(draft.state.submission_id, job_id, job.attempt),
-                ),
-            )
+        if (
+            job.status is JobStatus.PENDING
+            and job.dispatch_id is None
+            and job.held is None
+            and job.not_before <= now
+        ):
+            pass_gates(draft, job_id)
             job = draft.job(job_id)
         queue_timeout_at = _queue_timeout_at(job)
         if queue_timeout_at is not None and queue_timeout_at <= now:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from engine.lifecycle.draft import Draft
+from engine.lifecycle.gates import gated, pass_gates
 from engine.lifecycle.policy import dispatch_id
 from engine.lifecycle.records import (
     CancelMode,
@@ -23,17 +24,33 @@ from engine.lifecycle.records import (
 
 
 def make_pending(draft: Draft, job_id: str, attempt: int, reason: str) -> None:
+    """The job may run: dispatched at once, or PENDING behind its gates (its ``not_before``,
+    a paused queue, its limits' slots: :mod:`engine.lifecycle.gates`)."""
     spec = draft.job(job_id).spec
+    not_before = max(draft.now, spec.not_before)
+    if not_before <= draft.now and not gated(spec, draft.queues):
+        draft.emit(
+            job_id,
+            JobPending(
+                attempt=attempt,
+                queue=spec.queue,
+                dispatch_id=dispatch_id(draft.state.submission_id, job_id, attempt),
+                not_before=draft.now,
+                reason=reason,
+            ),
+        )
+        return
     draft.emit(
         job_id,
-        JobPending(
-            attempt=attempt,
-            queue=spec.queue,
-            dispatch_id=dispatch_id(draft.state.submission_id, job_id, attempt),
-            not_before=draft.now,
-            reason=reason,
-        ),
+        JobPending(attempt, spec.queue, dispatch_id=None, not_before=not_before, reason=reason),
     )
+    if not_before <= draft.now:
+        pass_gates(draft, job_id)
+
+
+def by_priority(draft: Draft, job_ids: list[str] | tuple[str, ...]) -> list[str]:
+    """Job ids with the higher priorities first (ties keep their order)."""
+    return sorted(job_ids, key=lambda job_id: -draft.job(job_id).spec.priority)
 
 
 def backoff_ms(spec: JobSpec, submission_id: str, failed_attempt: int) -> int:
@@ -73,9 +90,11 @@ def fail_attempt(
         cancel_killed(draft, job_id, "", ended_at)
         return
     spec = job.spec
-    if job.attempt < spec.retry.max_attempts and retryable(spec, reason, error_type):
-        delay = backoff_ms(spec, draft.state.submission_id, job.attempt)
+    run_attempt = job.attempt - job.first_attempt + 1  # a rerun has a retry budget of its own
+    if run_attempt < spec.retry.max_attempts and retryable(spec, reason, error_type):
+        delay = backoff_ms(spec, draft.state.submission_id, run_attempt)
         next_attempt = job.attempt + 1
+        at_once = delay == 0 and not gated(spec, draft.queues)
         draft.emit(
             job_id,
             JobRetryScheduled(
@@ -87,7 +106,7 @@ def fail_attempt(
                 not_before=draft.now + delay,
                 dispatch_id=(
                     dispatch_id(draft.state.submission_id, job_id, next_attempt)
-                    if delay == 0
+                    if at_once
                     else None
                 ),
                 queue=spec.queue,
@@ -144,13 +163,15 @@ def cascade(draft: Draft, roots: list[str]) -> None:
     while queue:
         job_id = queue.pop(0)
         job = draft.job(job_id)
-        for dependent_id in draft.state.dependents.get(job_id, ()):
+        for dependent_id in by_priority(draft, draft.state.dependents.get(job_id, ())):
             dependent = draft.job(dependent_id)
             if dependent.is_terminal or dependent.status is not JobStatus.BLOCKED:
                 continue
             if job.status.is_success:
                 if not dependent.waiting_on:
-                    make_pending(draft, dependent_id, attempt=1, reason="dependencies completed")
+                    # (a rerun job keeps the attempt number its JobRerun gave it)
+                    attempt = max(1, dependent.attempt)
+                    make_pending(draft, dependent_id, attempt, reason="dependencies completed")
             else:
                 draft.emit(
                     dependent_id,

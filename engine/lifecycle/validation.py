@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterable
 
+from engine.lifecycle.gates import spec_limit_problem
 from engine.lifecycle.policy import DEFAULT_POLICY, MAX_IDEMPOTENCY_KEY_BYTES, Policy
 from engine.lifecycle.records import (
     JobSpec,
@@ -100,6 +101,17 @@ def _validate_job(spec: JobSpec, ids: set[str], policy: Policy) -> tuple[Rejecti
         )
     if spec.timeout_ms < 0 or spec.queue_timeout_ms < 0:
         return RejectionCode.BAD_TIMEOUT, f"job {name!r}: timeouts must not be negative"
+    if spec.not_before < 0:
+        return RejectionCode.BAD_TIMEOUT, f"job {name!r}: not_before must not be negative"
+    concurrency_key = spec.concurrency_key
+    if concurrency_key is not None and len(concurrency_key.encode()) > MAX_IDEMPOTENCY_KEY_BYTES:
+        return RejectionCode.BAD_LIMIT, (
+            f"job {name!r}: concurrency key is {len(concurrency_key.encode())} bytes; the limit "
+            f"is {MAX_IDEMPOTENCY_KEY_BYTES}"
+        )
+    problem = spec_limit_problem(spec)
+    if problem is not None:
+        return RejectionCode.BAD_LIMIT, problem
     for upstream in spec.depends_on:
         if upstream not in ids:
             return RejectionCode.UNKNOWN_DEPENDENCY, (

@@ -20,6 +20,7 @@ from typing import Final, assert_never, get_args
 from engine.lifecycle import records as ev
 from engine.lifecycle.durations import JobTimes, durations_of
 from engine.lifecycle.names import names_of
+from engine.lifecycle.reasons import reason_after
 from engine.lifecycle.records import (
     Event,
     EventBody,
@@ -41,6 +42,7 @@ StatusChange = (
     | ev.JobCanceled
     | ev.JobAbandoned
     | ev.JobSkipped
+    | ev.JobRerun
 )
 #: The bodies of the events about a submission as a whole (their ``job_id`` may be empty).
 SubmissionChange = ev.SubmissionAccepted | ev.SubmissionCompleted | ev.CommandRejected
@@ -79,6 +81,8 @@ def status_after(body: EventBody) -> JobStatus | None:
             return JobStatus.ABANDONED
         case ev.JobSkipped():
             return JobStatus.SKIPPED
+        case ev.JobRerun():
+            return JobStatus.SUBMITTED
         case (
             ev.SubmissionAccepted()
             | ev.JobDispatched()
@@ -93,6 +97,9 @@ def status_after(body: EventBody) -> JobStatus | None:
             | ev.IdempotencyKeyDecided()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.JobHeld()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
         ):
             return None
         case _:
@@ -131,6 +138,9 @@ class JobView:
         labels: the tags of its spec (``archive_path`` and ``archive_url`` say where its
             outputs go: a notification's ``${JOB_ARCHIVE_PATH}`` and ``${JOB_ARCHIVE_URL}``).
         host: the host of the worker of the current attempt.
+        pending_reason / pending_detail / pending_until: why the job is not running yet
+            (:mod:`engine.lifecycle.reasons`; empty once it runs or ended).
+        priority: its spec's priority.
     """
 
     submission_id: str
@@ -164,6 +174,10 @@ class JobView:
     force: bool | None = None
     labels: tuple[tuple[str, str], ...] = ()
     host: str = ""
+    pending_reason: str = ""
+    pending_detail: str = ""
+    pending_until: datetime | None = None
+    priority: int = 0
 
     @property
     def ref(self) -> str:
@@ -380,6 +394,19 @@ class SubmissionView:
 
 def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
     """Folds one event about ``job`` (decided at ``at``) into its view."""
+    view = _evolve_view(job, body, at)
+    reason = reason_after(body, round(at.timestamp() * 1000))
+    if reason is None:
+        return view
+    return replace(
+        view,
+        pending_reason=reason.code,
+        pending_detail=reason.detail,
+        pending_until=to_datetime(reason.until) if reason.until else None,
+    )
+
+
+def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
     status = status_after(body) or job.status
     match body:
         case ev.JobSubmitted():
@@ -397,6 +424,7 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
                 submitted_at=at,
                 force=spec.force,
                 labels=spec.labels,
+                priority=spec.priority,
             )
         case ev.JobBlocked():
             return replace(job, status=status, blocked_at=at)
@@ -466,8 +494,26 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             return replace(job, status=status, finished_at=at, error_note=body.reason)
         case ev.JobDeleted():
             return replace(job, deleted=True)
+        case ev.JobRerun():
+            return replace(
+                job,
+                status=status,
+                attempt=body.attempt,
+                blocked_at=None,
+                pending_at=None,
+                first_pending_at=None,
+                run_at=None,
+                finished_at=None,
+                worker_id="",
+                host="",
+                result=None,
+                exit_code=None,
+                error_type="",
+                error_note="",
+            )
         case (
             ev.JobDispatched()
+            | ev.JobHeld()
             | ev.JobOutput()
             | ev.JobCancelRequested()
             | ev.JobDuplicateClaim()
@@ -479,6 +525,8 @@ def evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             | ev.CommandRejected()
             | ev.NotificationAdded()
             | ev.NotificationRemoved()
+            | ev.SlotDecided()
+            | ev.QueueConfigured()
         ):
             return job
         case _:

@@ -29,6 +29,7 @@ from engine.lifecycle.effects import Effect
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     ClaimIdempotencyKey,
+    ClaimSlot,
     Command,
     Event,
     Heartbeat,
@@ -37,12 +38,14 @@ from engine.lifecycle.records import (
     JobCompleted,
     JobStatus,
     ReleaseIdempotencyKey,
+    ReleaseSlot,
     SubmissionAccepted,
     Tick,
     Unprocessable,
     WorkerLeft,
 )
-from engine.lifecycle.state import SubmissionState
+from engine.lifecycle.state import QueueConfig, SubmissionState
+from engine.lifecycle.timers import own_deadline
 from engine.scheduler.snapshots import Written, restore_snapshots
 
 
@@ -54,6 +57,9 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     stale: bool = False  # a worker report the rules ignore
+    # submissions of the partition whose held jobs may go on (their queue was resumed or
+    # its limits changed): the shell decides a Tick for each in the same transaction
+    woken: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +80,8 @@ class PartitionBook:
     dirty_since: dict[str, int] = field(default_factory=dict)
     events_end: int = 0
     done_order: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # queue -> its settings in this partition (from the queue's settings pseudo-submission)
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
 
     def note_completed(self, state: SubmissionState, job_id: str) -> None:
         """Indexes the idempotency key of a job that completed (the partition's fast path:
@@ -115,6 +123,8 @@ class Book:
         """Takes over a rebuilt partition: re-arms leases and timers."""
         self.partitions[book.partition] = book
         for state in book.submissions.values():
+            if state.queue_config is not None:
+                book.queues[state.queue_config.queue] = state.queue_config
             recover(state, now)
             if state.done:
                 book.done_order[state.submission_id] = None
@@ -144,7 +154,8 @@ class Book:
         book = self.partitions[partition]
         state = book.submissions.get(submission_id)
         commands = Command  # a client's command (submit, cancel, ..., add a notification)
-        ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey  # a key's first claim opens it
+        # a key's or a limit's first claim (or release) opens its ledger
+        ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey | ClaimSlot | ReleaseSlot
         if state is None and not isinstance(given, commands | ledger | Unprocessable):
             # a report or timer of a submission never seen here
             return Decision(submission_id, stale=is_stale(None, given))
@@ -155,12 +166,23 @@ class Book:
             return Decision(
                 submission_id, decide_retired(command, book.retired[submission_id], now)
             )
-        outcome = step(state, given, now, policy=self.policy, completed_keys=book.completed_keys)
+        outcome = step(
+            state,
+            given,
+            now,
+            policy=self.policy,
+            completed_keys=book.completed_keys,
+            queues=book.queues,
+        )
         decision = Decision(submission_id, outcome.events, outcome.effects, outcome.stale)
         state = outcome.state
         if state is None:
             return decision  # a rejection of a command naming an unknown submission
         book.submissions[submission_id] = state
+        config = state.queue_config
+        if config is not None and outcome.events and book.queues.get(config.queue) != config:
+            book.queues[config.queue] = config
+            decision.woken = self._held_on(book, config.queue)
         for event in outcome.events:
             if isinstance(event.body, JobCompleted):
                 book.note_completed(state, event.job_id)
@@ -169,8 +191,25 @@ class Book:
         if state.done:
             book.done_order[submission_id] = None
             book.done_order.move_to_end(submission_id)
+        else:
+            book.done_order.pop(submission_id, None)  # (a rerun opened it again)
         self._arm(partition, state, self._touched(state, given, outcome.events))
         return decision
+
+    @staticmethod
+    def _held_on(book: PartitionBook, queue: str) -> list[str]:
+        """The submissions with a job of ``queue`` that waits to be dispatched."""
+        return [
+            state.submission_id
+            for state in book.submissions.values()
+            if state.outcome is None
+            and any(
+                job.status is JobStatus.PENDING
+                and job.dispatch_id is None
+                and job.spec.queue == queue
+                for job in state.jobs.values()
+            )
+        ]
 
     def _touched(self, state: SubmissionState, given: Input, events: list[Event]) -> set[str]:
         """The jobs whose timers an input may have moved."""
@@ -205,6 +244,11 @@ class Book:
                 jobs.pop(job_id, None)
             else:
                 jobs[job_id] = job_due
+        own = own_deadline(state)  # the submission's own timer, under the job id ""
+        if own is None:
+            jobs.pop("", None)
+        else:
+            jobs[""] = own
         due = min(jobs.values()) if jobs else None
         if due is None:
             self._deadline.pop(submission_id, None)

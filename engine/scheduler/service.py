@@ -368,6 +368,11 @@ class Scheduler:
                     decision = self.book.apply(partition, submission_id, given, now)
                     self._write(producer, partition, decision)
                     touched.setdefault(partition, set()).add(submission_id)
+                    for woken in decision.woken:  # a queue resumed: its held jobs go on
+                        self._write(
+                            producer, partition, self.book.apply(partition, woken, Tick(), now)
+                        )
+                        touched[partition].add(woken)
             self.metrics.inputs[Tick] += len(due)
             for partition, submission_id in due:
                 self.metrics.counts["timers"] += 1

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDS = {
     ("engine/lifecycle/evolve.py", "evolve_job"),
     ("engine/lifecycle/views.py", "status_after"),
-    ("engine/lifecycle/views.py", "evolve_view"),
+    ("engine/lifecycle/views.py", "_evolve_view"),
+    ("engine/lifecycle/reasons.py", "reason_after"),
     ("engine/lifecycle/durations.py", "job_times"),
     ("engine/lifecycle/durations.py", "moves_times"),
     ("engine/lifecycle/describe.py", "describe"),

@@ -22,6 +22,7 @@ from engine.lifecycle.records import (
     Notification,
     RejectionCode,
     RemoveNotification,
+    RerunJobs,
     RetryPolicy,
     SubmissionAccepted,
     SubmissionCompleted,
@@ -444,6 +445,12 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     )
     examples[RejectionCode.TOO_MANY_NOTIFICATIONS] = given().when(
         replace(hooked, notifications=(notification,) * (MAX_NOTIFICATIONS + 1))
+    )
+    examples[RejectionCode.BAD_LIMIT] = given().when(
+        submit(job("a", concurrency_key="customer-42"))  # a key without a limit
+    )
+    examples[RejectionCode.NOT_RERUNNABLE] = given(submit(job("a"))).when(
+        RerunJobs("rerun-1", SUB, "a")
     )
     assert set(examples) == set(RejectionCode)
     for code, scenario in examples.items():

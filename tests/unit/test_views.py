@@ -72,6 +72,7 @@ def test_derived_name_sets_keep_their_members() -> None:
         "JobCanceled",
         "JobAbandoned",
         "JobSkipped",
+        "JobRerun",
         "SubmissionCompleted",
     } == DEFAULT_EVENTS
     assert {"SubmissionAccepted", "SubmissionCompleted", "CommandRejected"} == SUBMISSION_EVENTS
