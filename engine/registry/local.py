@@ -105,7 +105,7 @@ class RegistryStore:
                     409,
                     409,
                     f"Schema being registered is incompatible with an earlier schema for "
-                    f"subject \"{subject}\", details: {'; '.join(problems)}",
+                    f'subject "{subject}", details: {"; ".join(problems)}',
                 )
             known = next(
                 (n for n, s in enumerate(self.schemas, 1) if _key(json.loads(s)) == key), None
