@@ -10,7 +10,7 @@ nothing changes: records are written in Avro single-object encoding (DESIGN.md Â
 * :mod:`engine.registry.subjects`: subjects, registration with compatibility, framing.
 * :mod:`engine.registry.compatibility`: Avro reader/writer resolution, for the local registry.
 * :mod:`engine.registry.local`: a registry in a thread that speaks that API subset, for tests
-  and machines without one.
+  and machines without one (``python -m engine.registry`` runs it).
 """
 
 from engine.registry.client import RegistryClient
