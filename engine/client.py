@@ -561,7 +561,9 @@ class CommandProducer:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.connect_timeout = connect_timeout
-        self._producer = kafka.producer(settings, {"enable.idempotence": True, "linger.ms": 2})
+        self._producer = kafka.producer(
+            settings, {"enable.idempotence": True, "linger.ms": 2}, writes=[self.topics.commands]
+        )
         self._partitions: int | None = None
         self._decisions: DecisionReader | None = None
         self._lock = threading.Lock()

@@ -35,6 +35,82 @@ class CorruptRecordError(CodecError):
     """The record is not valid Avro single-object encoding for its schema."""
 
 
+class UnknownSchemaIdError(UnknownSchemaError):
+    """A Confluent-framed record names a schema id the registry does not know (or no schema
+    registry is configured to ask).
+
+    Attributes:
+        schema_id: the id in the record's header.
+    """
+
+    def __init__(self, message: str, raw: bytes | None, schema_id: int) -> None:
+        super().__init__(message, raw)
+        self.schema_id = schema_id
+
+
+class SchemaLookupError(UnknownSchemaError):
+    """The writer schema of a Confluent-framed record could not be fetched: the registry did
+    not answer in time, or answered with an error.
+
+    Attributes:
+        schema_id: the id in the record's header.
+    """
+
+    def __init__(self, message: str, raw: bytes | None, schema_id: int) -> None:
+        super().__init__(message, raw)
+        self.schema_id = schema_id
+
+
+class SchemaRegistryError(JoblogError):
+    """The schema registry refused a request, or answered something unexpected.
+
+    Attributes:
+        url: the registry's URL (``JOBLOG_SCHEMA_REGISTRY_URL``).
+        status: the HTTP status, ``None`` when there was no answer.
+        error_code: the registry's own ``error_code``, when it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, url: str, status: int | None = None, error_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.error_code = error_code
+
+
+class SchemaRegistryUnreachable(SchemaRegistryError):
+    """The schema registry did not answer within its timeout, or answered with a server
+    error; trying again later may work."""
+
+
+class IncompatibleSchemaError(SchemaRegistryError):
+    """The registry refuses joblog's schema for a subject under the subject's compatibility
+    level (the schema change breaks readers or writers of the records already there).
+
+    Attributes:
+        subject: the subject, e.g. ``joblog.events-value``.
+        level: the subject's compatibility level, when known.
+        messages: what the registry said is incompatible.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        subject: str,
+        level: str | None,
+        messages: tuple[str, ...] = (),
+        status: int | None = None,
+        error_code: int | None = None,
+    ) -> None:
+        super().__init__(message, url=url, status=status, error_code=error_code)
+        self.subject = subject
+        self.level = level
+        self.messages = messages
+
+
 class LimitExceeded(JoblogError):
     """An input is larger than one of joblog's designed limits (:mod:`engine.limits`).
 

@@ -6,7 +6,9 @@ of their own:
 
 * :func:`consumer`, :func:`producer` and :func:`admin_client` build clients on the shared
   settings (:meth:`Settings.client_config`, :meth:`Settings.producer_config`); a consumer
-  also always reads committed records only and never commits by itself.
+  also always reads committed records only and never commits by itself. With a schema
+  registry configured, a producer writes the Confluent wire format (a
+  :class:`RegistryProducer`) and every consumer's records decode in either framing.
 * :func:`consumer_fatal` says whether an error that ``consume()`` handed back means the
   consumer is dead (every consumer loop asks it).
 * :func:`dead_letter` builds the record for the ``deadletter`` topic from the consumed record,
@@ -17,8 +19,8 @@ of their own:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,6 +29,8 @@ from engine import codec
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError
+from engine.registry import Registry, connect
+from engine.topics import Topics
 
 #: What every joblog consumer shares: offsets are committed (or stored) by the service when
 #: it has done its part, and records of aborted transactions are never seen.
@@ -76,19 +80,74 @@ def consumer(
         config: the consumer's own librdkafka settings.
         overridable: defaults that the ``JOBLOG_KAFKA_*`` passthrough may override.
 
+    With a schema registry configured, it is made the codec's source of writer schemas, so
+    Confluent-framed records decode (single-object ones always do).
+
     Raises:
         KafkaException: librdkafka refused the configuration.
     """
+    if settings.schema_registry is not None:
+        connect(settings.schema_registry)
     return Consumer(consumer_config(settings, group_id, config, overridable=overridable))
 
 
-def producer(settings: Settings, config: Mapping[str, object] | None = None) -> Producer:
+class RegistryProducer(Producer):
+    """A producer that writes joblog's records in the Confluent wire format.
+
+    Every value produced passes :meth:`Registry.frame` on its way in: the single-object
+    header is swapped for ``00`` + the schema id registered under the topic's subject (the
+    Avro body stays as it is). Everything else is the plain producer's.
+
+    Args:
+        config: the librdkafka configuration.
+        registry: the schema registry the ids come from.
+    """
+
+    def __init__(self, config: Mapping[str, object], registry: Registry) -> None:
+        super().__init__(dict(config))
+        self.registry = registry
+        self._frame = registry.frame
+
+    def produce(self, topic: str, value: Any = None, *args: Any, **kwargs: Any) -> None:
+        """:meth:`Producer.produce` of the value in the Confluent wire format.
+
+        Raises:
+            IncompatibleSchemaError / SchemaRegistryError: the value's schema could not be
+                registered under the topic's subject (its first record only).
+            BufferError / KafkaException: as the plain producer's.
+        """
+        super().produce(topic, self._frame(topic, value), *args, **kwargs)
+
+
+def producer(
+    settings: Settings, config: Mapping[str, object] | None = None, *, writes: Iterable[str] = ()
+) -> Producer:
     """A producer of keyed joblog records: :meth:`Settings.producer_config` plus ``config``.
+
+    With a schema registry configured it is a :class:`RegistryProducer`, and the current
+    schema of each topic in ``writes`` is registered under the topic's subject before it is
+    returned, so that a schema the registry refuses stops the service at start-up; a topic
+    not named there (a new queue's dispatch topic) is registered on its first record.
+
+    Args:
+        settings: cluster settings.
+        config: the producer's own librdkafka settings.
+        writes: the joblog topics the producer writes to.
 
     Raises:
         KafkaException: librdkafka refused the configuration.
+        IncompatibleSchemaError: the registry refuses a schema; the error names the subject.
+        SchemaRegistryUnreachable / SchemaRegistryError: the registry could not be asked.
     """
-    return Producer(settings.producer_config(**(config or {})))
+    full = settings.producer_config(**(config or {}))
+    if settings.schema_registry is None:
+        return Producer(full)
+    registry = connect(settings.schema_registry)
+    topics = Topics(settings.topic_prefix)
+    registry.register_topics(
+        (topic, schema) for topic in writes if (schema := topics.value_schema(topic)) is not None
+    )
+    return RegistryProducer(full, registry)
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -255,6 +314,7 @@ def read_to_end(
 
 __all__ = [
     "CONSUMER_SETTINGS",
+    "RegistryProducer",
     "admin_client",
     "consumer",
     "consumer_config",

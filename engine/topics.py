@@ -41,7 +41,27 @@ class Topics:
         """The dispatch topic of a worker queue."""
         return f"{self.prefix}dispatch.{queue}"
 
+    def value_schema(self, topic: str) -> str | None:
+        """The topic schema of a joblog topic's records (``"Event"`` for ``events``, ...), or
+        ``None`` for a topic that is not joblog's."""
+        if not topic.startswith(self.prefix):
+            return None
+        name = topic[len(self.prefix) :]
+        if name.startswith("dispatch."):
+            return "Dispatch"
+        return _VALUE_SCHEMAS.get(name)
+
     @property
     def copartitioned(self) -> tuple[str, str, str, str]:
         """The topics that share one partition count (keyed by submission id)."""
         return (self.commands, self.reports, self.events, self.state)
+
+
+_VALUE_SCHEMAS = {
+    "commands": "Command",
+    "reports": "Report",
+    "events": "Event",
+    "state": "Snapshot",
+    "control": "Control",
+    "deadletter": "DeadLetter",
+}

@@ -216,6 +216,7 @@ class Projector:
         producer = kafka.producer(
             self.settings,
             {"enable.idempotence": True, "linger.ms": 5, "client.id": f"{self.group}-dlq"},
+            writes=[self.topics.deadletter],
         )
         self._producer = producer
         try:

@@ -35,7 +35,7 @@ from engine import codec, kafka
 from engine.admin import ensure_topics
 from engine.clock import now_ms
 from engine.config import Settings
-from engine.errors import BrokerError, CodecError, JoblogError
+from engine.errors import BrokerError, CodecError, JoblogError, SchemaRegistryUnreachable
 from engine.lifecycle.decide import DEFAULT_POLICY, Policy
 from engine.lifecycle.records import (
     CommandRejected,
@@ -185,7 +185,9 @@ class Scheduler:
                         f"scheduler {self.config.instance_id!r} cannot go on: "
                         f"{exc.args[0].str()} (another instance with the same id fenced it out?)"
                     ) from exc
-                if isinstance(exc, JoblogError) and not isinstance(exc, BrokerError):
+                if isinstance(exc, JoblogError) and not isinstance(
+                    exc, BrokerError | SchemaRegistryUnreachable
+                ):
                     raise
                 if self.metrics["transactions"] > committed:
                     backoff = 0.2  # it ran for a while: a new outage starts the backoff over
@@ -214,6 +216,13 @@ class Scheduler:
                 "queue.buffering.max.messages": 2_000_000,
                 "on_delivery": self._on_delivery,
             },
+            writes=(
+                self.topics.events,
+                self.topics.control,
+                self.topics.state,
+                self.topics.commands,
+                self.topics.deadletter,
+            ),
         )
         try:
             self._calls.call(

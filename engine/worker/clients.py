@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, Topi
 from engine import kafka
 from engine.config import Settings
 from engine.errors import BrokerError
+from engine.topics import Topics
 from engine.worker.logs import kafka_log, log_event, log_event_to
 
 STARTUP_TRY_S = 5.0
@@ -65,6 +66,7 @@ def build_clients(
 
     ``dispatch_config`` adds settings to the dispatch consumer (its statistics callback).
     """
+    topics = Topics(settings.topic_prefix)
     producer = kafka.producer(
         settings,
         {
@@ -73,6 +75,7 @@ def build_clients(
             "linger.ms": 5,
             "client.id": f"joblog-worker-{worker_id}",
         },
+        writes=(topics.reports, topics.deadletter),
     )
     tunable = {
         "session.timeout.ms": session_timeout_ms,
