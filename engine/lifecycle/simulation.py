@@ -16,8 +16,9 @@ workers would:
   says, heartbeating every ``heartbeat_ms`` while it runs;
 * a kill :class:`~engine.lifecycle.records.Control` stops the attempt (the worker confirms
   with ``Finished(CANCELED)``) unless the worker is stubborn and runs on;
-* idempotency-key traffic goes to the key's ledger (its own pseudo-submission, as on another
-  partition) and its answers come back a little later.
+* idempotency-key and concurrency-slot traffic goes to the ledger (its own pseudo-submission,
+  as on another partition) and its answers come back a little later, each lane (from one
+  pseudo-submission or submission to another) in order, as one Kafka partition keeps them.
 
 Subclasses change how an input is decided (:meth:`Simulation.apply`, e.g. to check every
 step) or add inputs after a report was decided (:meth:`Simulation.deliver`).
@@ -39,7 +40,6 @@ from engine.lifecycle.records import (
     CancelJobs,
     CancelMode,
     Claimed,
-    ClaimIdempotencyKey,
     Control,
     DeleteJobs,
     Dispatch,
@@ -47,22 +47,21 @@ from engine.lifecycle.records import (
     ExceptionReported,
     Finished,
     Heartbeat,
-    IdempotencyKeyAnswer,
     Input,
     JobAssigned,
     JobSpec,
     Outcome,
     OutputReported,
     ProgressReported,
-    ReleaseIdempotencyKey,
     Started,
     SubmitJobs,
     Tick,
     WorkerLeft,
     is_key_ledger,
+    is_slot_ledger,
     key_ledger_id,
 )
-from engine.lifecycle.state import KeyLedger, SubmissionState
+from engine.lifecycle.state import KeyLedger, QueueConfig, SubmissionState
 
 #: The clock of a simulation starts here (2024-01-01T00:00:00Z) unless told otherwise.
 EPOCH_MS = 1_704_067_200_000
@@ -173,7 +172,7 @@ class Workload:
         events: every event, in the order the scheduler decided them.
         heartbeats: the workers' own heartbeats (keyed by worker id), in time order.
         states: the final state of every submission (the decider's own fold).
-        ledgers: the final state of every idempotency key's ledger.
+        ledgers: the final state of every idempotency key's and concurrency limit's ledger.
     """
 
     events: list[Event] = field(default_factory=list)
@@ -198,6 +197,8 @@ class Simulation:
         trip: the ms a report takes to reach the scheduler (default: none).
         stamp: whether workers stamp their reports' ``sent_at`` with their clock.
         max_steps: the most actions a run may take (``None``: no bound).
+        ledger_trip: the ms a record between a submission and a ledger takes (default: 2).
+        queues: the queues' settings (paused, limits), as every partition has them.
     """
 
     def __init__(
@@ -213,6 +214,8 @@ class Simulation:
         trip: Callable[[], int] | None = None,
         stamp: bool = True,
         max_steps: int | None = None,
+        ledger_trip: Callable[[], int] | None = None,
+        queues: Mapping[str, QueueConfig] | None = None,
     ) -> None:
         self.plans = {plan.submission_id: plan for plan in plans}
         self.policy = policy if policy is not None else Policy()
@@ -236,6 +239,10 @@ class Simulation:
         # (submission, job, attempt, worker) that another worker took the attempt over from
         self.fenced: set[tuple[str, str, int, str]] = set()
         self.steps = 0
+        self.ledger_trip = ledger_trip
+        self.queues: Mapping[str, QueueConfig] = queues or {}
+        # (from, to) -> when the lane's last record arrives: records of a lane keep their order
+        self._lanes: dict[tuple[str, str], int] = {}
         self._next_record = start_ms
         for key, by in self.completed_keys.items():
             ledger = key_ledger_id(key)
@@ -306,15 +313,20 @@ class Simulation:
 
     def state(self, sid: str) -> SubmissionState | None:
         """The scheduler's state of a submission (or of a key's ledger)."""
-        return (self.out.ledgers if is_key_ledger(sid) else self.out.states).get(sid)
+        return (self.out.ledgers if _is_ledger(sid) else self.out.states).get(sid)
 
     def apply(self, sid: str, given: Input, now: int) -> tuple[list[Event], list[Effect]]:
         """Decides ``given`` for ``sid`` at ``now``; returns the events and the effects."""
         outcome = step(
-            self.state(sid), given, now, policy=self.policy, completed_keys=self.completed_keys
+            self.state(sid),
+            given,
+            now,
+            policy=self.policy,
+            completed_keys=self.completed_keys,
+            queues=self.queues,
         )
         if outcome.state is not None:
-            (self.out.ledgers if is_key_ledger(sid) else self.out.states)[sid] = outcome.state
+            (self.out.ledgers if _is_ledger(sid) else self.out.states)[sid] = outcome.state
         self.out.events.extend(outcome.events)
         return list(outcome.events), list(outcome.effects)
 
@@ -333,10 +345,12 @@ class Simulation:
                 self.at(now + 1, partial(self.receive, effect))
             elif isinstance(effect, Control):
                 self.at(now + 5, partial(self.kill, effect))
-            elif isinstance(
-                effect, ClaimIdempotencyKey | ReleaseIdempotencyKey | IdempotencyKeyAnswer
-            ):
-                self.at(now + 2, partial(self.decide, effect.submission_id, effect))
+            else:
+                delay = self.ledger_trip() if self.ledger_trip is not None else 2
+                lane = (sid, effect.submission_id)
+                arrives = max(now + delay, self._lanes.get(lane, 0))
+                self._lanes[lane] = arrives
+                self.at(arrives, partial(self.decide, effect.submission_id, effect))
 
     def reschedule(self, sid: str) -> None:
         """Notes when ``sid`` next needs a ``Tick`` (after its state changed)."""
@@ -505,6 +519,10 @@ class Simulation:
                 )
             )
         self._next_record = now + every
+
+
+def _is_ledger(sid: str) -> bool:
+    return is_key_ledger(sid) or is_slot_ledger(sid)
 
 
 def _stamped(report: Input, t: int) -> Input:

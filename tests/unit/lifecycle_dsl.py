@@ -63,7 +63,7 @@ from engine.lifecycle.records import (
     Tick,
     WorkerLeft,
 )
-from engine.lifecycle.state import JobState, SubmissionState
+from engine.lifecycle.state import JobState, QueueConfig, SubmissionState
 
 SUB = "sub-1"
 T0 = 1_700_000_000_000
@@ -296,9 +296,11 @@ class Scenario:
         policy: Policy = POLICY,
         completed_keys: Mapping[str, str] | None = None,
         submission_id: str = SUB,
+        queues: Mapping[str, QueueConfig] | None = None,
     ) -> None:
         self.policy = policy
         self.completed_keys: Mapping[str, str] = completed_keys or {}
+        self.queues: dict[str, QueueConfig] = dict(queues or {})
         self.submission_id = submission_id
         self.state: SubmissionState | None = None
         self.now = T0
@@ -321,9 +323,15 @@ class Scenario:
             self.now,
             policy=self.policy,
             completed_keys=self.completed_keys,
+            queues=self.queues,
         )
         events = decide(
-            self.state, given, self.now, policy=self.policy, completed_keys=self.completed_keys
+            self.state,
+            given,
+            self.now,
+            policy=self.policy,
+            completed_keys=self.completed_keys,
+            queues=self.queues,
         )
         assert self._fingerprint() == before, "decide changed the state it was given"
         # a stale claim is answered with a kill, without an event
@@ -484,9 +492,13 @@ def given(
     *steps: Step,
     policy: Policy = POLICY,
     completed_keys: Mapping[str, str] | None = None,
+    queues: Mapping[str, QueueConfig] | None = None,
+    submission_id: str = SUB,
 ) -> Scenario:
     """A submission that went through ``steps`` (inputs, :func:`at` groups, facts)."""
-    return Scenario(policy=policy, completed_keys=completed_keys).step(*steps)
+    return Scenario(
+        policy=policy, completed_keys=completed_keys, queues=queues, submission_id=submission_id
+    ).step(*steps)
 
 
 def with_policy(**changes: Any) -> Policy:
