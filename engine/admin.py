@@ -48,6 +48,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ 
     ClusterMetadata,
     ConfigEntry,
     ConfigResource,
+    NewPartitions,
     NewTopic,
     OffsetSpec,
 )
@@ -117,8 +118,9 @@ def topic_specs(settings: Settings, queues: Iterable[str] = ("default",)) -> lis
         TopicSpec(topics.control, CONTROL_PARTITIONS),
         TopicSpec(topics.deadletter, DEADLETTER_PARTITIONS, DEADLETTER_CONFIG),
     ]
+    dispatch = settings.dispatch_partitions or count
     for queue in dict.fromkeys(queues):
-        specs.append(TopicSpec(topics.dispatch(queue), count))
+        specs.append(TopicSpec(topics.dispatch(queue), dispatch))
     record_limit = {_MAX_MESSAGE_BYTES: str(settings.limits.max_record_bytes)}
     specs = [replace(spec, config={**spec.config, **record_limit}) for spec in specs]
     for spec in specs:
@@ -162,6 +164,49 @@ def ensure_topics(
     _copartitioned_count(existing, topics, settings)
     _check_compacted(admin, topics.state, deadline)
     _raise_record_limit(admin, [spec.name for spec in specs], settings, deadline)
+
+
+def grow_dispatch(settings: Settings, queue: str, partitions: int, *, timeout: float = 30.0) -> int:
+    """Gives a queue's dispatch topic ``partitions`` partitions (created if missing).
+
+    A queue's worker group takes work with at most as many workers as its dispatch topic has
+    partitions (each partition goes to one member); more partitions make room for more
+    workers. Partitions cannot be removed. Dispatch records are keyed by job and carry their
+    own attempt and dispatch ids, so moving keys to other partitions changes nothing.
+
+    Returns:
+        The topic's partition count afterwards.
+
+    Raises:
+        ConfigurationError: ``partitions`` is fewer than the topic has, or the queue's name
+            makes an illegal topic name.
+        BrokerError: the cluster did not answer in time.
+    """
+    deadline = time.monotonic() + timeout
+    name = Topics(settings.topic_prefix).dispatch(queue)
+    _check_name(name)
+    admin = kafka.admin_client(settings)
+    existing = _partition_counts(_metadata(admin, settings, deadline))
+    if name not in existing:
+        ensure_topics(
+            replace(settings, dispatch_partitions=partitions),
+            queues=[queue],
+            timeout=_remaining(deadline),
+        )
+        return partitions
+    current = existing[name]
+    if partitions < current:
+        raise ConfigurationError(f"{name} has {current} partitions; partitions cannot be removed")
+    if partitions == current:
+        return current
+    futures = admin.create_partitions(
+        [NewPartitions(name, partitions)], request_timeout=_remaining(deadline)
+    )
+    try:
+        futures[name].result(timeout=_remaining(deadline))
+    except KafkaException as exc:
+        raise BrokerError(f"cannot add partitions to {name}: {exc}") from None
+    return partitions
 
 
 def wait_for_cluster(settings: Settings, timeout: float = 30.0) -> None:

@@ -31,6 +31,7 @@ import shlex
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,9 +124,17 @@ class Job:
             its outcome (docs/lifecycle.md, *Idempotency keys*).
         force: run even where the job would be skipped (Taipy's ``force``): a job whose
             idempotency key another job completed runs all the same.
-        priority: higher runs first among the runnable jobs of a submission.
+        priority: higher runs first: among the runnable jobs of a submission, and among
+            the jobs waiting for a slot of a concurrency limit, cluster-wide.
         labels: free-form tags.
         env / cwd: environment additions and working directory of a command.
+        not_before: do not start before this time (an aware ``datetime``, or seconds since
+            the epoch).
+        concurrency_key: jobs sharing a key (``"customer-42"``) share its limits,
+            cluster-wide: ``max_running`` at once, ``rate_limit`` starts per period.
+        max_running: the key's limit of jobs holding a slot (dispatched or running) at once.
+        rate_limit: the key's limit of starts, as ``"N/period"``: ``"10/s"``, ``"100/m"``,
+            ``"5/30s"``, ``"1000/h"``, ``"20/d"``.
     """
 
     key: str
@@ -148,6 +157,10 @@ class Job:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     force: bool = False
+    not_before: datetime | float | None = None
+    concurrency_key: str | None = None
+    max_running: int = 0
+    rate_limit: str | None = None
 
     def specs(self, parent: str | None = None) -> list[JobSpec]:
         """This job and its sub-jobs (depth first, children before their parent) as specs.
@@ -210,6 +223,7 @@ class Job:
             )
         labels = dict(defaults.labels) if defaults is not None else {}
         labels.update(self.labels)
+        rate, period = parse_rate(self.rate_limit) if self.rate_limit else (0, 0)
         return JobSpec(
             job_id=self.key,
             name=self.name,
@@ -234,7 +248,56 @@ class Job:
             ),
             labels=tuple(sorted(labels.items())),
             force=self.force,
+            not_before=epoch_ms(self.not_before),
+            concurrency_key=self.concurrency_key,
+            max_running=self.max_running,
+            rate_limit=rate,
+            rate_period_ms=period,
         )
+
+
+_RATE_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """``"N/period"`` (``10/s``, ``100/m``, ``5/30s``, ``3/500ms``) as (N, period in ms).
+
+    Raises:
+        InvalidJob: not of that form.
+    """
+    match = _RATE.match(text)
+    if match is None:
+        raise InvalidJob(f"rate limit {text!r} is not N/period, e.g. 10/s, 100/m, 5/30s, 1000/h")
+    count, size, unit = match.groups()
+    period = round(float(size or 1) * _RATE_UNITS[unit])
+    if period <= 0:
+        raise InvalidJob(f"rate limit {text!r} has an empty period")
+    return int(count), period
+
+
+def epoch_ms(when: datetime | float | str | None) -> int:
+    """A time as ms since the epoch (0 for none): an aware datetime, an ISO 8601 text
+    (UTC when it names no zone) or seconds since the epoch.
+
+    Raises:
+        InvalidJob: a naive or unreadable time.
+    """
+    if when is None:
+        return 0
+    if isinstance(when, str):
+        try:
+            parsed = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidJob(f"not_before {when!r} is not an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        when = parsed
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise InvalidJob("not_before must be an aware datetime (give it a time zone)")
+        return round(when.timestamp() * 1000)
+    return round(float(when) * 1000)
 
 
 def _ms(seconds: float | None, default: int) -> int:
@@ -252,6 +315,10 @@ def job_key(text: str) -> str:
 
 
 _JOB_FIELDS = {
+    "not_before",
+    "concurrency_key",
+    "max_running",
+    "rate_limit",
     "key",
     "id",
     "task",
@@ -328,6 +395,10 @@ def job_from_mapping(data: Mapping[str, Any], *, where: str = "job") -> Job:
         env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
         cwd=data.get("cwd"),
         force=bool(data.get("force", False)),
+        not_before=epoch_ms(data.get("not_before")) / 1000 if data.get("not_before") else None,
+        concurrency_key=data.get("concurrency_key"),
+        max_running=int(data.get("max_running") or 0),
+        rate_limit=data.get("rate_limit"),
     )
 
 
@@ -724,6 +795,10 @@ class Joblog:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         force: bool = False,
+        not_before: datetime | float | None = None,
+        concurrency_key: str | None = None,
+        max_running: int = 0,
+        rate_limit: str | None = None,
         labels: Mapping[str, str] | None = None,
         submission_id: str | None = None,
         notifications: Sequence[NotificationLike] | None = None,
@@ -744,7 +819,7 @@ class Joblog:
             *jobs: the jobs of a graph or tree.
             task / args / kwargs / command / job_id / name / queue / retries / retry_backoff /
                 retry_on / timeout / queue_timeout / idempotency_key / priority / env / cwd /
-                force:
+                force / not_before / concurrency_key / max_running / rate_limit:
                 one job, as the fields of :class:`Job` (``job_id`` is its key, by default
                 made from the task name or the command).
             labels: tags of the submission.
@@ -801,6 +876,10 @@ class Joblog:
                     env=env or {},
                     cwd=cwd,
                     force=force,
+                    not_before=not_before,
+                    concurrency_key=concurrency_key,
+                    max_running=max_running,
+                    rate_limit=rate_limit,
                 ),
             )
         from engine.client import submit_command
@@ -929,6 +1008,110 @@ class Joblog:
         submission_id, job = resolve(target, job_id)
         command = delete_command(submission_id, job, force=force, requested_by=self.submitted_by)
         return self._send(command, wait, timeout)
+
+    def rerun(
+        self,
+        target: Target,
+        job_id: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Runs a FAILED, CANCELED or ABANDONED job again, in the same submission and history.
+
+        The job gets the next attempt number and a fresh retry budget; the jobs it abandoned
+        run again with it, and an ABANDONED job reruns with what abandoned it. A submission
+        id alone reruns every such job of the submission: its failed part.
+
+        Raises:
+            JobNotRerun: (with ``wait``) the job did not fail, was deleted, or is unknown.
+            DecisionTimeout: with ``wait``, no decision within ``timeout``.
+        """
+        from engine.client import rerun_command
+
+        submission_id, job = resolve(target, job_id)
+        command = rerun_command(submission_id, job, requested_by=self.submitted_by)
+        return self._send(command, wait, timeout)
+
+    def pause_queue(self, queue: str, *, timeout: float = DECISION_TIMEOUT_S) -> None:
+        """Holds the dispatch of a queue's jobs (each partition's scheduler decides it, as an
+        event; what was dispatched before runs on). Returns once every partition decided."""
+        self.configure_queue(queue, paused=True, timeout=timeout)
+
+    def resume_queue(self, queue: str, *, timeout: float = DECISION_TIMEOUT_S) -> None:
+        """Dispatches a paused queue's held jobs again."""
+        self.configure_queue(queue, paused=False, timeout=timeout)
+
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> None:
+        """Sets a queue's cluster-wide limits: at most ``max_running`` of its jobs hold a
+        slot at once, at most ``rate_limit`` (``"N/period"``) start per period. ``0`` or
+        ``"0/s"`` removes a limit; ``None`` leaves it. Among the jobs waiting for a slot,
+        higher priority goes first."""
+        rate, period = (None, None) if rate_limit is None else parse_rate(rate_limit)
+        if rate == 0:
+            period = 0
+        self.configure_queue(
+            queue, max_running=max_running, rate_limit=rate, rate_period_ms=period, timeout=timeout
+        )
+
+    def configure_queue(
+        self,
+        queue: str,
+        *,
+        paused: bool | None = None,
+        max_running: int | None = None,
+        rate_limit: int | None = None,
+        rate_period_ms: int | None = None,
+        timeout: float = DECISION_TIMEOUT_S,
+    ) -> None:
+        """Sets a queue's settings in every partition and waits for each decision.
+
+        Raises:
+            QueueNotConfigured: a partition's scheduler rejected the settings.
+            DecisionTimeout: a partition did not decide within ``timeout``.
+        """
+        handles = self.producer.configure_queue(
+            queue,
+            paused=paused,
+            max_running=max_running,
+            rate_limit=rate_limit,
+            rate_period_ms=rate_period_ms,
+            requested_by=self.submitted_by,
+        )
+        for handle in handles:
+            handle.result(timeout)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue the projections know: its settings, jobs by status, workers alive
+        (the ``queues`` view)."""
+        return self.query("SELECT * FROM queues ORDER BY queue")
+
+    def pending_reasons(
+        self, target: Target | None = None, job_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Why jobs wait, from the ``pending_reasons`` view: the reason, its detail, the
+        position in a limit's line, when the wait ends if a time ends it, and an estimated
+        start from the queue's recent throughput. ``target`` narrows it to a submission or
+        a job."""
+        if target is None:
+            return self.query("SELECT * FROM pending_reasons ORDER BY submitted_at")
+        submission_id, job = resolve(target, job_id)
+        if job is None:
+            return self.query(
+                "SELECT * FROM pending_reasons WHERE submission_id = ? ORDER BY submitted_at",
+                [submission_id],
+            )
+        return self.query(
+            "SELECT * FROM pending_reasons WHERE submission_id = ? AND job_id = ?",
+            [submission_id, job],
+        )
 
     # ------------------------------------------------------------------ Taipy's names
 
@@ -1119,9 +1302,7 @@ class Joblog:
         """
         submission_id, job = resolve(target, None)
         view = self.view(submission_id, timeout=timeout)
-        return [
-            n for n in view.notifications.values() if job is None or n.job_id in ("", job)
-        ]
+        return [n for n in view.notifications.values() if job is None or n.job_id in ("", job)]
 
     def poll_status(
         self,

@@ -77,6 +77,7 @@ CLIENT_COMMANDS: dict[str, str] = {
     "submit": "submit a task, a shell command, or a graph/tree from a file",
     "cancel": "cancel a job (dependents are abandoned) or a whole submission",
     "retry": "run a job waiting for its retry backoff now",
+    "rerun": "run a failed, canceled or abandoned job (or a submission's failed part) again",
     "delete": "delete a finished job or submission (--force: unfinished too)",
     "watch": "watch a submission live: progress bars, then a summary",
     "status": "show a submission or job, from the event stream",
@@ -84,6 +85,8 @@ CLIENT_COMMANDS: dict[str, str] = {
     "notifications": "add, remove or list a submission's webhooks and emails (Tapis's)",
     "jobs": "list jobs from the projections (filters: status, task, submission)",
     "topics": "create, list or describe joblog's topics",
+    "queues": "list queues; pause, resume or limit one; add dispatch partitions",
+    "why": "why jobs wait: their pending reason, line position and estimated start",
 }
 
 _STATUS_STYLE = {
@@ -268,6 +271,9 @@ def _parser(name: str) -> argparse.ArgumentParser:
         "notifications": _notifications_parser,
         "jobs": _jobs_parser,
         "topics": _topics_parser,
+        "rerun": _rerun_parser,
+        "queues": _queues_parser,
+        "why": _why_parser,
     }[name]
     build(parser)
     return parser
@@ -309,7 +315,25 @@ def _submit_parser(parser: argparse.ArgumentParser) -> None:
         "--idempotency-key",
         help="run the job at most once per key across the cluster (a duplicate is SKIPPED)",
     )
-    job.add_argument("--priority", type=int, help="higher runs first within the submission")
+    job.add_argument(
+        "--priority",
+        type=int,
+        help="higher runs first (within the submission, and in a limit's line)",
+    )
+    job.add_argument(
+        "--not-before",
+        metavar="TIME",
+        help="do not start before TIME: ISO 8601 (UTC unless it names a zone), or +SECONDS",
+    )
+    job.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs sharing KEY share its limits cluster-wide (--max-running, --rate-limit)",
+    )
+    job.add_argument("--max-running", type=int, default=0, metavar="N", help="of the key")
+    job.add_argument(
+        "--rate-limit", metavar="N/PERIOD", help="starts of the key per period: 10/s, 100/m"
+    )
     job.add_argument("--env", action="append", default=[], metavar="K=V", help="command env")
     job.add_argument("--cwd", help="working directory of the command")
     sub = parser.add_argument_group("submission")
@@ -387,6 +411,53 @@ def _retry_parser(parser: argparse.ArgumentParser) -> None:
     _ref(parser, job_required=True)
     _decision_flags(parser)
     parser.set_defaults(run=cmd_retry)
+
+
+def _rerun_parser(parser: argparse.ArgumentParser) -> None:
+    _ref(parser)
+    _decision_flags(parser)
+    parser.set_defaults(run=cmd_rerun)
+
+
+def _queues_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="queues, their settings, jobs and workers")
+    listing.add_argument("--db", help="projection file")
+    _json_flag(listing)
+    listing.set_defaults(run=cmd_queues_list)
+    for name, text in (
+        ("pause", "hold the dispatch of the queue's jobs"),
+        ("resume", "dispatch the queue's held jobs again"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("queue")
+        action.add_argument("--timeout", type=float, default=DECISION_TIMEOUT_S, metavar="S")
+        _json_flag(action)
+        action.set_defaults(run=cmd_queues_set, paused=name == "pause")
+    limit = actions.add_parser("limit", help="set the queue's cluster-wide limits")
+    limit.add_argument("queue")
+    limit.add_argument("--max-running", type=int, metavar="N", help="0 removes the limit")
+    limit.add_argument(
+        "--rate-limit", metavar="N/PERIOD", help="starts per period (10/s, 100/m); 0/s removes it"
+    )
+    limit.add_argument("--timeout", type=float, default=DECISION_TIMEOUT_S, metavar="S")
+    _json_flag(limit)
+    limit.set_defaults(run=cmd_queues_set, paused=None)
+    grow = actions.add_parser(
+        "grow", help="give the queue's dispatch topic more partitions (room for more workers)"
+    )
+    grow.add_argument("queue")
+    grow.add_argument("--partitions", type=int, required=True, metavar="N")
+    _json_flag(grow)
+    grow.set_defaults(run=cmd_queues_grow)
+
+
+def _why_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", nargs="?", metavar="REF", help="SUBMISSION or SUBMISSION/JOB")
+    parser.add_argument("job", nargs="?", help="the job, when REF names only the submission")
+    parser.add_argument("--db", help="projection file")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_why, job_required=False)
 
 
 def _delete_parser(parser: argparse.ArgumentParser) -> None:
@@ -623,6 +694,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             queue_timeout=args.queue_timeout,
             idempotency_key=args.idempotency_key,
             priority=args.priority,
+            not_before=_not_before(args.not_before),
+            concurrency_key=args.concurrency_key,
+            max_running=args.max_running,
+            rate_limit=args.rate_limit,
             env=_pairs(args.env, "--env"),
             cwd=args.cwd,
             labels=labels,
@@ -643,6 +718,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_decision(args, submission)
     finally:
         client.close()
+
+
+def _not_before(text: str | None) -> float | None:
+    """``--not-before``: ``+SECONDS`` from now, or an ISO 8601 time, as epoch seconds."""
+    if text is None:
+        return None
+    if text.startswith("+"):
+        try:
+            return datetime.now().timestamp() + float(text[1:])
+        except ValueError:
+            raise UsageError(f"--not-before {text!r}: +SECONDS takes a number") from None
+    from engine.api import epoch_ms
+
+    return epoch_ms(text) / 1000
 
 
 def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
@@ -778,8 +867,7 @@ def _emit_decision(
 
 def _notify(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [
-        {"url": url, "event": args.notify_on, "persistent": args.persistent}
-        for url in args.notify
+        {"url": url, "event": args.notify_on, "persistent": args.persistent} for url in args.notify
     ]
 
 
@@ -851,6 +939,134 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return client.retry(submission_id, job_id)
 
     return _send_and_confirm(args, submission_id, job_id, send, "retry")
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """``joblog rerun``."""
+    submission_id, job_id = _resolve(args)
+
+    def send(client: Joblog) -> CommandHandle:
+        return client.rerun(submission_id, job_id, wait=False)
+
+    return _send_and_confirm(args, submission_id, job_id, send, "rerun")
+
+
+def cmd_queues_list(args: argparse.Namespace) -> int:
+    """``joblog queues list``: from the projections' ``queues`` view."""
+    client = _client(args.db)
+    rows = client.queues()
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="queues")
+    for column in ("queue", "state", "limits", "waiting", "held", "running", "workers"):
+        table.add_column(column)
+    for row in rows:
+        limits = []
+        if row["max_running"]:
+            limits.append(f"{row['max_running']} running")
+        if row["rate_limit"]:
+            limits.append(f"{row['rate_limit']}/{row['rate_period_ms'] / 1000:g}s")
+        state = "paused" if row["paused"] else "running"
+        if row["paused"] and row["paused_partitions"]:
+            state = f"paused ({row['paused_partitions']} partition(s))"
+        table.add_row(
+            row["queue"],
+            state,
+            ", ".join(limits) or "-",
+            str(row["waiting"]),
+            str(row["held"]),
+            str(row["running"]),
+            str(row["workers_alive"]),
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_queues_set(args: argparse.Namespace) -> int:
+    """``joblog queues pause|resume|limit``: one command per partition, each decided."""
+    from engine.api import parse_rate
+    from engine.errors import CommandRejectedError
+
+    rate: int | None = None
+    period: int | None = None
+    if getattr(args, "rate_limit", None) is not None:
+        rate, period = parse_rate(args.rate_limit)
+    max_running = getattr(args, "max_running", None)
+    if args.paused is None and rate is None and max_running is None:
+        raise UsageError("give --max-running and/or --rate-limit")
+    client = _client()
+    try:
+        client.configure_queue(
+            args.queue,
+            paused=args.paused,
+            max_running=max_running,
+            rate_limit=rate,
+            rate_period_ms=period,
+            timeout=args.timeout,
+        )
+    except CommandRejectedError as exc:
+        print(f"joblog queues: rejected ({exc.code}): {exc.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        client.close()
+    what = {True: "paused", False: "resumed", None: "limits set"}[args.paused]
+    if args.json:
+        _print_json({"queue": args.queue, "decision": what})
+    else:
+        print(f"queue {args.queue}: {what} in every partition")
+    return EXIT_OK
+
+
+def cmd_queues_grow(args: argparse.Namespace) -> int:
+    """``joblog queues grow``: more partitions for a queue's dispatch topic."""
+    from engine.admin import grow_dispatch
+    from engine.config import Settings
+
+    count = grow_dispatch(Settings.from_env(), args.queue, args.partitions)
+    if args.json:
+        _print_json({"queue": args.queue, "partitions": count})
+    else:
+        print(
+            f"dispatch topic of queue {args.queue}: {count} partitions "
+            f"(up to {count} workers of the queue take work at once)"
+        )
+    return EXIT_OK
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """``joblog why``: the ``pending_reasons`` view, for everything or a submission or job."""
+    client = _client(args.db)
+    if args.ref is None:
+        rows = client.pending_reasons()
+    else:
+        submission_id, job_id = _resolve(args)
+        rows = client.pending_reasons(submission_id, job_id)
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no job is waiting" + (f" in {args.ref}" if args.ref else ""))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="why jobs wait")
+    for column in ("job", "status", "reason", "detail", "position", "until / estimate"):
+        table.add_column(column)
+    for row in rows:
+        when = row["until"] or row["estimated_start"]
+        table.add_row(
+            f"{row['submission_id']}/{row['job_id']}",
+            styled_status(row["status"]),
+            row["reason"] or "-",
+            row["detail"] or "-",
+            "-" if row["position"] is None else str(row["position"]),
+            "-" if when is None else str(when),
+        )
+    _console().print(table)
+    return EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -1194,6 +1410,9 @@ def _job_panel(job: JobView) -> RenderableType:
         rows.append(("progress", f"{job.progress:g}{total}"))
     if job.status_line:
         rows.append(("status line", job.status_line))
+    if job.pending_reason:
+        until = f" (until {_time(job.pending_until)})" if job.pending_until else ""
+        rows.append(("waiting", f"{job.pending_reason}: {job.pending_detail}{until}"))
     if job.error:
         rows.append(("error", job.error))
     if job.result is not None:

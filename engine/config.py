@@ -4,6 +4,9 @@ Environment variables:
     JOBLOG_BOOTSTRAP_SERVERS: Kafka bootstrap servers (``host:port,...``).
     JOBLOG_TOPIC_PREFIX: prefix of every topic name (default ``joblog.``).
     JOBLOG_PARTITIONS: partitions of the co-partitioned topics when joblog creates them.
+    JOBLOG_DISPATCH_PARTITIONS: partitions of a queue's ``dispatch.<queue>`` topic when
+        joblog creates it (default: JOBLOG_PARTITIONS); a queue's group takes work with at
+        most that many workers at once (``joblog queues grow`` adds partitions later).
     JOBLOG_REPLICATION_FACTOR: replication factor of the topics joblog creates.
     JOBLOG_KAFKA_<SETTING>: any librdkafka setting passed through to every client, with
         ``_`` standing for ``.``; e.g. ``JOBLOG_KAFKA_SECURITY_PROTOCOL=SASL_SSL``,
@@ -117,6 +120,8 @@ class Settings:
         bootstrap_servers: Kafka bootstrap servers.
         topic_prefix: prefix of every topic name.
         partitions: partition count of commands, reports, events and state.
+        dispatch_partitions: partition count of a new ``dispatch.<queue>`` topic (``None``:
+            ``partitions``).
         replication_factor: replication factor of the topics joblog creates.
         kafka: extra librdkafka settings given to every producer, consumer and admin client.
         limits: the designed size limits (records, submissions, arguments, results, ...).
@@ -127,6 +132,7 @@ class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = DEFAULT_PREFIX
     partitions: int = 6
+    dispatch_partitions: int | None = None
     replication_factor: int = 1
     kafka: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -154,6 +160,11 @@ class Settings:
             bootstrap_servers=env.get("JOBLOG_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
             topic_prefix=env.get("JOBLOG_TOPIC_PREFIX", DEFAULT_PREFIX),
             partitions=_positive_int(env, "JOBLOG_PARTITIONS", cls.partitions),
+            dispatch_partitions=(
+                _positive_int(env, "JOBLOG_DISPATCH_PARTITIONS", 1)
+                if "JOBLOG_DISPATCH_PARTITIONS" in env
+                else None
+            ),
             replication_factor=_positive_int(
                 env, "JOBLOG_REPLICATION_FACTOR", cls.replication_factor
             ),

@@ -131,4 +131,10 @@ def job_from_row(row: Mapping[str, Any]) -> JobView:
         exceptions=int(row.get("exceptions") or 0),
         deleted=bool(row.get("deleted")),
         stacktrace=(row["traceback"],) if row.get("traceback") else (),
+        force=row.get("force"),
+        host=row.get("host") or "",
+        pending_reason=row.get("pending_reason") or "",
+        pending_detail=row.get("pending_detail") or "",
+        pending_until=_utc(row.get("pending_until")),
+        priority=int(row.get("priority") or 0),
     )

@@ -607,6 +607,157 @@ VIEWS: dict[str, tuple[str, str]] = {
         ORDER BY a.submission_id, a.added_seq
         """,
     ),
+    "queues": (
+        "Per queue: its settings (paused, limits; from its partitions' QueueConfigured "
+        "events), its jobs by status, its workers alive, its starts in the last 5 minutes.",
+        f"""
+        WITH settings AS (
+            SELECT json_extract_string(body, '$.queue') AS queue,
+                   submission_id AS config_id,
+                   CAST(json_extract(body, '$.paused') AS BOOLEAN) AS paused,
+                   CAST(json_extract(body, '$.max_running') AS BIGINT) AS max_running,
+                   CAST(json_extract(body, '$.rate_limit') AS BIGINT) AS rate_limit,
+                   CAST(json_extract(body, '$.rate_period_ms') AS BIGINT) AS rate_period_ms,
+                   "timestamp",
+                   row_number() OVER (PARTITION BY submission_id ORDER BY seq DESC) AS latest
+            FROM job_events WHERE event = 'QueueConfigured'
+        ),
+        configured AS (
+            SELECT queue,
+                   bool_or(paused) AS paused,
+                   count(*) FILTER (paused) AS paused_partitions,
+                   count(*) AS configured_partitions,
+                   max(max_running) AS max_running,
+                   max(rate_limit) AS rate_limit,
+                   max(rate_period_ms) AS rate_period_ms,
+                   max("timestamp") AS configured_at
+            FROM settings WHERE latest = 1 GROUP BY queue
+        ),
+        jobs_by_queue AS (
+            SELECT queue,
+                   count(*) FILTER (status IN ('SUBMITTED', 'BLOCKED', 'PENDING')) AS waiting,
+                   count(*) FILTER (status = 'PENDING' AND pending_reason <> 'worker')
+                       AS held,
+                   count(*) FILTER (status IN ('ASSIGNED', 'RUNNING')) AS running,
+                   count(*) FILTER (status IN ('COMPLETED', 'SKIPPED')) AS completed,
+                   count(*) FILTER (status IN ('FAILED', 'CANCELED', 'ABANDONED')) AS failed,
+                   count(*) FILTER (run_at >= {_NOW} - INTERVAL 5 MINUTE) AS started_5m
+            FROM jobs WHERE NOT deleted GROUP BY queue
+        ),
+        alive AS (
+            SELECT w.queue, count(*) AS workers_alive, sum(w.slots_total) AS slots
+            FROM workers w
+            WHERE NOT w.left AND epoch_ms(w.last_heartbeat) + w.lease_ms >= epoch_ms({_NOW})
+            GROUP BY w.queue
+        )
+        SELECT queue,
+               coalesce(c.paused, false) AS paused,
+               coalesce(c.paused_partitions, 0) AS paused_partitions,
+               coalesce(c.max_running, 0) AS max_running,
+               coalesce(c.rate_limit, 0) AS rate_limit,
+               coalesce(c.rate_period_ms, 0) AS rate_period_ms,
+               coalesce(j.waiting, 0) AS waiting,
+               coalesce(j.held, 0) AS held,
+               coalesce(j.running, 0) AS running,
+               coalesce(j.completed, 0) AS completed,
+               coalesce(j.failed, 0) AS failed,
+               coalesce(a.workers_alive, 0) AS workers_alive,
+               coalesce(a.slots, 0) AS worker_slots,
+               coalesce(j.started_5m, 0) / 300.0 AS starts_per_second,
+               c.configured_at
+        FROM jobs_by_queue j FULL OUTER JOIN configured c USING (queue)
+             FULL OUTER JOIN alive a USING (queue)
+        ORDER BY queue
+        """,
+    ),
+    "concurrency_slots": (
+        "Per concurrency limit (a key's or a queue's): the attempts holding a slot and the "
+        "claims waiting for one, with their line position (priority, then arrival) and, behind "
+        "a rate limit, when the next start is allowed; from the ledgers' SlotDecided events.",
+        """
+        WITH decided AS (
+            SELECT submission_id AS ledger_id, seq, "timestamp",
+                   json_extract_string(body, '$.ledger') AS ledger,
+                   json_extract_string(body, '$.job') AS claim,
+                   json_extract_string(body, '$.decision') AS decision,
+                   CAST(json_extract(body, '$.priority') AS BIGINT) AS priority,
+                   CAST(json_extract(body, '$.until') AS BIGINT) AS until_ms,
+                   CAST(json_extract(body, '$.max_running') AS BIGINT) AS max_running,
+                   CAST(json_extract(body, '$.rate_limit') AS BIGINT) AS rate_limit,
+                   CAST(json_extract(body, '$.rate_period_ms') AS BIGINT) AS rate_period_ms
+            FROM job_events WHERE event = 'SlotDecided'
+        ),
+        latest AS (
+            SELECT *, row_number() OVER (PARTITION BY ledger_id, claim ORDER BY seq DESC) AS rn
+            FROM decided WHERE decision <> 'limits'
+        ),
+        limits AS (
+            SELECT ledger_id, max_running, rate_limit, rate_period_ms
+            FROM (SELECT *, row_number() OVER (PARTITION BY ledger_id ORDER BY seq DESC) AS rn
+                  FROM decided) WHERE rn = 1
+        ),
+        live AS (
+            SELECT l.*, CASE decision WHEN 'granted' THEN 'holding' ELSE 'waiting' END AS state
+            FROM latest l WHERE rn = 1 AND decision IN ('granted', 'queued')
+        )
+        SELECT live.ledger AS "limit",
+               split_part(claim, '/', 1) AS submission_id,
+               regexp_extract(claim, '^[^/]*/(.*)@[0-9]+$', 1) AS job_id,
+               CAST(regexp_extract(claim, '@([0-9]+)$', 1) AS INTEGER) AS attempt,
+               state, priority, "timestamp" AS since,
+               CASE WHEN state = 'waiting' THEN
+                   row_number() OVER (PARTITION BY live.ledger_id, state
+                                      ORDER BY priority DESC, seq) - 1
+               END AS position,
+               CASE WHEN state = 'waiting' AND until_ms > 0
+                    THEN make_timestamp(until_ms * 1000) END AS rate_opens_at,
+               m.max_running, m.rate_limit, m.rate_period_ms, live.ledger_id
+        FROM live JOIN limits m USING (ledger_id)
+        ORDER BY "limit", state, position NULLS FIRST, since
+        """,
+    ),
+    "pending_reasons": (
+        "Why each unfinished job that is not running waits: its reason and detail, when the "
+        "wait ends if a time ends it, its position in a limit's line, whether a worker of its "
+        "queue is alive, and an estimated start from the queue's starts of the last 5 minutes.",
+        f"""
+        WITH waiting AS (
+            SELECT submission_id, job_id, name, queue, status, priority, submitted_at,
+                   pending_at, pending_reason AS reason, pending_detail AS detail,
+                   pending_until AS until, concurrency_key
+            FROM jobs
+            WHERE NOT deleted AND status IN ('SUBMITTED', 'BLOCKED', 'PENDING', 'ASSIGNED')
+        ),
+        lines AS (
+            SELECT submission_id, job_id, min(position) AS position,
+                   max(rate_opens_at) AS rate_opens_at, string_agg("limit", ', ') AS limits
+            FROM concurrency_slots WHERE state = 'waiting' GROUP BY submission_id, job_id
+        ),
+        pace AS (
+            SELECT queue, workers_alive, starts_per_second, paused FROM queues
+        )
+        SELECT w.submission_id, w.job_id, w.name, w.queue, w.status, w.priority,
+               w.submitted_at, w.pending_at,
+               CASE WHEN w.reason = 'worker' AND coalesce(p.workers_alive, 0) = 0
+                    THEN 'no_worker' ELSE w.reason END AS reason,
+               CASE WHEN w.reason = 'worker' AND coalesce(p.workers_alive, 0) = 0
+                    THEN 'dispatched, but no worker of queue ' || w.queue || ' is alive'
+                    ELSE w.detail END AS detail,
+               coalesce(w.until, l.rate_opens_at) AS until,
+               l.position, l.limits AS waits_for,
+               coalesce(p.workers_alive, 0) AS workers_alive,
+               CASE
+                   WHEN w.until IS NOT NULL THEN w.until
+                   WHEN l.position IS NOT NULL AND coalesce(p.starts_per_second, 0) > 0
+                       THEN {_NOW} + to_milliseconds(
+                           CAST(1000 * (l.position + 1) / p.starts_per_second AS BIGINT))
+               END AS estimated_start
+        FROM waiting w
+        LEFT JOIN lines l USING (submission_id, job_id)
+        LEFT JOIN pace p USING (queue)
+        ORDER BY w.submitted_at, w.submission_id, w.job_id
+        """,
+    ),
     "rejected_commands": (
         "Commands the scheduler rejected, with the machine code and what to fix.",
         """
