@@ -44,6 +44,7 @@ from engine.errors import (
     JobNotDeleted,
     JobNotRerun,
     JobNotRetried,
+    KafkaAuthenticationFailed,
     KafkaUnreachable,
     LimitExceeded,
     NotificationNotChanged,
@@ -81,6 +82,7 @@ from engine.lifecycle.records import (
     queue_config_id,
 )
 from engine.limits import KiB, Limits, MiB, describe_bytes, setting_name
+from engine.logs import authentication_failure
 from engine.partitioning import partition_for
 from engine.topics import Topics
 
@@ -162,7 +164,12 @@ def kafka_failure(exc: BaseException, settings: Settings, timeout: float) -> Job
     """One clear error for a failed Kafka call: unreachable, or the broker's own message."""
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     if isinstance(error, KafkaError):
+        if error.code() == KafkaError._AUTHENTICATION:
+            return KafkaAuthenticationFailed(settings.bootstrap_servers, error.str())
         if error.code() in _UNREACHABLE_CODES:
+            refused = authentication_failure()
+            if refused is not None:
+                return KafkaAuthenticationFailed(settings.bootstrap_servers, refused)
             return KafkaUnreachable(settings.bootstrap_servers, timeout)
         return BrokerError(f"Kafka at {settings.bootstrap_servers} answered: {error.str()}")
     return BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}")
