@@ -55,7 +55,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ 
 
 from engine import kafka
 from engine.config import Settings
-from engine.errors import BrokerError, ConfigurationError
+from engine.errors import BrokerError, ConfigurationError, KafkaAuthenticationFailed
+from engine.logs import authentication_failure
 from engine.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,9 @@ def wait_for_cluster(settings: Settings, timeout: float = 30.0) -> None:
             except KafkaException:
                 pass
         if time.monotonic() >= deadline:
+            refused = authentication_failure()
+            if refused is not None:
+                raise KafkaAuthenticationFailed(settings.bootstrap_servers, refused)
             raise BrokerError(
                 f"no Kafka broker answered at {settings.bootstrap_servers} within "
                 f"{timeout:.0f} s: start one with `joblog broker start` or point "

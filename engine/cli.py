@@ -9,6 +9,7 @@ Client commands (this module)::
     joblog watch SUBMISSION                                    live progress, then a summary
     joblog status REF | history REF | jobs [filters]
     joblog topics create|list|describe
+    joblog acls [--apply] [--format table|kafka-acls|json]    the least-privilege ACL set
 
 Services and tools, handed over to their packages (loaded only when used)::
 
@@ -87,6 +88,7 @@ CLIENT_COMMANDS: dict[str, str] = {
     "topics": "create, list or describe joblog's topics",
     "queues": "list queues; pause, resume or limit one; add dispatch partitions",
     "why": "why jobs wait: their pending reason, line position and estimated start",
+    "acls": "print (or --apply) the least-privilege ACLs of each service's principal",
 }
 
 _STATUS_STYLE = {
@@ -274,6 +276,7 @@ def _parser(name: str) -> argparse.ArgumentParser:
         "rerun": _rerun_parser,
         "queues": _queues_parser,
         "why": _why_parser,
+        "acls": _acls_parser,
     }[name]
     build(parser)
     return parser
@@ -562,6 +565,42 @@ def _topics_parser(parser: argparse.ArgumentParser) -> None:
     describe.add_argument("topic", nargs="*", help="topic names (default: all under the prefix)")
     _json_flag(describe)
     describe.set_defaults(run=cmd_topics_describe)
+
+
+def _acls_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "The least-privilege ACLs of a deployment: one principal per service (scheduler, "
+        "worker, client, ui, projector, notifier). Printed by default; --apply creates them "
+        "through the Admin API, as the principal the JOBLOG_KAFKA_* settings name (a super "
+        "user). See docs/operations.md, Security."
+    )
+    parser.add_argument(
+        "--principal",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="the principal of a role, e.g. worker=User:render-workers (repeatable; default "
+        "User:<prefix>-<role>; ROLE= leaves the role out)",
+    )
+    parser.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        help="a worker queue (repeatable): workers may read only these dispatch topics "
+        "(default: every queue, by prefix)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "kafka-acls", "json"),
+        default="table",
+        help="table (default), kafka-acls.sh commands, or JSON",
+    )
+    parser.add_argument(
+        "--apply", action="store_true", help="create the ACLs on the cluster (idempotent)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds for --apply")
+    _json_flag(parser)
+    parser.set_defaults(run=cmd_acls)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1555,6 +1594,43 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, _clip(row[-1], max(room, 20))]).rstrip())
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- acls
+
+
+def cmd_acls(args: argparse.Namespace) -> int:
+    """``joblog acls``."""
+    from engine import acls
+    from engine.config import Settings
+
+    settings = Settings.from_env()
+    principals: dict[acls.Role, str] = {}
+    for item in args.principal:
+        role, eq, name = item.partition("=")
+        if not eq or role not in {r.value for r in acls.Role}:
+            roles = ", ".join(r.value for r in acls.Role)
+            raise UsageError(f"--principal {item!r}: give ROLE=NAME, ROLE one of {roles}")
+        principals[acls.Role(role)] = name
+    deployment = acls.Deployment(settings.topic_prefix, principals, tuple(args.queue))
+    rules = acls.acl_rules(deployment)
+    if args.apply:
+        from engine.kafka import admin_client
+
+        _reachable(settings)
+        created = acls.apply_acls(admin_client(settings), rules, timeout=args.timeout)
+        if args.json:
+            _print_json({"applied": created})
+        else:
+            print(f"{created} ACL bindings in place at {settings.bootstrap_servers}")
+        return EXIT_OK
+    if args.json or args.format == "json":
+        print(acls.render_json(rules))
+    elif args.format == "kafka-acls":
+        print(acls.render_kafka_acls(rules, settings.bootstrap_servers))
+    else:
+        print(acls.render_table(rules))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- topics

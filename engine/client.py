@@ -22,6 +22,7 @@ command was produced, so waiting for a decision costs the same on a log of any l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -44,6 +45,7 @@ from engine.errors import (
     JobNotDeleted,
     JobNotRerun,
     JobNotRetried,
+    KafkaAuthenticationFailed,
     KafkaUnreachable,
     LimitExceeded,
     NotificationNotChanged,
@@ -81,6 +83,7 @@ from engine.lifecycle.records import (
     queue_config_id,
 )
 from engine.limits import KiB, Limits, MiB, describe_bytes, setting_name
+from engine.logs import authentication_failure
 from engine.partitioning import partition_for
 from engine.topics import Topics
 
@@ -162,10 +165,30 @@ def kafka_failure(exc: BaseException, settings: Settings, timeout: float) -> Job
     """One clear error for a failed Kafka call: unreachable, or the broker's own message."""
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     if isinstance(error, KafkaError):
+        if error.code() == KafkaError._AUTHENTICATION:
+            return KafkaAuthenticationFailed(settings.bootstrap_servers, error.str())
         if error.code() in _UNREACHABLE_CODES:
+            refused = authentication_failure() or _refused_login(settings)
+            if refused is not None:
+                return KafkaAuthenticationFailed(settings.bootstrap_servers, refused)
             return KafkaUnreachable(settings.bootstrap_servers, timeout)
         return BrokerError(f"Kafka at {settings.bootstrap_servers} answered: {error.str()}")
     return BrokerError(f"Kafka at {settings.bootstrap_servers}: {exc}")
+
+
+def _refused_login(settings: Settings, timeout: float = 3.0) -> str | None:
+    """Why the cluster refused this client's SASL login, if that is why it looked unreachable.
+
+    librdkafka reports a refused login only to the error callback, which a client serves in
+    its own ``poll()``; so a probe that is polled at once asks again.
+    """
+    if not any(key.startswith("sasl.") for key in settings.kafka):
+        return None
+    probe = kafka.admin_client(settings)
+    with contextlib.suppress(KafkaException):
+        probe.list_topics(timeout=timeout)
+    probe.poll(0)
+    return authentication_failure()
 
 
 def cluster_metadata(

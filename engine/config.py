@@ -20,7 +20,8 @@ Environment variables:
         level set on a subject that has none, default ``BACKWARD``).
 
 ``joblog ui`` reads its own (``JOBLOG_UI_HOST``, ``JOBLOG_UI_PORT``, ``JOBLOG_UI_TOKEN``) in
-:mod:`engine.ui.config`.
+:mod:`engine.ui.config`, the notifier its webhook allow-list (``JOBLOG_WEBHOOK_ALLOW``) in
+:mod:`engine.notify.egress`. The ACLs each service's principal needs: :mod:`engine.acls`.
 """
 
 from __future__ import annotations

@@ -161,6 +161,24 @@ class KafkaUnreachable(BrokerError):
         self.timeout = timeout
 
 
+class KafkaAuthenticationFailed(BrokerError):
+    """The cluster refused the client's SASL credentials (or its TLS handshake).
+
+    Attributes:
+        bootstrap_servers: the servers that refused.
+        reason: librdkafka's words.
+    """
+
+    def __init__(self, bootstrap_servers: str, reason: str) -> None:
+        super().__init__(
+            f"Kafka at {bootstrap_servers} refused this client's credentials ({reason}); check "
+            "JOBLOG_KAFKA_SECURITY_PROTOCOL, JOBLOG_KAFKA_SASL_MECHANISMS, "
+            "JOBLOG_KAFKA_SASL_USERNAME and JOBLOG_KAFKA_SASL_PASSWORD"
+        )
+        self.bootstrap_servers = bootstrap_servers
+        self.reason = reason
+
+
 class JobNotFound(JoblogError, LookupError):
     """No job (or submission) with that id is known."""
 

@@ -111,8 +111,25 @@ KAFKA_CLIENT_LOG.addFilter(_DemoteFailures())
 KAFKA_CLIENT_LOG.addFilter(RepeatLimiter())
 
 
+#: How long a refused authentication explains a later "cannot reach the cluster".
+_AUTHENTICATION_MEMORY_S = 60.0
+_authentication: list[tuple[float, str]] = []
+
+
 def _on_kafka_error(error: object) -> None:
-    KAFKA_LOG.warning("kafka: %s", getattr(error, "str", lambda: str(error))())
+    text = getattr(error, "str", lambda: str(error))()
+    if getattr(error, "name", lambda: "")() == "_AUTHENTICATION":
+        _authentication[:] = [(time.monotonic(), text)]
+    KAFKA_LOG.warning("kafka: %s", text)
+
+
+def authentication_failure() -> str | None:
+    """What librdkafka said when a client of this process last failed to authenticate, if
+    that was within the last minute (a refused SASL login looks like an unreachable cluster
+    to the call that waited for it)."""
+    if _authentication and time.monotonic() - _authentication[0][0] < _AUTHENTICATION_MEMORY_S:
+        return _authentication[0][1]
+    return None
 
 
 def kafka_log_settings() -> dict[str, object]:

@@ -472,7 +472,8 @@ NOTIFIER_COUNTS: Mapping[str, Count] = {
         key: Count(
             "joblog_notify_deliveries_total",
             "Delivery attempts by outcome: delivered, retrying (failed, tried again), "
-            "gave_up (failed for good), revoked (its partition went elsewhere).",
+            "gave_up (failed for good), revoked (its partition went elsewhere), refused "
+            "(target outside the webhook allow-list).",
             {"outcome": outcome},
         )
         for key, outcome in (
@@ -480,6 +481,7 @@ NOTIFIER_COUNTS: Mapping[str, Count] = {
             ("retries", "retrying"),
             ("gave_up", "gave_up"),
             ("revoked", "revoked"),
+            ("refused", "refused"),
         )
     },
     **{

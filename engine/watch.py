@@ -204,7 +204,7 @@ def events_consumer(settings: Settings, **extra: object) -> Consumer:
     """
     return kafka.consumer(
         settings,
-        f"joblog-watch-{uuid.uuid4().hex}",
+        f"{settings.topic_prefix}watch-{uuid.uuid4().hex}",
         {
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,

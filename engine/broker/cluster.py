@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from engine.broker.distribution import KAFKA_VERSION
 from engine.broker.local import HOST, LocalBroker, _create_offsets_topic
 from engine.broker.properties import cluster_defaults, new_cluster_id
+from engine.broker.security import BrokerSecurity
 from engine.errors import BrokerError
 
 
@@ -48,6 +49,8 @@ class LocalCluster:
         properties: broker settings that win over the generated ones, on every node.
         jvm_options: extra JVM options of every node.
         startup_timeout: seconds to wait for the quorum to answer once the JVMs run.
+        security: SASL/SCRAM (and TLS) with ACLs enforced on every node
+            (:class:`~engine.broker.security.BrokerSecurity`; one admin password for all).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class LocalCluster:
         properties: Mapping[str, str] | None = None,
         jvm_options: Sequence[str] = (),
         startup_timeout: float = 120.0,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.startup_timeout = startup_timeout
@@ -85,6 +89,7 @@ class LocalCluster:
                 voters=voters,
                 cluster_id=cluster_id,
                 defaults=defaults,
+                security=security,
             )
             for n in range(1, brokers + 1)
         }
@@ -118,6 +123,7 @@ class LocalCluster:
             self.wait_for_brokers(len(self.nodes), max(1.0, deadline - time.monotonic()))
             if formatted and admin is not None:
                 _create_offsets_topic(admin)
+            self.nodes[1].add_users()
         except BrokerError:
             self.stop()
             raise
@@ -158,9 +164,19 @@ class LocalCluster:
         """The ids of the nodes whose JVM is alive."""
         return [n for n, node in self.nodes.items() if node.is_running()]
 
+    def client_settings(self, user: str | None = None) -> dict[str, str]:
+        """The librdkafka settings of a client of a secured cluster (see
+        :meth:`LocalBroker.client_settings`); empty for an open one."""
+        return self.nodes[1].client_settings(user)
+
     def admin(self) -> AdminClient:
         """An admin client of the whole cluster (quiet: its connection errors are expected)."""
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 0,
+            **self.client_settings(),
+        }
+        return AdminClient(config)
 
     def wait_for_brokers(self, count: int, timeout: float = 60.0) -> None:
         """Waits until the cluster's metadata lists ``count`` live brokers."""

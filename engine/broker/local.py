@@ -8,6 +8,8 @@ Everything the broker owns lives in its data directory::
     kafka-logs/         partitions and the metadata log (formatted once)
     broker.pid          pid of the running JVM, so other processes can stop or query it
     broker.log          the broker's log of the current run (the previous run's: broker.log.1)
+    sasl-admin.password a secured broker's super-user password, chosen once (mode 0600)
+    tls/                a SASL_SSL broker's certificate authority and keystores, made once
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +44,7 @@ from engine.broker.properties import (
     LOG4J2_PROPERTIES,
     NODE_ID,
     SINGLE_NODE_DEFAULTS,
+    client_listener,
     is_cluster_id,
     listener_port,
     new_cluster_id,
@@ -49,6 +52,7 @@ from engine.broker.properties import (
     render_properties,
     server_properties,
 )
+from engine.broker.security import BrokerSecurity, TlsFiles, make_tls_files, upsert_users
 from engine.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -127,6 +131,8 @@ class LocalBroker:
             :class:`~engine.broker.cluster.LocalCluster` (its id, its fixed controller port,
             the quorum, the cluster's id and replication settings); a single broker leaves
             them alone.
+        security: SASL/SCRAM (and TLS) on the client listener with ACLs enforced
+            (:mod:`engine.broker.security`); clients then need :meth:`client_settings`.
     """
 
     def __init__(
@@ -144,8 +150,10 @@ class LocalBroker:
         voters: str | None = None,
         cluster_id: str | None = None,
         defaults: Mapping[str, str] = SINGLE_NODE_DEFAULTS,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.security = security
         self.node_id = node_id
         self.controller_port = controller_port
         self.voters = voters
@@ -207,6 +215,27 @@ class LocalBroker:
             raise BrokerError(f"no broker has been started from {self.data_dir} yet")
         return servers
 
+    def client_settings(self, user: str | None = None) -> dict[str, str]:
+        """The librdkafka settings a client of this broker needs besides the bootstrap servers.
+
+        Args:
+            user: the SCRAM user to authenticate as (default: the admin); ignored, like the
+                result, by a broker without :attr:`security`.
+
+        Raises:
+            ConfigurationError: a secured broker has no such user.
+        """
+        if self.security is None:
+            return {}
+        security = self._settled_security(self.security)
+        ca = self.tls_directory / "ca.pem" if security.tls else None
+        return security.client_settings(user, ca_location=ca)
+
+    @property
+    def tls_directory(self) -> Path:
+        """Where a SASL_SSL broker keeps its certificate authority and keystores."""
+        return self.data_dir / "tls"
+
     @property
     def pid(self) -> int | None:
         """Pid of the running broker JVM (started by this or another process), or None."""
@@ -250,6 +279,7 @@ class LocalBroker:
                 admin = self.wait_ready()
                 if formatted:
                     _create_offsets_topic(admin)
+                self.add_users()
                 break
             except BrokerError:
                 exited = self._process is not None and self._process.poll() is not None
@@ -292,7 +322,7 @@ class LocalBroker:
         dist = resolve_kafka(self.version, cache_dir=self.cache_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         broker_port, controller_port, chosen = self._ports()
-        self._configure(broker_port, controller_port)
+        self._configure(broker_port, controller_port, java)
         formatted = self._format(java, dist)
         self._launch(java, dist, detach=detach)
         return formatted, chosen
@@ -314,6 +344,28 @@ class LocalBroker:
             resolve_kafka(self.version, cache_dir=self.cache_dir).cds_archive(find_java())
         )
         return admin
+
+    def add_users(self, users: Mapping[str, str] | None = None) -> None:
+        """Creates or updates SCRAM users through the Admin API (as the admin).
+
+        Args:
+            users: name -> password (default: the users of :attr:`security`, so that users
+                given to a data directory formatted before them exist too).
+
+        Raises:
+            BrokerError: the broker is not secured, or refused a credential.
+        """
+        if self.security is None:
+            if users:
+                raise BrokerError("this broker has no SASL listener for SCRAM users")
+            return
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "log_level": 0,
+            **self.client_settings(),
+        }
+        admin = AdminClient(config)
+        upsert_users(admin, dict(self.security.users if users is None else users))
 
     def kill(self) -> None:
         """SIGKILLs the broker's JVM (a crash: no clean shutdown) and forgets it."""
@@ -428,19 +480,35 @@ class LocalBroker:
             props = parse_properties(self.properties_file.read_text())
         except FileNotFoundError:
             return None
-        listeners = props.get("advertised.listeners", "")
-        for entry in listeners.split(","):
-            name, _, address = entry.strip().partition("://")
-            if name == "PLAINTEXT" and address:
-                return address
-        return None
+        listener = client_listener(props)
+        return listener[1] if listener else None
 
     def _previous_ports(self) -> tuple[int | None, int | None]:
         try:
             props = parse_properties(self.properties_file.read_text())
         except FileNotFoundError:
             return None, None
-        return listener_port(props, "PLAINTEXT"), listener_port(props, "CONTROLLER")
+        listener = client_listener(props)
+        client = listener_port(props, listener[0]) if listener else None
+        return client, listener_port(props, "CONTROLLER")
+
+    def _settled_security(self, security: BrokerSecurity) -> BrokerSecurity:
+        """``security`` with the admin password this data directory was first started with.
+
+        The password is in the metadata log from the first format on and the broker's own
+        connections authenticate with it, so a later run must keep it.
+        """
+        stored = self.data_dir / "sasl-admin.password"
+        if stored.exists():
+            password = stored.read_text().strip()
+            if password and password != security.admin_password:
+                return replace(security, admin_password=password)
+            return security
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(security.admin_password + "\n")
+        return security
 
     def _ports(self) -> tuple[int, int, bool]:
         """The broker and controller ports, and whether the broker port was picked here."""
@@ -468,16 +536,27 @@ class LocalBroker:
             controller = _free_port(avoid=(broker,))
         return broker, controller, chosen
 
-    def _configure(self, broker_port: int, controller_port: int) -> None:
+    def _configure(self, broker_port: int, controller_port: int, java: str) -> None:
+        overrides = dict(self.properties)
+        protocol = controller_protocol = "PLAINTEXT"
+        if self.security is not None:
+            security = self._settled_security(self.security)
+            tls: TlsFiles | None = None
+            if security.tls:
+                tls = make_tls_files(self.tls_directory, java)
+            overrides = {**security.server_properties(tls), **overrides}
+            protocol, controller_protocol = security.protocol, "SASL_PLAINTEXT"
         props = server_properties(
             log_dir=self.log_dir,
             broker_port=broker_port,
             controller_port=controller_port,
             host=HOST,
-            overrides=self.properties,
+            overrides=overrides,
             node_id=self.node_id,
             voters=self.voters,
             defaults=self.defaults,
+            protocol=protocol,
+            controller_protocol=controller_protocol,
         )
         self.properties_file.write_text(
             render_properties(props, header="Written by joblog on every start; edits are lost.")
@@ -520,6 +599,8 @@ class LocalBroker:
             str(self.properties_file),
             "--ignore-formatted",
         ]
+        if self.security is not None:
+            command += self._settled_security(self.security).format_arguments()
         try:
             result = subprocess.run(
                 command, capture_output=True, text=True, timeout=120, env=_java_env(dist)
@@ -578,7 +659,9 @@ class LocalBroker:
     def _wait_ready(self, deadline: float) -> AdminClient:
         process = self._process
         assert process is not None
-        port = listener_port(parse_properties(self.properties_file.read_text()), "PLAINTEXT")
+        props = parse_properties(self.properties_file.read_text())
+        listener = client_listener(props)
+        port = listener_port(props, listener[0]) if listener else None
         assert port is not None
         admin: AdminClient | None = None
         while True:
@@ -598,7 +681,12 @@ class LocalBroker:
             if _port_open(port):
                 if admin is None:
                     # The probe's own connection errors are expected; keep them off stderr.
-                    admin = AdminClient({"bootstrap.servers": f"{HOST}:{port}", "log_level": 0})
+                    config: dict[str, str | int | float | bool] = {
+                        "bootstrap.servers": f"{HOST}:{port}",
+                        "log_level": 0,
+                        **self.client_settings(),
+                    }
+                    admin = AdminClient(config)
                 with contextlib.suppress(KafkaException):
                     if admin.list_topics(timeout=1).brokers:
                         return admin

@@ -101,6 +101,8 @@ def server_properties(
     node_id: int = NODE_ID,
     voters: str | None = None,
     defaults: Mapping[str, str] = SINGLE_NODE_DEFAULTS,
+    protocol: str = "PLAINTEXT",
+    controller_protocol: str = "PLAINTEXT",
 ) -> dict[str, str]:
     """The ``server.properties`` of a combined broker+controller KRaft node.
 
@@ -109,7 +111,7 @@ def server_properties(
 
     Args:
         log_dir: where the broker keeps its partitions and the metadata log.
-        broker_port: port of the PLAINTEXT listener clients connect to.
+        broker_port: port of the listener clients connect to.
         controller_port: port of the CONTROLLER listener (the KRaft quorum).
         host: address to bind and advertise.
         overrides: broker settings that win over the generated ones.
@@ -117,6 +119,9 @@ def server_properties(
         voters: the KRaft quorum, ``id@host:port,...`` (default: this node alone).
         defaults: replication and sizing settings (:data:`SINGLE_NODE_DEFAULTS`, or
             :func:`cluster_defaults` for a cluster).
+        protocol: the client listener's security protocol, also its name (``PLAINTEXT``,
+            ``SASL_PLAINTEXT``, ``SASL_SSL``); brokers talk to each other on it too.
+        controller_protocol: the security protocol of the CONTROLLER listener.
 
     Returns:
         The settings, in the order they are written.
@@ -133,11 +138,11 @@ def server_properties(
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": voters or f"{node_id}@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{broker_port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{broker_port}",
+        "listeners": f"{protocol}://{host}:{broker_port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"{protocol}://{host}:{broker_port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": protocol,
+        "listener.security.protocol.map": f"CONTROLLER:{controller_protocol},{protocol}:{protocol}",
         "log.dirs": str(log_dir),
         **defaults,
     }
@@ -180,6 +185,15 @@ def parse_properties(text: str) -> dict[str, str]:
         key, value = _split(line)
         props[_unescape(key)] = _unescape(value)
     return props
+
+
+def client_listener(props: Mapping[str, str]) -> tuple[str, str] | None:
+    """The name and ``host:port`` of the first advertised listener (the clients'), if any."""
+    for entry in props.get("advertised.listeners", "").split(","):
+        name, _, address = entry.strip().partition("://")
+        if name and address:
+            return name, address
+    return None
 
 
 def listener_port(props: Mapping[str, str], listener: str) -> int | None:

@@ -24,6 +24,7 @@ from engine.config import Settings
 from engine.errors import JoblogError
 from engine.notify.declared import DeclaredSettings
 from engine.notify.delivery import DeliveryRetry
+from engine.notify.egress import ALLOW_ENV, DEFAULT_ALLOW, EgressPolicy
 from engine.notify.log import read_deliveries
 from engine.notify.service import Notifier, NotifierOptions
 from engine.notify.signing import generate_secret, secret_key
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DELIVERIES,
         metavar="PATH",
         help=f"JSON-lines log of every delivery attempt (default {DEFAULT_DELIVERIES})",
+    )
+    parser.add_argument(
+        "--webhook-allow",
+        default=os.environ.get(ALLOW_ENV) or DEFAULT_ALLOW,
+        metavar="LIST",
+        help="what webhooks may reach: public, loopback, private, networks (10.0.0.0/8) and "
+        "host patterns (*.example.com), comma-separated; link-local and cloud metadata "
+        f"addresses only when a network names them (default ${ALLOW_ENV}, else {DEFAULT_ALLOW})",
     )
     parser.add_argument("--group", help="consumer group (default <prefix>notifier)")
     parser.add_argument("--max-attempts", type=int, default=5, help="attempts per message")
@@ -125,6 +134,7 @@ def notifier_main(argv: list[str]) -> int:
         secret = os.environ.get(args.declared_secret_env) or None
         if secret is not None:
             secret_key(secret)
+        egress = EgressPolicy.parse(args.webhook_allow)
     except JoblogError as exc:
         print(f"joblog notifier: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +165,7 @@ def notifier_main(argv: list[str]) -> int:
             from_beginning=args.from_beginning,
             api_url=args.api_url,
             declared=DeclaredSettings(secret=secret),
+            egress=egress,
         ),
     )
     stop = threading.Event()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from engine.lifecycle.records import Event
+from engine.notify.egress import EgressPolicy, TargetRefused, open_guarded
 from engine.notify.signing import signed_headers
 from engine.notify.subscriptions import SmtpSettings, Subscription
 from engine.notify.templates import iso, render, render_structure, variables
@@ -67,6 +68,8 @@ class AttemptResult:
         error: what went wrong.
         response: the start of the response body.
         duration_ms: how long the attempt took.
+        refused: nothing was sent: the target is outside the webhook allow-list
+            (:mod:`engine.notify.egress`); also ``permanent``.
     """
 
     ok: bool
@@ -75,6 +78,7 @@ class AttemptResult:
     error: str = ""
     response: str = ""
     duration_ms: int = 0
+    refused: bool = False
 
 
 def message_id(subscription_id: str, event_id: str) -> str:
@@ -169,14 +173,22 @@ def default_email_body(values: dict[str, str]) -> str:
 
 
 def attempt(
-    message: Message, *, timeout: float = 10.0, smtp: SmtpSettings | None = None
+    message: Message,
+    *,
+    timeout: float = 10.0,
+    smtp: SmtpSettings | None = None,
+    egress: EgressPolicy | None = None,
 ) -> AttemptResult:
-    """Makes one delivery attempt of ``message``; never raises for delivery failures."""
+    """Makes one delivery attempt of ``message``; never raises for delivery failures.
+
+    A webhook goes only to an address ``egress`` allows (default: ``public,loopback``);
+    another target is a permanent, ``refused`` failure and nothing is sent.
+    """
     started = time.monotonic()
     if message.subscription.email:
         result = _send_email(message, smtp, timeout)
     else:
-        result = _post(message, timeout)
+        result = _post(message, timeout, egress or EgressPolicy())
     elapsed = round((time.monotonic() - started) * 1000)
     return AttemptResult(
         ok=result.ok,
@@ -185,10 +197,11 @@ def attempt(
         error=result.error,
         response=result.response,
         duration_ms=elapsed,
+        refused=result.refused,
     )
 
 
-def _post(message: Message, timeout: float) -> AttemptResult:
+def _post(message: Message, timeout: float, egress: EgressPolicy) -> AttemptResult:
     headers = {
         "Content-Type": message.content_type,
         "User-Agent": USER_AGENT,
@@ -198,10 +211,12 @@ def _post(message: Message, timeout: float) -> AttemptResult:
     }
     request = urllib.request.Request(message.target, data=message.body, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with open_guarded(egress, request, timeout) as response:
             code = int(response.status)
             text = response.read(_RESPONSE_SNIPPET).decode("utf-8", "replace")
             return AttemptResult(ok=200 <= code < 300, status_code=code, response=text)
+    except TargetRefused as exc:
+        return AttemptResult(ok=False, permanent=True, refused=True, error=str(exc))
     except urllib.error.HTTPError as exc:
         text = exc.read(_RESPONSE_SNIPPET).decode("utf-8", "replace") if exc.fp else ""
         return AttemptResult(

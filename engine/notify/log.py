@@ -5,13 +5,14 @@ Each line::
     {"at": "2025-01-01T12:00:00.123Z", "message_id": "msg_…", "subscription": "render-finished",
      "channel": "webhook", "target": "https://…", "event_id": "s-…:7", "event": "JobCompleted",
      "submission_id": "s-…", "job_id": "frame-001", "attempt": 1,
-     "outcome": "delivered" | "retrying" | "gave_up", "status_code": 200, "error": "",
+     "outcome": "delivered" | "retrying" | "gave_up" | "refused", "status_code": 200, "error": "",
      "response": "ok", "duration_ms": 12, "next_attempt_at": null}
 
 ``outcome`` is ``delivered`` for a success, ``retrying`` for a failure with another attempt
 planned at ``next_attempt_at``, ``gave_up`` for the last failed attempt, ``revoked`` when the
-partition moved to another notifier, ``unrenderable`` (``attempt`` 0) when the message could
-not be rendered and was never sent. Query it with
+partition moved to another notifier, ``refused`` when the target is outside the webhook
+allow-list (``JOBLOG_WEBHOOK_ALLOW``: nothing was sent, and nothing will be), ``unrenderable``
+(``attempt`` 0) when the message could not be rendered and was never sent. Query it with
 DuckDB: ``SELECT * FROM read_json_auto('.joblog/deliveries.jsonl')``.
 """
 

@@ -59,6 +59,7 @@ from engine.notify.delivery import (
     build_message,
 )
 from engine.notify.delivery import Message as Notification
+from engine.notify.egress import EgressPolicy
 from engine.notify.log import DeliveryLog
 from engine.notify.subscriptions import Subscription, SubscriptionSet
 from engine.scheduler.rebuild import read_state
@@ -95,6 +96,8 @@ class NotifierOptions:
             for the declared notifications in place.
         declared_capacity: submissions whose declared notifications are kept (least recently
             used ones are dropped).
+        egress: the addresses webhooks may reach (:mod:`engine.notify.egress`,
+            ``JOBLOG_WEBHOOK_ALLOW``); a target outside it is recorded ``refused``.
     """
 
     group_id: str | None = None
@@ -112,6 +115,7 @@ class NotifierOptions:
     declared: DeclaredSettings = field(default_factory=DeclaredSettings)
     declared_capacity: int = 100_000
     seed_timeout_s: float = 30.0
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
 @dataclass(eq=False)
@@ -379,6 +383,7 @@ class Notifier:
             delivery.message,
             timeout=delivery.timeout_s,
             smtp=self.subscriptions.smtp,
+            egress=self.options.egress,
         )
         self._inflight[future] = delivery
 
@@ -403,12 +408,14 @@ class Notifier:
             self._settle(delivery, current)
             return
         if result.permanent or delivery.attempts >= delivery.max_attempts or not current:
-            outcome = "gave_up" if current else "revoked"
+            outcome = ("refused" if result.refused else "gave_up") if current else "revoked"
             self._record(delivery, result, outcome=outcome)
             self.metrics[outcome] += 1
             log.warning(
                 "%s %s to %s after %d attempt(s): %s",
-                "gave up delivering" if current else "dropped (partition revoked)",
+                {"revoked": "dropped (partition revoked)", "refused": "refused"}.get(
+                    outcome, "gave up delivering"
+                ),
                 delivery.message.message_id,
                 delivery.message.target,
                 delivery.attempts,
