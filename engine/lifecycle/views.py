@@ -377,14 +377,16 @@ class SubmissionView:
                 if body.command_type == "SubmitJobs" and not self.accepted:
                     self.rejection = body
                 return None, None
-            case ev.IdempotencyKeyDecided():
-                return None, None  # a key ledger's decision: about no job of this view
+            case ev.IdempotencyKeyDecided() | ev.SlotDecided() | ev.QueueConfigured():
+                return None, None  # a ledger's or a queue's decision: about no job of this view
             case ev.NotificationAdded():
                 self.notifications[body.notification.notification_id] = body.notification
                 return None, None
             case ev.NotificationRemoved():
                 self.notifications.pop(body.notification_id, None)
                 return None, None
+        if isinstance(body, ev.JobRerun):
+            self.outcome = None  # the submission is open again
         before = self.jobs.get(event.job_id)
         current = before or JobView(event.submission_id, event.job_id)
         after = evolve_view(current, body, to_datetime(event.timestamp))
