@@ -34,11 +34,11 @@ _COMPLETED = (
 )
 
 
-def submit(producer: CommandProducer, submission_id: str) -> None:
+def submit(producer: CommandProducer, submission_id: str, spec: JobSpec = NOOP) -> None:
     """Sends one no-op submission without waiting; waits for room when the queue is full."""
     while True:
         try:
-            producer.submit(NOOP, submission_id=submission_id, wait=False)
+            producer.submit(spec, submission_id=submission_id, wait=False)
             return
         except BufferError:
             producer.flush(0.1)
@@ -64,9 +64,17 @@ def log_ends(settings: Settings) -> dict[str, int]:
 
 
 def throughput(
-    cluster: JoblogCluster, jobs: int, *, stall_timeout: float = 120.0, poll_s: float = 0.1
+    cluster: JoblogCluster,
+    jobs: int,
+    *,
+    stall_timeout: float = 120.0,
+    poll_s: float = 0.1,
+    spec: JobSpec = NOOP,
 ) -> dict[str, Any]:
     """Submits ``jobs`` no-op jobs at once; returns jobs/s from first submit to last projected.
+
+    ``spec`` is the job of each submission (a no-op task by default; e.g. with a
+    concurrency key, to measure what a limit costs).
 
     Raises:
         ClusterError: a service died, or no job completed for ``stall_timeout`` seconds.
@@ -76,7 +84,7 @@ def throughput(
     producer = CommandProducer(cluster.settings)
     started = time.time()
     for index in range(jobs):
-        submit(producer, f"{tag}{index:07d}")
+        submit(producer, f"{tag}{index:07d}", spec)
     producer.flush(120)
     submitted = time.time()
     samples: list[tuple[float, int]] = []
