@@ -1266,6 +1266,8 @@ def summary_table(view: SubmissionView, title: str | None = None) -> RenderableT
             detail = job.error_note  # why: e.g. the job that completed its idempotency key
         elif job.status.is_success:
             detail = job.result or ("" if job.exit_code is None else f"exit {job.exit_code}")
+        elif job.pending_reason and not job.is_terminal:
+            detail = f"waits: {job.pending_detail or job.pending_reason}"  # why it is not running
         else:
             detail = job.error
         table.add_row(
