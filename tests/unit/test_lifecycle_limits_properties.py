@@ -8,6 +8,9 @@ in order, as a Kafka partition keeps it). At every step:
   than ``rate_limit`` in any ``rate_period_ms``;
 * no more jobs of a key are dispatched, assigned or running than its ``max_running``;
 * a grant goes to the waiting claim of the highest priority (arrival breaks ties);
+* every job that is not running and not finished has a pending reason, and the reason is
+  true of the job's state (``concurrency``: it waits for a slot; ``worker``: it is
+  dispatched; ``dependencies``: it is blocked; ...);
 
 and once nothing is left to happen, every job ended and every ledger is empty (no slot is
 leaked, no claim forgotten).
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 from engine.lifecycle.decide import Policy
 from engine.lifecycle.effects import Effect
 from engine.lifecycle.gates import evolve_slot_ledger
+from engine.lifecycle.reasons import PendingReason, reason_after
 from engine.lifecycle.records import (
     CancelMode,
     Event,
@@ -47,6 +51,7 @@ class CheckedLimits(Simulation):
     """A simulation that checks the limits after every decision."""
 
     grants: dict[str, list[int]]
+    reasons: dict[tuple[str, str], PendingReason]
 
     def apply(self, sid: str, given: Input, now: int) -> tuple[list[Event], list[Effect]]:
         before = self.state(sid)
@@ -54,6 +59,9 @@ class CheckedLimits(Simulation):
         events, effects = super().apply(sid, given, now)
         for event in events:
             body = event.body
+            reason = reason_after(body, event.timestamp)
+            if reason is not None and event.job_id:
+                self.reasons[(event.submission_id, event.job_id)] = reason
             if not isinstance(body, SlotDecided):
                 continue
             if body.decision is SlotDecision.GRANTED:
@@ -69,7 +77,31 @@ class CheckedLimits(Simulation):
                 ledger or SlotLedger(body.ledger), body, event.seq, event.timestamp
             )
         self._check_holders()
+        state = self.state(sid)
+        if state is not None and state.slot_ledger is None:
+            self._check_reasons(state)
         return events, effects
+
+    def _check_reasons(self, state: SubmissionState) -> None:
+        for job_id, job in state.jobs.items():
+            if job.is_terminal or job.status is JobStatus.RUNNING:
+                continue
+            reason = self.reasons.get((state.submission_id, job_id))
+            assert reason, (job_id, job.status, reason)
+            code = reason.code
+            if job.status is JobStatus.BLOCKED:
+                assert code in ("dependencies", "idempotency_key"), (job_id, reason)
+            elif job.status is JobStatus.ASSIGNED:
+                assert code == "assigned", (job_id, reason)
+            elif job.status is JobStatus.PENDING:
+                if code == "concurrency":
+                    assert job.held_slot and job.dispatch_id is None, (job_id, job)
+                elif code == "worker":
+                    assert job.dispatch_id is not None, (job_id, job)
+                elif code in ("backoff", "not_before"):
+                    assert job.dispatch_id is None and job.not_before == reason.until, job
+                else:
+                    raise AssertionError(f"{job_id}: PENDING with reason {reason}")
 
     def _check_holders(self) -> None:
         for ledger_state in self.out.ledgers.values():
@@ -155,6 +187,7 @@ def test_limits_hold_in_every_interleaving_and_nothing_leaks(
         max_steps=50_000,
     )
     simulation.grants = {}
+    simulation.reasons = {}
     out = simulation.run()
     for sid, state in out.states.items():
         assert state.done, (sid, {j: s.status for j, s in state.jobs.items()})
@@ -179,6 +212,7 @@ def test_a_ledger_replayed_from_its_events_is_the_ledger_decided(
     rng = random.Random(seed)
     simulation = CheckedLimits(plans, policy=POLICY, ledger_trip=lambda: rng.randint(1, 60))
     simulation.grants = {}
+    simulation.reasons = {}
     out = simulation.run()
     replayed: dict[str, SubmissionState] = {}
     for event in out.events:
