@@ -37,8 +37,10 @@ from engine.lifecycle.records import (
     Input,
     JobCompleted,
     JobStatus,
+    QueueConfigured,
     ReleaseIdempotencyKey,
     ReleaseSlot,
+    SlotDecided,
     SubmissionAccepted,
     Tick,
     Unprocessable,
@@ -351,6 +353,11 @@ class Book:
         self._job_due.pop(submission_id, None)
 
 
+#: The events a submission's or pseudo-submission's stream can begin with: a submission's
+#: acceptance, a key's or a limit's ledger's first decision, a queue's first settings.
+_FIRST_EVENTS = SubmissionAccepted | IdempotencyKeyDecided | SlotDecided | QueueConfigured
+
+
 class Replay:
     """Restores one partition's book: its snapshots, then the tail of its events. No Kafka.
 
@@ -393,7 +400,7 @@ class Replay:
         if event.seq == 0 or (known is not None and event.seq <= known.seq):
             self.skipped += 1  # a rejection outside any sequence, or covered by the snapshot
             return
-        if known is None and not isinstance(event.body, SubmissionAccepted | IdempotencyKeyDecided):
+        if known is None and not isinstance(event.body, _FIRST_EVENTS):
             self.skipped += 1  # its beginning is gone: the submission was deleted
             return
         self.replayed += 1

@@ -5,11 +5,16 @@ from __future__ import annotations
 from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     ClaimIdempotencyKey,
+    ClaimSlot,
+    ConfigureQueue,
     Event,
     IdempotencyKeyAnswer,
     JobStatus,
     ReleaseIdempotencyKey,
+    ReleaseSlot,
     key_ledger_id,
+    queue_config_id,
+    slot_ledger_id,
 )
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import Replay
@@ -116,3 +121,22 @@ def test_a_key_ledger_is_rebuilt_from_its_events() -> None:
     assert state.key_ledger is not None and state.key_ledger.holder == "s2/a"
     assert state == _fold(ledger.history)
     assert all(job.status is not JobStatus.COMPLETED for job in state.jobs.values())
+
+
+def test_a_slot_ledger_and_a_queue_setting_are_rebuilt_from_their_events() -> None:
+    ledger_id = slot_ledger_id("key:k")
+    ledger = Scenario(submission_id=ledger_id)
+    ledger.step(
+        ClaimSlot("c1", ledger_id, "key:k", "s1/a@1", max_running=1),
+        ClaimSlot("c2", ledger_id, "key:k", "s2/a@1", priority=3, max_running=1),
+        ReleaseSlot("r1", ledger_id, "key:k", "s1/a@1"),
+    )
+    config_id = queue_config_id("gpu", 0)
+    queue = Scenario(submission_id=config_id)
+    queue.step(ConfigureQueue("q1", config_id, "gpu", paused=True))
+    replay = _replay({}, [*ledger.history, *queue.history], checkpoint=0)
+    state = replay.book.submissions[ledger_id]
+    assert state.slot_ledger is not None and state.slot_ledger.holders == ("s2/a@1",)
+    assert state == _fold(ledger.history)
+    settings = replay.book.submissions[config_id].queue_config
+    assert settings is not None and settings.paused
