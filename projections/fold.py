@@ -33,9 +33,7 @@ from engine.lifecycle.records import (
     JobSpec,
     JobStatus,
     WorkerLeft,
-    is_key_ledger,
-    is_queue_config,
-    is_slot_ledger,
+    is_pseudo_submission,
 )
 from projections.schema import ATTEMPTS, JOBS, STATUS_COUNT_COLUMNS, SUBMISSIONS, WORKERS
 
@@ -292,7 +290,7 @@ class Fold:
         sid = event.submission_id
         submission: Row | None = None
         # an idempotency key's or a limit's ledger, a queue's settings: history rows only
-        ledger = is_key_ledger(sid) or is_slot_ledger(sid) or is_queue_config(sid)
+        ledger = is_pseudo_submission(sid)
         if event.seq > 0 and not ledger:
             submission = self.submissions.get(sid)
             if submission is None:

@@ -85,7 +85,13 @@ TEMPLATE_VARIABLES: Final[tuple[str, ...]] = (
 )
 
 #: Events ``*`` leaves out: the notifications' own bookkeeping and the ledgers' decisions.
-_NOT_IN_ALL = names_of(ev.NotificationAdded, ev.NotificationRemoved, ev.IdempotencyKeyDecided)
+_NOT_IN_ALL = names_of(
+    ev.NotificationAdded,
+    ev.NotificationRemoved,
+    ev.IdempotencyKeyDecided,
+    ev.SlotDecided,
+    ev.QueueConfigured,
+)
 #: What ``*`` fires on.
 ALL_EVENTS: Final[frozenset[str]] = frozenset(EVENT_NAMES) - _NOT_IN_ALL
 

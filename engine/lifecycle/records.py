@@ -454,6 +454,16 @@ def is_slot_ledger(submission_id: str) -> bool:
     return submission_id.startswith(_SLOT_LEDGER_PREFIX)
 
 
+def is_pseudo_submission(submission_id: str) -> bool:
+    """Whether an id names the engine's own bookkeeping (an idempotency key's or a limit's
+    ledger, a queue's settings) rather than a submission of jobs."""
+    return (
+        is_key_ledger(submission_id)
+        or is_slot_ledger(submission_id)
+        or is_queue_config(submission_id)
+    )
+
+
 def attempt_ref(submission_id: str, job_id: str, attempt: int) -> str:
     """``submission_id/job_id@attempt``: how a slot ledger names a claim."""
     return f"{submission_id}/{job_id}@{attempt}"

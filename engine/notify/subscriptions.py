@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from engine.lifecycle.names import EVENT_NAMES, event_names, names_of
-from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted, is_key_ledger
+from engine.lifecycle.records import Event, JobStatus, SubmissionCompleted, is_pseudo_submission
 from engine.lifecycle.views import STATUS_EVENTS, SUBMISSION_EVENTS, JobView
 from engine.notify.errors import SubscriptionError
 from engine.notify.signing import secret_key
@@ -176,10 +176,11 @@ class Subscription:
     def matches(self, event: Event, job: JobView | None) -> bool:
         """Whether this subscription wants ``event`` (``job``: its job after the event).
 
-        An idempotency key's ledger decisions are the engine's own bookkeeping, never sent:
-        the jobs they concern get their own events (``JobSkipped``, ``JobPending``).
+        A ledger's decisions (an idempotency key's, a limit's) and a queue's settings are the
+        engine's own bookkeeping, never sent: the jobs they concern get their own events
+        (``JobSkipped``, ``JobPending``, ``JobHeld``, ``JobDispatched``).
         """
-        if event.name not in self.events or is_key_ledger(event.submission_id):
+        if event.name not in self.events or is_pseudo_submission(event.submission_id):
             return False
         if self.submissions and event.submission_id not in self.submissions:
             return False
