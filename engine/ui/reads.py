@@ -54,6 +54,10 @@ JOB_COLUMNS = (
     "exceptions",
     "deleted",
     "updated_at",
+    "priority",
+    "pending_reason",
+    "pending_detail",
+    "pending_until",
 )
 
 #: Sortable columns of the jobs list and their SQL types (for the cursor's value).
