@@ -566,11 +566,18 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Started:
-    """The attempt's code (or process) started."""
+    """The attempt's code (or process) started.
+
+    ``claimed``: the report is the worker's claim of the dispatch too (one report instead of
+    a :class:`Claimed` and a :class:`Started`, ``host`` as a claim's): the scheduler decides
+    the claim first (an assignment, a takeover or a refused duplicate), then the start.
+    """
 
     ref: AttemptRef
     pid: int = 0
     sent_at: int = 0
+    claimed: bool = False
+    host: str = ""
 
 
 @dataclass(frozen=True)

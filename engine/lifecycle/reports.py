@@ -71,9 +71,14 @@ def is_stale(state: SubmissionState | None, report: Input) -> bool:
     job = state.jobs[report.ref.job_id]
     if report.ref.worker_id in job.fenced_workers:
         return True
-    if isinstance(report, Claimed) or job.status is JobStatus.PENDING:
+    if is_claim(report) or job.status is JobStatus.PENDING:
         return False
     return job.worker_id != report.ref.worker_id
+
+
+def is_claim(report: Input) -> bool:
+    """Whether a report claims its dispatch: a :class:`Claimed`, or a claiming ``Started``."""
+    return isinstance(report, Claimed) or (isinstance(report, Started) and report.claimed)
 
 
 STALE_CLAIM_REASON = "stale dispatch: the attempt already ended or was superseded"
@@ -87,8 +92,9 @@ def stale_reply(
     A worker that claims a redelivered dispatch of an attempt that already ended or was
     superseded is told to stop it rather than let it run for nothing.
     """
-    if state is None or not isinstance(report, Claimed) or not is_stale(state, report):
+    if state is None or not is_claim(report) or not is_stale(state, report):
         return []
+    assert isinstance(report, Claimed | Started)
     ref = report.ref
     return [
         Control(
@@ -115,28 +121,22 @@ def decide_report(draft: Draft, report: Input) -> None:
     ref = report.ref
     job_id = ref.job_id
     job = draft.job(job_id)
+    if isinstance(report, Started) and report.claimed:
+        _claim(draft, ref, report.host)
+        job = draft.job(job_id)
+        if job.status is JobStatus.ASSIGNED and job.worker_id == ref.worker_id:
+            draft.emit(
+                job_id,
+                JobStarted(
+                    attempt=ref.attempt,
+                    worker_id=ref.worker_id,
+                    pid=report.pid,
+                    started_at=report.sent_at,
+                ),
+            )
+        return
     if isinstance(report, Claimed):
-        if job.status is JobStatus.PENDING:
-            _assign(draft, ref, host=report.host)
-        elif job.worker_id != ref.worker_id:
-            if holder_alive(job, draft.now):
-                # The dispatch record was redelivered to another worker (a rebalance gave
-                # its partition away) while its holder still heartbeats: the holder keeps
-                # the attempt, the claimer is told to stop and fenced.
-                draft.emit(
-                    job_id,
-                    JobDuplicateClaim(
-                        attempt=ref.attempt,
-                        dispatch_id=ref.dispatch_id,
-                        worker_id=ref.worker_id,
-                        holder_worker_id=job.worker_id,
-                        host=report.host,
-                    ),
-                )
-            else:
-                # The holder went silent (crashed, or lost its partition): the newcomer
-                # takes over at once instead of waiting out the lease; the old one is fenced.
-                _assign(draft, ref, host=report.host, previous_worker_id=job.worker_id)
+        _claim(draft, ref, report.host)
         return
     if job.status is JobStatus.PENDING:
         # The claim was not seen (e.g. the report order was broken by a producer retry):
@@ -262,6 +262,35 @@ def is_news(job: JobState, progress: PendingProgress) -> bool:
             (progress.status_line, job.status_line),
         )
     )
+
+
+
+def _claim(draft: Draft, ref: AttemptRef, host: str) -> None:
+    """A worker claims the attempt: assigned, taken over from a silent holder, or refused
+    while its holder is alive."""
+    job_id = ref.job_id
+    job = draft.job(job_id)
+    if job.status is JobStatus.PENDING:
+        _assign(draft, ref, host=host)
+    elif job.worker_id != ref.worker_id:
+        if holder_alive(job, draft.now):
+            # The dispatch record was redelivered to another worker (a rebalance gave
+            # its partition away) while its holder still heartbeats: the holder keeps
+            # the attempt, the claimer is told to stop and fenced.
+            draft.emit(
+                job_id,
+                JobDuplicateClaim(
+                    attempt=ref.attempt,
+                    dispatch_id=ref.dispatch_id,
+                    worker_id=ref.worker_id,
+                    holder_worker_id=job.worker_id,
+                    host=host,
+                ),
+            )
+        else:
+            # The holder went silent (crashed, or lost its partition): the newcomer
+            # takes over at once instead of waiting out the lease; the old one is fenced.
+            _assign(draft, ref, host=host, previous_worker_id=job.worker_id)
 
 
 def _assign(draft: Draft, ref: AttemptRef, *, host: str = "", previous_worker_id: str = "") -> None:

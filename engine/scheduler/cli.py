@@ -40,6 +40,13 @@ def scheduler_main(argv: list[str]) -> int:
         help="how long a silent instance keeps its partitions before the others take them "
         "over (a restarted instance takes them back at once)",
     )
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        default=SchedulerConfig.linger_s * 1000,
+        help="once a record came, how long a batch waits for more before it is decided "
+        "(default %(default)g)",
+    )
     metrics.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
@@ -59,6 +66,7 @@ def scheduler_main(argv: list[str]) -> int:
             instance_id=args.instance_id or default_instance_id(),
             batch_size=args.batch_size,
             session_timeout_ms=args.session_timeout_ms,
+            linger_s=args.linger_ms / 1000,
         ),
     )
     stop = threading.Event()

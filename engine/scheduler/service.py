@@ -69,7 +69,12 @@ class SchedulerConfig:
             derived from it, so a restarted instance fences its crashed predecessor and
             aborts its open transaction at once.
         batch_size: most records consumed into one transaction.
-        poll_timeout_s: longest wait for a batch (also the timer resolution).
+        poll_timeout_s: longest wait for the first record of a batch (also the timer
+            resolution when no timer is due sooner).
+        linger_s: once a record came, how long the batch waits for more before it is
+            decided (records already fetched are taken at once, up to ``batch_size``): a
+            quiet partition's record is decided within this, a busy one's batches fill up
+            by themselves.
         snapshot_every_events: snapshot a submission after this many events.
         snapshot_max_age_ms: snapshot a submission whose oldest unsnapshotted event is older.
         transaction_timeout_ms: how long a crashed instance's open transaction can hold up
@@ -91,6 +96,7 @@ class SchedulerConfig:
     instance_id: str = field(default_factory=lambda: socket.gethostname())
     batch_size: int = 2000
     poll_timeout_s: float = 0.05
+    linger_s: float = 0.005
     snapshot_every_events: int = 500
     snapshot_max_age_ms: int = 5000
     transaction_timeout_ms: int = 30_000
@@ -284,6 +290,24 @@ class Scheduler:
             log.warning("%s", exc)
             self.abandoned.append(producer)
 
+    def _next_batch(self, consumer: Consumer, batch: int, wait: float) -> list[Message]:
+        """The records to decide together: what is fetched already, else the first record to
+        come within ``wait`` and whatever follows it within ``linger_s``.
+
+        A batch that waited for a full ``batch_size`` would hold a quiet partition's records
+        for ``wait`` each; one that never lingered would commit a transaction per record
+        under a trickle of load.
+        """
+        messages = consumer.consume(batch, timeout=0)
+        if messages or wait <= 0:
+            return messages
+        first = consumer.poll(wait)
+        if first is None:
+            return []
+        if batch <= 1:
+            return [first]
+        return [first, *consumer.consume(batch - 1, timeout=self.config.linger_s)]
+
     def _loop(self, stop: threading.Event, consumer: Consumer, producer: Producer) -> None:
         last_sweep = 0
         while not stop.is_set():
@@ -295,7 +319,7 @@ class Scheduler:
             batch = self.config.batch_size
             if self._batch_limit is not None:
                 batch = min(batch, self._batch_limit)
-            messages = consumer.consume(batch, timeout=wait)
+            messages = self._next_batch(consumer, batch, wait)
             self.telemetry.health.beat()
             if messages:
                 self.telemetry.lag.seen(messages)

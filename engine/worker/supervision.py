@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.lifecycle.records import (
     AttemptRef,
@@ -26,6 +26,7 @@ from engine.lifecycle.records import (
     Dispatch,
     Finished,
     Outcome,
+    Started,
 )
 from engine.limits import Limits
 from engine.worker.attempt import AttemptOptions, AttemptRun
@@ -47,6 +48,7 @@ class Slot:
         offsets: the dispatch records it came from (more than one after a redelivery).
         ended: set once its thread is done with it.
         abandoned: reported in ``WorkerLeft``: its later reports are dropped.
+        claim_sent: the scheduler was told of the claim (see :meth:`Attempts.report`).
     """
 
     run: AttemptRun
@@ -54,6 +56,8 @@ class Slot:
     offsets: list[tuple[Partition, int]]
     ended: threading.Event = field(default_factory=threading.Event)
     abandoned: bool = False
+    claim_sent: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Attempts:
@@ -124,8 +128,22 @@ class Attempts:
         return None
 
     def report(self, slot: Slot, report: AttemptReport) -> None:
-        """Sends a report of ``slot``'s attempt, unless the attempt was given back."""
-        if not slot.abandoned:
+        """Sends a report of ``slot``'s attempt, unless the attempt was given back.
+
+        The claim goes with the attempt's first report: a ``Started`` then says it is the
+        claim too (one report, one decision of the scheduler, instead of two); any other
+        first report is preceded by a ``Claimed``.
+        """
+        with slot.lock:
+            if slot.abandoned:
+                return
+            if not slot.claim_sent:
+                slot.claim_sent = True
+                if isinstance(report, Started) and report.ref == slot.run.ref:
+                    report = replace(report, claimed=True, host=self.host)
+                else:
+                    ref = slot.run.ref
+                    self._send(Claimed(ref=ref, host=self.host, pid=self.pid, sent_at=wall_ms()))
             self._send(report)
 
     def start(
@@ -136,7 +154,8 @@ class Attempts:
         lease_ms: int,
         pool: ChildPool | None,
     ) -> Slot:
-        """Claims ``dispatch`` (its ``Claimed`` report) and runs it on a thread."""
+        """Claims ``dispatch`` and runs it on a thread (the claim is reported with the
+        attempt's first report)."""
         slot = Slot(
             run=AttemptRun(
                 dispatch,
@@ -154,7 +173,6 @@ class Attempts:
         self.max_running = max(self.max_running, len(self._running))
         self.metrics["claimed"] += 1
         ref = slot.run.ref
-        self.report(slot, Claimed(ref=ref, host=self.host, pid=self.pid, sent_at=wall_ms()))
         log_event(
             logging.INFO,
             "attempt claimed",

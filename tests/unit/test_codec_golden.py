@@ -57,6 +57,7 @@ from engine.lifecycle.records import (
     SlotAnswer,
     SlotDecided,
     SlotDecision,
+    Started,
     SubmissionCompleted,
     SubmissionStatus,
     SubmitJobs,
@@ -269,6 +270,11 @@ CASES: dict[str, tuple[Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
         ),
         codec.encode_snapshot,
         codec.decode_snapshot,
+    ),
+    "report-started-claimed": (
+        Started(REF, pid=4242, sent_at=T + 1_700, claimed=True, host="node-3"),
+        codec.encode_report,
+        codec.decode_report,
     ),
     "report-finished": (
         Finished(REF, Outcome.FAILED, None, 3, "CalledProcessError", "exit 3", "", 0.5, 1.0),

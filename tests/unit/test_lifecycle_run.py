@@ -31,6 +31,7 @@ from engine.lifecycle.records import (
     JobStatus,
     Outcome,
     RetryPolicy,
+    Started,
     SubmissionCompleted,
     SubmissionStatus,
 )
@@ -39,6 +40,7 @@ from tests.unit.lifecycle_dsl import (
     SUB,
     T0,
     at,
+    cancel,
     claimed,
     exception,
     failed,
@@ -900,3 +902,34 @@ def test_texts_from_workers_are_cut_to_their_limits() -> None:
     assert isinstance(event.body, JobExceptionRaised)
     assert len(event.body.note.encode()) <= 50 and event.body.note.endswith("[truncated]")
     assert len(event.body.traceback.encode()) <= 80
+
+
+# --------------------------------------------------------------------------- claim with start
+
+
+def _claiming_start(job_id: str, worker: str = "w1", attempt: int = 1) -> Started:
+    return Started(ref(job_id, attempt, worker), pid=77, claimed=True, host=f"{worker}.local")
+
+
+def test_a_claiming_start_assigns_and_starts_in_one_decision() -> None:
+    scenario = given(submit(job("a"))).when(_claiming_start("a"))
+    scenario.then(
+        on("a", JobAssigned(1, f"{SUB}/a/1", "w1", POLICY.lease_ms, host="w1.local")),
+        on("a", JobStarted(1, "w1", pid=77, started_at=0)),
+    )
+    scenario.status(a=JobStatus.RUNNING)
+
+
+def test_a_claiming_start_of_a_held_attempt_by_another_live_worker_is_refused() -> None:
+    scenario = given(submit(job("a")), *running("a", worker="w1"), heartbeat("w1", ref("a")))
+    scenario.when(_claiming_start("a", worker="w2"))
+    scenario.then(on("a", JobDuplicateClaim))
+    scenario.status(a=JobStatus.RUNNING)
+    assert scenario.job("a").worker_id == "w1"
+
+
+def test_a_claiming_start_of_an_ended_attempt_is_answered_with_a_kill() -> None:
+    scenario = given(submit(job("a")), cancel("a")).when(_claiming_start("a"))
+    scenario.then_nothing()
+    (kill,) = scenario.last_effects
+    assert isinstance(kill, Control) and kill.worker_id == "w1"

@@ -15,12 +15,14 @@ from engine import codec
 from engine.lifecycle.records import (
     AttemptRef,
     AttemptReport,
+    Claimed,
     Control,
     Dispatch,
     Finished,
     Heartbeat,
     JobSpec,
     Outcome,
+    Started,
 )
 from engine.limits import DEFAULT_LIMITS
 from engine.worker.attempt import AttemptOptions
@@ -255,7 +257,7 @@ def test_an_attempt_given_back_sends_nothing_more_and_its_dispatch_stays_uncommi
     h = Harness()
     report = finished()
     h.intake.offsets.taken(("d", 0), 10)
-    slot = Slot(run=None, lease_ms=1, offsets=[(("d", 0), 10)])  # type: ignore[arg-type]
+    slot = Slot(run=None, lease_ms=1, offsets=[(("d", 0), 10)], claim_sent=True)  # type: ignore[arg-type]
     h.attempts.report(slot, report)
     slot.abandoned = True
     h.attempts.report(slot, report)
@@ -265,6 +267,31 @@ def test_an_attempt_given_back_sends_nothing_more_and_its_dispatch_stays_uncommi
     slot.abandoned = False
     h.intake.ended(slot)
     assert h.intake.offsets.to_commit(None) == {("d", 0): 11}
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.ref = ref("s", "j")
+
+
+def test_the_claim_goes_with_the_first_start_of_the_attempt() -> None:
+    h = Harness()
+    slot = Slot(run=_Run(), lease_ms=1, offsets=[])  # type: ignore[arg-type]
+    h.attempts.report(slot, Started(ref("s", "j"), pid=9, sent_at=5))
+    h.attempts.report(slot, finished())
+    assert h.sent == [
+        Started(ref("s", "j"), pid=9, sent_at=5, claimed=True, host="h"),
+        finished(),
+    ]
+
+
+def test_a_first_report_that_is_not_a_start_is_preceded_by_the_claim() -> None:
+    h = Harness()
+    slot = Slot(run=_Run(), lease_ms=1, offsets=[])  # type: ignore[arg-type]
+    h.attempts.report(slot, finished())
+    claim, end = h.sent
+    assert isinstance(claim, Claimed) and claim.ref == ref("s", "j") and claim.host == "h"
+    assert end == finished()
 
 
 def test_a_worker_refuses_a_negative_job_count_or_idle_time() -> None:
