@@ -155,6 +155,25 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(cast("dict[str, str | int | float | bool]", settings.client_config()))
 
 
+def next_batch(consumer: Consumer, batch: int, wait: float, linger: float) -> list[Message]:
+    """The records to handle together: what the consumer fetched already (up to ``batch``),
+    else the first record to come within ``wait`` and what follows it within ``linger``.
+
+    ``consume(batch, timeout=wait)`` alone would hold a quiet topic's records for ``wait``
+    each (it returns early only with a full batch); never lingering would make a transaction
+    of every record under a trickle of load. A busy topic's batches fill by themselves.
+    """
+    messages = consumer.consume(batch, timeout=0)
+    if messages or wait <= 0:
+        return messages
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    if batch <= 1:
+        return [first]
+    return [first, *consumer.consume(batch - 1, timeout=linger)]
+
+
 def consumer_fatal(error: KafkaError) -> bool:
     """Whether an error that ``consume()`` or ``poll()`` handed back means the consumer is dead.
 

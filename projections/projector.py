@@ -144,7 +144,9 @@ class Projector:
             partition in its file: give each file its own group.
         from_beginning: empty the file first and project the whole log again.
         batch_size: most records per batch (one DuckDB transaction).
-        poll_timeout: longest wait for a batch to fill, in seconds.
+        poll_timeout: longest wait for the first record of a batch, in seconds.
+        linger: once a record came, how long the batch waits for more (records already
+            fetched are taken at once, up to ``batch_size``).
         workers: also read ``reports`` for the ``workers`` table.
         serve: answer read-only queries on 127.0.0.1 while running (see
             :mod:`projections.server`).
@@ -163,6 +165,7 @@ class Projector:
         from_beginning: bool = False,
         batch_size: int = 5_000,
         poll_timeout: float = 0.25,
+        linger: float = 0.02,
         workers: bool = True,
         serve: bool = True,
         max_rows: int = 200_000,
@@ -176,6 +179,7 @@ class Projector:
         self.from_beginning = from_beginning
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        self.linger = linger
         self.workers = workers
         self.serve = serve
         self.on_batch = on_batch
@@ -307,7 +311,9 @@ class Projector:
         try:
             idle_since = time.monotonic()
             while not stop.is_set():
-                messages = consumer.consume(self.batch_size, timeout=self.poll_timeout)
+                messages = kafka.next_batch(
+                    consumer, self.batch_size, self.poll_timeout, self.linger
+                )
                 self.telemetry.health.beat()
                 if messages:
                     self.telemetry.lag.seen(messages)

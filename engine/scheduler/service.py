@@ -290,24 +290,6 @@ class Scheduler:
             log.warning("%s", exc)
             self.abandoned.append(producer)
 
-    def _next_batch(self, consumer: Consumer, batch: int, wait: float) -> list[Message]:
-        """The records to decide together: what is fetched already, else the first record to
-        come within ``wait`` and whatever follows it within ``linger_s``.
-
-        A batch that waited for a full ``batch_size`` would hold a quiet partition's records
-        for ``wait`` each; one that never lingered would commit a transaction per record
-        under a trickle of load.
-        """
-        messages = consumer.consume(batch, timeout=0)
-        if messages or wait <= 0:
-            return messages
-        first = consumer.poll(wait)
-        if first is None:
-            return []
-        if batch <= 1:
-            return [first]
-        return [first, *consumer.consume(batch - 1, timeout=self.config.linger_s)]
-
     def _loop(self, stop: threading.Event, consumer: Consumer, producer: Producer) -> None:
         last_sweep = 0
         while not stop.is_set():
@@ -319,7 +301,7 @@ class Scheduler:
             batch = self.config.batch_size
             if self._batch_limit is not None:
                 batch = min(batch, self._batch_limit)
-            messages = self._next_batch(consumer, batch, wait)
+            messages = kafka.next_batch(consumer, batch, wait, self.config.linger_s)
             self.telemetry.health.beat()
             if messages:
                 self.telemetry.lag.seen(messages)

@@ -247,3 +247,44 @@ def test_read_to_end_raises_a_fatal_consumer_error() -> None:
     reader.consume = lambda n, timeout: [fatal_record()]  # type: ignore[method-assign]
     with pytest.raises(KafkaException):
         list(read(reader))
+
+
+class _Queue:
+    """The two calls of a consumer that next_batch uses, over a list of fetched records."""
+
+    def __init__(self, fetched: list[str], arriving: list[str]) -> None:
+        self.fetched = fetched
+        self.arriving = arriving
+        self.calls: list[tuple[str, float]] = []
+
+    def consume(self, num: int, timeout: float) -> list[str]:
+        self.calls.append(("consume", timeout))
+        if not self.fetched and timeout > 0:
+            self.fetched, self.arriving = self.arriving, []
+        out, self.fetched = self.fetched[:num], self.fetched[num:]
+        return out
+
+    def poll(self, timeout: float) -> str | None:
+        self.calls.append(("poll", timeout))
+        if self.arriving:
+            return self.arriving.pop(0)
+        return None
+
+
+def test_a_batch_takes_what_is_fetched_without_waiting() -> None:
+    from engine.kafka import next_batch
+
+    queue = _Queue(["a", "b", "c"], [])
+    assert next_batch(queue, 2, 0.05, 0.005) == ["a", "b"]  # type: ignore[arg-type]
+    assert queue.calls == [("consume", 0)]
+
+
+def test_a_quiet_batch_waits_for_its_first_record_then_lingers_briefly() -> None:
+    from engine.kafka import next_batch
+
+    queue = _Queue([], ["a", "b"])
+    assert next_batch(queue, 10, 0.05, 0.005) == ["a", "b"]  # type: ignore[arg-type]
+    assert queue.calls == [("consume", 0), ("poll", 0.05), ("consume", 0.005)]
+    assert next_batch(_Queue([], []), 10, 0.05, 0.005) == []  # type: ignore[arg-type]
+    one = _Queue([], ["a", "b"])
+    assert next_batch(one, 1, 0.05, 0.005) == ["a"]  # type: ignore[arg-type]
