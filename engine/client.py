@@ -57,9 +57,11 @@ from engine.lifecycle.records import (
     AddNotification,
     CancelJobs,
     CancelMode,
+    ChangeSchedule,
     Command,
     CommandRejected,
     ConfigureQueue,
+    CreateSchedule,
     DeleteJobs,
     Event,
     JobAbandoned,
@@ -77,6 +79,9 @@ from engine.lifecycle.records import (
     RemoveNotification,
     RerunJobs,
     RetryJob,
+    ScheduleChanged,
+    ScheduleCreated,
+    ScheduleFired,
     SubmissionAccepted,
     SubmitJobs,
     is_queue_config,
@@ -324,6 +329,13 @@ def decision_of(command: Command, event: Event) -> bool | None:
         accepted = isinstance(body, JobRerun) and body.command_id == command.command_id
     elif isinstance(command, ConfigureQueue):
         accepted = isinstance(body, QueueConfigured) and body.command_id == command.command_id
+    elif isinstance(command, CreateSchedule):
+        accepted = isinstance(body, ScheduleCreated) and body.command_id == command.command_id
+    elif isinstance(command, ChangeSchedule):
+        accepted = (
+            isinstance(body, ScheduleChanged | ScheduleFired)
+            and body.command_id == command.command_id
+        )
     elif isinstance(command, AddNotification | RemoveNotification):
         accepted = (
             isinstance(body, NotificationAdded | NotificationRemoved)
@@ -796,7 +808,6 @@ class CommandProducer:
         command = delete_command(submission_id, job_id, force=force)
         self.send(command, wait=wait)
         return command
-
 
     def rerun(
         self, submission_id: str, job_id: str | None = None, *, wait: bool = True

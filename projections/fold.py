@@ -62,6 +62,13 @@ _JobChange = (
 )
 _JobBody = ev.JobSubmitted | _JobChange
 JobKey = tuple[str, str]
+#: A schedule's status after a change (``job_events.status`` of its pseudo-submission).
+_SCHEDULE_STATUS = {
+    ev.ScheduleAction.PAUSE: "PAUSED",
+    ev.ScheduleAction.RESUME: "ACTIVE",
+    ev.ScheduleAction.TRIGGER: "TRIGGERED",
+    ev.ScheduleAction.DELETE: "DELETED",
+}
 AttemptKey = tuple[str, str, int]
 PartitionKey = tuple[str, int]
 
@@ -333,6 +340,16 @@ class Fold:
                 status = str(body.decision)
             case ev.QueueConfigured():
                 status = "PAUSED" if body.paused else "RUNNING"
+            case ev.ScheduleCreated():
+                status = "PAUSED" if body.paused else "ACTIVE"
+            case ev.ScheduleChanged():
+                status = _SCHEDULE_STATUS[body.action]
+            case ev.ScheduleFired():
+                status = "FIRED"
+            case ev.ScheduleSkipped():
+                status = "SKIPPED"
+            case ev.ScheduleRunSeen():
+                status = None  # the run's own events say how it ended
             case ev.NotificationAdded() | ev.NotificationRemoved():
                 status = None  # about the submission's notifications (the notifications view)
             case ev.CommandRejected():
@@ -864,6 +881,11 @@ def _attempt_of(body: EventBody) -> int | None:
             | ev.SlotDecided()
             | ev.QueueConfigured()
             | ev.JobRerun()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return None
         case _:
@@ -907,6 +929,11 @@ def _attempts_of(body: EventBody) -> tuple[int, ...]:
             | ev.SlotDecided()
             | ev.QueueConfigured()
             | ev.JobRerun()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return ()
         case _:

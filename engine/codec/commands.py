@@ -8,11 +8,14 @@ from typing import Any
 from engine.codec.framing import decode, encode
 from engine.codec.mapping import (
     CANCEL_MODES,
+    SCHEDULE_ACTIONS,
     notifications_from_avro,
     notifications_to_avro,
     pairs_from_avro,
     pairs_to_avro,
     restore,
+    schedule_parts_from_avro,
+    schedule_parts_to_avro,
     spec_from_avro,
     spec_to_avro,
 )
@@ -21,9 +24,11 @@ from engine.lifecycle.records import (
     AddNotification,
     AnyCommand,
     CancelJobs,
+    ChangeSchedule,
     ClaimIdempotencyKey,
     ClaimSlot,
     ConfigureQueue,
+    CreateSchedule,
     DeleteJobs,
     IdempotencyKeyAnswer,
     Notification,
@@ -32,6 +37,7 @@ from engine.lifecycle.records import (
     RemoveNotification,
     RerunJobs,
     RetryJob,
+    ScheduleRunEnded,
     SlotAnswer,
     SubmitJobs,
 )
@@ -77,6 +83,11 @@ def _delete_from_avro(r: dict[str, Any]) -> DeleteJobs:
     return restore(DeleteJobs, r)
 
 
+def _change_schedule_from_avro(r: dict[str, Any]) -> ChangeSchedule:
+    r["action"] = SCHEDULE_ACTIONS[r["action"]]
+    return restore(ChangeSchedule, r)
+
+
 _TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     SubmitJobs: (f"{NAMESPACE}.SubmitJobs", _submit_to_avro),
     CancelJobs: (f"{NAMESPACE}.CancelJobs", vars),
@@ -92,6 +103,9 @@ _TO_AVRO: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     ClaimSlot: (f"{NAMESPACE}.ClaimSlot", vars),
     ReleaseSlot: (f"{NAMESPACE}.ReleaseSlot", vars),
     SlotAnswer: (f"{NAMESPACE}.SlotAnswer", vars),
+    CreateSchedule: (f"{NAMESPACE}.CreateSchedule", schedule_parts_to_avro),
+    ChangeSchedule: (f"{NAMESPACE}.ChangeSchedule", vars),
+    ScheduleRunEnded: (f"{NAMESPACE}.ScheduleRunEnded", vars),
 }
 _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.SubmitJobs": _submit_from_avro,
@@ -108,6 +122,9 @@ _FROM_AVRO: dict[str, Callable[[dict[str, Any]], AnyCommand]] = {
     f"{NAMESPACE}.ClaimSlot": lambda r: restore(ClaimSlot, r),
     f"{NAMESPACE}.ReleaseSlot": lambda r: restore(ReleaseSlot, r),
     f"{NAMESPACE}.SlotAnswer": lambda r: restore(SlotAnswer, r),
+    f"{NAMESPACE}.CreateSchedule": lambda r: restore(CreateSchedule, schedule_parts_from_avro(r)),
+    f"{NAMESPACE}.ChangeSchedule": _change_schedule_from_avro,
+    f"{NAMESPACE}.ScheduleRunEnded": lambda r: restore(ScheduleRunEnded, r),
 }
 
 

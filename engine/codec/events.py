@@ -9,10 +9,13 @@ from engine.codec.framing import decode, encode
 from engine.codec.mapping import (
     CANCEL_MODES,
     JOB_STATUSES,
+    SCHEDULE_ACTIONS,
     members,
     pairs_from_avro,
     pairs_to_avro,
     restore,
+    schedule_parts_from_avro,
+    schedule_parts_to_avro,
     spec_from_avro,
     spec_to_avro,
 )
@@ -35,6 +38,8 @@ from engine.lifecycle.records import (
     KeyDecision,
     Notification,
     NotificationAdded,
+    ScheduleChanged,
+    ScheduleCreated,
     SlotDecided,
     SlotDecision,
     SubmissionAccepted,
@@ -139,6 +144,15 @@ def _notification_added(r: dict[str, Any]) -> NotificationAdded:
     return restore(NotificationAdded, r)
 
 
+def _schedule_created(r: dict[str, Any]) -> ScheduleCreated:
+    return restore(ScheduleCreated, schedule_parts_from_avro(r))
+
+
+def _schedule_changed(r: dict[str, Any]) -> ScheduleChanged:
+    r["action"] = SCHEDULE_ACTIONS[r["action"]]
+    return restore(ScheduleChanged, r)
+
+
 # Bodies whose Avro record is not the instance dict as it is: (to Avro, from Avro).
 _CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
     SubmissionAccepted: (_accepted_to_avro, _accepted),
@@ -154,6 +168,8 @@ _CONVERTERS: dict[type, tuple[_ToAvro, _FromAvro]] = {
     JobHeld: (vars, _held),
     SlotDecided: (vars, _slot_decided),
     JobRerun: (vars, _rerun),
+    ScheduleCreated: (schedule_parts_to_avro, _schedule_created),
+    ScheduleChanged: (vars, _schedule_changed),
 }
 
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
-from engine.lifecycle.records import CancelMode, JobSpec, JobStatus, Notification, RetryPolicy
+from engine.lifecycle.records import (
+    CancelMode,
+    JobSpec,
+    JobStatus,
+    Notification,
+    RetryPolicy,
+    ScheduleAction,
+    ScheduleOverlap,
+    ScheduleSpec,
+)
 
 R = TypeVar("R")
 E = TypeVar("E", bound=enum.Enum)
@@ -41,6 +50,8 @@ def members(cls: type[E]) -> dict[str, E]:
 
 CANCEL_MODES = members(CancelMode)
 JOB_STATUSES = members(JobStatus)
+SCHEDULE_ACTIONS = members(ScheduleAction)
+_OVERLAPS = members(ScheduleOverlap)
 
 
 def pairs_to_avro(pairs: Pairs) -> list[dict[str, str]]:
@@ -87,3 +98,28 @@ def notifications_to_avro(notifications: tuple[Notification, ...]) -> list[dict[
 def notifications_from_avro(items: list[dict[str, Any]]) -> tuple[Notification, ...]:
     """A list of ``Notification`` records as notifications."""
     return tuple([restore(Notification, item) for item in items])
+
+
+def schedule_spec_from_avro(fields: dict[str, Any]) -> ScheduleSpec:
+    """A ``ScheduleSpec`` record as a schedule spec (``fields`` is consumed); ``vars`` of
+    a spec is its Avro form."""
+    fields["overlap"] = _OVERLAPS[fields["overlap"]]
+    return restore(ScheduleSpec, fields)
+
+
+def schedule_parts_to_avro(record: Any) -> dict[str, Any]:
+    """A record with a schedule's ``spec``, ``jobs`` and ``labels`` in its Avro form."""
+    return {
+        **vars(record),
+        "spec": vars(record.spec),
+        "jobs": [spec_to_avro(spec) for spec in record.jobs],
+        "labels": pairs_to_avro(record.labels),
+    }
+
+
+def schedule_parts_from_avro(fields: dict[str, Any]) -> dict[str, Any]:
+    """The converse of :func:`schedule_parts_to_avro` (``fields`` is converted in place)."""
+    fields["spec"] = schedule_spec_from_avro(fields["spec"])
+    fields["jobs"] = tuple([spec_from_avro(spec) for spec in fields["jobs"]])
+    fields["labels"] = pairs_from_avro(fields["labels"])
+    return fields

@@ -15,6 +15,7 @@ from engine.codec.mapping import (
     pairs_from_avro,
     pairs_to_avro,
     restore,
+    schedule_spec_from_avro,
     spec_from_avro,
     spec_to_avro,
 )
@@ -26,6 +27,7 @@ from engine.lifecycle.state import (
     KeyLedger,
     PendingProgress,
     QueueConfig,
+    ScheduleState,
     SlotLedger,
     SlotWaiter,
     SubmissionState,
@@ -38,6 +40,7 @@ _PENDING_PROGRESS = f"{NAMESPACE}.PendingProgress"
 _KEY_LEDGER = f"{NAMESPACE}.KeyLedger"
 _SLOT_LEDGER = f"{NAMESPACE}.SlotLedger"
 _QUEUE_CONFIG = f"{NAMESPACE}.QueueConfig"
+_SCHEDULE = f"{NAMESPACE}.ScheduleState"
 _HOLD_REASONS = members(HoldReason)
 
 
@@ -77,6 +80,30 @@ def _queue_config_from_avro(value: Any) -> QueueConfig | None:
     if value is None:
         return None
     return restore(QueueConfig, value[1] if isinstance(value, tuple) else value)
+
+
+def _schedule_to_avro(schedule: ScheduleState | None) -> tuple[str, dict[str, Any]] | None:
+    if schedule is None:
+        return None
+    fields = {
+        **vars(schedule),
+        "spec": vars(schedule.spec),
+        "jobs": [spec_to_avro(spec) for spec in schedule.jobs],
+        "labels": pairs_to_avro(schedule.labels),
+        "running": list(schedule.running),
+    }
+    return (_SCHEDULE, fields)
+
+
+def _schedule_from_avro(value: Any) -> ScheduleState | None:
+    if value is None:
+        return None
+    fields = value[1] if isinstance(value, tuple) else value
+    fields["spec"] = schedule_spec_from_avro(fields["spec"])
+    fields["jobs"] = tuple([spec_from_avro(spec) for spec in fields["jobs"]])
+    fields["labels"] = pairs_from_avro(fields["labels"])
+    fields["running"] = tuple(fields["running"])
+    return restore(ScheduleState, fields)
 
 
 def _job_to_avro(job: JobState) -> dict[str, Any]:
@@ -129,6 +156,7 @@ def _to_avro(s: SubmissionState) -> dict[str, Any]:
         "notifications": notifications_to_avro(s.notifications),
         "slot_ledger": _slot_ledger_to_avro(s.slot_ledger),
         "queue_config": _queue_config_to_avro(s.queue_config),
+        "schedule": _schedule_to_avro(s.schedule),
     }
 
 
@@ -169,6 +197,7 @@ def _header_to_avro(item: tuple[SubmissionState, tuple[str, ...]]) -> dict[str, 
         "notifications": notifications_to_avro(s.notifications),
         "slot_ledger": _slot_ledger_to_avro(s.slot_ledger),
         "queue_config": _queue_config_to_avro(s.queue_config),
+        "schedule": _schedule_to_avro(s.schedule),
     }
 
 
@@ -195,6 +224,7 @@ def _job_part_to_avro(item: tuple[SubmissionState, str]) -> dict[str, Any]:
         "notifications": [],
         "slot_ledger": None,
         "queue_config": None,
+        "schedule": None,
     }
 
 
@@ -247,6 +277,7 @@ def _from_avro(r: dict[str, Any]) -> SubmissionState:
         notifications=notifications_from_avro(r["notifications"]),
         slot_ledger=_slot_ledger_from_avro(r["slot_ledger"]),
         queue_config=_queue_config_from_avro(r["queue_config"]),
+        schedule=_schedule_from_avro(r["schedule"]),
         open_jobs=sum(not job.is_terminal for job in jobs),
     )
 

@@ -47,9 +47,11 @@ from engine.lifecycle.policy import (
 from engine.lifecycle.records import (
     AddNotification,
     CancelJobs,
+    ChangeSchedule,
     ClaimIdempotencyKey,
     ClaimSlot,
     ConfigureQueue,
+    CreateSchedule,
     DeleteJobs,
     Event,
     FailureReason,
@@ -62,6 +64,7 @@ from engine.lifecycle.records import (
     RemoveNotification,
     RerunJobs,
     RetryJob,
+    ScheduleRunEnded,
     SlotAnswer,
     SubmitJobs,
     Tick,
@@ -75,6 +78,7 @@ from engine.lifecycle.reports import (
     is_stale,
     stale_reply,
 )
+from engine.lifecycle.schedules import decide_change, decide_create, decide_run_ended
 from engine.lifecycle.state import (
     QueueConfig,
     SubmissionState,
@@ -220,6 +224,12 @@ def _decide_into(draft: Draft, given: Input, completed_keys: Mapping[str, str]) 
         decide_release_slot(draft, given)
     elif isinstance(given, SlotAnswer):
         decide_slot_answer(draft, given)
+    elif isinstance(given, CreateSchedule):
+        decide_create(draft, given)
+    elif isinstance(given, ChangeSchedule):
+        decide_change(draft, given)
+    elif isinstance(given, ScheduleRunEnded):
+        decide_run_ended(draft, given)
     else:
         decide_report(draft, given)
 
@@ -240,7 +250,10 @@ def _submission_of(given: Input, state: SubmissionState | None) -> str | None:
         | ConfigureQueue
         | ClaimSlot
         | ReleaseSlot
-        | SlotAnswer,
+        | SlotAnswer
+        | CreateSchedule
+        | ChangeSchedule
+        | ScheduleRunEnded,
     ):
         return given.submission_id
     if isinstance(given, Unprocessable):

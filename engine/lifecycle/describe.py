@@ -142,9 +142,25 @@ def describe(event: Event) -> str:
         case ev.JobRerun():
             by = f" by {body.requested_by}" if body.requested_by else ""
             return (
-                f"Job rerun{by} after it ended {body.previous_status}: "
-                f"attempt {body.attempt} next"
+                f"Job rerun{by} after it ended {body.previous_status}: attempt {body.attempt} next"
             )
+        case ev.ScheduleCreated():
+            paused = ", paused" if body.paused else ""
+            return (
+                f"Schedule {body.schedule_id} created ({schedule_text(body.spec)}{paused}): "
+                f"{len(body.jobs)} job(s) a run{_next(body.next_at)}"
+            )
+        case ev.ScheduleChanged():
+            return f"Schedule {body.action}d{_next(body.next_at)}"
+        case ev.ScheduleFired():
+            how = "triggered" if body.manual else "fired late" if body.catch_up else "fired"
+            return f"Schedule {how}: run {body.run_submission_id}{_next(body.next_at)}"
+        case ev.ScheduleSkipped():
+            why = _SKIPPED.get(body.reason, body.reason)
+            slots = "slot" if body.count == 1 else f"{body.count} slots"
+            return f"Schedule skipped {slots} up to {_clock(body.slot)}: {why}{_next(body.next_at)}"
+        case ev.ScheduleRunSeen():
+            return f"Schedule run {body.run_submission_id} ended {body.status}"
         case _:
             assert_never(body)
 
@@ -250,3 +266,39 @@ def _clock(ms: int) -> str:
     except (OverflowError, OSError, ValueError):
         return f"{ms} ms after the epoch"  # no calendar time: say the number as it came
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def schedule_text(spec: ev.ScheduleSpec) -> str:
+    """A schedule's spec in words: ``cron '0 2 * * *' in Europe/Berlin, overlap skip``."""
+    if spec.cron:
+        when = f"cron {spec.cron!r} in {spec.timezone}"
+    else:
+        when = f"every {duration_text(spec.interval_ms)}"
+        if spec.offset_ms:
+            when += f" at +{duration_text(spec.offset_ms)}"
+    return f"{when}, overlap {spec.overlap}"
+
+
+def duration_text(ms: int) -> str:
+    """``90000`` as ``1m30s``; ``1500`` as ``1.5s``."""
+    if ms % 1000:
+        return f"{ms / 1000:g}s"
+    seconds = ms // 1000
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
+_SKIPPED = {
+    "overlap": "the previous run was still going",
+    "buffered": "waits for the previous run to end",
+    "catch_up_window": "missed longer ago than the catch-up window",
+    "catch_up_limit": "too many missed slots to fire at once",
+}
+
+
+def _next(next_at: int) -> str:
+    return f"; next {_clock(next_at)}" if next_at else ""

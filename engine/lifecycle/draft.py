@@ -106,13 +106,22 @@ class Draft:
         # The submission does not exist (unknown, or its SubmitJobs was invalid): the
         # rejection is logged outside its sequence (seq 0), so that a later valid submission
         # with this id still starts at seq 1 and no event id is ever reused.
-        self.events.append(
-            Event(
-                event_id=f"{self.state.submission_id}:rejected:{command_id}",
-                submission_id=self.state.submission_id,
-                job_id=job_id,
-                seq=0,
-                timestamp=self.now,
-                body=body,
-            )
+        event = Event(
+            event_id=f"{self.state.submission_id}:rejected:{command_id}",
+            submission_id=self.state.submission_id,
+            job_id=job_id,
+            seq=0,
+            timestamp=self.now,
+            body=body,
         )
+        self.events.append(event)
+        if self.collect_effects:
+            # not folded in, but it may call for a record (a schedule's rejected run)
+            self.effects.extend(
+                effects(
+                    self.state,
+                    event,
+                    lease_ms=self.policy.lease_ms,
+                    kill_grace_ms=self.policy.kill_grace_ms,
+                )
+            )

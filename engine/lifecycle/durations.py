@@ -179,6 +179,11 @@ def job_times(events: Iterable[Event]) -> JobTimes:
                 | ev.JobHeld()
                 | ev.SlotDecided()
                 | ev.QueueConfigured()
+                | ev.ScheduleCreated()
+                | ev.ScheduleChanged()
+                | ev.ScheduleFired()
+                | ev.ScheduleSkipped()
+                | ev.ScheduleRunSeen()
             ):
                 pass
             case _:
@@ -235,6 +240,11 @@ def moves_times(body: EventBody) -> bool:
             | ev.JobHeld()
             | ev.SlotDecided()
             | ev.QueueConfigured()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return False
         case _:

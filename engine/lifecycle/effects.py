@@ -9,9 +9,11 @@ from __future__ import annotations
 from engine.lifecycle.gates import claim_of, slot_answer, slot_traffic
 from engine.lifecycle.records import (
     KEY_WAIT,
+    SCHEDULE_LABEL,
     CancelMode,
     ClaimIdempotencyKey,
     ClaimSlot,
+    CommandRejected,
     Control,
     Dispatch,
     Event,
@@ -36,15 +38,23 @@ from engine.lifecycle.records import (
     KeyDecision,
     QueueConfigured,
     ReleaseIdempotencyKey,
+    ScheduleFired,
+    ScheduleRunEnded,
     SlotDecided,
     SlotDecision,
+    SubmissionCompleted,
+    SubmitJobs,
     job_ref,
     key_ledger_id,
+    schedule_submission_id,
     slot_ledger_id,
 )
+from engine.lifecycle.schedules import run_command, run_rejected
 from engine.lifecycle.state import JobState, SubmissionState
 
-Effect = Dispatch | Control | KeyCommand
+#: A side record: a dispatch, a kill, traffic to another partition's (pseudo-)submission, or
+#: the submission a schedule fires.
+Effect = Dispatch | Control | KeyCommand | SubmitJobs
 
 #: Events that end the current attempt: the slots it holds or waits for are released.
 _ENDS_AN_ATTEMPT = (
@@ -82,6 +92,14 @@ def effects(
         return [slot_answer(body, event.event_id, event.timestamp)]
     if isinstance(body, QueueConfigured):
         return _queue_limits(before, event, body)
+    if isinstance(body, ScheduleFired):
+        assert before.schedule is not None
+        return [run_command(before.schedule, body, event.event_id, event.timestamp)]
+    if isinstance(body, SubmissionCompleted):
+        return _run_ended(before, event, body)
+    if isinstance(body, CommandRejected) and body.command_type == "SubmitJobs":
+        # a schedule's run that could not be submitted ended at once
+        return list(run_rejected(body.command_id, event.submission_id, event.timestamp))
     job = before.jobs.get(event.job_id)
     if job is None:
         return []
@@ -100,6 +118,22 @@ def effects(
             slot_traffic(event.submission_id, event.job_id, job, event.event_id, event.timestamp)
         )
     return out
+
+
+def _run_ended(before: SubmissionState, event: Event, body: SubmissionCompleted) -> list[Effect]:
+    """A run a schedule fired ended: its schedule hears of it (for its overlap policy)."""
+    schedule_id = dict(before.labels).get(SCHEDULE_LABEL)
+    if not schedule_id:
+        return []
+    return [
+        ScheduleRunEnded(
+            command_id=f"{event.event_id}:run-ended",
+            submission_id=schedule_submission_id(schedule_id),
+            run_submission_id=event.submission_id,
+            status=str(body.status),
+            issued_at=event.timestamp,
+        )
+    ]
 
 
 def _queue_limits(before: SubmissionState, event: Event, body: QueueConfigured) -> list[Effect]:

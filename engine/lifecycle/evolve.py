@@ -17,6 +17,7 @@ from engine.lifecycle.records import (
     JobStatus,
     KeyDecision,
 )
+from engine.lifecycle.schedules import evolve_schedule
 from engine.lifecycle.state import (
     CancelRequest,
     JobState,
@@ -72,6 +73,17 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
             state.slot_ledger = evolve_slot_ledger(
                 state.slot_ledger or SlotLedger(body.ledger), body, event.seq, event.timestamp
             )
+        case (
+            ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
+        ):
+            if isinstance(body, ev.ScheduleCreated):
+                state.accepted = True
+                state.command_id = body.command_id
+            state.schedule = evolve_schedule(state.schedule, body, event.timestamp)
         case ev.QueueConfigured():
             state.accepted = True
             state.queue_config = QueueConfig(
@@ -310,6 +322,11 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             | ev.NotificationRemoved()
             | ev.SlotDecided()
             | ev.QueueConfigured()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             # folded by evolve into the submission's state, not into one job's
             raise TypeError(f"not a job event: {type(body).__name__}")

@@ -117,6 +117,11 @@ def reason_after(body: EventBody, timestamp: int) -> PendingReason | None:
             | ev.NotificationRemoved()
             | ev.SlotDecided()
             | ev.QueueConfigured()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return None
         case _:

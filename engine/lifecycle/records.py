@@ -335,6 +335,79 @@ class ConfigureQueue:
     issued_at: int = 0
 
 
+class ScheduleOverlap(enum.StrEnum):
+    """What a schedule does with a slot that comes while its previous run is still going."""
+
+    SKIP = "skip"  # the slot is skipped
+    BUFFER_ONE = "buffer_one"  # one slot waits and fires when the run ends; more are skipped
+    ALLOW_ALL = "allow_all"  # every slot fires
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """When a schedule fires.
+
+    Exactly one of ``cron`` (5 fields, in ``timezone``) and ``interval_ms`` is set.
+
+    Attributes:
+        cron: a cron expression (``30 2 * * 1-5``), read in ``timezone`` (DST included).
+        timezone: an IANA time zone (``Europe/Berlin``); ``UTC`` by default.
+        interval_ms: fire every this many ms, at ``offset_ms`` past each multiple of it
+            since the epoch (an interval of a day at offset 0 fires at 00:00 UTC).
+        offset_ms: see ``interval_ms``.
+        overlap: see :class:`ScheduleOverlap`.
+        catchup_window_ms: after downtime, missed slots at most this old still fire (subject
+            to ``overlap``); older ones are skipped. 0: none fires, only the next one.
+        start_at / end_at: no slot before / after these times (ms; 0: unbounded).
+    """
+
+    cron: str = ""
+    timezone: str = "UTC"
+    interval_ms: int = 0
+    offset_ms: int = 0
+    overlap: ScheduleOverlap = ScheduleOverlap.SKIP
+    catchup_window_ms: int = 60_000
+    start_at: int = 0
+    end_at: int = 0
+
+
+@dataclass(frozen=True)
+class CreateSchedule:
+    """Create a schedule: each slot submits ``jobs`` as a new submission, named
+    ``<schedule id>-<slot, UTC, as 20261203T140000Z>`` and labelled ``joblog.schedule`` and
+    ``joblog.slot``."""
+
+    command_id: str
+    submission_id: str  # schedule_submission_id(schedule_id)
+    schedule_id: str
+    spec: ScheduleSpec
+    jobs: tuple[JobSpec, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+    paused: bool = False
+    requested_by: str = ""
+    issued_at: int = 0
+
+
+class ScheduleAction(enum.StrEnum):
+    """What a :class:`ChangeSchedule` does."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    TRIGGER = "trigger"  # fire once now, whatever the spec says
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class ChangeSchedule:
+    """Pause, resume, trigger or delete a schedule."""
+
+    command_id: str
+    submission_id: str
+    action: ScheduleAction
+    requested_by: str = ""
+    issued_at: int = 0
+
+
 Command = (
     SubmitJobs
     | CancelJobs
@@ -344,7 +417,25 @@ Command = (
     | RemoveNotification
     | RerunJobs
     | ConfigureQueue
+    | CreateSchedule
+    | ChangeSchedule
 )
+
+_SCHEDULE_PREFIX = "#schedule-"
+#: The labels of a submission a schedule fired.
+SCHEDULE_LABEL = "joblog.schedule"
+SLOT_LABEL = "joblog.slot"
+
+
+def schedule_submission_id(schedule_id: str) -> str:
+    """The id (and Kafka key) of a schedule's pseudo-submission."""
+    return _SCHEDULE_PREFIX + schedule_id
+
+
+def is_schedule(submission_id: str) -> bool:
+    """Whether an id names a schedule rather than a submission."""
+    return submission_id.startswith(_SCHEDULE_PREFIX)
+
 
 _QUEUE_CONFIG_PREFIX = "#queue-"
 
@@ -461,6 +552,7 @@ def is_pseudo_submission(submission_id: str) -> bool:
         is_key_ledger(submission_id)
         or is_slot_ledger(submission_id)
         or is_queue_config(submission_id)
+        or is_schedule(submission_id)
     )
 
 
@@ -501,6 +593,17 @@ class ReleaseSlot:
 
 
 @dataclass(frozen=True)
+class ScheduleRunEnded:
+    """A submission a schedule fired ended (for the schedule: its overlap policy)."""
+
+    command_id: str
+    submission_id: str  # the schedule's
+    run_submission_id: str
+    status: str
+    issued_at: int = 0
+
+
+@dataclass(frozen=True)
 class SlotAnswer:
     """The ledger granted the slot: the attempt may be dispatched (for the job's submission)."""
 
@@ -519,6 +622,7 @@ KeyCommand = (
     | ClaimSlot
     | ReleaseSlot
     | SlotAnswer
+    | ScheduleRunEnded
 )
 #: Everything the ``commands`` topic carries: clients' commands and schedulers' key traffic,
 #: in the order of the ``body`` union of ``Command.avsc`` (new branches go at its end).
@@ -537,6 +641,9 @@ AnyCommand = (
     | ClaimSlot
     | ReleaseSlot
     | SlotAnswer
+    | CreateSchedule
+    | ChangeSchedule
+    | ScheduleRunEnded
 )
 
 
@@ -1040,6 +1147,64 @@ class JobRerun:
     requested_by: str = ""
 
 
+@dataclass(frozen=True)
+class ScheduleCreated:
+    """A schedule exists (an event of the schedule's pseudo-submission); ``next_at``: its
+    first slot (0: none)."""
+
+    schedule_id: str
+    spec: ScheduleSpec
+    jobs: tuple[JobSpec, ...]
+    labels: tuple[tuple[str, str], ...]
+    paused: bool
+    next_at: int
+    command_id: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleChanged:
+    """A schedule was paused, resumed or deleted (``next_at``: its next slot after)."""
+
+    action: ScheduleAction
+    next_at: int
+    command_id: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleFired:
+    """A slot fired: ``run_submission_id`` was submitted (the SubmitJobs command is an effect
+    of this event). ``manual``: a trigger; ``catch_up``: a missed slot fired late."""
+
+    slot: int
+    run_submission_id: str
+    manual: bool
+    catch_up: bool
+    next_at: int
+    command_id: str = ""  # a trigger's
+
+
+@dataclass(frozen=True)
+class ScheduleSkipped:
+    """``count`` slots up to ``slot`` did not fire: ``reason`` ``overlap`` (a run was still
+    going), ``catch_up_window`` (missed during downtime, older than the window), ``buffered``
+    (the slot waits for the running one to end: it fires then)."""
+
+    slot: int
+    reason: str
+    count: int
+    next_at: int
+
+
+@dataclass(frozen=True)
+class ScheduleRunSeen:
+    """A run the schedule fired ended (``status``); a buffered slot may fire now."""
+
+    run_submission_id: str
+    status: str
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -1069,6 +1234,11 @@ EventBody = (
     | SlotDecided
     | QueueConfigured
     | JobRerun
+    | ScheduleCreated
+    | ScheduleChanged
+    | ScheduleFired
+    | ScheduleSkipped
+    | ScheduleRunSeen
 )
 
 
@@ -1130,6 +1300,9 @@ class RejectionCode(enum.StrEnum):
     TOO_MANY_NOTIFICATIONS = "too_many_notifications"
     BAD_LIMIT = "bad_limit"
     NOT_RERUNNABLE = "not_rerunnable"
+    BAD_SCHEDULE = "bad_schedule"
+    DUPLICATE_SCHEDULE = "duplicate_schedule"
+    UNKNOWN_SCHEDULE = "unknown_schedule"
 
 
 # --------------------------------------------------------------------------- side records

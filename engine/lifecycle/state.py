@@ -23,6 +23,7 @@ from engine.lifecycle.records import (
     JobSpec,
     JobStatus,
     Notification,
+    ScheduleSpec,
     SubmissionStatus,
 )
 
@@ -153,6 +154,29 @@ class QueueConfig:
         return self.max_running > 0 or self.rate_limit > 0
 
 
+@dataclass(frozen=True)
+class ScheduleState:
+    """A schedule: its spec and template, and where its slots stand.
+
+    ``last_slot`` is the latest slot considered (fired, skipped or buffered: a later tick
+    looks at the slots after it); ``next_at`` the next slot (0: none); ``running`` the runs
+    it fired that did not end yet (kept for the overlap policy; not for ``allow_all``);
+    ``buffered`` a slot waiting for them to end (0: none).
+    """
+
+    schedule_id: str
+    spec: ScheduleSpec
+    jobs: tuple[JobSpec, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+    paused: bool = False
+    deleted: bool = False
+    last_slot: int = 0
+    next_at: int = 0
+    running: tuple[str, ...] = ()
+    buffered: int = 0
+    fired: int = 0
+
+
 @dataclass
 class SubmissionState:
     """One submission: its jobs and the bookkeeping of its event stream.
@@ -178,6 +202,8 @@ class SubmissionState:
             (:func:`~engine.lifecycle.records.slot_ledger_id`).
         queue_config: set for the pseudo-submission of a queue's settings in a partition
             (:func:`~engine.lifecycle.records.queue_config_id`).
+        schedule: set for the pseudo-submission of a schedule
+            (:func:`~engine.lifecycle.records.schedule_submission_id`).
         open_jobs: how many jobs are not terminal yet (derived from ``jobs``, kept by
             :func:`~engine.lifecycle.evolve.evolve` so that "is every job done?" costs O(1)
             in a 100,000-job submission; not part of a snapshot, recounted on decode).
@@ -199,6 +225,7 @@ class SubmissionState:
     notifications: tuple[Notification, ...] = ()
     slot_ledger: SlotLedger | None = None
     queue_config: QueueConfig | None = None
+    schedule: ScheduleState | None = None
     open_jobs: int = field(default=0, compare=False, metadata={"derived": True})
 
     @property

@@ -25,6 +25,7 @@ from engine.lifecycle.records import (
     Started,
 )
 from engine.lifecycle.reports import is_news, is_stale, latest_progress
+from engine.lifecycle.schedules import fire_due, schedule_deadline
 from engine.lifecycle.state import (
     JobState,
     SubmissionState,
@@ -79,7 +80,9 @@ def job_deadline(job: JobState, policy: Policy = DEFAULT_POLICY) -> int | None:
 
 def own_deadline(state: SubmissionState) -> int | None:
     """When the submission's own timer (not one of a job's) is due: a slot ledger waiting for
-    its rate window."""
+    its rate window, a schedule's next slot."""
+    if state.schedule is not None:
+        return schedule_deadline(state.schedule)
     ledger = state.slot_ledger
     if ledger is None:
         return None
@@ -88,7 +91,7 @@ def own_deadline(state: SubmissionState) -> int | None:
 
 def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> int | None:
     """When a :class:`Tick` should next be decided for this submission (``None``: never)."""
-    if state.slot_ledger is not None:
+    if state.slot_ledger is not None or state.schedule is not None:
         return own_deadline(state)
     if state.outcome is not None:
         return None
@@ -103,6 +106,9 @@ def next_deadline(state: SubmissionState, policy: Policy = DEFAULT_POLICY) -> in
 def fire_timers(draft: Draft) -> None:
     if draft.state.slot_ledger is not None:
         grant_waiting(draft)  # the rate window opened
+        return
+    if draft.state.schedule is not None:
+        fire_due(draft)  # its slots came
         return
     now = draft.now
     policy = draft.policy

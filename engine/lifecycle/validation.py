@@ -18,6 +18,8 @@ from engine.lifecycle.records import (
 )
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
+#: What a submission id (and a job id, a schedule id) looks like.
+ID_PATTERN = _ID
 
 
 _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

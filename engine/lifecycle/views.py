@@ -100,6 +100,11 @@ def status_after(body: EventBody) -> JobStatus | None:
             | ev.JobHeld()
             | ev.SlotDecided()
             | ev.QueueConfigured()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return None
         case _:
@@ -377,8 +382,17 @@ class SubmissionView:
                 if body.command_type == "SubmitJobs" and not self.accepted:
                     self.rejection = body
                 return None, None
-            case ev.IdempotencyKeyDecided() | ev.SlotDecided() | ev.QueueConfigured():
-                return None, None  # a ledger's or a queue's decision: about no job of this view
+            case (
+                ev.IdempotencyKeyDecided()
+                | ev.SlotDecided()
+                | ev.QueueConfigured()
+                | ev.ScheduleCreated()
+                | ev.ScheduleChanged()
+                | ev.ScheduleFired()
+                | ev.ScheduleSkipped()
+                | ev.ScheduleRunSeen()
+            ):
+                return None, None  # a ledger's, a queue's or a schedule's: about no job
             case ev.NotificationAdded():
                 self.notifications[body.notification.notification_id] = body.notification
                 return None, None
@@ -529,6 +543,11 @@ def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             | ev.NotificationRemoved()
             | ev.SlotDecided()
             | ev.QueueConfigured()
+            | ev.ScheduleCreated()
+            | ev.ScheduleChanged()
+            | ev.ScheduleFired()
+            | ev.ScheduleSkipped()
+            | ev.ScheduleRunSeen()
         ):
             return job
         case _:

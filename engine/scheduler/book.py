@@ -40,6 +40,7 @@ from engine.lifecycle.records import (
     QueueConfigured,
     ReleaseIdempotencyKey,
     ReleaseSlot,
+    ScheduleCreated,
     SlotDecided,
     SubmissionAccepted,
     Tick,
@@ -355,7 +356,9 @@ class Book:
 
 #: The events a submission's or pseudo-submission's stream can begin with: a submission's
 #: acceptance, a key's or a limit's ledger's first decision, a queue's first settings.
-_FIRST_EVENTS = SubmissionAccepted | IdempotencyKeyDecided | SlotDecided | QueueConfigured
+_FIRST_EVENTS = (
+    SubmissionAccepted | IdempotencyKeyDecided | SlotDecided | QueueConfigured | ScheduleCreated
+)
 
 
 class Replay:

@@ -504,14 +504,15 @@ class Scheduler:
                     value=codec.encode_control(effect),
                 )
             else:
-                # idempotency-key traffic: to the partition that owns the key's ledger (a
-                # claim or release) or the job's submission (an answer), whichever
-                # scheduler owns it, in this transaction
+                # traffic to another (pseudo-)submission, whichever scheduler owns it, in
+                # this transaction: a key's or a limit's ledger (a claim or release), a job's
+                # submission (an answer), a schedule (a run ended), a schedule's run (its
+                # submission)
                 self.metrics.counts["key_commands"] += 1
                 producer.produce(
                     topics.commands,
                     key=effect.submission_id.encode(),
-                    value=codec.encode_command(effect),
+                    value=self._fits(codec.encode_command(effect), f"command {effect.command_id}"),
                 )
         self._poll(producer)
 

@@ -346,13 +346,13 @@ class Scenario:
                 expected_seq = (self.state.seq if self.state is not None else 0) + 1
                 assert event.seq == expected_seq, f"seq {event.seq}, expected {expected_seq}"
                 assert event.event_id == event_id(event.submission_id, event.seq)
-            if event.seq > 0:
-                produced += effects(
-                    self.state or SubmissionState(submission_id=event.submission_id),
-                    event,
-                    lease_ms=self.policy.lease_ms,
-                    kill_grace_ms=self.policy.kill_grace_ms,
-                )
+            # a rejection outside the sequence may call for a record too
+            produced += effects(
+                self.state or SubmissionState(submission_id=event.submission_id),
+                event,
+                lease_ms=self.policy.lease_ms,
+                kill_grace_ms=self.policy.kill_grace_ms,
+            )
             self.state = evolve(self.state, event)
             self.history.append(event)
         if self.state is not None:

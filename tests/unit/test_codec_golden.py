@@ -24,10 +24,12 @@ from engine.lifecycle.records import (
     AttemptRef,
     CancelJobs,
     CancelMode,
+    ChangeSchedule,
     ClaimIdempotencyKey,
     ClaimSlot,
     ConfigureQueue,
     Control,
+    CreateSchedule,
     Dispatch,
     Event,
     FailureReason,
@@ -54,6 +56,15 @@ from engine.lifecycle.records import (
     RemoveNotification,
     RerunJobs,
     RetryPolicy,
+    ScheduleAction,
+    ScheduleChanged,
+    ScheduleCreated,
+    ScheduleFired,
+    ScheduleOverlap,
+    ScheduleRunEnded,
+    ScheduleRunSeen,
+    ScheduleSkipped,
+    ScheduleSpec,
     SlotAnswer,
     SlotDecided,
     SlotDecision,
@@ -63,6 +74,7 @@ from engine.lifecycle.records import (
     SubmitJobs,
     key_ledger_id,
     queue_config_id,
+    schedule_submission_id,
     slot_ledger_id,
 )
 from engine.lifecycle.state import (
@@ -71,6 +83,7 @@ from engine.lifecycle.state import (
     KeyLedger,
     PendingProgress,
     QueueConfig,
+    ScheduleState,
     SlotLedger,
     SlotWaiter,
     SubmissionState,
@@ -100,6 +113,14 @@ SPEC = JobSpec(
     max_running=2,
     rate_limit=10,
     rate_period_ms=60_000,
+)
+SCHEDULE_SPEC = ScheduleSpec(
+    cron="30 2 * * 1-5",
+    timezone="Europe/Berlin",
+    overlap=ScheduleOverlap.BUFFER_ONE,
+    catchup_window_ms=3_600_000,
+    start_at=T,
+    end_at=T + 86_400_000 * 365,
 )
 COMMAND_SPEC = JobSpec(job_id="extract", command=("curl", "-sf", "https://example.com/orders"))
 REF = AttemptRef("sub-1", "load", 2, "sub-1/load/2", "worker-7")
@@ -490,6 +511,123 @@ CASES: dict[str, tuple[Any, Callable[[Any], bytes], Callable[[bytes], Any]]] = {
         ),
         codec.encode_event,
         codec.decode_event,
+    ),
+    "command-create-schedule": (
+        CreateSchedule(
+            "c-10",
+            schedule_submission_id("nightly"),
+            "nightly",
+            SCHEDULE_SPEC,
+            (SPEC, COMMAND_SPEC),
+            (("team", "data"),),
+            False,
+            "alice",
+            T + 45,
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-change-schedule": (
+        ChangeSchedule(
+            "c-11", schedule_submission_id("nightly"), ScheduleAction.TRIGGER, "alice", T + 46
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "command-schedule-run-ended": (
+        ScheduleRunEnded(
+            "nightly-20261203T020000Z:9:run-ended",
+            schedule_submission_id("nightly"),
+            "nightly-20261203T020000Z",
+            "COMPLETED",
+            T + 47,
+        ),
+        codec.encode_command,
+        codec.decode_command,
+    ),
+    "event-schedule-created": (
+        Event(
+            "#schedule-nightly:1",
+            schedule_submission_id("nightly"),
+            "",
+            1,
+            T + 1_004,
+            ScheduleCreated(
+                "nightly", SCHEDULE_SPEC, (SPEC,), (("team", "data"),), False, T + 90_000, "c-10"
+            ),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-schedule-changed": (
+        Event(
+            "#schedule-nightly:2",
+            schedule_submission_id("nightly"),
+            "",
+            2,
+            T + 1_005,
+            ScheduleChanged(ScheduleAction.PAUSE, 0, "c-12", "alice"),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-schedule-fired": (
+        Event(
+            "#schedule-nightly:3",
+            schedule_submission_id("nightly"),
+            "",
+            3,
+            T + 1_006,
+            ScheduleFired(T + 1_000, "nightly-20261203T020000Z", False, True, T + 90_000),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-schedule-skipped": (
+        Event(
+            "#schedule-nightly:4",
+            schedule_submission_id("nightly"),
+            "",
+            4,
+            T + 1_007,
+            ScheduleSkipped(T + 1_000, "catch_up_window", 12, T + 90_000),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "event-schedule-run-seen": (
+        Event(
+            "#schedule-nightly:5",
+            schedule_submission_id("nightly"),
+            "",
+            5,
+            T + 1_008,
+            ScheduleRunSeen("nightly-20261203T020000Z", "FAILED"),
+        ),
+        codec.encode_event,
+        codec.decode_event,
+    ),
+    "snapshot-schedule": (
+        SubmissionState(
+            submission_id=schedule_submission_id("nightly"),
+            seq=5,
+            last_timestamp=T + 1_008,
+            accepted=True,
+            command_id="c-10",
+            schedule=ScheduleState(
+                schedule_id="nightly",
+                spec=SCHEDULE_SPEC,
+                jobs=(SPEC,),
+                labels=(("team", "data"),),
+                last_slot=T + 1_000,
+                next_at=T + 90_000,
+                running=("nightly-20261203T020000Z",),
+                buffered=T + 2_000,
+                fired=3,
+            ),
+        ),
+        codec.encode_snapshot,
+        codec.decode_snapshot,
     ),
     "deadletter": (
         codec.DeadLetter(

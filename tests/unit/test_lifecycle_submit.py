@@ -10,7 +10,9 @@ from engine.lifecycle.decide import Policy, validate_submission
 from engine.lifecycle.notifications import MAX_NOTIFICATIONS
 from engine.lifecycle.records import (
     AddNotification,
+    ChangeSchedule,
     CommandRejected,
+    CreateSchedule,
     Dispatch,
     JobBlocked,
     JobCompleted,
@@ -24,11 +26,14 @@ from engine.lifecycle.records import (
     RemoveNotification,
     RerunJobs,
     RetryPolicy,
+    ScheduleAction,
+    ScheduleSpec,
     SubmissionAccepted,
     SubmissionCompleted,
     SubmissionStatus,
     SubmitJobs,
     Unprocessable,
+    schedule_submission_id,
 )
 from tests.unit.lifecycle_dsl import (
     POLICY,
@@ -451,6 +456,22 @@ def test_every_rejection_code_is_emitted_by_some_command() -> None:
     )
     examples[RejectionCode.NOT_RERUNNABLE] = given(submit(job("a"))).when(
         RerunJobs("rerun-1", SUB, "a")
+    )
+    schedule = CreateSchedule(
+        "schedule-1",
+        schedule_submission_id("nightly"),
+        "nightly",
+        ScheduleSpec(interval_ms=60_000),
+        (job("a"),),
+    )
+    examples[RejectionCode.BAD_SCHEDULE] = given().when(
+        replace(schedule, spec=ScheduleSpec(interval_ms=60_000, timezone="Mars/Olympus"))
+    )
+    examples[RejectionCode.DUPLICATE_SCHEDULE] = given(schedule).when(
+        replace(schedule, command_id="schedule-2")
+    )
+    examples[RejectionCode.UNKNOWN_SCHEDULE] = given().when(
+        ChangeSchedule("change-1", schedule_submission_id("nightly"), ScheduleAction.PAUSE)
     )
     assert set(examples) == set(RejectionCode)
     for code, scenario in examples.items():
