@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         LimitExceeded,
         NotificationNotChanged,
         ResultTooLarge,
+        ScheduleNotChanged,
         SubmissionTooLarge,
         TooManyJobs,
         UnknownSubmission,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     )
     from engine.lifecycle.views import JobView, SubmissionView
     from engine.monitoring import Backoff, InvalidNotification, PollTimeout
+    from engine.schedules import InvalidSchedule
     from engine.watch import (
         LIVE,
         EventNotFound,
@@ -90,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "JobNotCanceled": "engine.errors",
     "JobNotDeleted": "engine.errors",
     "NotificationNotChanged": "engine.errors",
+    "ScheduleNotChanged": "engine.errors",
+    "InvalidSchedule": "engine.schedules",
     "Notification": "engine.lifecycle.records",
     "Backoff": "engine.monitoring",
     "InvalidNotification": "engine.monitoring",
@@ -138,6 +142,7 @@ __all__ = [
     "EventNotFound",
     "InvalidJob",
     "InvalidNotification",
+    "InvalidSchedule",
     "Job",
     "JobContext",
     "JobEventWatchFuture",
@@ -162,6 +167,7 @@ __all__ = [
     "PollTimeout",
     "ResultTooLarge",
     "RetryPolicy",
+    "ScheduleNotChanged",
     "Settings",
     "Submission",
     "SubmissionRejected",

@@ -46,6 +46,8 @@ from engine.lifecycle.records import (
     JobStatus,
     Notification,
     RetryPolicy,
+    ScheduleAction,
+    ScheduleFired,
     SubmissionStatus,
     SubmitJobs,
 )
@@ -75,6 +77,7 @@ from engine.watch import (
 
 if TYPE_CHECKING:
     from engine.client import CommandHandle, CommandProducer
+    from engine.schedules import Duration
     from engine.worker.tasks import Task
     from projections.jobs import JobQueries
 
@@ -713,6 +716,15 @@ def _outcome_of(jobs: Sequence[JobView]) -> SubmissionStatus:
     return SubmissionStatus.COMPLETED
 
 
+def _single_name(task: str | Task | None, command: Sequence[str] | str | None) -> str:
+    """What names the one job a ``task`` or ``command`` keyword describes."""
+    if task is not None:
+        return task if isinstance(task, str) else task.name
+    assert command is not None
+    first = shlex.split(command)[0] if isinstance(command, str) else command[0]
+    return os.path.basename(str(first))
+
+
 def resolve(target: Target, job_id: str | None = None) -> tuple[str, str | None]:
     """``(submission_id, job_id)`` from a submission, a job view, ``"sid/job"`` or ``"sid"``."""
     if isinstance(target, Submission):
@@ -850,13 +862,7 @@ class Joblog:
         if single and jobs:
             raise InvalidJob("give either jobs positionally or one job by keywords, not both")
         if single:
-            what: str
-            if task is not None:
-                what = task if isinstance(task, str) else task.name
-            else:
-                assert command is not None
-                first = shlex.split(command)[0] if isinstance(command, str) else command[0]
-                what = os.path.basename(str(first))
+            what = _single_name(task, command)
             jobs = (
                 Job(
                     key=job_id or job_key(what),
@@ -1111,6 +1117,135 @@ class Joblog:
         return self.query(
             "SELECT * FROM pending_reasons WHERE submission_id = ? AND job_id = ?",
             [submission_id, job],
+        )
+
+    # ------------------------------------------------------------------ schedules
+
+    def schedule(
+        self,
+        schedule_id: str,
+        *jobs: JobLike,
+        cron: str | None = None,
+        every: Duration | None = None,
+        timezone: str = "UTC",
+        offset: Duration | None = None,
+        overlap: str = "skip",
+        catchup_window: Duration = 60,
+        start_at: datetime | float | str | None = None,
+        end_at: datetime | float | str | None = None,
+        paused: bool = False,
+        labels: Mapping[str, str] | None = None,
+        task: str | Task | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        command: Sequence[str] | str | None = None,
+        job_id: str | None = None,
+        queue: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        wait: bool = True,
+        decision_timeout: float = DECISION_TIMEOUT_S,
+    ) -> CommandHandle:
+        """Creates a schedule: at each slot, its jobs are submitted as a new submission
+        ``<schedule id>-<slot in UTC, 20261203T020000Z>``, labelled ``joblog.schedule`` and
+        ``joblog.slot``. The scheduler decides each slot once, as an event, however often it
+        restarts::
+
+            jl.schedule("nightly-etl", Job("extract", task="extract"), Job("load", ...),
+                        cron="30 2 * * *", timezone="Europe/Berlin", overlap="buffer_one")
+            jl.schedule("heartbeat", task="ping", every="5m", catchup_window=0)
+
+        Args:
+            schedule_id: the schedule's id (never reused, even after a delete).
+            *jobs: the jobs each run submits (a graph or tree, as :meth:`submit` takes), or
+                one job by ``task``/``args``/``kwargs``/``command``/``job_id``/``queue``/
+                ``retries``/``timeout``.
+            cron / every / timezone / offset / overlap / catchup_window / start_at /
+                end_at: when it fires and what it does with overlaps and missed slots (see
+                :func:`engine.schedules.schedule_spec`).
+            paused: created paused (it fires once resumed, or when triggered).
+            labels: labels of every run's submission.
+            wait: wait for the scheduler's decision and raise on a rejection.
+
+        Raises:
+            InvalidSchedule / InvalidJob: malformed (checked before anything is sent).
+            ScheduleNotChanged: (with ``wait``) rejected: the id is taken or was deleted, a
+                job is invalid.
+        """
+        from engine.schedules import create_schedule_command, schedule_spec
+
+        spec = schedule_spec(
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            offset=offset,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            start_at=start_at,
+            end_at=end_at,
+        )
+        if task is not None or command is not None:
+            if jobs:
+                raise InvalidJob("give either jobs positionally or one job by keywords, not both")
+            what = _single_name(task, command)
+            jobs = (
+                Job(
+                    key=job_id or job_key(what),
+                    task=task,
+                    args=args,
+                    kwargs=kwargs or {},
+                    command=command,
+                    queue=queue,
+                    retries=retries,
+                    timeout=timeout,
+                ),
+            )
+        record = create_schedule_command(
+            schedule_id,
+            spec,
+            to_specs(jobs),
+            labels=sorted((labels or {}).items()),
+            paused=paused,
+            requested_by=self.submitted_by,
+        )
+        return self._send(record, wait, decision_timeout)
+
+    def pause_schedule(self, schedule_id: str, *, timeout: float = DECISION_TIMEOUT_S) -> None:
+        """Stops a schedule from firing until it is resumed (its runs go on)."""
+        self._change_schedule(schedule_id, ScheduleAction.PAUSE, timeout)
+
+    def resume_schedule(self, schedule_id: str, *, timeout: float = DECISION_TIMEOUT_S) -> None:
+        """Starts a paused schedule again from its next slot (missed slots are not run)."""
+        self._change_schedule(schedule_id, ScheduleAction.RESUME, timeout)
+
+    def trigger_schedule(self, schedule_id: str, *, timeout: float = DECISION_TIMEOUT_S) -> str:
+        """Fires a schedule once now, whatever its spec, pause or overlap policy says;
+        returns the id of the run's submission (``<schedule id>-manual-<n>``)."""
+        event = self._change_schedule(schedule_id, ScheduleAction.TRIGGER, timeout)
+        assert isinstance(event.body, ScheduleFired)
+        return event.body.run_submission_id
+
+    def delete_schedule(self, schedule_id: str, *, timeout: float = DECISION_TIMEOUT_S) -> None:
+        """Deletes a schedule: it never fires again (its runs go on) and its id is not
+        reused; its history stays."""
+        self._change_schedule(schedule_id, ScheduleAction.DELETE, timeout)
+
+    def _change_schedule(self, schedule_id: str, action: ScheduleAction, timeout: float) -> Event:
+        from engine.schedules import change_schedule_command
+
+        record = change_schedule_command(schedule_id, action, requested_by=self.submitted_by)
+        return self._send(record, True, timeout).result(timeout)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule the projections know (the ``schedules`` view): spec, status, next
+        slot, runs fired and slots skipped."""
+        return self.query("SELECT * FROM schedules ORDER BY schedule_id")
+
+    def schedule_firings(self, schedule_id: str) -> list[dict[str, Any]]:
+        """A schedule's decided slots, oldest first (the ``schedule_firings`` view): fired
+        (with the run and its outcome) or skipped (with why)."""
+        return self.query(
+            "SELECT * FROM schedule_firings WHERE schedule_id = ? ORDER BY seq", [schedule_id]
         )
 
     # ------------------------------------------------------------------ Taipy's names

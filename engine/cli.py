@@ -37,7 +37,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +88,7 @@ CLIENT_COMMANDS: dict[str, str] = {
     "topics": "create, list or describe joblog's topics",
     "queues": "list queues; pause, resume or limit one; add dispatch partitions",
     "why": "why jobs wait: their pending reason, line position and estimated start",
+    "schedules": "create, list, pause, resume, trigger or delete cron and interval schedules",
     "acls": "print (or --apply) the least-privilege ACLs of each service's principal",
 }
 
@@ -208,10 +209,17 @@ def _client_command(name: str, rest: list[str]) -> int:
     from engine.errors import JoblogError
 
     parser = _parser(name)
+    command: list[str] | None = None
+    if name == "schedules" and "--" in rest:
+        # a run's command after --: argparse's subcommands do not pass it through
+        cut = rest.index("--")
+        rest, command = rest[:cut], rest[cut + 1 :]
     try:
         args = parser.parse_args(rest)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if command is not None:
+        args.cmd = command
     _client_logging()
     handler: Callable[[argparse.Namespace], int] = args.run
     try:
@@ -276,6 +284,7 @@ def _parser(name: str) -> argparse.ArgumentParser:
         "rerun": _rerun_parser,
         "queues": _queues_parser,
         "why": _why_parser,
+        "schedules": _schedules_parser,
         "acls": _acls_parser,
     }[name]
     build(parser)
@@ -453,6 +462,76 @@ def _queues_parser(parser: argparse.ArgumentParser) -> None:
     grow.add_argument("--partitions", type=int, required=True, metavar="N")
     _json_flag(grow)
     grow.set_defaults(run=cmd_queues_grow)
+
+
+def _schedules_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create",
+        help="create a schedule: its jobs are submitted at every slot",
+        usage="joblog schedules create ID (--cron EXPR | --every DURATION) "
+        "(--task NAME [--arg V]... | --file FILE | -- CMD ...) [options]",
+    )
+    create.add_argument("schedule_id", metavar="ID", help="the schedule's id (never reused)")
+    when = create.add_argument_group("when (one of)")
+    when.add_argument("--cron", metavar="EXPR", help="five cron fields, e.g. '30 2 * * 1-5'")
+    when.add_argument("--every", metavar="DURATION", help="an interval: 90s, 15m, 1h30m, 1d")
+    when.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="IANA zone of --cron (Europe/Berlin)"
+    )
+    when.add_argument("--offset", metavar="DURATION", help="past each multiple of --every")
+    when.add_argument(
+        "--overlap",
+        default="skip",
+        choices=["skip", "buffer_one", "allow_all"],
+        help="a slot while the previous run goes on (default: skip)",
+    )
+    when.add_argument(
+        "--catchup-window",
+        default="60s",
+        metavar="DURATION",
+        help="after downtime, missed slots this recent still fire (default: 60s)",
+    )
+    when.add_argument("--start-at", metavar="TIME", help="no slot before (ISO 8601)")
+    when.add_argument("--end-at", metavar="TIME", help="no slot after (ISO 8601)")
+    when.add_argument("--paused", action="store_true", help="create it paused")
+    what = create.add_argument_group("what each run submits (one of)")
+    what.add_argument("--task", help="a registered task name")
+    what.add_argument("--file", "-f", help="YAML/JSON file with a graph and/or tree of jobs")
+    # not REMAINDER: that would take the options after ID for the command (the words after
+    # -- are split off before parsing, see _client_command)
+    what.add_argument("cmd", nargs="*", metavar="-- CMD", help="a command, after --")
+    what.add_argument("--arg", action="append", default=[], metavar="V", help="task argument")
+    what.add_argument("--kwarg", action="append", default=[], metavar="K=V", help="keyword")
+    what.add_argument("--id", dest="job_id", help="the job's key (default from task/command)")
+    what.add_argument("--queue", help="worker queue")
+    what.add_argument("--retries", type=int, help="retries after a failed attempt")
+    what.add_argument("--timeout", type=float, help="run timeout of an attempt, seconds")
+    what.add_argument("--label", action="append", default=[], metavar="K=V", help="run label")
+    create.add_argument("--decision-timeout", type=float, default=DECISION_TIMEOUT_S, metavar="S")
+    _json_flag(create)
+    create.set_defaults(run=cmd_schedules_create)
+    listing = actions.add_parser("list", help="schedules: spec, status, next slot, runs")
+    listing.add_argument("--db", help="projection file")
+    _json_flag(listing)
+    listing.set_defaults(run=cmd_schedules_list)
+    show = actions.add_parser("show", help="a schedule's decided slots: fired or skipped")
+    show.add_argument("schedule_id", metavar="ID")
+    show.add_argument("--db", help="projection file")
+    show.add_argument("--limit", type=int, default=20, metavar="N", help="the last N slots")
+    _json_flag(show)
+    show.set_defaults(run=cmd_schedules_show)
+    for name, text in (
+        ("pause", "stop firing until resumed"),
+        ("resume", "fire again from the next slot"),
+        ("trigger", "fire once now"),
+        ("delete", "never fire again (the id stays taken)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("schedule_id", metavar="ID")
+        action.add_argument("--timeout", type=float, default=DECISION_TIMEOUT_S, metavar="S")
+        _json_flag(action)
+        action.set_defaults(run=cmd_schedules_change, change=name)
 
 
 def _why_parser(parser: argparse.ArgumentParser) -> None:
@@ -988,6 +1067,160 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return client.rerun(submission_id, job_id, wait=False)
 
     return _send_and_confirm(args, submission_id, job_id, send, "rerun")
+
+
+def cmd_schedules_create(args: argparse.Namespace) -> int:
+    """``joblog schedules create``: decided by the schedule's scheduler, as an event."""
+    from engine.api import load_jobs
+
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if sum(bool(x) for x in (args.task, args.file, command)) != 1:
+        raise UsageError("give exactly one of --task NAME, --file FILE or -- CMD ...")
+    if (args.cron is None) == (args.every is None):
+        raise UsageError("give exactly one of --cron EXPR and --every DURATION")
+    labels = _pairs(args.label, "--label")
+    when: dict[str, Any] = {
+        "cron": args.cron,
+        "every": args.every,
+        "timezone": args.timezone,
+        "offset": args.offset,
+        "overlap": args.overlap,
+        "catchup_window": args.catchup_window,
+        "start_at": args.start_at,
+        "end_at": args.end_at,
+        "paused": args.paused,
+        "decision_timeout": args.decision_timeout,
+    }
+    client = _client()
+    try:
+        if args.file:
+            jobs, file_labels = load_jobs(args.file)
+            client.schedule(args.schedule_id, *jobs, labels={**file_labels, **labels}, **when)
+        else:
+            if command and (args.arg or args.kwarg):
+                raise UsageError("--arg and --kwarg are task arguments; a command takes its own")
+            client.schedule(
+                args.schedule_id,
+                task=args.task,
+                args=[parse_value(value) for value in args.arg],
+                kwargs=_pairs(args.kwarg, "--kwarg", values=True),
+                command=command or None,
+                job_id=args.job_id,
+                queue=args.queue,
+                retries=args.retries,
+                timeout=args.timeout,
+                labels=labels,
+                **when,
+            )
+    finally:
+        client.close()
+    if args.json:
+        _print_json({"schedule_id": args.schedule_id, "created": True})
+    else:
+        how = f"cron {args.cron!r} in {args.timezone}" if args.cron else f"every {args.every}"
+        state = " (paused)" if args.paused else ""
+        print(f"schedule {args.schedule_id} created{state}: {how}, overlap {args.overlap}")
+    return EXIT_OK
+
+
+def cmd_schedules_change(args: argparse.Namespace) -> int:
+    """``joblog schedules pause|resume|trigger|delete``."""
+    client = _client()
+    run: str | None = None
+    try:
+        if args.change == "pause":
+            client.pause_schedule(args.schedule_id, timeout=args.timeout)
+        elif args.change == "resume":
+            client.resume_schedule(args.schedule_id, timeout=args.timeout)
+        elif args.change == "trigger":
+            run = client.trigger_schedule(args.schedule_id, timeout=args.timeout)
+        else:
+            client.delete_schedule(args.schedule_id, timeout=args.timeout)
+    finally:
+        client.close()
+    done = {"pause": "paused", "resume": "resumed", "trigger": "triggered", "delete": "deleted"}
+    if args.json:
+        out: dict[str, Any] = {"schedule_id": args.schedule_id, "decision": done[args.change]}
+        if run is not None:
+            out["run_submission_id"] = run
+        _print_json(out)
+    elif run is not None:
+        print(f"schedule {args.schedule_id}: triggered, run {run}")
+    else:
+        print(f"schedule {args.schedule_id}: {done[args.change]}")
+    return EXIT_OK
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    """``joblog schedules list``: from the projections' ``schedules`` view."""
+    from engine.lifecycle.describe import duration_text
+
+    client = _client(args.db)
+    rows = client.schedules()
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="schedules")
+    for column in ("schedule", "status", "when", "overlap", "next", "fired", "skipped", "last run"):
+        table.add_column(column)
+    for row in rows:
+        if row["cron"]:
+            when = f"{row['cron']} ({row['timezone']})"
+        else:
+            when = f"every {duration_text(row['interval_ms'])}"
+        table.add_row(
+            row["schedule_id"],
+            row["status"] or "-",
+            when,
+            row["overlap"],
+            _stamp(row["next_at"]),
+            str(row["fired"]),
+            str(row["skipped"]),
+            row["last_run"] or "-",
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> int:
+    """``joblog schedules show``: a schedule's last decided slots."""
+    client = _client(args.db)
+    rows = client.schedule_firings(args.schedule_id)[-args.limit :]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"schedule {args.schedule_id}: no slot decided yet (or not projected yet)")
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"schedule {args.schedule_id}")
+    for column in ("slot", "decision", "why", "run", "outcome", "wall"):
+        table.add_column(column)
+    for row in rows:
+        decision = row["decision"] if row["slots"] == 1 else f"{row['decision']} x{row['slots']}"
+        outcome = row["run_outcome"] or ("running" if row["run_submission_id"] else "-")
+        table.add_row(
+            _stamp(row["slot"]),
+            decision,
+            row["reason"],
+            row["run_submission_id"] or "-",
+            outcome,
+            _duration(row["run_wall_time"]),
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def _stamp(moment: datetime | None) -> str:
+    """A moment in UTC to the second, or ``-``."""
+    if moment is None:
+        return "-"
+    return moment.replace(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def cmd_queues_list(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ from engine.errors import (
     LimitExceeded,
     NotificationNotChanged,
     QueueNotConfigured,
+    ScheduleNotChanged,
     SubmissionTooLarge,
     TooManyJobs,
 )
@@ -349,6 +350,8 @@ def decision_of(command: Command, event: Event) -> bool | None:
 
 
 def _ref(command: Command) -> str:
+    if isinstance(command, CreateSchedule | ChangeSchedule):
+        return f"schedule {command.submission_id.removeprefix('#schedule-')}"
     job_id = getattr(command, "job_id", None)
     return f"{command.submission_id}/{job_id}" if job_id else command.submission_id
 
@@ -368,6 +371,8 @@ def rejection_error(command: Command, body: CommandRejected) -> CommandRejectedE
         DeleteJobs: ("delete", JobNotDeleted),
         RerunJobs: ("rerun", JobNotRerun),
         ConfigureQueue: ("configuring", QueueNotConfigured),
+        CreateSchedule: ("creating", ScheduleNotChanged),
+        ChangeSchedule: ("changing", ScheduleNotChanged),
         AddNotification: ("adding a notification to", NotificationNotChanged),
         RemoveNotification: ("removing a notification of", NotificationNotChanged),
     }[type(command)]
@@ -651,6 +656,10 @@ class CommandProducer:
         limits = self.settings.limits
         if isinstance(command, SubmitJobs):
             check_submission(command, limits)
+        elif isinstance(command, CreateSchedule):  # each run is a submission of its jobs
+            check_submission(
+                SubmitJobs(command.command_id, command.schedule_id, command.jobs), limits
+            )
         value = codec.encode_command(command)
         check_encoded(command, value, limits)
         return value

@@ -252,6 +252,11 @@ class QueueNotConfigured(CommandRejectedError):
     """A queue's new settings were rejected (a limit out of its range)."""
 
 
+class ScheduleNotChanged(CommandRejectedError):
+    """Creating, pausing, resuming, triggering or deleting a schedule was rejected (a bad
+    spec or job, an id in use or deleted before, an unknown schedule)."""
+
+
 class NotificationNotChanged(CommandRejectedError):
     """Adding or removing a notification was rejected (a bad URL or event name, an unknown
     job or notification id, a finished submission, too many notifications)."""

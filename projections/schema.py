@@ -758,6 +758,104 @@ VIEWS: dict[str, tuple[str, str]] = {
         ORDER BY w.submitted_at, w.submission_id, w.job_id
         """,
     ),
+    "schedules": (
+        "Every schedule: its spec (cron and time zone, or interval), overlap and catch-up "
+        "policy, status (ACTIVE, PAUSED, DELETED), next slot, runs fired, slots skipped, the "
+        "last run and how many of its runs have not ended; from its ScheduleCreated, "
+        "ScheduleChanged, ScheduleFired and ScheduleSkipped events.",
+        """
+        WITH own AS (
+            SELECT submission_id, seq, "timestamp", event, status, body
+            FROM job_events WHERE submission_id LIKE '#schedule-%'
+        ),
+        created AS (
+            SELECT submission_id,
+                   body->>'schedule_id' AS schedule_id,
+                   nullif(body->'spec'->>'cron', '') AS cron,
+                   body->'spec'->>'timezone' AS timezone,
+                   nullif(CAST(body->'spec'->>'interval_ms' AS BIGINT), 0) AS interval_ms,
+                   CAST(body->'spec'->>'offset_ms' AS BIGINT) AS offset_ms,
+                   body->'spec'->>'overlap' AS overlap,
+                   CAST(body->'spec'->>'catchup_window_ms' AS BIGINT) AS catchup_window_ms,
+                   nullif(CAST(body->'spec'->>'start_at' AS BIGINT), 0) AS start_ms,
+                   nullif(CAST(body->'spec'->>'end_at' AS BIGINT), 0) AS end_ms,
+                   json_array_length(body->'jobs') AS jobs,
+                   body->>'requested_by' AS created_by,
+                   "timestamp" AS created_at
+            FROM own WHERE event = 'ScheduleCreated'
+        ),
+        state AS (
+            SELECT submission_id, arg_max(status, seq) AS status
+            FROM own WHERE event IN ('ScheduleCreated', 'ScheduleChanged')
+                       AND status IN ('ACTIVE', 'PAUSED', 'DELETED')
+            GROUP BY submission_id
+        ),
+        timer AS (
+            SELECT submission_id, arg_max(CAST(body->>'next_at' AS BIGINT), seq) AS next_ms
+            FROM own WHERE event IN ('ScheduleCreated', 'ScheduleChanged', 'ScheduleFired',
+                                     'ScheduleSkipped')
+              AND NOT (event = 'ScheduleFired' AND CAST(body->>'manual' AS BOOLEAN))
+            GROUP BY submission_id
+        ),
+        fires AS (
+            SELECT submission_id, count(*) AS fired, max("timestamp") AS last_fired_at,
+                   arg_max(body->>'run_submission_id', seq) AS last_run
+            FROM own WHERE event = 'ScheduleFired' GROUP BY submission_id
+        ),
+        skips AS (
+            SELECT submission_id, sum(CAST(body->>'count' AS BIGINT)) AS skipped
+            FROM own WHERE event = 'ScheduleSkipped' AND body->>'reason' <> 'buffered'
+            GROUP BY submission_id
+        ),
+        unfinished AS (
+            SELECT f.submission_id, count(*) AS running
+            FROM own f JOIN submissions s ON s.submission_id = f.body->>'run_submission_id'
+            WHERE f.event = 'ScheduleFired' AND NOT s.done
+            GROUP BY f.submission_id
+        )
+        SELECT c.schedule_id, s.status, c.cron, c.timezone, c.interval_ms, c.offset_ms,
+               c.overlap, c.catchup_window_ms,
+               CASE WHEN s.status = 'ACTIVE' AND t.next_ms > 0
+                    THEN make_timestamp(t.next_ms * 1000) END AS next_at,
+               coalesce(f.fired, 0) AS fired, coalesce(k.skipped, 0) AS skipped,
+               f.last_fired_at, f.last_run, coalesce(u.running, 0) AS running,
+               c.jobs, make_timestamp(c.start_ms * 1000) AS start_at,
+               make_timestamp(c.end_ms * 1000) AS end_at, c.created_by, c.created_at,
+               c.submission_id AS schedule_key
+        FROM created c
+        LEFT JOIN state s USING (submission_id)
+        LEFT JOIN timer t USING (submission_id)
+        LEFT JOIN fires f USING (submission_id)
+        LEFT JOIN skips k USING (submission_id)
+        LEFT JOIN unfinished u USING (submission_id)
+        ORDER BY c.schedule_id
+        """,
+    ),
+    "schedule_firings": (
+        "Each slot a schedule decided: fired (the run it submitted, and how that run ended), "
+        "or skipped (why, and how many slots the skip counts), with the slot's time and when "
+        "it was decided.",
+        """
+        SELECT substr(f.submission_id, 11) AS schedule_id,
+               make_timestamp(CAST(f.body->>'slot' AS BIGINT) * 1000) AS slot,
+               CASE f.event WHEN 'ScheduleFired' THEN 'fired' ELSE 'skipped' END AS decision,
+               CASE WHEN f.event = 'ScheduleFired' THEN
+                    CASE WHEN CAST(f.body->>'manual' AS BOOLEAN) THEN 'trigger'
+                         WHEN CAST(f.body->>'catch_up' AS BOOLEAN) THEN 'late'
+                         ELSE 'on time' END
+                    ELSE f.body->>'reason' END AS reason,
+               CASE WHEN f.event = 'ScheduleSkipped' THEN CAST(f.body->>'count' AS BIGINT)
+                    ELSE 1 END AS slots,
+               f.body->>'run_submission_id' AS run_submission_id,
+               s.outcome AS run_outcome, s.done AS run_done, s.wall_time AS run_wall_time,
+               f."timestamp" AS decided_at, f.seq
+        FROM job_events f
+        LEFT JOIN submissions s ON s.submission_id = f.body->>'run_submission_id'
+        WHERE f.submission_id LIKE '#schedule-%'
+          AND f.event IN ('ScheduleFired', 'ScheduleSkipped')
+        ORDER BY schedule_id, f.seq
+        """,
+    ),
     "rejected_commands": (
         "Commands the scheduler rejected, with the machine code and what to fix.",
         """

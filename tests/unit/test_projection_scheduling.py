@@ -129,3 +129,73 @@ def test_a_rerun_reopens_the_submission_row(tmp_path: Path) -> None:
     db = _project([*out.events, *rerun.events], tmp_path / "r.duckdb")
     assert db.execute("SELECT status, reruns, attempts FROM jobs").fetchone() == ("PENDING", 1, 2)
     assert db.execute("SELECT done, outcome FROM submissions").fetchone() == (False, None)
+
+
+def test_schedules_and_their_firings_are_views(tmp_path: Path) -> None:
+    from engine.lifecycle.records import (
+        ChangeSchedule,
+        CreateSchedule,
+        Dispatch,
+        ScheduleAction,
+        ScheduleOverlap,
+        ScheduleSpec,
+        schedule_submission_id,
+    )
+
+    sid = schedule_submission_id("every")
+    spec = ScheduleSpec(
+        interval_ms=60_000,
+        overlap=ScheduleOverlap.SKIP,
+        catchup_window_ms=0,
+        end_at=EPOCH_MS + 10 * 60_000,
+    )
+    first_run = f"every-{_slot(EPOCH_MS)}"  # its first slot: EPOCH_MS is a whole minute
+
+    class SlowFirstRun(Simulation):
+        def receive(self, dispatch: Dispatch, now: int) -> None:
+            if dispatch.submission_id != first_run:
+                super().receive(dispatch, now)
+                return
+            # it outlasts the next slot, which is skipped
+            self.start_run(dispatch, self.workers[0], Fate(duration=90_000), now + 5)
+
+    # a long job of another submission keeps the simulated workers heartbeating
+    long = {("x", 1): Fate(duration=400_000)}
+    plans = [Plan(jobs=(JobSpec("x", task="t"),), fates=long, submission_id="other")]
+    simulation = SlowFirstRun(plans, max_steps=20_000)
+    jobs = (JobSpec("a", task="t"),)
+    create = CreateSchedule("c", sid, "every", spec, jobs)
+    simulation.at(EPOCH_MS, lambda now: simulation.decide(sid, create, now))
+    simulation.at(
+        EPOCH_MS + 5 * 60_000 + 1,
+        lambda now: simulation.decide(sid, ChangeSchedule("p", sid, ScheduleAction.PAUSE), now),
+    )
+    simulation.run()
+    db = _project(simulation.out.events, tmp_path / "p.duckdb")
+    (row,) = db.execute(
+        "SELECT schedule_id, status, interval_ms, overlap, fired, skipped, running, next_at, "
+        "last_run FROM schedules"
+    ).fetchall()
+    assert row[:4] == ("every", "PAUSED", 60_000, "skip")
+    firings = db.execute(
+        "SELECT decision, reason, slots, run_submission_id, run_outcome FROM schedule_firings"
+    ).fetchall()
+    fired = [f for f in firings if f[0] == "fired"]
+    assert row[4] == len(fired) >= 2 and row[5] == sum(f[2] for f in firings if f[0] == "skipped")
+    assert ("skipped", "overlap", 1, None, None) in firings
+    assert all(f[4] == "COMPLETED" for f in fired)
+    assert row[6] == 0 and row[7] is None  # nothing runs; paused: no next slot
+    assert row[8] == fired[-1][3]
+    # the runs are submissions like any other, labelled with their schedule and slot
+    labels = db.execute(
+        "SELECT labels['joblog.schedule'], labels['joblog.slot'] FROM submissions "
+        "WHERE submission_id = ?",
+        [first_run],
+    ).fetchone()
+    assert labels == ("every", _slot(EPOCH_MS))
+
+
+def _slot(ms: int) -> str:
+    from engine.lifecycle.schedules import slot_text
+
+    return slot_text(ms)
