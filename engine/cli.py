@@ -1165,7 +1165,8 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="schedules")
-    for column in ("schedule", "status", "when", "overlap", "next", "fired", "skipped", "last run"):
+    table.add_column("schedule", no_wrap=True)
+    for column in ("status", "when", "overlap", "next slot", "fired", "skipped"):
         table.add_column(column)
     for row in rows:
         if row["cron"]:
@@ -1180,7 +1181,6 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
             _stamp(row["next_at"]),
             str(row["fired"]),
             str(row["skipped"]),
-            row["last_run"] or "-",
         )
     _console().print(table)
     return EXIT_OK
@@ -1199,7 +1199,11 @@ def cmd_schedules_show(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"schedule {args.schedule_id}")
-    for column in ("slot", "decision", "why", "run", "outcome", "wall"):
+    table.add_column("slot", no_wrap=True)
+    for column in ("decision", "why"):
+        table.add_column(column)
+    table.add_column("run", no_wrap=True)
+    for column in ("outcome", "wall"):
         table.add_column(column)
     for row in rows:
         decision = row["decision"] if row["slots"] == 1 else f"{row['decision']} x{row['slots']}"
