@@ -180,6 +180,10 @@ def _role_rules(role: Role, principal: str, deployment: Deployment) -> Iterable[
                              why="checks the topics' partitions and settings")
             yield from dead
             yield group(f"{prefix}scheduler", "its group and its rebuild readers")
+            why = "admission control reads the committed offsets of the workers and projector"
+            watched = ((f"{prefix}workers.", "PREFIXED"), (f"{prefix}projector", "LITERAL"))
+            for name, pattern in watched:
+                yield AclRule(principal, "GROUP", pattern, name, "DESCRIBE", role.value, why)
             why = "transactions (one id per instance)"
             for operation in ("WRITE", "DESCRIBE"):
                 yield AclRule(principal, "TRANSACTIONAL_ID", "PREFIXED", f"{prefix}scheduler.",

@@ -25,18 +25,22 @@ projector or opens the file read-only.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.clock import now_ms
 from engine.config import Settings
-from engine.errors import JoblogError
+from engine.errors import EngineBusy, JoblogError
 from engine.errors import JobNotFound as JobNotFound  # re-exported, as it always was
 from engine.lifecycle.records import (
     CancelMode,
@@ -81,10 +85,27 @@ if TYPE_CHECKING:
     from engine.worker.tasks import Task
     from projections.jobs import JobQueries
 
+log = logging.getLogger("joblog.client")
+
 DEFAULT_DB = "joblog.duckdb"
 #: Default wait for the scheduler's decision on a command (``engine.client`` has the same).
 DECISION_TIMEOUT_S = 15.0
+#: Default time a throttled submission is submitted again before the client gives up.
+THROTTLE_WAIT_S = 300.0
+#: Longest wait between two tries of a throttled submission.
+MAX_THROTTLE_DELAY_S = 60.0
+#: Told ``(busy, delay)`` before a throttled submission is submitted again.
+ThrottledCallback = Callable[["EngineBusy", float], None]
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._:@+=-]+")
+
+
+def throttle_delay(retry_after: float, tries: int, rng: random.Random | None = None) -> float:
+    """The wait before the ``tries``-th new try of a throttled submission: the engine's
+    ``retry_after``, grown by half for each try in a row, at most
+    :data:`MAX_THROTTLE_DELAY_S`, with up to 50 % jitter so that throttled clients do not
+    come back together."""
+    base = min(MAX_THROTTLE_DELAY_S, retry_after * 1.5 ** max(0, tries - 1))
+    return base * (1 + 0.5 * (rng or random).random())
 
 
 class InvalidJob(JoblogError, ValueError):
@@ -508,6 +529,7 @@ class Submission:
         self.specs: tuple[JobSpec, ...] = command.jobs
         self.command_id = command.command_id
         self.command = handle
+        self._command = command
         # A handle of a submit this client sent waits for its first event; one made from an
         # existing id knows it exists.
         self._appear: float | None = None
@@ -541,11 +563,17 @@ class Submission:
         """Waits for the scheduler's decision on the submission (not for its jobs; see
         :meth:`wait_until_done`).
 
+        A submission the engine was too busy to take (``SubmissionThrottled``) is submitted
+        again, with a new command id, after the wait the engine asked for with jitter,
+        until the client's ``throttle_wait`` is spent; each try is told to ``on_throttled``
+        (or logged). ``timeout`` bounds each wait for a decision.
+
         Returns:
             The ``SubmissionAccepted`` event.
 
         Raises:
             SubmissionRejected: it was rejected (``code``, ``reason``).
+            EngineBusy: still throttled when ``throttle_wait`` was spent.
             DecisionTimeout: no decision within ``timeout`` seconds (the command stays in
                 Kafka; call again to keep waiting).
         """
@@ -562,7 +590,50 @@ class Submission:
                     submission_id=self.id,
                     timeout=timeout,
                 ) from None
-        return self.command.result(timeout)
+        return self._admitted(self.command, timeout)
+
+    def _admitted(self, handle: CommandHandle, timeout: float) -> Event:
+        """The decision on ``handle``, submitting again while the engine throttles it."""
+        from engine.client import new_id
+        from engine.errors import EngineBusy
+
+        tries = 0
+        give_up: float | None = None
+        while True:
+            try:
+                return handle.result(timeout)
+            except EngineBusy as busy:
+                tries += 1
+                now = time.monotonic()
+                if give_up is None:
+                    give_up = now + self._client.throttle_wait
+                delay = throttle_delay(busy.retry_after, tries)
+                if now + delay > give_up:
+                    raise
+                self._client.throttled(busy, delay)
+                time.sleep(delay)
+                command = replace(self._command, command_id=new_id("c-"), issued_at=now_ms())
+                handle = self._client.producer.send_tracked(command)
+                self._command, self.command, self.command_id = command, handle, command.command_id
+
+    def settle(self, timeout: float = DECISION_TIMEOUT_S) -> bool:
+        """Waits up to ``timeout`` for the decision on a submit this client sent, submitting
+        again while the engine throttles it; ``True`` when accepted, ``False`` when no
+        decision came in time (or the handle was made from an id).
+
+        Raises:
+            SubmissionRejected: it was rejected.
+            EngineBusy: throttled for longer than the client's ``throttle_wait``.
+        """
+        from engine.errors import DecisionTimeout
+
+        if self.command is None:
+            return False
+        try:
+            self.result(timeout)
+        except DecisionTimeout:
+            return False
+        return True
 
     def accepted(self, timeout: float = DECISION_TIMEOUT_S) -> bool:
         """Waits for the decision: ``True`` accepted, ``False`` rejected.
@@ -587,10 +658,19 @@ class Submission:
     ) -> SubmissionView:
         """Blocks until every job is terminal; see :func:`engine.watch.wait_until_done`.
 
+        A submit of this client is decided first (:meth:`result`: a throttled one is
+        submitted again); without a decision in 15 s the wait goes on for its jobs.
+
         Raises:
             SubmissionRejected: the scheduler rejected the submission.
+            EngineBusy: the engine throttled it for longer than the client's
+                ``throttle_wait``.
             WatchTimeout: it was not done within ``timeout`` seconds.
         """
+        started = time.monotonic()
+        self.settle(DECISION_TIMEOUT_S if timeout is None else min(timeout, DECISION_TIMEOUT_S))
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - started))
         return wait_until_done(
             self.id,
             progress=progress,
@@ -747,6 +827,11 @@ class Joblog:
         db_path: the projection file read by the ``get_*`` methods (default
             ``$JOBLOG_PROJECTION_DB`` or ``joblog.duckdb``).
         submitted_by: recorded on every submission and command.
+        throttle_wait: how long, in seconds, a submission the engine is too busy to take
+            (``SubmissionThrottled``, see docs/operations.md) is submitted again before
+            :meth:`Submission.result` gives up with :class:`~engine.errors.EngineBusy`.
+        on_throttled: told ``(busy, delay)`` before each new try, ``delay`` the seconds it
+            waits first; by default a warning is logged on ``joblog.client``.
     """
 
     def __init__(
@@ -755,9 +840,13 @@ class Joblog:
         *,
         db_path: str | Path | None = None,
         submitted_by: str = "",
+        throttle_wait: float = THROTTLE_WAIT_S,
+        on_throttled: ThrottledCallback | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.db_path = Path(db_path) if db_path is not None else default_db_path()
+        self.throttle_wait = throttle_wait
+        self.on_throttled = on_throttled
         self.submitted_by = submitted_by or os.environ.get("USER", "")
         self._producer: CommandProducer | None = None
         self._lock = threading.Lock()
@@ -771,6 +860,19 @@ class Joblog:
 
                 self._producer = CommandProducer(self.settings)
             return self._producer
+
+    def throttled(self, busy: EngineBusy, delay: float) -> None:
+        """Tells ``on_throttled`` (or the log) that a submission is submitted again soon."""
+        if self.on_throttled is not None:
+            self.on_throttled(busy, delay)
+            return
+        log.warning(
+            "engine busy (%s): %s; submitting %s again in %.1f s",
+            busy.cause,
+            busy.detail,
+            busy.submission_id,
+            delay,
+        )
 
     def close(self) -> None:
         """Flushes commands still queued and lets go of the producer and decision reader."""

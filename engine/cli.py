@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from engine.api import Joblog, Submission
     from engine.client import CommandHandle
+    from engine.errors import EngineBusy
     from engine.lifecycle.records import Event
     from engine.lifecycle.views import JobView, SubmissionView
 
@@ -688,7 +689,16 @@ def _acls_parser(parser: argparse.ArgumentParser) -> None:
 def _client(db: str | None = None) -> Joblog:
     from engine.api import Joblog
 
-    return Joblog(db_path=db)
+    return Joblog(db_path=db, on_throttled=_tell_throttled)
+
+
+def _tell_throttled(busy: EngineBusy, delay: float) -> None:
+    """A throttled submission, on stderr: the engine is behind; the client tries again."""
+    print(
+        f"joblog: engine busy ({busy.cause}): {busy.detail}; "
+        f"submitting {busy.submission_id} again in {delay:.1f} s",
+        file=sys.stderr,
+    )
 
 
 def _console(stderr: bool = False) -> Console:
@@ -824,6 +834,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         )
     try:
         if args.wait or args.watch:
+            submission.settle()  # a throttled submission is sent again before it is watched
             if args.watch and not args.json:
                 return watch_live(
                     submission.id,
@@ -854,7 +865,7 @@ def _not_before(text: str | None) -> float | None:
 
 def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
     """Waits for the decision on a submit (unless ``--no-wait``) and reports it."""
-    from engine.errors import DecisionTimeout
+    from engine.errors import DecisionTimeout, EngineBusy
     from engine.watch import SubmissionRejected
 
     decision, code, reason = "sent", "", ""
@@ -865,6 +876,8 @@ def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
             decision = "accepted"
         except SubmissionRejected as exc:
             decision, code, reason = "rejected", exc.code, exc.reason
+        except EngineBusy as exc:
+            decision, code, reason = "throttled", exc.cause, exc.detail
         except DecisionTimeout:
             reason = (
                 f"no decision within {timeout:g} s; the submission waits in Kafka for a "
@@ -886,6 +899,12 @@ def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
             f"joblog submit: submission {submission.id} was rejected ({code}): {reason}",
             file=sys.stderr,
         )
+    elif decision == "throttled":
+        print(
+            f"joblog submit: the engine stayed busy ({code}), submission {submission.id} was "
+            f"not taken: {reason}; submit it again later",
+            file=sys.stderr,
+        )
     else:
         print(submission.id)
         print(
@@ -895,7 +914,7 @@ def _submit_decision(args: argparse.Namespace, submission: Submission) -> int:
         if reason:
             print(f"joblog submit: {reason}", file=sys.stderr)
         print(f"watch it with: joblog watch {submission.id}", file=sys.stderr)
-    return EXIT_FAILED if decision == "rejected" else EXIT_OK
+    return EXIT_FAILED if decision in ("rejected", "throttled") else EXIT_OK
 
 
 def _report_outcome(view: SubmissionView, *, as_json: bool) -> int:

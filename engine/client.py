@@ -40,6 +40,7 @@ from engine.errors import (
     BrokerError,
     CommandRejectedError,
     DecisionTimeout,
+    EngineBusy,
     JoblogError,
     JobNotCanceled,
     JobNotDeleted,
@@ -84,6 +85,7 @@ from engine.lifecycle.records import (
     ScheduleCreated,
     ScheduleFired,
     SubmissionAccepted,
+    SubmissionThrottled,
     SubmitJobs,
     is_queue_config,
     queue_config_id,
@@ -318,7 +320,7 @@ def decision_of(command: Command, event: Event) -> bool | None:
     if event.submission_id != command.submission_id:
         return None
     body = event.body
-    if isinstance(body, CommandRejected):
+    if isinstance(body, CommandRejected | SubmissionThrottled):
         return False if body.command_id == command.command_id else None
     if isinstance(command, SubmitJobs):
         accepted = isinstance(body, SubmissionAccepted) and body.command_id == command.command_id
@@ -387,6 +389,20 @@ def rejection_error(command: Command, body: CommandRejected) -> CommandRejectedE
     )
 
 
+def throttled_error(command: Command, body: SubmissionThrottled) -> EngineBusy:
+    """The error for a submit the engine was too busy to take now."""
+    return EngineBusy(
+        submission_id=command.submission_id,
+        command_id=command.command_id,
+        cause=body.cause,
+        retry_after=body.retry_after_ms / 1000,
+        queue=body.queue,
+        load=body.load,
+        limit=body.limit,
+        detail=body.detail,
+    )
+
+
 class DecisionReader:
     """Reads decisions from one partition of ``events`` at a time, from a given offset.
 
@@ -443,6 +459,7 @@ class DecisionReader:
 
         Raises:
             CommandRejectedError: the scheduler rejected it (a subclass per command type).
+            EngineBusy: a submit the engine was too busy to take now.
             DecisionTimeout: no decision came in time.
         """
         deadline = time.monotonic() + timeout
@@ -469,6 +486,8 @@ class DecisionReader:
                     continue
                 if verdict:
                     return event
+                if isinstance(event.body, SubmissionThrottled):
+                    raise throttled_error(command, event.body)
                 assert isinstance(event.body, CommandRejected)
                 raise rejection_error(command, event.body)
         raise DecisionTimeout(
@@ -517,6 +536,7 @@ class CommandHandle:
         self._start = start
         self._event: Event | None = None
         self._rejection: CommandRejectedError | None = None
+        self._throttled: EngineBusy | None = None
 
     def __repr__(self) -> str:
         state = (
@@ -524,6 +544,8 @@ class CommandHandle:
             if self._event is not None
             else "rejected"
             if self._rejection is not None
+            else "throttled"
+            if self._throttled is not None
             else "undecided"
         )
         return f"CommandHandle({type(self.command).__name__} {_ref(self.command)}, {state})"
@@ -531,7 +553,12 @@ class CommandHandle:
     @property
     def decided(self) -> bool:
         """Whether the decision has been read."""
-        return self._event is not None or self._rejection is not None
+        return self._event is not None or self._rejection is not None or self.throttled
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the engine was too busy to take this submit (send it again later)."""
+        return self._throttled is not None
 
     @property
     def rejection(self) -> CommandRejectedError | None:
@@ -549,6 +576,8 @@ class CommandHandle:
                 ``reason``: :class:`~engine.watch.SubmissionRejected`,
                 :class:`~engine.errors.JobNotCanceled`, :class:`~engine.errors.JobNotRetried`
                 or :class:`~engine.errors.JobNotDeleted`.
+            EngineBusy: a submit the engine was too busy to take now; nothing of it is
+                kept (:meth:`engine.api.Submission.result` sends it again by itself).
             DecisionTimeout: no decision within ``timeout`` (the command stays in Kafka and
                 may still be decided; call again to keep waiting).
         """
@@ -556,8 +585,13 @@ class CommandHandle:
             return self._event
         if self._rejection is not None:
             raise self._rejection
+        if self._throttled is not None:
+            raise self._throttled
         try:
             self._event = self._reader.wait(self.command, self._start, timeout)
+        except EngineBusy as exc:
+            self._throttled = exc
+            raise
         except CommandRejectedError as exc:
             self._rejection = exc
             raise

@@ -262,6 +262,47 @@ class NotificationNotChanged(CommandRejectedError):
     job or notification id, a finished submission, too many notifications)."""
 
 
+class EngineBusy(JoblogError):
+    """The engine was behind and did not take a submission now (a ``SubmissionThrottled``
+    event, admission control); nothing of it was kept and its id is still free.
+
+    :meth:`engine.api.Submission.result` submits it again after ``retry_after`` seconds
+    (with jitter) until the client's ``throttle_wait`` is spent, and raises this only then.
+
+    Attributes:
+        submission_id / command_id: the throttled submit.
+        cause: ``pending_jobs``, ``dispatch_backlog`` or ``projection_lag``.
+        retry_after: seconds after which a new submit is likely to be taken.
+        queue: the queue over its limit (empty for a projection lag).
+        load / limit: the measured figure and the limit it is over.
+        detail: the same, for a human.
+    """
+
+    def __init__(
+        self,
+        *,
+        submission_id: str,
+        command_id: str,
+        cause: str,
+        retry_after: float,
+        queue: str = "",
+        load: int = 0,
+        limit: int = 0,
+        detail: str = "",
+    ) -> None:
+        super().__init__(
+            f"submission {submission_id} throttled, the engine is busy ({cause}): {detail}"
+        )
+        self.submission_id = submission_id
+        self.command_id = command_id
+        self.cause = cause
+        self.retry_after = retry_after
+        self.queue = queue
+        self.load = load
+        self.limit = limit
+        self.detail = detail
+
+
 class DecisionTimeout(JoblogError, TimeoutError):
     """No decision on a command reached the ``events`` topic in time.
 

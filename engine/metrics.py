@@ -402,6 +402,10 @@ SCHEDULER_COUNTS: Mapping[str, Count] = {
     "snapshots": Count("joblog_scheduler_snapshots_total", "Submission snapshots written."),
     "timers": Count("joblog_scheduler_timers_total", "Timers that fired (retries, timeouts)."),
     "rejections": Count("joblog_scheduler_rejections_total", "Commands rejected."),
+    "throttled": Count(
+        "joblog_scheduler_submissions_throttled_total",
+        "New submissions answered SubmissionThrottled (admission control).",
+    ),
     "stale_reports": Count(
         "joblog_scheduler_stale_reports_total", "Worker reports the rules ignored as stale."
     ),

@@ -350,6 +350,8 @@ class Fold:
                 status = "SKIPPED"
             case ev.ScheduleRunSeen():
                 status = None  # the run's own events say how it ended
+            case ev.SubmissionThrottled():
+                status = None  # not taken now; its client submits it again
             case ev.NotificationAdded() | ev.NotificationRemoved():
                 status = None  # about the submission's notifications (the notifications view)
             case ev.CommandRejected():
@@ -886,6 +888,7 @@ def _attempt_of(body: EventBody) -> int | None:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return None
         case _:
@@ -934,6 +937,7 @@ def _attempts_of(body: EventBody) -> tuple[int, ...]:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return ()
         case _:

@@ -161,6 +161,8 @@ def describe(event: Event) -> str:
             return f"Schedule skipped {slots} up to {_clock(body.slot)}: {why}{_next(body.next_at)}"
         case ev.ScheduleRunSeen():
             return f"Schedule run {body.run_submission_id} ended {body.status}"
+        case ev.SubmissionThrottled():
+            return f"Submission throttled ({body.cause}): {_clip(body.detail)}"
         case _:
             assert_never(body)
 

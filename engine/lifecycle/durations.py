@@ -184,6 +184,7 @@ def job_times(events: Iterable[Event]) -> JobTimes:
                 | ev.ScheduleFired()
                 | ev.ScheduleSkipped()
                 | ev.ScheduleRunSeen()
+                | ev.SubmissionThrottled()
             ):
                 pass
             case _:
@@ -245,6 +246,7 @@ def moves_times(body: EventBody) -> bool:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return False
         case _:

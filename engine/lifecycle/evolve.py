@@ -58,8 +58,8 @@ def evolve(state: SubmissionState | None, event: Event) -> SubmissionState:
             _add_job(state, body, event.timestamp)
         case ev.SubmissionCompleted():
             state.outcome = body.status
-        case ev.CommandRejected():
-            pass
+        case ev.CommandRejected() | ev.SubmissionThrottled():
+            pass  # logged outside the sequence: nothing changed
         case ev.IdempotencyKeyDecided():
             state.accepted = True
             state.key_ledger = evolve_ledger(state.key_ledger or KeyLedger(body.key), body)
@@ -327,6 +327,7 @@ def evolve_job(job: JobState, body: EventBody, timestamp: int) -> JobState:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             # folded by evolve into the submission's state, not into one job's
             raise TypeError(f"not a job event: {type(body).__name__}")

@@ -122,6 +122,7 @@ def reason_after(body: EventBody, timestamp: int) -> PendingReason | None:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return None
         case _:

@@ -1205,6 +1205,25 @@ class ScheduleRunSeen:
     status: str
 
 
+@dataclass(frozen=True)
+class SubmissionThrottled:
+    """The engine is behind and did not take this submit now (admission control).
+
+    Nothing else changed: the submission id stays free, and the client submits again with a
+    new command id after about ``retry_after_ms``. ``cause`` is a :class:`ThrottleCause`
+    (a string so that new causes do not break old readers); ``load`` is the measured figure
+    over ``limit``, of ``queue`` (empty for a projection lag).
+    """
+
+    command_id: str
+    cause: str
+    retry_after_ms: int
+    queue: str = ""
+    load: int = 0
+    limit: int = 0
+    detail: str = ""
+
+
 EventBody = (
     SubmissionAccepted
     | JobSubmitted
@@ -1239,6 +1258,7 @@ EventBody = (
     | ScheduleFired
     | ScheduleSkipped
     | ScheduleRunSeen
+    | SubmissionThrottled
 )
 
 
@@ -1267,6 +1287,14 @@ class Event:
     def name(self) -> str:
         """The event's type name, e.g. ``JobCompleted``."""
         return type(self.body).__name__
+
+
+class ThrottleCause(enum.StrEnum):
+    """What admission control found over its limit (:mod:`engine.lifecycle.admission`)."""
+
+    PENDING_JOBS = "pending_jobs"
+    DISPATCH_BACKLOG = "dispatch_backlog"
+    PROJECTION_LAG = "projection_lag"
 
 
 class RejectionCode(enum.StrEnum):

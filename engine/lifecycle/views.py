@@ -105,6 +105,7 @@ def status_after(body: EventBody) -> JobStatus | None:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return None
         case _:
@@ -391,6 +392,7 @@ class SubmissionView:
                 | ev.ScheduleFired()
                 | ev.ScheduleSkipped()
                 | ev.ScheduleRunSeen()
+                | ev.SubmissionThrottled()
             ):
                 return None, None  # a ledger's, a queue's or a schedule's: about no job
             case ev.NotificationAdded():
@@ -548,6 +550,7 @@ def _evolve_view(job: JobView, body: EventBody, at: datetime) -> JobView:
             | ev.ScheduleFired()
             | ev.ScheduleSkipped()
             | ev.ScheduleRunSeen()
+            | ev.SubmissionThrottled()
         ):
             return job
         case _:

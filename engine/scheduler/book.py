@@ -15,8 +15,16 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from engine.lifecycle.admission import (
+    NO_LOAD,
+    UNLIMITED,
+    AdmissionLimits,
+    Load,
+    PendingJobs,
+    admit,
+)
 from engine.lifecycle.decide import (
     Policy,
     decide_retired,
@@ -43,6 +51,7 @@ from engine.lifecycle.records import (
     ScheduleCreated,
     SlotDecided,
     SubmissionAccepted,
+    SubmitJobs,
     Tick,
     Unprocessable,
     WorkerLeft,
@@ -85,6 +94,16 @@ class PartitionBook:
     done_order: OrderedDict[str, None] = field(default_factory=OrderedDict)
     # queue -> its settings in this partition (from the queue's settings pseudo-submission)
     queues: dict[str, QueueConfig] = field(default_factory=dict)
+    # queue -> the partition's PENDING jobs (admission control's exact count)
+    pending: PendingJobs = field(default_factory=PendingJobs)
+
+    def note_pending(self, state: SubmissionState, job_ids: Iterable[str], now: int) -> None:
+        """Counts the jobs among ``job_ids`` that are PENDING now, uncounts the others."""
+        for job_id in job_ids:
+            job = state.jobs.get(job_id)
+            pending = job is not None and job.status is JobStatus.PENDING
+            queue = job.spec.queue if job is not None and pending else None
+            self.pending.note(state.submission_id, job_id, queue, now)
 
     def note_completed(self, state: SubmissionState, job_id: str) -> None:
         """Indexes the idempotency key of a job that completed (the partition's fast path:
@@ -107,11 +126,20 @@ class Book:
         policy: scheduler-wide limits and timings handed to the core.
         retain_done: finished submissions kept in memory per partition (to answer cancel,
             delete and duplicate submits); the oldest are forgotten beyond it.
+        admission: the limits a new submission is admitted within
+            (:mod:`engine.lifecycle.admission`); :attr:`load` is the shell's last sample of
+            the brokers' offsets, :attr:`partitions_total` the partition count of
+            ``commands`` (a partition's share of a cluster-wide limit).
     """
 
-    def __init__(self, policy: Policy, retain_done: int = 50_000) -> None:
+    def __init__(
+        self, policy: Policy, retain_done: int = 50_000, admission: AdmissionLimits = UNLIMITED
+    ) -> None:
         self.policy = policy
         self.retain_done = retain_done
+        self.admission = admission
+        self.load: Load = NO_LOAD
+        self.partitions_total = 1
         self.partitions: dict[int, PartitionBook] = {}
         self._timers: list[tuple[int, int, str]] = []
         # submission -> its earliest timer (the one in the heap); submission -> job -> the
@@ -131,6 +159,7 @@ class Book:
             recover(state, now)
             if state.done:
                 book.done_order[state.submission_id] = None
+            book.note_pending(state, state.jobs, now)
             self._arm(book.partition, state, state.jobs)
 
     def drop(self, partition: int) -> None:
@@ -169,6 +198,21 @@ class Book:
             return Decision(
                 submission_id, decide_retired(command, book.retired[submission_id], now)
             )
+        if state is None and isinstance(given, SubmitJobs) and self.admission != UNLIMITED:
+            load = self.load
+            if load.partitions != self.partitions_total:
+                load = replace(load, partitions=self.partitions_total)
+            pending = book.pending
+            throttled = admit(
+                given,
+                now,
+                self.admission,
+                pending.by_queue,
+                load,
+                lambda queue: pending.rate(queue, now),
+            )
+            if throttled is not None:
+                return Decision(submission_id, [throttled])
         outcome = step(
             state,
             given,
@@ -189,6 +233,9 @@ class Book:
         for event in outcome.events:
             if isinstance(event.body, JobCompleted):
                 book.note_completed(state, event.job_id)
+        if outcome.events:
+            touched = {event.job_id for event in outcome.events if event.job_id}
+            book.note_pending(state, touched, now)
         if outcome.events:
             book.dirty_since.setdefault(submission_id, now)
         if state.done:
@@ -347,6 +394,7 @@ class Book:
     def _retire(self, book: PartitionBook, submission_id: str, *, deleted: bool) -> None:
         """Forgets a submission's state but not its id (see :func:`decide_retired`)."""
         book.submissions.pop(submission_id, None)
+        book.pending.forget(submission_id)
         book.written.pop(submission_id, None)
         book.done_order.pop(submission_id, None)
         book.retired[submission_id] = deleted

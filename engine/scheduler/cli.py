@@ -11,6 +11,7 @@ from types import FrameType
 
 from engine import metrics
 from engine.config import Settings
+from engine.lifecycle.admission import AdmissionLimits
 from engine.lifecycle.decide import Policy
 from engine.logs import configure_logging
 from engine.scheduler.service import Scheduler, SchedulerConfig, default_instance_id
@@ -47,12 +48,42 @@ def scheduler_main(argv: list[str]) -> int:
         help="once a record came, how long a batch waits for more before it is decided "
         "(default %(default)g)",
     )
+    admission = parser.add_argument_group(
+        "admission control",
+        "over a limit, a new submission is answered SubmissionThrottled and its client "
+        "retries later; 0 turns a limit off",
+    )
+    for flag, name, text in (
+        ("--max-pending-jobs", "max_pending_jobs", "PENDING jobs per queue, cluster-wide"),
+        (
+            "--max-dispatch-backlog",
+            "max_dispatch_backlog",
+            "dispatch records of a queue its workers have not done",
+        ),
+        ("--max-projection-lag", "max_projection_lag", "events the projector has not folded"),
+    ):
+        env = f"JOBLOG_{name.upper()}"
+        default = getattr(AdmissionLimits(), name)
+        admission.add_argument(
+            flag,
+            type=int,
+            default=os.environ.get(env, str(default)),  # argparse checks it as it does a flag
+            help=f"{text} (default ${env} or {default})",
+        )
     metrics.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="log line format"
     )
     args = parser.parse_args(argv)
+    try:
+        limits = AdmissionLimits(
+            max_pending_jobs=args.max_pending_jobs,
+            max_dispatch_backlog=args.max_dispatch_backlog,
+            max_projection_lag=args.max_projection_lag,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     configure_logging(args.log_level, args.log_format)
     settings = Settings.from_env(
         bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix
@@ -67,6 +98,7 @@ def scheduler_main(argv: list[str]) -> int:
             batch_size=args.batch_size,
             session_timeout_ms=args.session_timeout_ms,
             linger_s=args.linger_ms / 1000,
+            admission=limits,
         ),
     )
     stop = threading.Event()

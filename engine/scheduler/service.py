@@ -29,13 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from engine import codec, kafka
 from engine.admin import ensure_topics
 from engine.clock import now_ms
 from engine.config import Settings
 from engine.errors import BrokerError, CodecError, JoblogError, SchemaRegistryUnreachable
+from engine.lifecycle.admission import AdmissionLimits
 from engine.lifecycle.decide import DEFAULT_POLICY, Policy
 from engine.lifecycle.records import (
     CommandRejected,
@@ -45,6 +46,7 @@ from engine.lifecycle.records import (
     Heartbeat,
     Input,
     Outcome,
+    SubmissionThrottled,
     Tick,
     Unprocessable,
     WorkerLeft,
@@ -53,6 +55,7 @@ from engine.limits import describe_bytes
 from engine.metrics import SCHEDULER_COUNTS, Telemetry, class_families, gauge
 from engine.scheduler.book import Book, Decision
 from engine.scheduler.deadlines import BoundedCalls, CallStuck
+from engine.scheduler.load import LoadMonitor
 from engine.scheduler.rebuild import CHECKPOINT_KEY, RebuildStats, checkpoint_record, rebuild
 from engine.scheduler.snapshots import Written, snapshot_records
 from engine.topics import Topics
@@ -91,6 +94,10 @@ class SchedulerConfig:
             coordinator it never looks up again when the broker that was it left the cluster
             (confluentinc/librdkafka#5511, #5456), so the call is abandoned sooner than the
             others and the transaction retried on a new producer.
+        admission: the limits within which new submissions are admitted; over one, a submit
+            is answered ``SubmissionThrottled`` (:mod:`engine.lifecycle.admission`).
+        load_interval_s: how often the dispatch backlogs and the projection lag are sampled
+            (only when a limit needs them).
     """
 
     instance_id: str = field(default_factory=lambda: socket.gethostname())
@@ -104,6 +111,8 @@ class SchedulerConfig:
     session_timeout_ms: int = 10_000
     call_timeout_s: float = 30.0
     offsets_timeout_s: float = 8.0
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    load_interval_s: float = 2.0
 
 
 @dataclass
@@ -142,7 +151,12 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.topics = Topics(settings.topic_prefix)
         self.metrics = Metrics()
-        self.book = Book(policy, retain_done=self.config.retain_done)
+        self.book = self._new_book()
+        self.load = (
+            LoadMonitor(settings, self.config.admission, interval_s=self.config.load_interval_s)
+            if self.config.admission.sampled
+            else None
+        )
         self.assigned: set[int] = set()
         self.ready = threading.Event()
         self.telemetry = Telemetry("scheduler", ready=self.ready.is_set)
@@ -178,6 +192,15 @@ class Scheduler:
                 fatal Kafka error occurred.
         """
         self._calls.stop = stop
+        sampling = threading.Event()
+        if self.load is not None:
+            self.load.start(sampling)
+        try:
+            self._run(stop)
+        finally:
+            sampling.set()
+
+    def _run(self, stop: threading.Event) -> None:
         backoff = 0.2
         while not stop.is_set():
             committed = self.metrics["transactions"]
@@ -203,8 +226,13 @@ class Scheduler:
                 backoff = min(backoff * 2, 10.0)
             else:
                 continue
-            self.book = Book(self.policy, retain_done=self.config.retain_done)
+            self.book = self._new_book()
             self.assigned = set()
+
+    def _new_book(self) -> Book:
+        return Book(
+            self.policy, retain_done=self.config.retain_done, admission=self.config.admission
+        )
 
     def _run_once(self, stop: threading.Event) -> None:
         settings = self.settings
@@ -303,6 +331,8 @@ class Scheduler:
                 batch = min(batch, self._batch_limit)
             messages = kafka.next_batch(consumer, batch, wait, self.config.linger_s)
             self.telemetry.health.beat()
+            if self.load is not None:
+                self.book.load = self.load.latest
             if messages:
                 self.telemetry.lag.seen(messages)
             if self.assigned:
@@ -320,6 +350,11 @@ class Scheduler:
         wanted = {tp.partition for tp in partitions}
         for partition in self.assigned - wanted:
             self.book.drop(partition)
+        try:
+            metadata = consumer.list_topics(self.topics.commands, timeout=10)
+            self.book.partitions_total = len(metadata.topics[self.topics.commands].partitions)
+        except (KafkaException, KeyError) as exc:
+            log.warning("partition count of %s unknown: %s", self.topics.commands, exc)
         for partition in sorted(wanted - self.assigned):
             stats, book = rebuild(self.settings, partition, timeout_s=60.0)
             self.metrics.rebuilds.append(stats)
@@ -478,6 +513,8 @@ class Scheduler:
             self.metrics.event_types[type(event.body)] += 1
             if isinstance(event.body, CommandRejected):
                 self.metrics.counts["rejections"] += 1
+            elif isinstance(event.body, SubmissionThrottled):
+                self.metrics.counts["throttled"] += 1
             producer.produce(
                 topics.events,
                 key=event.submission_id.encode(),
@@ -596,7 +633,40 @@ class Scheduler:
                 "Time spent rebuilding partitions.",
                 sum(stats.seconds for stats in rebuilds),
             ),
+            *self._load_families(),
         ]
+
+    def _load_families(self) -> list[Metric]:
+        """Admission control's figures: pending jobs per queue, and what the monitor saw."""
+        pending = GaugeMetricFamily(
+            "joblog_scheduler_pending_jobs",
+            "PENDING jobs in the partitions this instance owns, per queue.",
+            labels=["queue"],
+        )
+        counts: Counter[str] = Counter()
+        for book in list(self.book.partitions.values()):
+            counts.update(book.pending.by_queue)
+        for queue, count in sorted(counts.items()):
+            pending.add_metric([queue], count)
+        families: list[Metric] = [pending]
+        if self.load is not None:
+            load = self.load.latest
+            backlog = GaugeMetricFamily(
+                "joblog_dispatch_backlog",
+                "Dispatch records of a queue its workers' group has not committed.",
+                labels=["queue"],
+            )
+            for queue, count in sorted(load.dispatch_backlog.items()):
+                backlog.add_metric([queue], count)
+            families.append(backlog)
+            families.append(
+                gauge(
+                    "joblog_projection_lag_events",
+                    "Events the projector's group has not committed.",
+                    load.projection_lag,
+                )
+            )
+        return families
 
     # ----------------------------------------------------------------- poison isolation
 
