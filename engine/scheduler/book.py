@@ -83,6 +83,9 @@ class PartitionBook:
     completed_keys: dict[str, str] = field(default_factory=dict)
     # submission id -> offset of its first event on `events` not covered by a snapshot
     unsnapshotted_from: dict[str, int] = field(default_factory=dict)
+    # (offset, submission id) of every value unsnapshotted_from took; entries whose value
+    # changed since are dropped when they reach the top (see checkpoint)
+    _from_heap: list[tuple[int, str]] = field(default_factory=list, repr=False)
     # submission id -> what its last committed snapshot holds (its seq, its layout)
     written: dict[str, Written] = field(default_factory=dict)
     # ids of submissions no longer kept in memory -> whether they were deleted: an id is
@@ -114,9 +117,20 @@ class PartitionBook:
 
     def checkpoint(self) -> int:
         """The ``events`` offset a rebuild of this partition must replay from."""
-        if not self.unsnapshotted_from:
+        heap, current = self._from_heap, self.unsnapshotted_from
+        while heap and current.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # snapshotted (or moved) since: stale
+        if not heap:
             return self.events_end
-        return min(min(self.unsnapshotted_from.values()), self.events_end)
+        return min(heap[0][0], self.events_end)
+
+    def unsnapshotted(self, submission_id: str, offset: int) -> None:
+        """The submission has an event at ``offset`` no snapshot covers; the lowest such
+        offset of each submission is kept."""
+        current = self.unsnapshotted_from.get(submission_id)
+        if current is None or offset < current:
+            self.unsnapshotted_from[submission_id] = offset
+            heapq.heappush(self._from_heap, (offset, submission_id))
 
 
 class Book:
@@ -341,21 +355,30 @@ class Book:
         ``max_age_ms`` (this bounds how much of ``events`` a rebuild replays).
         """
         book = self.partitions[partition]
-        chosen: list[SubmissionState] = []
-        for submission_id, since in book.dirty_since.items():
+        dirty = book.dirty_since
+        chosen: dict[str, SubmissionState] = {}
+        # Only an input changes whether a submission is done, deleted or far behind its
+        # snapshot, so those are checked among the submissions this transaction touched;
+        # for age, ``dirty_since`` is in the order submissions became dirty (an entry is
+        # added when the first event is left out and removed at the snapshot), so the aged
+        # ones are a prefix. A transaction costs what it touched, not the number of
+        # submissions in flight.
+        for submission_id in touched:
+            since = dirty.get(submission_id)
             state = book.submissions.get(submission_id)
-            if state is None:
+            if since is None or state is None:
                 continue
             last = book.written.get(submission_id)
             behind = state.seq - (0 if last is None else last.seq)
-            if (
-                state.done
-                or behind >= every_events
-                or now - since >= max_age_ms
-                or (submission_id in touched and state.deleted)
-            ):
-                chosen.append(state)
-        return chosen
+            if state.done or state.deleted or behind >= every_events or now - since >= max_age_ms:
+                chosen[submission_id] = state
+        for submission_id, since in dirty.items():
+            if now - since < max_age_ms:
+                break
+            state = book.submissions.get(submission_id)
+            if state is not None:
+                chosen.setdefault(submission_id, state)
+        return list(chosen.values())
 
     def snapshotted(
         self, partition: int, submission_id: str, written: Written, deleted: bool
@@ -379,9 +402,7 @@ class Book:
         book.events_end = max(book.events_end, offset + 1)
         last = book.written.get(submission_id)
         if seq > (0 if last is None else last.seq) and submission_id in book.submissions:
-            current = book.unsnapshotted_from.get(submission_id)
-            if current is None or offset < current:
-                book.unsnapshotted_from[submission_id] = offset
+            book.unsnapshotted(submission_id, offset)
 
     def _forget_old(self, book: PartitionBook) -> None:
         while len(book.done_order) > self.retain_done:
@@ -457,7 +478,7 @@ class Replay:
         self.replayed += 1
         state = evolve(known, event)
         book.submissions[event.submission_id] = state
-        book.unsnapshotted_from.setdefault(event.submission_id, offset)
+        book.unsnapshotted(event.submission_id, offset)
         book.dirty_since.setdefault(event.submission_id, 0)
         if isinstance(event.body, JobCompleted):
             book.note_completed(state, event.job_id)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.lifecycle.decide import Policy
 from engine.lifecycle.records import (
     AttemptRef,
@@ -113,9 +116,46 @@ def test_old_unsnapshotted_submissions_are_snapshotted_by_age() -> None:
     assert [s.submission_id for s in chosen] == ["s1"]
 
 
+def test_only_touched_or_aged_submissions_are_considered_for_a_snapshot() -> None:
+    book = owned_book()
+    for n, at in enumerate([0, 1000, 2000, 9000]):
+        submit(book, f"s{n}", JobSpec("a", task="t"), now=at)
+    # a submission far behind its snapshot is written when touched, not otherwise
+    chosen = book.to_snapshot(0, now=9500, max_age_ms=8000, every_events=2, touched=set())
+    assert [s.submission_id for s in chosen] == ["s0", "s1"]  # the aged prefix
+    chosen = book.to_snapshot(0, now=9500, max_age_ms=8000, every_events=2, touched={"s3"})
+    assert [s.submission_id for s in chosen] == ["s3", "s0", "s1"]
+
+
 def test_revoked_partitions_stop_their_timers() -> None:
     book = owned_book()
     submit(book, "s1", JobSpec("a", task="t"), now=0)
     book.apply(0, "s1", Claimed(ref("s1", "a")), now=10)
     book.drop(0)
     assert book.due(10_000) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["event", "snapshot"]), st.integers(0, 5), st.integers(1, 3)),
+        max_size=60,
+    )
+)
+def test_the_checkpoint_is_the_lowest_unsnapshotted_offset(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    """Whatever the order of events and snapshots, a partition's checkpoint is the lowest
+    offset a snapshot does not cover (or its end)."""
+    book = PartitionBook(0)
+    offset = 0
+    for action, which, step in steps:
+        submission_id = f"s{which}"
+        if action == "event":
+            offset += step
+            book.events_end = offset + 1
+            book.unsnapshotted(submission_id, offset)
+        else:
+            book.unsnapshotted_from.pop(submission_id, None)
+        expected = min([*book.unsnapshotted_from.values(), book.events_end])
+        assert book.checkpoint() == expected
