@@ -17,13 +17,14 @@ Job URLs are stable: ``/api/v1/jobs/{submission_id}/{job_id}``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from engine.api import InvalidJob, Joblog, jobs_from_data
 from engine.client import CommandHandle
-from engine.errors import CommandRejectedError, DecisionTimeout
+from engine.errors import CommandRejectedError, DecisionTimeout, EngineBusy
 from engine.lifecycle.records import CancelMode
 from engine.ui.config import UiConfig
 from engine.ui.http import (
@@ -444,6 +445,18 @@ class Api:
         except CommandRejectedError as exc:
             out.update(decided=True, accepted=False, code=exc.code, reason=exc.reason)
             return Response(out, status=409)
+        except EngineBusy as exc:
+            # admission control: not taken now, nothing kept; the id stays free to send again
+            out.update(
+                decided=True,
+                accepted=False,
+                throttled=True,
+                code=exc.cause,
+                reason=exc.detail,
+                retry_after_ms=int(exc.retry_after * 1000),
+            )
+            retry = str(max(1, math.ceil(exc.retry_after)))
+            return Response(out, status=503, headers={"Retry-After": retry})
         except DecisionTimeout:
             out["reason"] = (
                 f"no decision within {timeout:g} s: the command is in Kafka and will be "

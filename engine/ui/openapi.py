@@ -38,8 +38,13 @@ SCHEMAS: dict[str, Any] = {
             "decided": {"type": "boolean"},
             "accepted": {"type": ["boolean", "null"]},
             "event": {"type": "object", "description": "the event that shows it took effect"},
-            "code": {"type": "string", "description": "why it was rejected"},
+            "code": {"type": "string", "description": "why it was rejected (or throttled)"},
             "reason": {"type": "string"},
+            "throttled": {
+                "type": "boolean",
+                "description": "a submission the engine was too busy to take now",
+            },
+            "retry_after_ms": {"type": "integer", "description": "when to send it again"},
         },
     },
     "SubmitBody": {
@@ -170,6 +175,11 @@ def _responses(route: Route) -> dict[str, Any]:
             "201": {"description": "submission accepted", "content": decision},
             "202": {"description": "sent; no decision yet", "content": decision},
             "409": {"description": "rejected by the scheduler (code, reason)", "content": decision},
+            "503": {
+                "description": "a submission the engine is too busy to take now (throttled, "
+                "code = cause, retry_after_ms; a Retry-After header): send it again later",
+                "content": decision,
+            },
         }
     else:
         ok = {"200": {"description": "OK", "content": _json({"type": "object"})}}

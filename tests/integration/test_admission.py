@@ -3,10 +3,13 @@ back off, submit again with new command ids and get in once the engine caught up
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,6 +33,8 @@ from engine.lifecycle.records import (
 from engine.scheduler.load import LoadMonitor
 from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.topics import Topics
+from engine.ui.config import UiConfig
+from engine.ui.server import UiServer
 from engine.worker import Worker
 from tests.integration.conftest import KafkaUnderTest
 from tests.integration.kafka_io import events_by_submission, wait_for
@@ -164,6 +169,43 @@ def test_a_dispatch_backlog_throttles_the_command_line_which_says_so_and_retries
         text = err_path.read_text()
         assert "again in" in text and "max_dispatch_backlog=2" in text
         assert "COMPLETED" in out
+
+
+def _post(url: str, token: str, body: object) -> tuple[int, dict[str, object], str | None]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read()), response.headers["Retry-After"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), exc.headers["Retry-After"]
+
+
+def test_the_rest_api_answers_a_throttled_submission_503_with_retry_after(
+    kafka_cluster: KafkaUnderTest, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_cluster)
+    token = "admission-token-" + uuid.uuid4().hex
+    config = UiConfig.from_env({}, port=0, token=token, db_path=tmp_path / "joblog.duckdb")
+    body = {"jobs": [{"id": "a", "task": "double", "args": [1], "queue": "api"}]}
+    with (
+        _scheduler(settings, AdmissionLimits(max_pending_jobs=1)),
+        UiServer(config, settings) as server,
+    ):
+        url = f"{server.url}/api/v1/submissions"
+        status, first, _ = _post(url, token, body)
+        assert status == 201, first
+        status, busy, retry_after = _post(url, token, body)
+    assert status == 503, busy
+    assert busy["throttled"] is True and busy["accepted"] is False
+    assert busy["code"] == "pending_jobs"
+    assert isinstance(busy["retry_after_ms"], int) and busy["retry_after_ms"] >= 500
+    assert "max_pending_jobs=1" in str(busy["reason"])
+    assert retry_after is not None and int(retry_after) >= 1
 
 
 def test_the_monitor_measures_backlogs_and_the_projection_lag(
