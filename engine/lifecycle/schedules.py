@@ -185,14 +185,21 @@ def decide_change(draft: Draft, command: ChangeSchedule) -> None:
             f"schedule {command.submission_id.removeprefix('#schedule-')!r} {gone}",
         )
         return
+    # a slot already due (its timer not fired yet) is decided first: a change takes effect
+    # from now on, and no slot before it goes unaccounted for
+    fire_due(draft)
+    schedule = draft.state.schedule
+    assert schedule is not None
     action = command.action
     if action is ScheduleAction.TRIGGER:
         _fire(draft, schedule, draft.now, manual=True, command_id=command.command_id)
         return
     if action is ScheduleAction.PAUSE or action is ScheduleAction.DELETE:
         next_at = 0
-    else:  # resume: from the next slot on (what was missed while paused is not caught up)
+    elif schedule.paused:  # resume: from the next slot on (what was missed is not caught up)
         next_at = next_slot(schedule.spec, draft.now - 1)
+    else:  # resume of a running schedule: nothing changes
+        next_at = schedule.next_at
     draft.emit("", ScheduleChanged(action, next_at, command.command_id, command.requested_by))
 
 

@@ -339,6 +339,26 @@ def test_pause_stops_the_timer_and_resume_starts_at_the_next_slot() -> None:
     assert [b.slot for b in tick_at(scenario, M0 + 6 * MINUTE)] == [M0 + 6 * MINUTE]
 
 
+@pytest.mark.parametrize("action", list(ScheduleAction))
+def test_a_slot_due_before_a_change_fires_first(action: ScheduleAction) -> None:
+    """A change decided after a slot came but before its timer fired: the slot is fired
+    first, whatever the change (found by the schedule property test: a resume just after
+    the last slot lost it)."""
+    scenario = given(create(), submission_id=SID)
+    scenario.apply(change(action), M0 + 7)
+    bodies = [e.body for e in scenario.last]
+    assert isinstance(bodies[0], ScheduleFired) and bodies[0].slot == M0
+    assert not bodies[0].manual
+
+
+def test_resuming_a_running_schedule_changes_nothing() -> None:
+    scenario = given(create(), submission_id=SID)
+    scenario.apply(change(ScheduleAction.RESUME), M0 - 10)
+    (body,) = [e.body for e in scenario.last]
+    assert isinstance(body, ScheduleChanged) and body.next_at == M0
+    assert scenario.deadline() == M0
+
+
 def test_a_schedule_created_paused_waits_for_its_resume() -> None:
     scenario = given(create(paused=True), submission_id=SID)
     assert scenario.deadline() is None
