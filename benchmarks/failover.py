@@ -27,6 +27,9 @@ scheduler's; one machine, one clock):
   submissions go on being accepted while no job runs: this is the time work stood still);
 * ``projection_stall_ms``: the longest time after the kill in which the projection's count
   of COMPLETED jobs did not grow (sampled every 0.2 s): what readers saw;
+* ``reader_stall_ms``: per partition of ``events``, the longest time after the kill in which
+  a read-committed consumer got none of its records: a dead scheduler's open transaction
+  holds its partitions' readers back until the broker aborts it;
 * ``seconds`` / ``jobs_per_s``: first submit to the last job COMPLETED in the projection;
   ``catch_up_seconds``: from the last submit to then;
 * ``lost`` / ``doubled``: jobs with no ``JobCompleted`` / with more than one; ``events_twice``
@@ -206,6 +209,51 @@ class _ProjectionSamples(threading.Thread):
         return int(max((b - a for a, b in itertools.pairwise(changes)), default=0) * 1000)
 
 
+class _ArrivalWatch(threading.Thread):
+    """Reads ``events`` read-committed without decoding; keeps when records of each partition
+    arrived, as any reader (the projector, a watcher, a waiting client) would get them."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.arrivals: dict[int, list[float]] = {}
+        self.stop = threading.Event()
+        self.consumer: Consumer = kafka.consumer(
+            settings,
+            f"{settings.topic_prefix}failover-arrivals",
+            {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 10},
+        )
+        self.consumer.subscribe([Topics(settings.topic_prefix).events])
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                messages = self.consumer.consume(1000, timeout=0.05)
+                now = time.time()
+                for partition in {m.partition() for m in messages if m.error() is None}:
+                    self.arrivals.setdefault(partition or 0, []).append(now)
+        finally:
+            self.consumer.close()
+
+    def longest_stall_ms(self, after_s: float) -> dict[int, int]:
+        """Per partition, the longest time after ``after_s`` without a record arriving, until
+        its last record."""
+        return {
+            partition: int(
+                max(
+                    (
+                        b - a
+                        for a, b in itertools.pairwise(
+                            [after_s, *(t for t in times if t > after_s)]
+                        )
+                    ),
+                    default=0,
+                )
+                * 1000
+            )
+            for partition, times in sorted(self.arrivals.items())
+        }
+
+
 def run_case(
     case: str,
     bootstrap_servers: str,
@@ -241,9 +289,11 @@ def run_case(
     owned: set[int] = set()
     killed_at = 0
     projection = _ProjectionSamples(cluster, tag)
+    arrivals = _ArrivalWatch(cluster.settings)
     try:
         producer = CommandProducer(cluster.settings)
         projection.start()
+        arrivals.start()
         started = time.time()
         for index in range(jobs):
             if index == int(jobs * kill_at):
@@ -275,6 +325,8 @@ def run_case(
         }
     finally:
         projection.stop.set()
+        arrivals.stop.set()
+        arrivals.join(10)
         cluster.stop()
     if case == "broker" and nodes is not None and victim:
         nodes.start_node(int(victim.removeprefix("node-")))
@@ -302,6 +354,7 @@ def run_case(
             [e for e in events if e.name == "JobCompleted"], killed_at
         ),
         "projection_stall_ms": projection.longest_stall_ms(killed_at / 1000),
+        "reader_stall_ms": arrivals.longest_stall_ms(killed_at / 1000),
         "decisions_per_s_after_kill": per_second(events, killed_at),
         "scheduler_restarts": restarts,
         **found,
@@ -331,10 +384,11 @@ def table(results: dict[str, Any]) -> str:
     """The figures as a Markdown table."""
     rows = [
         "| case | victim | jobs | first decision on the victim's partitions | longest time "
-        "without a decision / a job completed | longest time the projection stood still | "
+        "without a decision / a job completed | longest time a partition of `events` showed "
+        "readers nothing new | longest time the projection stood still | "
         "time to completion | catch-up after the last submit | lost / doubled | events, "
         "dispatches twice | scheduler restarts |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for run in results["runs"]:
         gap = run["gap_ms"]
@@ -349,6 +403,7 @@ def table(results: dict[str, Any]) -> str:
             f"{run['jobs']:,} at {run['rate']:.0f}/s | "
             f"{'-' if takeover is None else f'{takeover / 1000:.1f} s'} | "
             f"{gap / 1000:.1f} s / {completion / 1000:.1f} s | "
+            f"{max(run['reader_stall_ms'].values(), default=0) / 1000:.1f} s | "
             f"{run['projection_stall_ms'] / 1000:.1f} s | "
             f"{run['seconds']:.1f} s ({run['jobs_per_s']:.0f} jobs/s) | "
             f"{run['catch_up_seconds']:.1f} s | {run['lost']} / {run['doubled']} | "
