@@ -295,7 +295,7 @@ def _all_shared(cluster: LocalCluster, settings: Settings, instances: int) -> bo
 def _first_decision_ms(
     by: dict[str, list[Event]], partitions: set[int], count: int, after_ms: int
 ) -> int:
-    """The time from ``after_ms`` to the first decision on any of ``partitions``."""
+    """The time from ``after_ms`` to the first decision on any of ``partitions`` (-1: none)."""
     stamps = [
         event.timestamp
         for submission_id, events in by.items()
@@ -303,7 +303,7 @@ def _first_decision_ms(
         for event in events
         if event.timestamp >= after_ms
     ]
-    return min(stamps) - after_ms
+    return min(stamps) - after_ms if stamps else -1
 
 
 def _timeline(by: dict[str, list[Event]], partitions: set[int], count: int, after_ms: int) -> str:
@@ -354,6 +354,7 @@ def test_a_scheduler_instance_killed_under_load_hands_over_without_loss(
             jl.submit(task="double", args=[index, 0.02], submission_id=f"sch-{index:05d}")
         wait_for(lambda: completions.count >= half // 4, 120, "a quarter of the first half")
         victim = "sched-2"
+        wait_for(lambda: bool(_owners(cluster, settings).get(victim)), 30, "its partitions")
         owned = _owners(cluster, settings)[victim]
         killed_at = int(time.time() * 1000)
         processes[victim].send_signal(signal.SIGKILL)
@@ -380,10 +381,12 @@ def test_a_scheduler_instance_killed_under_load_hands_over_without_loss(
     assert len(counted) == SCHEDULER_JOBS
     takeover = _first_decision_ms(by, owned, settings.partitions, killed_at)
     gap = _decision_gap_ms(by, killed_at)
+    completed = {sid: [e for e in ev if e.name == "JobCompleted"] for sid, ev in by.items()}
+    idle = _decision_gap_ms(completed, killed_at)
     print(
         f"{instances} instances, {victim} (partitions {sorted(owned)}) SIGKILLed: first "
         f"decision on its partitions after {takeover} ms; longest time without any decision "
-        f"{gap} ms; survivors' restarts {restarts}"
+        f"{gap} ms, without a job completed {idle} ms; survivors' restarts {restarts}"
     )
     timeline = _timeline(by, owned, settings.partitions, killed_at)
     print(f"decisions per second after the kill (on its partitions/others): {timeline}")
