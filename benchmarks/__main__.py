@@ -1,4 +1,5 @@
-"""``python -m benchmarks run [--smoke | --quick | --full]``: see BENCHMARKS.md."""
+"""``python -m benchmarks run [--smoke | --quick | --full]`` and ``python -m benchmarks
+failover [...]`` (:mod:`benchmarks.failover`): see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["failover"]:
+        from benchmarks import failover
+
+        return failover.main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="joblog's benchmarks: throughput, latency, projection, recovery, queries, "
@@ -56,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="write the figures into this file (default: BENCHMARKS.md in --full)",
+    )
+    commands.add_parser(
+        "failover",
+        help="SIGKILL a broker, then a scheduler, mid-run on three brokers (see --help there)",
+        add_help=False,
     )
     show = commands.add_parser("report", help="print (and write) the figures of a results file")
     show.add_argument("results", type=Path, nargs="?", default=RESULTS / "full.json")

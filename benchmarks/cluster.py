@@ -1,4 +1,5 @@
-"""joblog's services as separate processes on one broker: 1 scheduler, N workers, 1 projector.
+"""joblog's services as separate processes: 1 scheduler (or a few sharing the partitions),
+N workers, 1 projector.
 
 Each service is the same command an operator runs (``python -m engine.scheduler``,
 ``python -m engine.worker``, ``joblog projector``), so the figures include process start-up
@@ -53,6 +54,10 @@ class JoblogCluster:
         concurrency: attempts each worker runs at once.
         isolation: the workers' ``--isolation``; ``pool`` (the worker's default: warm task
             processes reused across attempts) unless a run compares the modes.
+        schedulers: scheduler instances of the group (``scheduler``, ``scheduler-2``, ...).
+        partitions: partitions of the co-partitioned topics (``None``: the settings' default).
+        replication_factor: replication factor of the topics (``None``: the default, 1).
+        scheduler_options: extra command-line options of every scheduler.
     """
 
     bootstrap_servers: str
@@ -60,6 +65,10 @@ class JoblogCluster:
     workers: int = 2
     concurrency: int = 16
     isolation: str = "pool"
+    schedulers: int = 1
+    partitions: int | None = None
+    replication_factor: int | None = None
+    scheduler_options: tuple[str, ...] = ()
     settings: Settings = field(init=False)
     db_path: Path = field(init=False)
     services: list[Service] = field(default_factory=list, init=False)
@@ -68,6 +77,8 @@ class JoblogCluster:
         self.settings = Settings.from_env(
             bootstrap_servers=self.bootstrap_servers,
             topic_prefix=f"b{uuid.uuid4().hex[:8]}.",
+            partitions=self.partitions,
+            replication_factor=self.replication_factor,
         )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.workdir / f"{self.settings.topic_prefix}duckdb"
@@ -94,11 +105,19 @@ class JoblogCluster:
 
     def _spawn_scheduler_and_workers(self) -> None:
         python = sys.executable
-        prefix = self.settings.topic_prefix
-        self._spawn(
-            "scheduler",
-            [python, "-m", "engine.scheduler", "--instance-id", f"{prefix}bench"],
-        )
+        for index in range(1, self.schedulers + 1):
+            suffix = "" if index == 1 else f"-{index}"
+            self._spawn(
+                f"scheduler{suffix}",
+                [
+                    python,
+                    "-m",
+                    "engine.scheduler",
+                    "--instance-id",
+                    self.instance_id(index),
+                    *self.scheduler_options,
+                ],
+            )
         print(
             f"[{time.strftime('%H:%M:%S')}] joblog cluster: {self.workers} workers "
             f"(python -m engine.worker --isolation {self.isolation} --concurrency "
@@ -128,6 +147,11 @@ class JoblogCluster:
                 ],
             )
 
+    def instance_id(self, index: int) -> str:
+        """The instance id of scheduler number ``index`` (from 1)."""
+        suffix = "" if index == 1 else f"-{index}"
+        return f"{self.settings.topic_prefix}bench{suffix}"
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         env = {
             **os.environ,
@@ -146,7 +170,7 @@ class JoblogCluster:
         """Waits until the scheduler, every worker and the projector hold partitions."""
         prefix = self.settings.topic_prefix
         wanted = {
-            f"{prefix}scheduler": 1,
+            f"{prefix}scheduler": self.schedulers,
             f"{prefix}workers.default": self.workers,
             f"{prefix}projector": 1,
         }
@@ -181,6 +205,14 @@ class JoblogCluster:
             if code is not None:
                 tail = service.log_path.read_text(errors="replace")[-2000:]
                 raise ClusterError(f"{service.name} exited with {code}:\n{tail}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILLs one service (a crash); it is no longer watched or stopped."""
+        service = next(s for s in self.services if s.name == name)
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(10)
+        service.log.close()
+        self.services.remove(service)
 
     def pids(self) -> dict[str, int]:
         """The pid of each service."""

@@ -84,6 +84,13 @@ def cluster_defaults(brokers: int) -> dict[str, str]:
         "transaction.state.log.min.isr": in_sync,
         "share.coordinator.state.topic.replication.factor": replicas,
         "share.coordinator.state.topic.min.isr": in_sync,
+        # A replica that fell out of sync never becomes leader (Kafka's default, kept
+        # explicit): that would drop acknowledged records.
+        "unclean.leader.election.enable": "false",
+        # A crashed producer's open transaction holds up read_committed readers of every
+        # partition it wrote to until the broker aborts it, which it checks every 10 s by
+        # default; checked every second, it is aborted within a second of its timeout.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         # A crashed node is fenced (its partitions get new leaders) once it missed its
         # heartbeats this long; Kafka's default, 9 s, is tuned for busy production networks.
         "broker.session.timeout.ms": "4000",

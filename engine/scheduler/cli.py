@@ -42,6 +42,14 @@ def scheduler_main(argv: list[str]) -> int:
         "over (a restarted instance takes them back at once)",
     )
     parser.add_argument(
+        "--transaction-timeout-ms",
+        type=int,
+        default=SchedulerConfig.transaction_timeout_ms,
+        help="how long the broker lets a transaction stay open: a killed instance's open "
+        "transaction holds up readers of the partitions it wrote to until then "
+        "(default %(default)d; it must exceed the longest transaction, docs/operations.md)",
+    )
+    parser.add_argument(
         "--linger-ms",
         type=float,
         default=SchedulerConfig.linger_s * 1000,
@@ -97,6 +105,7 @@ def scheduler_main(argv: list[str]) -> int:
             instance_id=args.instance_id or default_instance_id(),
             batch_size=args.batch_size,
             session_timeout_ms=args.session_timeout_ms,
+            transaction_timeout_ms=args.transaction_timeout_ms,
             linger_s=args.linger_ms / 1000,
             admission=limits,
         ),

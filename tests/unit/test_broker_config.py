@@ -305,6 +305,8 @@ def test_a_cluster_of_three_replicates_three_ways_and_needs_two_in_sync() -> Non
     for key in ("default.replication.factor", "offsets.topic.replication.factor"):
         assert props[key] == "3"
     assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert props["transaction.state.log.replication.factor"] == "3"
+    assert props["unclean.leader.election.enable"] == "false"
 
 
 def test_smaller_clusters_never_ask_for_more_replicas_than_brokers() -> None:
