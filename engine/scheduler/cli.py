@@ -19,6 +19,31 @@ from engine.scheduler.service import Scheduler, SchedulerConfig, default_instanc
 
 def scheduler_main(argv: list[str]) -> int:
     """Runs ``joblog scheduler [options]``; returns the exit code."""
+    scheduler, args = build_scheduler(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with metrics.serving(scheduler.telemetry, args.metrics_port, args.metrics_host):
+        scheduler.run(stop)
+    logging.getLogger("joblog.scheduler").info("stopped: %s", dict(scheduler.metrics.counts))
+    if scheduler.abandoned:
+        # A client is still inside a call that overran its deadline; destroying it at
+        # interpreter exit would wait for that call. Nothing is left to flush.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def build_scheduler(argv: list[str]) -> tuple[Scheduler, argparse.Namespace]:
+    """The scheduler ``joblog scheduler [options]`` runs (not started), and its options.
+
+    Raises:
+        SystemExit: the options are not valid (argparse's message on stderr).
+    """
     parser = argparse.ArgumentParser(
         prog="joblog scheduler",
         description="Decide what happens to every job: the single writer of the events topic.",
@@ -110,19 +135,4 @@ def scheduler_main(argv: list[str]) -> int:
             admission=limits,
         ),
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with metrics.serving(scheduler.telemetry, args.metrics_port, args.metrics_host):
-        scheduler.run(stop)
-    logging.getLogger("joblog.scheduler").info("stopped: %s", dict(scheduler.metrics.counts))
-    if scheduler.abandoned:
-        # A client is still inside a call that overran its deadline; destroying it at
-        # interpreter exit would wait for that call. Nothing is left to flush.
-        logging.shutdown()
-        os._exit(0)
-    return 0
+    return scheduler, args
