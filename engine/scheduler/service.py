@@ -284,6 +284,13 @@ class Scheduler:
             },
         )
         self._consumer = consumer
+        # admission control's share of a cluster-wide limit per partition (asked here, never
+        # from inside a rebalance callback of the same client)
+        try:
+            metadata = consumer.list_topics(self.topics.commands, timeout=10)
+            self.book.partitions_total = len(metadata.topics[self.topics.commands].partitions)
+        except (KafkaException, KeyError) as exc:
+            log.warning("partition count of %s unknown: %s", self.topics.commands, exc)
         consumer.subscribe(
             [self.topics.commands, self.topics.reports],
             on_assign=self._on_assign,
@@ -350,11 +357,6 @@ class Scheduler:
         wanted = {tp.partition for tp in partitions}
         for partition in self.assigned - wanted:
             self.book.drop(partition)
-        try:
-            metadata = consumer.list_topics(self.topics.commands, timeout=10)
-            self.book.partitions_total = len(metadata.topics[self.topics.commands].partitions)
-        except (KafkaException, KeyError) as exc:
-            log.warning("partition count of %s unknown: %s", self.topics.commands, exc)
         for partition in sorted(wanted - self.assigned):
             stats, book = rebuild(self.settings, partition, timeout_s=60.0)
             self.metrics.rebuilds.append(stats)
