@@ -595,7 +595,6 @@ class Submission:
     def _admitted(self, handle: CommandHandle, timeout: float) -> Event:
         """The decision on ``handle``, submitting again while the engine throttles it."""
         from engine.client import new_id
-        from engine.errors import EngineBusy
 
         tries = 0
         give_up: float | None = None

@@ -86,14 +86,12 @@ class Load:
         projection_lag: events the projector's group has not committed (``0`` when no
             projector ever committed: there is no projection to wait for).
         projection_drain: events committed per second since the previous sample.
-        partitions: the partition count of the ``commands``/``events`` topics.
     """
 
     dispatch_backlog: Mapping[str, int] = field(default_factory=dict)
     dispatch_drain: Mapping[str, float] = field(default_factory=dict)
     projection_lag: int = 0
     projection_drain: float = 0.0
-    partitions: int = 1
     sampled_at: int = 0
 
 
@@ -126,6 +124,7 @@ def admit(
     pending: Mapping[str, int],
     load: Load = NO_LOAD,
     started: Callable[[str], float] | None = None,
+    partitions: int = 1,
 ) -> Event | None:
     """``None`` when the new submission may be decided now, else its throttle event.
 
@@ -137,12 +136,14 @@ def admit(
         load: the last sample of the brokers' offsets.
         started: queue -> the rate (per second) at which the partition's PENDING jobs of
             the queue have been leaving PENDING lately (:meth:`PendingJobs.rate`).
+        partitions: the partition count of ``commands`` (a partition's share of
+            ``max_pending_jobs``).
     """
     if exempt(command):
         return None
     queues = Counter(spec.queue for spec in command.jobs)
     if limits.max_pending_jobs:
-        allowed = share(limits.max_pending_jobs, load.partitions)
+        allowed = share(limits.max_pending_jobs, partitions)
         for queue in sorted(queues):
             held = pending.get(queue, 0)
             # an empty queue takes any submission (its size is bounded by the graph limit)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.lifecycle.admission import (
     NO_LOAD,
@@ -213,17 +213,15 @@ class Book:
                 submission_id, decide_retired(command, book.retired[submission_id], now)
             )
         if state is None and isinstance(given, SubmitJobs) and self.admission != UNLIMITED:
-            load = self.load
-            if load.partitions != self.partitions_total:
-                load = replace(load, partitions=self.partitions_total)
             pending = book.pending
             throttled = admit(
                 given,
                 now,
                 self.admission,
                 pending.by_queue,
-                load,
+                self.load,
                 lambda queue: pending.rate(queue, now),
+                self.partitions_total,
             )
             if throttled is not None:
                 return Decision(submission_id, [throttled])

@@ -98,8 +98,6 @@ class LoadMonitor:
         admin = self._admin
         metadata = admin.list_topics(timeout=self.timeout_s)
         topics = metadata.topics
-        commands = topics.get(self.topics.commands)
-        partitions = len(commands.partitions) if commands is not None else 1
         now = time.monotonic()
         backlog: dict[str, int] = {}
         drain: dict[str, float] = {}
@@ -125,7 +123,6 @@ class LoadMonitor:
             dispatch_drain=drain,
             projection_lag=lag,
             projection_drain=lag_drain,
-            partitions=partitions,
             sampled_at=int(time.time() * 1000),
         )
 

@@ -218,7 +218,6 @@ def test_the_monitor_measures_backlogs_and_the_projection_lag(
             jl.submit(task="double", args=[n], queue="m", wait=True)
     monitor = LoadMonitor(settings, limits)
     load = monitor.sample()
-    assert load.partitions == 1
     # offsets: three dispatch records, and a transaction marker after each (one submit a
     # transaction here)
     assert 3 <= load.dispatch_backlog["m"] <= 6

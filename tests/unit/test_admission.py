@@ -66,8 +66,8 @@ def test_under_every_limit_a_submission_is_admitted() -> None:
 
 def test_pending_jobs_over_the_partitions_share_throttle_with_the_figures() -> None:
     limits = AdmissionLimits(max_pending_jobs=12)
-    load = Load(partitions=3)  # a share of 4 each
-    event = admit(submit("s", "q"), 7, limits, {"q": 4}, load, lambda queue: 10.0)
+    # three partitions: a share of 4 each
+    event = admit(submit("s", "q"), 7, limits, {"q": 4}, NO_LOAD, lambda queue: 10.0, 3)
     body = body_of(event)
     assert event is not None
     assert (event.seq, event.job_id, event.timestamp) == (0, "", 7)
