@@ -638,6 +638,8 @@ class Submission:
         """Waits for the decision: ``True`` accepted, ``False`` rejected.
 
         Raises:
+            EngineBusy: throttled for longer than the client's ``throttle_wait``
+                (``throttle_wait=0`` asks once: a throttle is not retried).
             DecisionTimeout: no decision within ``timeout`` seconds.
         """
         from engine.errors import CommandRejectedError
