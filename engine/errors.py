@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.lifecycle.records import SubmissionThrottled
+
 
 class JoblogError(Exception):
     """Root of every error joblog raises on purpose."""
@@ -184,15 +189,26 @@ class JobNotFound(JoblogError, LookupError):
 
 
 class UnknownSubmission(JobNotFound):
-    """The ``events`` topic holds nothing of this submission: no such id was ever submitted.
+    """The ``events`` topic holds nothing of this submission: no such id was ever submitted,
+    or its submit was only ever throttled (admission control) and not sent again.
 
     Attributes:
         submission_id: the id asked for.
+        throttled: the last throttle of a submit of this id (``cause``, ``detail``), if any.
     """
 
-    def __init__(self, submission_id: str, topic: str) -> None:
-        super().__init__(f"no submission {submission_id} in {topic}")
+    def __init__(
+        self, submission_id: str, topic: str, *, throttled: SubmissionThrottled | None = None
+    ) -> None:
+        text = f"no submission {submission_id} in {topic}"
+        if throttled is not None:
+            text += (
+                f": its submit was throttled, the engine was busy ({throttled.cause}: "
+                f"{throttled.detail}); submit it again"
+            )
+        super().__init__(text)
         self.submission_id = submission_id
+        self.throttled = throttled
 
 
 class CommandRejectedError(JoblogError):

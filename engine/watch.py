@@ -330,7 +330,7 @@ def _stream(
                     raise WatchTimeout(f"{what}: nothing ended the watch within {timeout:g} s")
                 wait = min(wait, remaining)
             if appear_by is not None and not view.known and now >= appear_by:
-                raise UnknownSubmission(submission_id, partition.topic)
+                raise UnknownSubmission(submission_id, partition.topic, throttled=view.throttled)
             message = consumer.poll(wait)
             if message is None:
                 if idle_every is not None and time.monotonic() - last_yield >= idle_every:
@@ -344,7 +344,9 @@ def _stream(
                         live = True
                         if not view.known:
                             if appear_timeout is not None and appear_timeout <= 0:
-                                raise UnknownSubmission(submission_id, partition.topic)
+                                raise UnknownSubmission(
+                                    submission_id, partition.topic, throttled=view.throttled
+                                )
                             if appear_timeout is not None:
                                 appear_by = time.monotonic() + appear_timeout
                         yield LIVE

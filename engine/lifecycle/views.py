@@ -333,6 +333,8 @@ class SubmissionView:
         accepted: the scheduler accepted the submission.
         outcome: set once every job is terminal.
         rejection: the rejection of the submission itself, if it was rejected.
+        throttled: the last throttle of a submit of it while it was not accepted
+            (admission control: the engine was busy; its client submits it again).
         notifications: the notifications in place, by id, in the order they were added.
         last_event: the last event folded in.
     """
@@ -342,6 +344,7 @@ class SubmissionView:
     accepted: bool = False
     outcome: SubmissionStatus | None = None
     rejection: ev.CommandRejected | None = None
+    throttled: ev.SubmissionThrottled | None = None
     notifications: dict[str, ev.Notification] = field(default_factory=dict)
     last_event: Event | None = None
 
@@ -375,6 +378,7 @@ class SubmissionView:
             case ev.SubmissionAccepted():
                 self.accepted = True
                 self.rejection = None  # an earlier invalid submit of this id is superseded
+                self.throttled = None
                 return None, None
             case ev.SubmissionCompleted():
                 self.outcome = body.status
@@ -392,9 +396,12 @@ class SubmissionView:
                 | ev.ScheduleFired()
                 | ev.ScheduleSkipped()
                 | ev.ScheduleRunSeen()
-                | ev.SubmissionThrottled()
             ):
                 return None, None  # a ledger's, a queue's or a schedule's: about no job
+            case ev.SubmissionThrottled():
+                if not self.accepted:
+                    self.throttled = body
+                return None, None
             case ev.NotificationAdded():
                 self.notifications[body.notification.notification_id] = body.notification
                 return None, None

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from engine import kafka
+from engine import cli, kafka
 from engine.admin import ensure_topics
 from engine.api import Joblog
 from engine.config import Settings
-from engine.errors import EngineBusy
+from engine.errors import EngineBusy, UnknownSubmission
 from engine.lifecycle.admission import AdmissionLimits
 from engine.lifecycle.records import (
     JobStatus,
@@ -240,3 +240,28 @@ def test_the_monitor_measures_backlogs_and_the_projection_lag(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_submission_left_throttled_says_so_when_looked_up(
+    kafka_cluster: KafkaUnderTest,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that gives up at once (``throttle_wait=0``) gets EngineBusy; a later look at
+    the id says it was throttled, not just that it is unknown."""
+    settings = _settings(kafka_cluster)
+    with (
+        _scheduler(settings, AdmissionLimits(max_pending_jobs=1)),
+        Joblog(settings, throttle_wait=0) as jl,
+    ):
+        jl.submit(task="double", args=[1], queue="idle", wait=True)
+        with pytest.raises(EngineBusy) as raised:
+            jl.submit(task="double", args=[2], queue="idle", submission_id="left", wait=True)
+        assert raised.value.cause == "pending_jobs"
+        with pytest.raises(UnknownSubmission, match="throttled, the engine was busy") as unknown:
+            jl.view("left")
+        assert unknown.value.throttled is not None
+    monkeypatch.setenv("JOBLOG_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+    monkeypatch.setenv("JOBLOG_TOPIC_PREFIX", settings.topic_prefix)
+    assert cli.main(["status", "left"]) != 0
+    assert "throttled" in capsys.readouterr().err

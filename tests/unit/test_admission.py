@@ -38,6 +38,7 @@ from engine.lifecycle.records import (
     SubmitJobs,
     ThrottleCause,
 )
+from engine.lifecycle.views import SubmissionView
 from engine.scheduler.book import Book, PartitionBook
 from engine.scheduler.snapshots import restore_snapshots, snapshot_records
 
@@ -390,3 +391,13 @@ def test_a_client_gives_up_when_its_throttle_wait_is_spent() -> None:
         submission.result(5)
     assert raised.value.cause == "pending_jobs"
     assert 1 <= len(client.sent) < 1000
+
+
+def test_a_view_keeps_the_last_throttle_until_the_submission_is_accepted() -> None:
+    view = SubmissionView("s")
+    throttle = admit(submit("s"), 1, AdmissionLimits(max_pending_jobs=1), {"q": 1})
+    assert throttle is not None
+    view.apply(throttle)
+    assert view.throttled == throttle.body and not view.accepted and not view.done
+    view.apply(Event("s:1", "s", "", 1, 2, ACCEPTED))
+    assert view.throttled is None and view.accepted
