@@ -529,7 +529,6 @@ class Submission:
         self.specs: tuple[JobSpec, ...] = command.jobs
         self.command_id = command.command_id
         self.command = handle
-        self._command = command
         # A handle of a submit this client sent waits for its first event; one made from an
         # existing id knows it exists.
         self._appear: float | None = None
@@ -611,9 +610,9 @@ class Submission:
                     raise
                 self._client.throttled(busy, delay)
                 time.sleep(delay)
-                command = replace(self._command, command_id=new_id("c-"), issued_at=now_ms())
+                command = replace(handle.command, command_id=new_id("c-"), issued_at=now_ms())
                 handle = self._client.producer.send_tracked(command)
-                self._command, self.command, self.command_id = command, handle, command.command_id
+                self.command, self.command_id = handle, command.command_id
 
     def settle(self, timeout: float = DECISION_TIMEOUT_S) -> bool:
         """Waits up to ``timeout`` for the decision on a submit this client sent, submitting

@@ -248,7 +248,6 @@ class Book:
         if outcome.events:
             touched = {event.job_id for event in outcome.events if event.job_id}
             book.note_pending(state, touched, now)
-        if outcome.events:
             book.dirty_since.setdefault(submission_id, now)
         if state.done:
             book.done_order[submission_id] = None

@@ -29,7 +29,7 @@ from engine.topics import Topics
 
 log = logging.getLogger("joblog.scheduler.load")
 
-#: What a partition without a committed offset reports.
+#: The end offset of a partition the brokers did not report.
 _NO_OFFSET = 0
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 _EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -70,7 +70,6 @@ class LoadMonitor:
         self.topics = Topics(settings.topic_prefix)
         self.projector_group = projector_group or f"{settings.topic_prefix}projector"
         self.latest: Load = NO_LOAD
-        self.failures = 0
         self._previous: dict[str, tuple[int, float]] = {}
         self._admin: AdminClient | None = None
 
@@ -80,7 +79,6 @@ class LoadMonitor:
             try:
                 self.latest = self.sample()
             except Exception as exc:
-                self.failures += 1
                 log.warning("load sample failed (admission uses the last one): %s", exc)
                 self._admin = None
             stop.wait(self.interval_s)
