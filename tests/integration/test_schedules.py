@@ -193,6 +193,12 @@ def test_a_restarted_scheduler_fires_no_slot_twice_and_catches_up_what_it_missed
             "firings after the restart",
         )
         time.sleep(2)
+        # A run is a command the fired slot's transaction wrote to `commands`; it is accepted
+        # a moment later, so those fired so far are waited for before the scheduler stops.
+        runs = [f.run_submission_id for f in _fired(_own(settings, "catch"))]
+        wait_for(
+            lambda: set(runs) <= events_by_submission(settings).keys(), 60, "the runs accepted"
+        )
     events = _own(settings, "catch")
     fired = _fired(events)
     slots = [f.slot for f in fired]
@@ -205,10 +211,7 @@ def test_a_restarted_scheduler_fires_no_slot_twice_and_catches_up_what_it_missed
     counted = sum(s.count for s in skipped if s.slot <= slots[-1])
     assert len(slots) + counted == (slots[-1] - slots[0]) // 1000 + 1
     by = events_by_submission(settings)
-    assert all(
-        sum(isinstance(e.body, SubmissionAccepted) for e in by[f.run_submission_id]) == 1
-        for f in fired
-    )
+    assert all(sum(isinstance(e.body, SubmissionAccepted) for e in by[r]) == 1 for r in runs)
 
 
 def test_the_schedules_command_line(
