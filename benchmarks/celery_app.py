@@ -1,12 +1,16 @@
-"""The Celery application of the peer benchmark: one no-op task, Redis broker and results.
+"""The Celery application of the peer benchmark: no-op tasks, Redis broker and results.
 
-The worker runs it with ``celery -A benchmarks.celery_app worker``; ``BENCH_REDIS_URL``
+``noop`` is the throughput runs' task; ``stamp`` also does nothing but returns when it ran,
+so that a latency run can tell send → task started from send → result stored.
+
+The worker runs them with ``celery -A benchmarks.celery_app worker``; ``BENCH_REDIS_URL``
 names the Redis server (database 0 is the broker, database 1 the result backend).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
@@ -24,3 +28,9 @@ app.conf.update(
 @app.task(name="noop")  # type: ignore[untyped-decorator,misc,unused-ignore]
 def noop() -> None:
     """Does nothing and returns ``None`` (its result is stored all the same)."""
+
+
+@app.task(name="stamp")  # type: ignore[untyped-decorator,misc,unused-ignore]
+def stamp() -> float:
+    """Does nothing; returns when it ran (seconds since the epoch), for the latency runs."""
+    return time.time()

@@ -5,7 +5,8 @@ packages (``apt-get install -y redis-server``) and ``celery`` + ``redis`` from P
 running environment (``pip install 'joblog[bench]'`` does the same). The worker is one
 ``celery worker`` with two prefork processes (defaults otherwise: prefetch multiplier 4, acks
 early); tasks are sent with ``apply_async`` and their results stored in Redis. The clock runs
-from the first send to the moment Redis holds every result.
+from the first send to the moment Redis holds every result. A latency run sends tasks at a
+fixed rate and reads, for each, when it ran and when its result was stored.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks.cluster import ROOT
+from benchmarks.stats import latency_summary
 
 
 def ensure_installed(log: Any = print) -> str | None:
@@ -190,6 +193,61 @@ class CeleryPeer:
             "send_seconds": sent - started,
             "send_per_s": tasks / max(sent - started, 1e-9),
             "client_cpu_seconds": client_cpu,
+        }
+
+    def latency(self, rate: float, seconds: float, *, timeout: float = 120.0) -> dict[str, Any]:
+        """Sends a task every ``1/rate`` s for ``seconds``; send → started, → result stored.
+
+        *Started* is the time the task returns (taken in the task); *stored* is the result's
+        ``date_done``, which the worker stamps just before it writes the result to Redis.
+        """
+        import json
+
+        import redis
+
+        from benchmarks import celery_app
+
+        app = celery_app.app
+        app.conf.broker_url = f"{self.url}/0"
+        app.conf.result_backend = f"{self.url}/1"
+        results = redis.Redis.from_url(f"{self.url}/1")
+        results.flushdb()
+        total = int(rate * seconds)
+        sent: dict[str, float] = {}
+        started = time.time()
+        for index in range(total):
+            delay = started + index / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            sent[celery_app.stamp.apply_async().id] = at
+        sent_for = time.time() - started
+        deadline = time.monotonic() + timeout
+        while int(results.dbsize()) < total:
+            if self._worker is not None and self._worker.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited; see {self.workdir}/worker.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{results.dbsize()}/{total} Celery results after {timeout}s")
+            time.sleep(0.05)
+        ids = list(sent)
+        metas = []
+        for task_id, raw in zip(
+            ids, results.mget([f"celery-task-meta-{i}" for i in ids]), strict=True
+        ):
+            if raw is None:
+                raise RuntimeError(f"no result stored for Celery task {task_id}")
+            metas.append(json.loads(raw))
+        ran = [meta["result"] - sent[i] for i, meta in zip(ids, metas, strict=True)]
+        stored = [
+            datetime.fromisoformat(meta["date_done"]).timestamp() - sent[i]
+            for i, meta in zip(ids, metas, strict=True)
+        ]
+        return {
+            "rate": rate,
+            "jobs": total,
+            "achieved_rate": total / sent_for,
+            "running": latency_summary(ran),
+            "result": latency_summary(stored),
         }
 
     def stop(self) -> None:
