@@ -16,13 +16,24 @@ from celery import Celery  # type: ignore[import-untyped,import-not-found,unused
 
 _REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
-app = Celery("bench", broker=f"{_REDIS}/0", backend=f"{_REDIS}/1")
-app.conf.update(
-    task_ignore_result=False,
-    result_expires=3600,
-    worker_hijack_root_logger=False,
-    broker_connection_retry_on_startup=True,
-)
+
+def make_app(redis_url: str) -> Celery:
+    """The application on ``redis_url``: the worker's, and the harness's own to send with.
+
+    A peer started after another (a new Redis on a new port) gets a new application, since an
+    application keeps its broker connections and result backend once it has used them.
+    """
+    made = Celery("bench", broker=f"{redis_url}/0", backend=f"{redis_url}/1")
+    made.conf.update(
+        task_ignore_result=False,
+        result_expires=3600,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    return made
+
+
+app = make_app(_REDIS)
 
 
 @app.task(name="noop")  # type: ignore[untyped-decorator,misc,unused-ignore]

@@ -4,9 +4,10 @@ Installed on demand and never a dependency of joblog: ``redis-server`` from the 
 packages (``apt-get install -y redis-server``) and ``celery`` + ``redis`` from PyPI into the
 running environment (``pip install 'joblog[bench]'`` does the same). The worker is one
 ``celery worker`` with two prefork processes (defaults otherwise: prefetch multiplier 4, acks
-early); tasks are sent with ``apply_async`` and their results stored in Redis. The clock runs
-from the first send to the moment Redis holds every result. A latency run sends tasks at a
-fixed rate and reads, for each, when it ran and when its result was stored.
+early); tasks are sent with ``send_task`` (what ``apply_async`` calls) and their results
+stored in Redis. The clock runs from the first send to the moment Redis holds every result.
+A latency run sends tasks at a fixed rate and reads, for each, when it ran and when its
+result was stored.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class CeleryPeer:
         self.url = f"redis://127.0.0.1:{self.port}"
         self._redis: subprocess.Popen[bytes] | None = None
         self._worker: subprocess.Popen[bytes] | None = None
+        self._app: Any = None
 
     def start(self, timeout: float = 60.0) -> None:
         import redis
@@ -147,7 +149,9 @@ class CeleryPeer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        os.environ["BENCH_REDIS_URL"] = self.url
+        from benchmarks import celery_app
+
+        self._app = celery_app.make_app(self.url)  # the harness's, on this peer's Redis
         self.throughput(20, timeout=timeout)  # warm: the worker is up and has run tasks
 
     def pids(self) -> dict[str, int]:
@@ -162,17 +166,12 @@ class CeleryPeer:
         """Sends ``tasks`` no-op tasks; returns tasks/s from first send to last result stored."""
         import redis
 
-        from benchmarks import celery_app
-
-        app = celery_app.app
-        app.conf.broker_url = f"{self.url}/0"
-        app.conf.result_backend = f"{self.url}/1"
         results = redis.Redis.from_url(f"{self.url}/1")
         results.flushdb()
         started = time.time()
         cpu = time.process_time()
         for _ in range(tasks):
-            celery_app.noop.apply_async()
+            self._app.send_task("noop")
         sent = time.time()
         deadline = time.monotonic() + timeout
         while True:
@@ -205,11 +204,6 @@ class CeleryPeer:
 
         import redis
 
-        from benchmarks import celery_app
-
-        app = celery_app.app
-        app.conf.broker_url = f"{self.url}/0"
-        app.conf.result_backend = f"{self.url}/1"
         results = redis.Redis.from_url(f"{self.url}/1")
         results.flushdb()
         total = int(rate * seconds)
@@ -220,7 +214,7 @@ class CeleryPeer:
             if delay > 0:
                 time.sleep(delay)
             at = time.time()
-            sent[celery_app.stamp.apply_async().id] = at
+            sent[self._app.send_task("stamp").id] = at
         sent_for = time.time() - started
         deadline = time.monotonic() + timeout
         while int(results.dbsize()) < total:
@@ -251,6 +245,8 @@ class CeleryPeer:
         }
 
     def stop(self) -> None:
+        if self._app is not None:
+            self._app.close()
         for process in (self._worker, self._redis):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
