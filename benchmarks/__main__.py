@@ -12,9 +12,18 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.plan import PLANS
-from benchmarks.run import RESULTS, run
+from benchmarks.run import PEERS, RESULTS, run
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _peers(text: str) -> tuple[str, ...]:
+    """``--peers celery,temporal`` as a tuple; an unknown name is an argparse error."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(names) - set(PEERS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown)} (of {PEERS})")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="joblog's benchmarks: throughput, latency, projection, recovery, queries, "
-        "against raw Kafka and Celery on the same machine.",
+        "against raw Kafka, Celery and Temporal on the same machine.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("run", help="run the benchmarks, print the table, write results")
     mode = go.add_mutually_exclusive_group()
     for name, text in (
-        ("smoke", "seconds: tiny sizes, one run each, no Celery, no profile (CI)"),
+        ("smoke", "seconds: tiny sizes, one run each, no peers, no profile (CI)"),
         ("quick", "the default: 2k/10k jobs, 3 runs each, ~15 min"),
         ("full", "10k/100k jobs, 1M/10M events, 3 runs each, ~45 min; updates BENCHMARKS.md"),
     ):
@@ -46,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         "--peer",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the Celery peer (default: on, except in --smoke)",
+        help="run the peers, Celery and Temporal (default: on, except in --smoke)",
+    )
+    go.add_argument(
+        "--peers",
+        type=_peers,
+        default=None,
+        help=f"which peers, comma-separated, of {','.join(PEERS)} (default: all; implies --peer)",
     )
     go.add_argument(
         "--profile",
@@ -88,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(
         plan,
         bootstrap_servers=args.bootstrap_servers,
-        peer_enabled=args.peer if args.peer is not None else not smoke,
+        peer_enabled=args.peer if args.peer is not None else (args.peers is not None or not smoke),
+        peers=args.peers or PEERS,
         profile=args.profile if args.profile is not None else not smoke,
         results_path=out,
         command=command,

@@ -22,6 +22,12 @@ class Plan:
         recovery_events: history sizes of the scheduler recovery runs.
         query_events: history sizes of the DuckDB query runs.
         peer_tasks: task counts of the Celery runs (``()``: no peer).
+        temporal_jobs: workflow counts of the Temporal runs, each variant (``()``: none);
+            smaller than the others, Temporal being an order of magnitude slower. joblog
+            also runs at these sizes, so that every Temporal run has a joblog run to pair.
+        peer_latency_rates: offered loads (jobs/s) at which joblog, Celery and Temporal are
+            all measured, each system at the rates it sustains.
+        peer_latency_seconds: length of one latency run at a shared rate.
         profile_jobs: jobs of the profiled end-to-end run (0: no profile).
         workers: worker processes.
         concurrency: attempts each worker runs at once.
@@ -40,6 +46,9 @@ class Plan:
     query_events: tuple[int, ...]
     peer_tasks: tuple[int, ...]
     profile_jobs: int
+    temporal_jobs: tuple[int, ...] = ()
+    peer_latency_rates: tuple[float, ...] = ()
+    peer_latency_seconds: float = 0.0
     workers: int = 2
     concurrency: int = 16
 
@@ -59,6 +68,8 @@ PLANS = {
         query_events=(10_000,),
         peer_tasks=(),
         profile_jobs=0,
+        # only if already installed and asked for (--peer): smoke builds and installs nothing
+        temporal_jobs=(50,),
     ),
     "quick": Plan(
         name="quick",
@@ -74,6 +85,9 @@ PLANS = {
         query_events=(1_000_000,),
         peer_tasks=(2_000, 10_000),
         profile_jobs=10_000,
+        temporal_jobs=(200,),
+        peer_latency_rates=(20,),
+        peer_latency_seconds=15,
     ),
     "full": Plan(
         name="full",
@@ -89,5 +103,8 @@ PLANS = {
         query_events=(1_000_000, 10_000_000),
         peer_tasks=(10_000, 100_000),
         profile_jobs=20_000,
+        temporal_jobs=(1_000,),
+        peer_latency_rates=(5, 20),
+        peer_latency_seconds=30,
     ),
 }

@@ -1,9 +1,10 @@
 """The benchmark run: every figure of BENCHMARKS.md, measured on one broker in one go.
 
-Order: the raw Kafka ceiling; end-to-end throughput of joblog and of the Celery peer,
-interleaved run by run (so that a change in the machine's load hits both alike); latency at
-a fixed offered load; the projector; scheduler recovery; DuckDB queries; a profiled run.
-Every run keeps the machine's load average at its start.
+Order: the raw Kafka ceiling; end-to-end throughput of joblog and of the peers (Celery, and
+Temporal in memory and with its SQLite file), interleaved run by run (so that a change in the
+machine's load hits all alike); joblog's latency at a fixed offered load; the latency of
+joblog and the peers at shared rates; the projector; scheduler recovery; DuckDB queries; a
+profiled run. Every run keeps the machine's load average at its start.
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ceiling, endtoend, machine, peer, profiles, queries, recovery
+from benchmarks import (
+    ceiling,
+    endtoend,
+    machine,
+    peer,
+    profiles,
+    queries,
+    recovery,
+    temporal_peer,
+)
 from benchmarks.cluster import JoblogCluster, process_cpu_seconds, tree_cpu_seconds
 from benchmarks.plan import Plan
 from benchmarks.stats import summary
@@ -30,6 +40,9 @@ from engine.config import Settings
 from engine.lifecycle.workload import simulate
 
 RESULTS = Path(__file__).parent / "results"
+PEERS = ("celery", "temporal")
+SUSTAIN_MARGIN = 1.25
+"""A system is run at a shared latency rate if its measured throughput is this much above it."""
 
 
 def say(message: str) -> None:
@@ -66,14 +79,14 @@ class Runner:
         bootstrap: str,
         workdir: Path,
         *,
-        peer_enabled: bool,
+        peers: Collection[str],
         profile_dir: Path | None,
         broker_pid: int | None,
     ) -> None:
         self.plan = plan
         self.bootstrap = bootstrap
         self.workdir = workdir
-        self.peer_enabled = peer_enabled
+        self.peers = frozenset(peers)
         self.profile_dir = profile_dir
         self.broker_pid = broker_pid
         self.sections: dict[str, Any] = {}
@@ -109,61 +122,129 @@ class Runner:
         }
 
     def throughput(self) -> dict[str, Any]:
-        celery: peer.CeleryPeer | None = None
-        out: dict[str, Any] = {"joblog": {}, "celery": {}}
-        if self.peer_enabled and self.plan.peer_tasks:
-            reason = peer.ensure_installed(say)
-            if reason is None:
-                celery = peer.CeleryPeer(processes=self.plan.workers)
-                celery.start()
-                out["celery_versions"] = peer.versions()
-            else:
-                out["celery_skipped"] = reason
-        else:
-            out["celery_skipped"] = "not run in this mode (--peer runs it)"
+        out: dict[str, Any] = {"joblog": {}, "celery": {}, "temporal": {}}
+        celery = self._start_celery(out, self.plan.peer_tasks)
+        variants = self._temporal_variants(out, self.plan.temporal_jobs)
+        celery_sizes = set(self.plan.peer_tasks) if celery is not None else set()
+        temporal_sizes = set(self.plan.temporal_jobs) if variants else set()
+        joblog_sizes = set(self.plan.jobs) | temporal_sizes  # every Temporal run has its pair
         try:
-            sizes = sorted(set(self.plan.jobs) | set(self.plan.peer_tasks if celery else ()))
-            for size in sizes:
-                joblog_runs: list[dict[str, Any]] = []
-                celery_runs: list[dict[str, Any]] = []
+            for size in sorted(joblog_sizes | celery_sizes):
+                runs: dict[str, list[dict[str, Any]]] = {"joblog": [], "celery": []}
+                runs.update({variant: [] for variant in temporal_peer.VARIANTS})
                 for repeat in range(self.plan.repeats):
-                    if size in self.plan.jobs:
+                    if size in joblog_sizes:
                         say(f"  joblog {size:,} jobs, run {repeat + 1}")
-                        joblog_runs.append(self._joblog_throughput(size))
-                        say(f"    {joblog_runs[-1]['jobs_per_s']:,.0f} jobs/s")
-                    if celery is not None and size in self.plan.peer_tasks:
+                        runs["joblog"].append(self._joblog_throughput(size))
+                        say(f"    {runs['joblog'][-1]['jobs_per_s']:,.0f} jobs/s")
+                    if celery is not None and size in celery_sizes:
                         say(f"  celery {size:,} tasks, run {repeat + 1}")
-                        load = machine.load_average()
-                        cpu0 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
-                        result = celery.throughput(size)
-                        cpu1 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
-                        cpu1["client"] = result.pop("client_cpu_seconds")
-                        cpu0["client"] = 0.0
-                        result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
-                        celery_runs.append({"load_average": load, **result})
-                        say(f"    {result['tasks_per_s']:,.0f} tasks/s")
-                if joblog_runs:
-                    out["joblog"][str(size)] = {
-                        "runs": joblog_runs,
-                        "jobs_per_s": summary([r["jobs_per_s"] for r in joblog_runs]),
-                        "steady_jobs_per_s": summary([r["steady_jobs_per_s"] for r in joblog_runs]),
-                        "records_per_job": summary([r["records_per_job"] for r in joblog_runs]),
-                    }
-                if celery_runs:
-                    out["celery"][str(size)] = {
-                        "runs": celery_runs,
-                        "tasks_per_s": summary([r["tasks_per_s"] for r in celery_runs]),
-                    }
-                if joblog_runs and celery_runs:
-                    ratios = [
-                        j["jobs_per_s"] / c["tasks_per_s"]
-                        for j, c in zip(joblog_runs, celery_runs, strict=True)
-                    ]
-                    out.setdefault("ratio", {})[str(size)] = summary(ratios)
+                        runs["celery"].append(self._celery_throughput(celery, size))
+                        say(f"    {runs['celery'][-1]['tasks_per_s']:,.0f} tasks/s")
+                    for variant in list(variants) if size in temporal_sizes else ():
+                        say(f"  temporal ({variant}) {size:,} workflows, run {repeat + 1}")
+                        try:
+                            runs[variant].append(self._temporal_throughput(variant, size))
+                        except Exception as exc:  # the peer's failure is not joblog's
+                            _peer_failed(out, f"temporal-{variant}", exc)
+                            variants.remove(variant)
+                            continue
+                        say(f"    {runs[variant][-1]['jobs_per_s']:,.1f} jobs/s")
+                self._throughput_entries(out, str(size), runs)
         finally:
             if celery is not None:
                 celery.stop()
         return out
+
+    @staticmethod
+    def _throughput_entries(
+        out: dict[str, Any],
+        size: str,
+        runs: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """The summaries of one size's runs, and the ratios of joblog to each peer, paired."""
+        joblog_runs = runs["joblog"]
+        if joblog_runs:
+            out["joblog"][size] = {
+                "runs": joblog_runs,
+                "jobs_per_s": summary([r["jobs_per_s"] for r in joblog_runs]),
+                "steady_jobs_per_s": summary([r["steady_jobs_per_s"] for r in joblog_runs]),
+                "records_per_job": summary([r["records_per_job"] for r in joblog_runs]),
+            }
+        if runs["celery"]:
+            out["celery"][size] = {
+                "runs": runs["celery"],
+                "tasks_per_s": summary([r["tasks_per_s"] for r in runs["celery"]]),
+            }
+            if joblog_runs:
+                out.setdefault("ratio", {})[size] = _paired(
+                    joblog_runs, runs["celery"], "tasks_per_s"
+                )
+        for variant in temporal_peer.VARIANTS:
+            if not runs[variant]:
+                continue
+            out["temporal"].setdefault(variant, {})[size] = {
+                "runs": runs[variant],
+                "jobs_per_s": summary([r["jobs_per_s"] for r in runs[variant]]),
+            }
+            if joblog_runs:
+                out.setdefault("temporal_ratio", {}).setdefault(variant, {})[size] = _paired(
+                    joblog_runs, runs[variant], "jobs_per_s"
+                )
+
+    def _start_celery(self, out: dict[str, Any], sizes: Collection[Any]) -> peer.CeleryPeer | None:
+        """The running Celery peer, or None (and why, in ``out["celery_skipped"]``)."""
+        if "celery" not in self.peers or not sizes:
+            out["celery_skipped"] = _not_run("celery", self.peers)
+            return None
+        reason = peer.ensure_installed(say)
+        if reason is not None:
+            out["celery_skipped"] = reason
+            return None
+        celery = peer.CeleryPeer(processes=self.plan.workers)
+        celery.start()
+        out["celery_versions"] = peer.versions()
+        return celery
+
+    def _temporal_variants(self, out: dict[str, Any], sizes: Collection[Any]) -> list[str]:
+        """The Temporal variants to run (none, and why in ``out["temporal_skipped"]``)."""
+        if "temporal" not in self.peers or not sizes:
+            out["temporal_skipped"] = _not_run("temporal", self.peers)
+            return []
+        reason = temporal_peer.ensure_installed(say, install=self.plan.name != "smoke")
+        if reason is not None:
+            out["temporal_skipped"] = reason
+            return []
+        out["temporal_versions"] = temporal_peer.versions()
+        return list(temporal_peer.VARIANTS)
+
+    def _celery_throughput(self, celery: peer.CeleryPeer, tasks: int) -> dict[str, Any]:
+        load = machine.load_average()
+        cpu0 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
+        result = celery.throughput(tasks)
+        cpu1 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
+        cpu1["client"] = result.pop("client_cpu_seconds")
+        cpu0["client"] = 0.0
+        result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
+        return {"load_average": load, **result}
+
+    def _temporal_throughput(self, variant: str, jobs: int) -> dict[str, Any]:
+        """One run on a fresh server (and file): ``jobs`` workflows, and every process's CPU."""
+        temporal = temporal_peer.TemporalPeer(
+            variant, workers=self.plan.workers, slots=self.plan.concurrency
+        )
+        try:
+            temporal.start()
+            load = machine.load_average()
+            cpu0 = {n: tree_cpu_seconds(p) for n, p in temporal.pids().items()}
+            result = temporal.throughput(jobs)
+            cpu1 = {n: tree_cpu_seconds(p) for n, p in temporal.pids().items()}
+            cpu1["client"] = result.pop("client_cpu_seconds")
+            cpu0["client"] = 0.0
+            result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
+            return {"load_average": load, "variant": variant, **result}
+        finally:
+            temporal.stop()
 
     def _joblog_throughput(self, jobs: int) -> dict[str, Any]:
         cluster = JoblogCluster(
@@ -193,29 +274,10 @@ class Runner:
         return cpu
 
     def latency(self) -> dict[str, Any]:
-        runs = []
-        for repeat in range(self.plan.repeats):
-            cluster = JoblogCluster(
-                self.bootstrap,
-                self.workdir / "clusters",
-                workers=self.plan.workers,
-                concurrency=self.plan.concurrency,
-            )
-            cluster.start()
-            try:
-                endtoend.throughput(cluster, 50)
-                say(
-                    f"  {self.plan.latency_rate:g} jobs/s for {self.plan.latency_seconds:g}s, "
-                    f"run {repeat + 1}"
-                )
-                runs.append(
-                    _run(
-                        endtoend.latency(cluster, self.plan.latency_rate, self.plan.latency_seconds)
-                    )
-                )
-                say(f"    p99 submit->RUNNING {runs[-1]['decided']['running']['p99_ms']:.0f} ms")
-            finally:
-                cluster.stop()
+        runs = [
+            self._joblog_latency(self.plan.latency_rate, self.plan.latency_seconds, repeat)
+            for repeat in range(self.plan.repeats)
+        ]
         out: dict[str, Any] = {"runs": runs}
         for view in ("decided", "seen"):
             for phase in ("submitted", "running", "completed"):
@@ -225,6 +287,102 @@ class Runner:
             out[f"projected.{q}"] = summary([r["projected"][q] for r in runs])
             out[f"projection_lag.{q}"] = summary([r["projection_lag"][q] for r in runs])
         return out
+
+    def _joblog_latency(self, rate: float, seconds: float, repeat: int) -> dict[str, Any]:
+        """One latency run of joblog at ``rate`` jobs/s on fresh services."""
+        cluster = JoblogCluster(
+            self.bootstrap,
+            self.workdir / "clusters",
+            workers=self.plan.workers,
+            concurrency=self.plan.concurrency,
+        )
+        cluster.start()
+        try:
+            endtoend.throughput(cluster, 50)
+            say(f"  joblog {rate:g} jobs/s for {seconds:g}s, run {repeat + 1}")
+            run = _run(endtoend.latency(cluster, rate, seconds))
+            say(f"    p99 submit->RUNNING {run['decided']['running']['p99_ms']:.0f} ms")
+            return run
+        finally:
+            cluster.stop()
+
+    def peer_latency(self) -> dict[str, Any]:
+        """joblog, Celery and Temporal at each shared rate, interleaved run by run.
+
+        A system runs at a rate only if its throughput in this run's throughput section was
+        at least :data:`SUSTAIN_MARGIN` times the rate (or was not measured); otherwise its
+        entry says why not. joblog's *running* is the ``JobStarted`` event's timestamp and its
+        *result* the moment a consumer saw ``JobCompleted``; Celery's and Temporal's *running*
+        is the time taken inside the task or activity, and their *result* the result stored
+        (Celery) or returned to the client (Temporal).
+        """
+        out: dict[str, Any] = {"seconds": self.plan.peer_latency_seconds, "rates": {}}
+        celery = self._start_celery(out, self.plan.peer_latency_rates)
+        variants = self._temporal_variants(out, self.plan.peer_latency_rates)
+        rates = self.sections.get("throughput", {})
+        try:
+            for rate in self.plan.peer_latency_rates:
+                names = ["joblog", *(["celery"] if celery is not None else [])]
+                names += [f"temporal-{variant}" for variant in variants]
+                entry: dict[str, Any] = {}
+                runs: dict[str, list[dict[str, Any]]] = {}
+                for name in names:
+                    reason = _unsustained(name, _best_rate(rates, name), rate)
+                    if reason is not None:
+                        entry[name] = {"skipped": reason}
+                    else:
+                        runs[name] = []
+                for repeat in range(self.plan.repeats):
+                    for name in [n for n in runs if n not in entry]:
+                        try:
+                            runs[name].append(self._peer_latency_run(name, rate, repeat, celery))
+                        except Exception as exc:  # the peer's failure is not joblog's
+                            if name == "joblog":
+                                raise
+                            _peer_failed(out, name, exc)
+                            entry[name] = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+                for name, system_runs in runs.items():
+                    if system_runs:
+                        entry.setdefault(name, _latency_entry(system_runs))
+                out["rates"][f"{rate:g}"] = entry
+        finally:
+            if celery is not None:
+                celery.stop()
+        return out
+
+    def _peer_latency_run(
+        self, name: str, rate: float, repeat: int, celery: peer.CeleryPeer | None
+    ) -> dict[str, Any]:
+        """One latency run of ``name`` at ``rate``, as ``running`` and ``result`` summaries."""
+        seconds = self.plan.peer_latency_seconds
+        if name == "joblog":
+            run = self._joblog_latency(rate, seconds, repeat)
+            return {
+                "load_average": run["load_average"],
+                "rate": rate,
+                "jobs": run["jobs"],
+                "achieved_rate": run["achieved_rate"],
+                "running": run["decided"]["running"],
+                "result": run["seen"]["completed"],
+                "joblog": run,
+            }
+        say(f"  {name} {rate:g} jobs/s for {seconds:g}s, run {repeat + 1}")
+        if name == "celery":
+            assert celery is not None
+            run = _run(celery.latency(rate, seconds))
+        else:
+            temporal = temporal_peer.TemporalPeer(
+                name.removeprefix("temporal-"),
+                workers=self.plan.workers,
+                slots=self.plan.concurrency,
+            )
+            try:
+                temporal.start()
+                run = _run(temporal.latency(rate, seconds))
+            finally:
+                temporal.stop()
+        say(f"    p99 start->result {run['result']['p99_ms']:.0f} ms")
+        return run
 
     def projection(self) -> dict[str, Any]:
         from benchmarks import projector_bench
@@ -333,8 +491,12 @@ def run(
     profile: bool,
     results_path: Path,
     command: str,
+    peers: Collection[str] = PEERS,
 ) -> dict[str, Any]:
-    """Runs ``plan`` and writes the results to ``results_path``; returns them."""
+    """Runs ``plan`` and writes the results to ``results_path``; returns them.
+
+    ``peers`` (of :data:`PEERS`) are the peers to run when ``peer_enabled``.
+    """
     started = time.time()
     with (
         tempfile.TemporaryDirectory(prefix="joblog-bench-") as tmp,
@@ -350,13 +512,15 @@ def run(
             plan,
             bootstrap,
             Path(tmp),
-            peer_enabled=peer_enabled,
+            peers=peers if peer_enabled else (),
             profile_dir=profile_dir,
             broker_pid=broker_pid,
         )
         runner.section("ceiling", runner.ceiling)
         runner.section("throughput", runner.throughput)
         runner.section("latency", runner.latency)
+        if plan.peer_latency_rates:
+            runner.section("peer_latency", runner.peer_latency)
         runner.section("projection", runner.projection)
         runner.section("recovery", runner.recovery)
         runner.section("queries", runner.queries)
@@ -380,6 +544,63 @@ def run(
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
     return results
+
+
+def _paired(
+    joblog_runs: list[dict[str, Any]], peer_runs: list[dict[str, Any]], key: str
+) -> dict[str, float | int]:
+    """joblog's jobs/s over the peer's, run by run (repeat i against repeat i), summarized."""
+    # a peer whose run failed has fewer runs: the pairs are the repeats both have
+    pairs = zip(joblog_runs, peer_runs, strict=False)
+    return summary([j["jobs_per_s"] / p[key] for j, p in pairs])
+
+
+def _not_run(name: str, peers: Collection[str]) -> str:
+    """Why a peer is left out of a section before anything is tried."""
+    if name not in peers:
+        return f"not run (--peer, or --peers with {name}, runs it)"
+    return "not in this mode's plan"
+
+
+def _peer_failed(out: dict[str, Any], name: str, exc: Exception) -> None:
+    """Records a peer's failed run; the section goes on with joblog and the other peers."""
+    out.setdefault("peer_errors", {})[name] = f"{type(exc).__name__}: {exc}"
+    say(f"    {name} FAILED: {exc}")
+    traceback.print_exc(file=sys.stderr)
+
+
+def _best_rate(throughput: dict[str, Any], name: str) -> float | None:
+    """The median throughput of ``name`` at its largest size in ``throughput`` (None: none)."""
+    if name.startswith("temporal-"):
+        entries = throughput.get("temporal", {}).get(name.removeprefix("temporal-"), {})
+        key = "jobs_per_s"
+    else:
+        entries = throughput.get(name, {})
+        key = "tasks_per_s" if name == "celery" else "jobs_per_s"
+    if not entries:
+        return None
+    value = entries[max(entries, key=int)][key]["median"]
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _unsustained(name: str, measured: float | None, rate: float) -> str | None:
+    """Why ``name`` is not run at ``rate`` (its throughput too close), or None to run it."""
+    if measured is None or measured >= rate * SUSTAIN_MARGIN:
+        return None
+    return (
+        f"not run: {name} sustained {measured:,.1f} jobs/s in the throughput runs, "
+        f"under {SUSTAIN_MARGIN:g} x {rate:g}"
+    )
+
+
+def _latency_entry(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one system at one rate, and the median and spread of each percentile."""
+    out: dict[str, Any] = {"runs": runs}
+    for phase in ("running", "result"):
+        for q in ("p50_ms", "p99_ms", "max_ms"):
+            out[f"{phase}.{q}"] = summary([r[phase][q] for r in runs])
+    out["achieved_rate"] = summary([r["achieved_rate"] for r in runs])
+    return out
 
 
 def _jsonable(value: Any) -> Any:
