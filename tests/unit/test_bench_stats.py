@@ -39,12 +39,12 @@ def test_targets_are_judged_against_the_largest_run() -> None:
                     for size, rate in (("1000", 2500.0), ("10000", 1500.0))
                 },
                 "celery": {"10000": {"tasks_per_s": summary([500.0])}},
-                "ratio": {"10000": summary([3.0])},
+                "ratio": {"10000": summary([5.0])},
             }
         }
     }
     rows = {row[0]: row for row in report.rows(results)}
     assert rows["joblog end to end, 10,000 no-op jobs, jobs/s"][4] == "not met"
     assert rows["joblog end to end, 1,000 no-op jobs, jobs/s"][4] == ""
-    assert rows["joblog ÷ Celery, 10,000 jobs (same run, paired)"][1] == "3.00x"
+    assert rows["joblog ÷ Celery, 10,000 jobs (same run, paired)"][1] == "5.00x"
     assert rows["joblog ÷ Celery, 10,000 jobs (same run, paired)"][4] == "met"
