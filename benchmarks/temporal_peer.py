@@ -256,8 +256,8 @@ class TemporalPeer:
         while True:
             self._check_alive()
             try:
-                client = await Client.connect(self.address)
-                await client.service_client.check_health()
+                client = await asyncio.wait_for(Client.connect(self.address), 10)
+                await asyncio.wait_for(client.service_client.check_health(), 10)
                 return
             except Exception:
                 if time.monotonic() > deadline:
