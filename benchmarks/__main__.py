@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = go.add_mutually_exclusive_group()
     for name, text in (
         ("smoke", "seconds: tiny sizes, one run each, no peers, no profile (CI)"),
-        ("quick", "the default: 2k/10k jobs, 3 runs each, ~15 min"),
-        ("full", "10k/100k jobs, 1M/10M events, 3 runs each, ~45 min; updates BENCHMARKS.md"),
+        ("quick", "the default: 2k/10k jobs, 3 runs each, ~12 min"),
+        ("full", "10k/100k jobs, 1M/10M events, 3 runs each, ~50 min; updates BENCHMARKS.md"),
     ):
         mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name, help=text)
     go.add_argument(
