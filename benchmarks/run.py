@@ -202,7 +202,13 @@ class Runner:
             out["celery_skipped"] = reason
             return None
         celery = peer.CeleryPeer(processes=self.plan.workers)
-        celery.start()
+        try:
+            celery.start()
+        except Exception as exc:  # stop what did start; the run goes on without the peer
+            celery.stop()
+            _peer_failed(out, "celery", exc)
+            out["celery_skipped"] = f"failed to start: {type(exc).__name__}: {exc}"
+            return None
         out["celery_versions"] = peer.versions()
         return celery
 
