@@ -62,6 +62,13 @@ from engine.topics import Topics
 
 log = logging.getLogger("joblog.scheduler")
 
+#: The scheduler producer's retry backoff, first and longest (librdkafka's defaults are 100 and
+#: 1,000 ms). It paces every retried request, most often the CONCURRENT_TRANSACTIONS answer to
+#: a transaction begun while the last one's markers are still being written; a produce to a
+#: broker that is down backs off exponentially from the first to the longest.
+TRANSACTION_RETRY_BACKOFF_MS = 5
+TRANSACTION_RETRY_BACKOFF_MAX_MS = 250
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:
@@ -249,6 +256,12 @@ class Scheduler:
                 # a 100,000-job submission is decided in one transaction
                 "queue.buffering.max.messages": 2_000_000,
                 "on_delivery": self._on_delivery,
+                # Right after a commit the coordinator is still writing the markers and
+                # answers the next transaction's first request CONCURRENT_TRANSACTIONS; at
+                # librdkafka's default backoff (100 ms) that made every back-to-back
+                # transaction ~100 ms longer (BENCHMARKS.md, "The retry backoff").
+                "retry.backoff.ms": TRANSACTION_RETRY_BACKOFF_MS,
+                "retry.backoff.max.ms": TRANSACTION_RETRY_BACKOFF_MAX_MS,
             },
             writes=(
                 self.topics.events,
