@@ -161,8 +161,9 @@ def step(
     if state is None:
         if not draft.state.accepted:
             return Step(draft.events, draft.effects, None)
-        state = SubmissionState(submission_id=submission_id)
-    merge_draft(draft.state, state)
+        state = draft.state  # a new submission's draft holds maps of its own (Draft)
+    else:
+        merge_draft(draft.state, state)
     observe(state, given, now, policy)
     return Step(draft.events, draft.effects, state)
 

@@ -35,8 +35,7 @@ def merge_draft(draft: SubmissionState, into: SubmissionState) -> None:
     """Writes what a draft changed (its ChainMaps' first maps and its scalars) into a state."""
     for name in MAPPING_FIELDS:
         overlay = getattr(draft, name)
-        assert isinstance(overlay, ChainMap)
-        getattr(into, name).update(overlay.maps[0])
+        getattr(into, name).update(overlay.maps[0] if isinstance(overlay, ChainMap) else overlay)
     for name in SCALAR_FIELDS:
         setattr(into, name, getattr(draft, name))
 
@@ -60,7 +59,9 @@ class Draft:
         for name in SCALAR_FIELDS:
             fields[name] = getattr(base, name)
         for name in MAPPING_FIELDS:
-            fields[name] = ChainMap({}, getattr(base, name))
+            # copy on write over a state that exists; a new submission's maps are its own
+            # (a ChainMap's lookups cost several times a dict's on the hot path)
+            fields[name] = {} if state is None else ChainMap({}, getattr(base, name))
         self.state.submission_id = submission_id
         self.now = now
         self.policy = policy
