@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.cluster import ClusterError, JoblogCluster
-from benchmarks.stats import latency_summary
+from benchmarks.stats import latency_summary, paced
 from engine import codec
 from engine.client import CommandProducer
 from engine.config import Settings
@@ -245,10 +245,7 @@ def latency(
     total = int(rate * seconds)
     sent: dict[str, float] = {}
     started = time.time()
-    for index in range(total):
-        delay = started + index / rate - time.time()
-        if delay > 0:
-            time.sleep(delay)
+    for index in paced(total, rate, started):
         submission_id = f"{tag}{index:07d}"
         sent[submission_id] = time.time()
         submit(producer, submission_id)

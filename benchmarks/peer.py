@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cluster import ROOT
-from benchmarks.stats import latency_summary
+from benchmarks.stats import latency_summary, paced
 
 
 def ensure_installed(log: Any = print) -> str | None:
@@ -75,7 +75,8 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,7 +88,7 @@ class CeleryPeer:
     def __init__(self, processes: int = 2) -> None:
         self.processes = processes
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-bench-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self._redis: subprocess.Popen[bytes] | None = None
         self._worker: subprocess.Popen[bytes] | None = None
@@ -209,10 +210,7 @@ class CeleryPeer:
         total = int(rate * seconds)
         sent: dict[str, float] = {}
         started = time.time()
-        for index in range(total):
-            delay = started + index / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
+        for _ in paced(total, rate, started):
             at = time.time()
             sent[self._app.send_task("stamp").id] = at
         sent_for = time.time() - started

@@ -252,13 +252,17 @@ class Runner:
         finally:
             temporal.stop()
 
-    def _joblog_throughput(self, jobs: int) -> dict[str, Any]:
-        cluster = JoblogCluster(
+    def _cluster(self) -> JoblogCluster:
+        """joblog's services of the plan's size, on fresh topics (not started)."""
+        return JoblogCluster(
             self.bootstrap,
             self.workdir / "clusters",
             workers=self.plan.workers,
             concurrency=self.plan.concurrency,
         )
+
+    def _joblog_throughput(self, jobs: int) -> dict[str, Any]:
+        cluster = self._cluster()
         cluster.start()
         try:
             endtoend.throughput(cluster, 50)  # warm: every service has done its first job
@@ -296,12 +300,7 @@ class Runner:
 
     def _joblog_latency(self, rate: float, seconds: float, repeat: int) -> dict[str, Any]:
         """One latency run of joblog at ``rate`` jobs/s on fresh services."""
-        cluster = JoblogCluster(
-            self.bootstrap,
-            self.workdir / "clusters",
-            workers=self.plan.workers,
-            concurrency=self.plan.concurrency,
-        )
+        cluster = self._cluster()
         cluster.start()
         try:
             endtoend.throughput(cluster, 50)
@@ -463,12 +462,7 @@ class Runner:
         assert self.profile_dir is not None
         if profiles.py_spy() is None:
             return {"skipped": "py-spy is not installed (pip install py-spy)"}
-        cluster = JoblogCluster(
-            self.bootstrap,
-            self.workdir / "clusters",
-            workers=self.plan.workers,
-            concurrency=self.plan.concurrency,
-        )
+        cluster = self._cluster()
         cluster.start()
         try:
             endtoend.throughput(cluster, 50)

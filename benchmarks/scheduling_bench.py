@@ -88,7 +88,7 @@ def pure_core(spec: JobSpec, jobs: int) -> dict[str, float]:
         apply(sid, SubmitJobs(f"c{i}", sid, (spec,)), i)
         while inbox:
             item = inbox.popleft()
-            target = item.ref.submission_id if hasattr(item, "ref") else item.submission_id  # type: ignore[union-attr]
+            target = item.ref.submission_id if hasattr(item, "ref") else item.submission_id
             apply(target, item, i)
     seconds = time.perf_counter() - started
     return {

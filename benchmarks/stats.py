@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+
+
+def paced(total: int, rate: float, started: float) -> Iterator[int]:
+    """``0 .. total-1``, each index handed out at ``started + index / rate`` (``time.time()``)."""
+    for index in range(total):
+        delay = started + index / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        yield index
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -29,7 +29,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from benchmarks.cluster import ROOT
+from benchmarks.peer import free_port
 from benchmarks.stats import latency_summary
 
 CLI_MODULE = "github.com/temporalio/cli/cmd/temporal"
@@ -147,12 +147,6 @@ def versions(bin_dir: Path = BIN_DIR) -> dict[str, str | None]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_argv(binary: Path, port: int, http_port: int, db_file: Path | None) -> list[str]:
     """``temporal server start-dev`` on 127.0.0.1, headless, quiet; in memory without a file."""
     argv = [
@@ -197,7 +191,7 @@ class TemporalPeer:
         self.workers = workers
         self.slots = slots
         self.workdir = Path(tempfile.mkdtemp(prefix=f"temporal-bench-{variant}-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.task_queue = f"bench-{uuid.uuid4().hex[:8]}"
         self._server: subprocess.Popen[bytes] | None = None
@@ -213,7 +207,7 @@ class TemporalPeer:
         """Starts the server, waits until it answers, starts the workers, runs a warm-up."""
         log = self._log("server.log")
         self._server = subprocess.Popen(
-            server_argv(self.binary, self.port, _free_port(), self.db_file),
+            server_argv(self.binary, self.port, free_port(), self.db_file),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
