@@ -44,14 +44,20 @@ def ensure_installed(log: Any = print) -> str | None:
                 return f"apt-get install redis-server failed: {result.stderr[-500:]}"
     if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
         log("installing celery and redis from PyPI into this environment")
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "celery>=5.3", "redis>=5"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            return f"pip install celery redis failed: {result.stderr[-500:]}"
-        importlib.invalidate_caches()
+        return pip_install("celery>=5.3", "redis>=5")
+    return None
+
+
+def pip_install(*requirements: str) -> str | None:
+    """Installs ``requirements`` from PyPI into the running environment; why not, or None."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", *requirements],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return f"pip install {' '.join(requirements)} failed: {result.stderr[-500:]}"
+    importlib.invalidate_caches()
     return None
 
 

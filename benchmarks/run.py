@@ -225,14 +225,7 @@ class Runner:
         return list(temporal_peer.VARIANTS)
 
     def _celery_throughput(self, celery: peer.CeleryPeer, tasks: int) -> dict[str, Any]:
-        load = machine.load_average()
-        cpu0 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
-        result = celery.throughput(tasks)
-        cpu1 = {n: tree_cpu_seconds(p) for n, p in celery.pids().items()}
-        cpu1["client"] = result.pop("client_cpu_seconds")
-        cpu0["client"] = 0.0
-        result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
-        return {"load_average": load, **result}
+        return _peer_throughput(celery.pids, lambda: celery.throughput(tasks))
 
     def _temporal_throughput(self, variant: str, jobs: int) -> dict[str, Any]:
         """One run on a fresh server (and file): ``jobs`` workflows, and every process's CPU."""
@@ -241,14 +234,8 @@ class Runner:
         )
         try:
             temporal.start()
-            load = machine.load_average()
-            cpu0 = {n: tree_cpu_seconds(p) for n, p in temporal.pids().items()}
-            result = temporal.throughput(jobs)
-            cpu1 = {n: tree_cpu_seconds(p) for n, p in temporal.pids().items()}
-            cpu1["client"] = result.pop("client_cpu_seconds")
-            cpu0["client"] = 0.0
-            result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
-            return {"load_average": load, "variant": variant, **result}
+            result = _peer_throughput(temporal.pids, lambda: temporal.throughput(jobs))
+            return {"variant": variant, **result}
         finally:
             temporal.stop()
 
@@ -544,6 +531,21 @@ def run(
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2, default=_jsonable) + "\n")
     return results
+
+
+def _peer_throughput(
+    pids: Callable[[], dict[str, int]], throughput: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """A peer's throughput run with the load average at its start and the CPU seconds of
+    each of the peer's processes and of the client (the harness) over it."""
+    load = machine.load_average()
+    cpu0 = {n: tree_cpu_seconds(p) for n, p in pids().items()}
+    result = throughput()
+    cpu1 = {n: tree_cpu_seconds(p) for n, p in pids().items()}
+    cpu1["client"] = result.pop("client_cpu_seconds")
+    cpu0["client"] = 0.0
+    result["cpu_seconds"] = {n: cpu1[n] - cpu0[n] for n in cpu0}
+    return {"load_average": load, **result}
 
 
 def _paired(

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from benchmarks.cluster import ROOT
-from benchmarks.peer import free_port
+from benchmarks.peer import free_port, pip_install
 from benchmarks.stats import latency_summary
 
 CLI_MODULE = "github.com/temporalio/cli/cmd/temporal"
@@ -111,14 +111,7 @@ def ensure_installed(
         if not install:
             return f"temporalio is not installed (pip install {SDK_REQUIREMENT})"
         log(f"installing {SDK_REQUIREMENT} from PyPI into this environment")
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", SDK_REQUIREMENT],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            return f"pip install {SDK_REQUIREMENT} failed: {result.stderr[-500:]}"
-        importlib.invalidate_caches()
+        return pip_install(SDK_REQUIREMENT)
     return None
 
 
