@@ -77,6 +77,8 @@ DEADLETTER_PARTITIONS = 1
 
 _MAX_MESSAGE_BYTES = "max.message.bytes"
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+#: Seconds of failing offset lookups after which :func:`_await_topics` asks with a new client.
+_FRESH_CLIENT_AFTER_S = 2.0
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 _MAX_TOPIC_LENGTH = 249
 
@@ -434,13 +436,27 @@ def _await_topics(
         for spec in specs
         for partition in metadata.topics[spec.name].partitions
     ]
+    fresh_at = time.monotonic() + _FRESH_CLIENT_AFTER_S
     while pending:
         queries = {partition: _LATEST for partition in pending}
         futures = admin.list_offsets(queries, request_timeout=_remaining(deadline))
-        pending = [partition for partition, future in futures.items() if future.exception()]
+        errors = {partition: future.exception() for partition, future in futures.items()}
+        pending = [partition for partition, error in errors.items() if error is not None]
         if pending and time.monotonic() >= deadline:
+            seen = sorted({str(errors[partition]) for partition in pending})
             names = sorted({partition.topic for partition in pending})
-            raise BrokerError(f"partitions of {names} not served by a leader after the timeout")
+            raise BrokerError(
+                f"partitions of {names} not served by a leader after the timeout: {seen}"
+            )
+        if pending and time.monotonic() >= fresh_at:
+            # A client whose cached leaders stay stale keeps asking the wrong broker; a new
+            # client learns the leaders from scratch.
+            log.info(
+                "Offset lookups still fail (%s); retrying with a new admin client",
+                sorted({str(errors[partition]) for partition in pending}),
+            )
+            admin = kafka.admin_client(settings)
+            fresh_at = time.monotonic() + _FRESH_CLIENT_AFTER_S
         if pending:
             time.sleep(0.05)
     return _partition_counts(metadata)
