@@ -30,7 +30,7 @@ from engine.admin import ensure_topics
 from engine.api import Joblog
 from engine.broker.cluster import LocalCluster
 from engine.config import Settings
-from engine.errors import CodecError
+from engine.errors import BrokerError, CodecError
 from engine.lifecycle.decide import Policy
 from engine.lifecycle.records import Event, JobStatus
 from engine.partitioning import partition_for
@@ -62,7 +62,13 @@ def _settings(cluster: LocalCluster, partitions: int = 3) -> Settings:
         partitions=partitions,
         replication_factor=3,
     )
-    ensure_topics(settings)
+    try:
+        ensure_topics(settings, timeout=60.0)
+    except BrokerError as exc:
+        logs = "\n".join(
+            f"--- node {n}\n{node.log_tail(30)}" for n, node in cluster.nodes.items()
+        )
+        raise BrokerError(f"{exc}\n{logs}") from exc
     return settings
 
 
