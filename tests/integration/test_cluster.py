@@ -65,9 +65,7 @@ def _settings(cluster: LocalCluster, partitions: int = 3) -> Settings:
     try:
         ensure_topics(settings, timeout=60.0)
     except BrokerError as exc:
-        logs = "\n".join(
-            f"--- node {n}\n{node.log_tail(30)}" for n, node in cluster.nodes.items()
-        )
+        logs = "\n".join(f"--- node {n}\n{node.log_tail(30)}" for n, node in cluster.nodes.items())
         raise BrokerError(f"{exc}\n{logs}") from exc
     return settings
 
