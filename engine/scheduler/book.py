@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.lifecycle.admission import (
@@ -93,6 +93,11 @@ class PartitionBook:
     retired: dict[str, bool] = field(default_factory=dict)
     # submission id -> when (ms) an event was first left out of its snapshot
     dirty_since: dict[str, int] = field(default_factory=dict)
+    # finished submissions whose snapshot waits for the partition's next batch of them ->
+    # when (ms) each was first seen finished, oldest first (see Book.to_snapshot)
+    done_waiting: dict[str, int] = field(default_factory=dict)
+    # the events offset of the last committed checkpoint record (-1: none since the rebuild)
+    checkpoint_written: int = -1
     events_end: int = 0
     done_order: OrderedDict[str, None] = field(default_factory=OrderedDict)
     # queue -> its settings in this partition (from the queue's settings pseudo-submission)
@@ -115,14 +120,28 @@ class PartitionBook:
         if key:
             self.completed_keys[key] = f"{state.submission_id}/{job_id}"
 
-    def checkpoint(self) -> int:
-        """The ``events`` offset a rebuild of this partition must replay from."""
+    def checkpoint(self, covered: Collection[str] = ()) -> int:
+        """The ``events`` offset a rebuild of this partition must replay from.
+
+        ``covered``: submissions whose snapshots the same transaction writes; the checkpoint
+        record committed with them may count them as snapshotted.
+        """
         heap, current = self._from_heap, self.unsnapshotted_from
         while heap and current.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # snapshotted (or moved) since: stale
         if not heap:
             return self.events_end
-        return min(heap[0][0], self.events_end)
+        if not covered or heap[0][1] not in covered:
+            return min(heap[0][0], self.events_end)
+        held: list[tuple[int, str]] = []
+        while heap and (heap[0][1] in covered or current.get(heap[0][1]) != heap[0][0]):
+            entry = heapq.heappop(heap)
+            if current.get(entry[1]) == entry[0]:
+                held.append(entry)  # still unsnapshotted until the commit: put back
+        lowest = heap[0][0] if heap else self.events_end
+        for entry in held:
+            heapq.heappush(heap, entry)
+        return min(lowest, self.events_end)
 
     def unsnapshotted(self, submission_id: str, offset: int) -> None:
         """The submission has an event at ``offset`` no snapshot covers; the lowest such
@@ -343,16 +362,29 @@ class Book:
     # ----------------------------------------------------------------- snapshots
 
     def to_snapshot(
-        self, partition: int, now: int, max_age_ms: int, every_events: int, touched: set[str]
+        self,
+        partition: int,
+        now: int,
+        max_age_ms: int,
+        every_events: int,
+        touched: set[str],
+        done_delay_ms: int = 0,
     ) -> list[SubmissionState]:
         """Submissions whose snapshot should be written in this transaction.
 
         A submission is snapshotted when it finishes, when ``every_events`` events piled
         up since its last snapshot, or when its oldest unsnapshotted event is older than
         ``max_age_ms`` (this bounds how much of ``events`` a rebuild replays).
+
+        Finished submissions are snapshotted in batches: once the oldest of them has been
+        finished for ``done_delay_ms``, all of them are written together. Short jobs finish
+        in nearly every transaction; snapshotting each at once made every transaction write
+        the ``state`` partition, one more partition for the brokers to append to, verify
+        and mark. A deleted submission is written at once (its memory is freed after).
         """
         book = self.partitions[partition]
         dirty = book.dirty_since
+        waiting = book.done_waiting
         chosen: dict[str, SubmissionState] = {}
         # Only an input changes whether a submission is done, deleted or far behind its
         # snapshot, so those are checked among the submissions this transaction touched;
@@ -367,8 +399,20 @@ class Book:
                 continue
             last = book.written.get(submission_id)
             behind = state.seq - (0 if last is None else last.seq)
-            if state.done or state.deleted or behind >= every_events or now - since >= max_age_ms:
+            if state.deleted or behind >= every_events or now - since >= max_age_ms:
                 chosen[submission_id] = state
+            elif state.done:
+                if done_delay_ms <= 0:
+                    chosen[submission_id] = state
+                else:
+                    waiting.setdefault(submission_id, now)
+        if waiting and now - next(iter(waiting.values())) >= done_delay_ms:
+            for submission_id in list(waiting):
+                state = book.submissions.get(submission_id)
+                if state is None or submission_id not in dirty:
+                    del waiting[submission_id]  # forgotten or snapshotted meanwhile
+                else:
+                    chosen.setdefault(submission_id, state)
         for submission_id, since in dirty.items():
             if now - since < max_age_ms:
                 break
@@ -387,6 +431,7 @@ class Book:
         book.written[submission_id] = written
         book.unsnapshotted_from.pop(submission_id, None)
         book.dirty_since.pop(submission_id, None)
+        book.done_waiting.pop(submission_id, None)
         if deleted:
             self._retire(book, submission_id, deleted=True)
         self._forget_old(book)

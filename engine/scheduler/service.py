@@ -87,6 +87,9 @@ class SchedulerConfig:
             by themselves.
         snapshot_every_events: snapshot a submission after this many events.
         snapshot_max_age_ms: snapshot a submission whose oldest unsnapshotted event is older.
+        snapshot_done_delay_ms: finished submissions are snapshotted together once the
+            oldest of them finished this long ago (0: each in the transaction it finished
+            in); a rebuild replays their events meanwhile.
         transaction_timeout_ms: how long a crashed instance's open transaction can hold up
             readers before the broker aborts it.
         retain_done: finished submissions kept in memory per partition.
@@ -113,6 +116,7 @@ class SchedulerConfig:
     linger_s: float = 0.005
     snapshot_every_events: int = 500
     snapshot_max_age_ms: int = 5000
+    snapshot_done_delay_ms: int = 1000
     transaction_timeout_ms: int = 30_000
     retain_done: int = 50_000
     session_timeout_ms: int = 10_000
@@ -176,6 +180,8 @@ class Scheduler:
         )
         self._queues: set[str] = set()
         self._delivered: list[tuple[int, str, int, int]] = []
+        # the checkpoint records of the open transaction: (partition, events offset)
+        self._checkpoints: list[tuple[int, int]] = []
         self._consumer: Consumer | None = None
         # clients whose call got stuck: kept so they are never destroyed under that call
         self.abandoned: list[object] = []
@@ -411,6 +417,7 @@ class Scheduler:
         touched: dict[int, set[str]] = {}
         self._delivered = []
         self._delivery_errors = []
+        self._checkpoints = []
         snapshots: list[tuple[int, str, Written, bool]] = []
         try:
             producer.begin_transaction()
@@ -481,6 +488,10 @@ class Scheduler:
             self.book.delivered(partition, submission_id, offset, seq)
         for partition, submission_id, written, deleted in snapshots:
             self.book.snapshotted(partition, submission_id, written, deleted)
+        for partition, checkpoint in self._checkpoints:
+            part = self.book.partitions.get(partition)
+            if part is not None:
+                part.checkpoint_written = checkpoint
 
     def _inputs(self, producer: Producer, message: Message, now: int) -> list[tuple[str, Input]]:
         """Decodes one record into ``(submission_id, input)`` pairs; dead-letters what fails."""
@@ -779,6 +790,7 @@ class Scheduler:
             self.config.snapshot_max_age_ms,
             self.config.snapshot_every_events,
             touched or set(),
+            self.config.snapshot_done_delay_ms,
         )
         out: list[tuple[int, str, Written, bool]] = []
         for state in states:
@@ -791,12 +803,19 @@ class Scheduler:
             self.metrics.counts["snapshots"] += 1
             self.metrics.counts["snapshot_records"] += len(records)
             out.append((partition, state.submission_id, written, state.deleted))
-        producer.produce(
-            self.topics.state,
-            key=CHECKPOINT_KEY,
-            value=checkpoint_record(partition, book.checkpoint()),
-            partition=partition,
-        )
+        # Committed with the snapshots, the checkpoint counts them as written. It moves only
+        # when snapshots are written (or, with nothing left unsnapshotted, when events
+        # were); a record that repeats the last one is left out, so a transaction that
+        # snapshots nothing does not write the partition at all.
+        checkpoint = book.checkpoint({state.submission_id for state in states})
+        if checkpoint != book.checkpoint_written:
+            producer.produce(
+                self.topics.state,
+                key=CHECKPOINT_KEY,
+                value=checkpoint_record(partition, checkpoint),
+                partition=partition,
+            )
+            self._checkpoints.append((partition, checkpoint))
         return out
 
     def _dead_letter(self, producer: Producer, message: Message, error: Exception) -> None:

@@ -315,7 +315,7 @@ def _uninterrupted_names() -> list[tuple[str, str]]:
 
 def test_rebuild_reads_snapshots_not_history(settings: Settings) -> None:
     commands = CommandProducer(settings)
-    with scheduler_thread(settings, snapshot_max_age_ms=200), EchoWorker(settings):
+    with scheduler_thread(settings, snapshot_max_age_ms=200) as first, EchoWorker(settings):
         for i in range(20):
             commands.submit(chain(2), submission_id=f"snap-{i}", wait=False)
         commands.flush()
@@ -331,7 +331,16 @@ def test_rebuild_reads_snapshots_not_history(settings: Settings) -> None:
             60,
             "the submissions to complete",
         )
-        time.sleep(1.5)  # a sweep writes the last checkpoint
+        # finished submissions are snapshotted in batches (snapshot_done_delay_ms), the
+        # checkpoint with them; the sweep writes what no input touches
+        wait_for(
+            lambda: all(
+                not book.dirty_since and book.checkpoint_written == book.checkpoint()
+                for book in list(first.book.partitions.values())
+            ),
+            30,
+            "every finished submission to be snapshotted",
+        )
     with scheduler_thread(settings, "b") as second:
         stats = second.metrics.rebuilds
         assert stats, "no rebuild happened"

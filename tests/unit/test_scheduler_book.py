@@ -108,6 +108,45 @@ def test_finished_submissions_are_snapshotted_and_leave_the_checkpoint() -> None
     assert part.checkpoint() == part.events_end == 3
 
 
+def _finish(book: Book, submission_id: str, now: int) -> None:
+    submit(book, submission_id, JobSpec("a", task="t"), now=now)
+    book.apply(0, submission_id, Claimed(ref(submission_id, "a")), now=now)
+    book.apply(0, submission_id, Finished(ref(submission_id, "a"), Outcome.COMPLETED), now=now)
+    assert book.partitions[0].submissions[submission_id].done
+
+
+def test_finished_submissions_are_snapshotted_together_after_the_delay() -> None:
+    book = owned_book()
+    part = book.partitions[0]
+    for offset, (submission_id, at) in enumerate([("s1", 100), ("s2", 600)]):
+        _finish(book, submission_id, at)
+        book.delivered(0, submission_id, offset, 1)
+        touched = {submission_id}
+        assert book.to_snapshot(0, at, 5000, 1000, touched, done_delay_ms=1000) == []
+    assert list(part.done_waiting) == ["s1", "s2"]
+    # nothing is due before the oldest has waited the delay, touched or not
+    assert book.to_snapshot(0, 1099, 5000, 1000, set(), done_delay_ms=1000) == []
+    chosen = book.to_snapshot(0, 1100, 5000, 1000, set(), done_delay_ms=1000)
+    assert [state.submission_id for state in chosen] == ["s1", "s2"]  # the whole batch
+    assert part.checkpoint() == 0  # until the batch is committed
+    assert part.checkpoint({"s1"}) == 1  # the record committed with s1's snapshot only
+    assert part.checkpoint({"s1", "s2"}) == part.events_end
+    assert part.checkpoint() == 0  # asking changed nothing
+    for state in chosen:
+        book.snapshotted(0, state.submission_id, snapshot_records(state, None)[1], False)
+    assert part.done_waiting == {}
+    assert part.checkpoint() == part.events_end
+    assert book.to_snapshot(0, 5000, 5000, 1000, set(), done_delay_ms=1000) == []
+
+
+def test_a_deleted_submission_is_snapshotted_at_once_whatever_the_delay() -> None:
+    book = owned_book()
+    _finish(book, "s1", 0)
+    book.partitions[0].submissions["s1"].deleted = True
+    chosen = book.to_snapshot(0, 1, 5000, 1000, {"s1"}, done_delay_ms=60_000)
+    assert [state.submission_id for state in chosen] == ["s1"]
+
+
 def test_old_unsnapshotted_submissions_are_snapshotted_by_age() -> None:
     book = owned_book()
     submit(book, "s1", JobSpec("a", task="t"), now=0)
@@ -159,3 +198,31 @@ def test_the_checkpoint_is_the_lowest_unsnapshotted_offset(
             book.unsnapshotted_from.pop(submission_id, None)
         expected = min([*book.unsnapshotted_from.values(), book.events_end])
         assert book.checkpoint() == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["event", "snapshot"]), st.integers(0, 5), st.integers(1, 3)),
+        max_size=60,
+    ),
+    st.sets(st.integers(0, 5)),
+)
+def test_a_checkpoint_written_with_snapshots_counts_them_as_written(
+    steps: list[tuple[str, int, int]], covered_numbers: set[int]
+) -> None:
+    """The checkpoint committed in the transaction of some snapshots is the lowest offset
+    neither an earlier snapshot nor those cover, and asking for it changes nothing."""
+    book = PartitionBook(0)
+    offset = 0
+    covered = {f"s{n}" for n in covered_numbers}
+    for action, which, step in steps:
+        submission_id = f"s{which}"
+        if action == "event":
+            offset += step
+            book.events_end = offset + 1
+            book.unsnapshotted(submission_id, offset)
+        else:
+            book.unsnapshotted_from.pop(submission_id, None)
+        others = [at for s, at in book.unsnapshotted_from.items() if s not in covered]
+        assert book.checkpoint(covered) == min([*others, book.events_end])
+        assert book.checkpoint() == min([*book.unsnapshotted_from.values(), book.events_end])
