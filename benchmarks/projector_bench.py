@@ -20,6 +20,7 @@ a temporary directory. Figures are printed and appended to ``benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -29,13 +30,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Producer
 
 from benchmarks.stats import percentile
-from engine import codec
+from engine import codec, collector
 from engine.admin import ensure_topics
 from engine.config import Settings
 from engine.lifecycle.records import Event
@@ -48,10 +50,28 @@ from projections.store import ProjectionStore
 RESULTS = Path(__file__).parent / "results" / "projector.json"
 
 
+@contextmanager
+def _as_in_the_service() -> Iterator[None]:
+    """The garbage collector's thresholds of the projector's process, for the time of a run."""
+    previous = gc.get_threshold()
+    collector.tune_for_service()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 def in_process(
     encoded: Sequence[tuple[bytes, bytes]], workdir: Path, batch: int
 ) -> dict[str, float]:
     """Decode, fold and write in batches of ``batch`` events, without Kafka."""
+    with _as_in_the_service():
+        return _in_process(encoded, workdir, batch)
+
+
+def _in_process(
+    encoded: Sequence[tuple[bytes, bytes]], workdir: Path, batch: int
+) -> dict[str, float]:
     path = workdir / "in-process.duckdb"
     fold = Fold()
     decode = fold_seconds = write = 0.0
@@ -118,6 +138,13 @@ def kafka_backlog(
     settings: Settings, encoded: Sequence[tuple[bytes, bytes]], workdir: Path
 ) -> dict[str, float]:
     """The whole log on the topic first; then one projector from nothing to caught up."""
+    with _as_in_the_service():
+        return _kafka_backlog(settings, encoded, workdir)
+
+
+def _kafka_backlog(
+    settings: Settings, encoded: Sequence[tuple[bytes, bytes]], workdir: Path
+) -> dict[str, float]:
     produce(settings, encoded)
     db = workdir / "backlog.duckdb"
     projector = Projector(settings, db, workers=False)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from engine import metrics
+from engine import collector, metrics
 from engine.config import Settings
 from engine.errors import JoblogError
 from projections.projector import lag, run_projector
@@ -134,6 +134,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _projector(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    collector.tune_for_service()
     stats = run_projector(
         _settings(args),
         args.db,

@@ -9,7 +9,7 @@ import signal
 import threading
 from types import FrameType
 
-from engine import metrics
+from engine import collector, metrics
 from engine.config import Settings
 from engine.lifecycle.admission import AdmissionLimits
 from engine.lifecycle.decide import Policy
@@ -20,6 +20,7 @@ from engine.scheduler.service import Scheduler, SchedulerConfig, default_instanc
 def scheduler_main(argv: list[str]) -> int:
     """Runs ``joblog scheduler [options]``; returns the exit code."""
     scheduler, args = build_scheduler(argv)
+    collector.tune_for_service()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

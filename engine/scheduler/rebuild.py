@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer
 
 from engine import codec, kafka
+from engine.collector import collection_paused
 from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.state import SubmissionState
@@ -90,6 +91,13 @@ def rebuild(
         timeout_s: longest wait for the log to be readable up to its end (a crashed
             instance's open transaction holds read_committed readers back until it aborts).
     """
+    with collection_paused(freeze=True):
+        return _rebuild(settings, partition, timeout_s)
+
+
+def _rebuild(
+    settings: Settings, partition: int, timeout_s: float
+) -> tuple[RebuildStats, PartitionBook]:
     started = time.monotonic()
     topics = Topics(settings.topic_prefix)
     reader = kafka.consumer(
