@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -174,55 +176,47 @@ def test_revoked_partitions_stop_their_timers() -> None:
     assert book.due(10_000) == []
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["event", "snapshot"]), st.integers(0, 5), st.integers(1, 3)),
-        max_size=60,
-    )
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["event", "snapshot"]), st.integers(0, 5), st.integers(1, 3)),
+    max_size=60,
 )
+
+
+def played(steps: list[tuple[str, int, int]]) -> Iterator[PartitionBook]:
+    """A partition's book after each step: an event of a submission, or its snapshot."""
+    book = PartitionBook(0)
+    offset = 0
+    for action, which, step in steps:
+        submission_id = f"s{which}"
+        if action == "event":
+            offset += step
+            book.events_end = offset + 1
+            book.unsnapshotted(submission_id, offset)
+        else:
+            book.unsnapshotted_from.pop(submission_id, None)
+        yield book
+
+
+@settings(max_examples=200, deadline=None)
+@given(STEPS)
 def test_the_checkpoint_is_the_lowest_unsnapshotted_offset(
     steps: list[tuple[str, int, int]],
 ) -> None:
     """Whatever the order of events and snapshots, a partition's checkpoint is the lowest
     offset a snapshot does not cover (or its end)."""
-    book = PartitionBook(0)
-    offset = 0
-    for action, which, step in steps:
-        submission_id = f"s{which}"
-        if action == "event":
-            offset += step
-            book.events_end = offset + 1
-            book.unsnapshotted(submission_id, offset)
-        else:
-            book.unsnapshotted_from.pop(submission_id, None)
+    for book in played(steps):
         expected = min([*book.unsnapshotted_from.values(), book.events_end])
         assert book.checkpoint() == expected
 
 
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["event", "snapshot"]), st.integers(0, 5), st.integers(1, 3)),
-        max_size=60,
-    ),
-    st.sets(st.integers(0, 5)),
-)
+@given(STEPS, st.sets(st.integers(0, 5)))
 def test_a_checkpoint_written_with_snapshots_counts_them_as_written(
     steps: list[tuple[str, int, int]], covered_numbers: set[int]
 ) -> None:
     """The checkpoint committed in the transaction of some snapshots is the lowest offset
     neither an earlier snapshot nor those cover, and asking for it changes nothing."""
-    book = PartitionBook(0)
-    offset = 0
     covered = {f"s{n}" for n in covered_numbers}
-    for action, which, step in steps:
-        submission_id = f"s{which}"
-        if action == "event":
-            offset += step
-            book.events_end = offset + 1
-            book.unsnapshotted(submission_id, offset)
-        else:
-            book.unsnapshotted_from.pop(submission_id, None)
+    for book in played(steps):
         others = [at for s, at in book.unsnapshotted_from.items() if s not in covered]
         assert book.checkpoint(covered) == min([*others, book.events_end])
         assert book.checkpoint() == min([*book.unsnapshotted_from.values(), book.events_end])
