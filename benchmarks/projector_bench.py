@@ -61,17 +61,11 @@ def _as_in_the_service() -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
+@_as_in_the_service()
 def in_process(
     encoded: Sequence[tuple[bytes, bytes]], workdir: Path, batch: int
 ) -> dict[str, float]:
     """Decode, fold and write in batches of ``batch`` events, without Kafka."""
-    with _as_in_the_service():
-        return _in_process(encoded, workdir, batch)
-
-
-def _in_process(
-    encoded: Sequence[tuple[bytes, bytes]], workdir: Path, batch: int
-) -> dict[str, float]:
     path = workdir / "in-process.duckdb"
     fold = Fold()
     decode = fold_seconds = write = 0.0
@@ -134,17 +128,11 @@ def caught_up(settings: Settings, db: Path) -> tuple[bool, int]:
     return bool(rows) and behind == 0, behind
 
 
+@_as_in_the_service()
 def kafka_backlog(
     settings: Settings, encoded: Sequence[tuple[bytes, bytes]], workdir: Path
 ) -> dict[str, float]:
     """The whole log on the topic first; then one projector from nothing to caught up."""
-    with _as_in_the_service():
-        return _kafka_backlog(settings, encoded, workdir)
-
-
-def _kafka_backlog(
-    settings: Settings, encoded: Sequence[tuple[bytes, bytes]], workdir: Path
-) -> dict[str, float]:
     produce(settings, encoded)
     db = workdir / "backlog.duckdb"
     projector = Projector(settings, db, workers=False)

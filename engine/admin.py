@@ -442,23 +442,21 @@ def _await_topics(
         futures = admin.list_offsets(queries, request_timeout=_remaining(deadline))
         errors = {partition: future.exception() for partition, future in futures.items()}
         pending = [partition for partition, error in errors.items() if error is not None]
-        if pending and time.monotonic() >= deadline:
-            seen = sorted({str(errors[partition]) for partition in pending})
+        if not pending:
+            break
+        seen = sorted({str(errors[partition]) for partition in pending})
+        if time.monotonic() >= deadline:
             names = sorted({partition.topic for partition in pending})
             raise BrokerError(
                 f"partitions of {names} not served by a leader after the timeout: {seen}"
             )
-        if pending and time.monotonic() >= fresh_at:
+        if time.monotonic() >= fresh_at:
             # A client whose cached leaders stay stale keeps asking the wrong broker; a new
             # client learns the leaders from scratch.
-            log.info(
-                "Offset lookups still fail (%s); retrying with a new admin client",
-                sorted({str(errors[partition]) for partition in pending}),
-            )
+            log.info("Offset lookups still fail (%s); retrying with a new admin client", seen)
             admin = kafka.admin_client(settings)
             fresh_at = time.monotonic() + _FRESH_CLIENT_AFTER_S
-        if pending:
-            time.sleep(0.05)
+        time.sleep(0.05)
     return _partition_counts(metadata)
 
 
