@@ -128,10 +128,17 @@ def encode(schema: WriterSchema, to_avro: Callable[[T], Any], value: T) -> bytes
     Raises:
         CodecError: the value is not of the kind, or does not fit the schema.
     """
-    buffer = BytesIO()
-    buffer.write(schema.header)
     try:
-        schemaless_writer(buffer, schema.parsed, to_avro(value))
+        record = to_avro(value)
+        fast = schema.fast_writer
+        if fast is not None:
+            try:
+                return fast(schema.header, record)
+            except Exception:
+                pass  # fastavro writes it, or says what is wrong with it
+        buffer = BytesIO()
+        buffer.write(schema.header)
+        schemaless_writer(buffer, schema.parsed, record)
     except Exception as exc:
         raise CodecError(f"cannot encode {type(value).__name__} as {schema.name}: {exc}") from exc
     return buffer.getvalue()
@@ -187,13 +194,26 @@ def decode(name: str, raw: bytes, from_avro: Callable[[Any], T]) -> T:
             expected=name,
             actual=writer.name,
         )
-    buffer = BytesIO(raw)
-    buffer.seek(start)
     try:
-        # a union of records reads as (record name, fields); no other union needs the name
-        record = schemaless_reader(buffer, writer.parsed, writer.reader, return_record_name=True)
-        if buffer.tell() != len(raw):
-            raise ValueError(f"{len(raw) - buffer.tell()} bytes left over after the record")
+        record = None
+        fast = writer.fast_reader
+        if fast is not None:
+            try:
+                record, end = fast(raw, start)
+            except Exception:
+                record = None  # fastavro reads it, or says what is wrong with it
+            else:
+                if end != len(raw):
+                    record = None
+        if record is None:
+            buffer = BytesIO(raw)
+            buffer.seek(start)
+            # a union of records reads as (record name, fields); no other union needs the name
+            record = schemaless_reader(
+                buffer, writer.parsed, writer.reader, return_record_name=True
+            )
+            if buffer.tell() != len(raw):
+                raise ValueError(f"{len(raw) - buffer.tell()} bytes left over after the record")
         return from_avro(record)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -18,6 +18,7 @@ import copy
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint as rabin_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from engine.codec.compiled import Reader, Writer, compile_reader, compile_writer
 from engine.errors import CodecError, UnknownSchemaError
 
 NAMESPACE = "joblog.v1"
@@ -191,6 +193,18 @@ class WriterSchema:
     def current(self) -> bool:
         """This is the version the package writes."""
         return self.reader is None
+
+    @cached_property
+    def fast_writer(self) -> Writer | None:
+        """Generated code that writes this version's records (:mod:`engine.codec.compiled`),
+        generated at first use; ``None`` where fastavro writes them."""
+        return compile_writer(self.parsed)
+
+    @cached_property
+    def fast_reader(self) -> Reader | None:
+        """Generated code that reads this version's records, for the current version only:
+        an older one's are resolved to the current schema by fastavro."""
+        return compile_reader(self.parsed) if self.current else None
 
 
 class SchemaRegistry:
