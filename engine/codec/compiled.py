@@ -298,26 +298,18 @@ def compile_writer(schema: Any) -> Writer | None:
         It raises on anything it does not write exactly as fastavro would (see the module
         docstring). ``None`` if the schema needs fastavro throughout.
     """
-    src = _Source()
-    try:
-        src.learn(schema)
-        top = src.resolve(schema)
-        if not isinstance(top, dict) or top["type"] != "record":
-            raise Unsupported("not a record")
-        entry = src.record_function(top, "w")
-        while src.pending:
-            _write_record(src, *src.pending.pop())
-    except Unsupported:
-        return None
-    namespace = _bind(
-        src,
+    write = _generate(
+        schema,
+        "w",
+        _write_record,
         {
             "varint": _varint,
             "pack_float": struct.Struct("<f").pack,
             "pack_double": struct.Struct("<d").pack,
         },
     )
-    write = namespace[entry]
+    if write is None:
+        return None
 
     def writer(header: bytes, record: Any) -> bytes:
         out = bytearray(header)
@@ -325,6 +317,28 @@ def compile_writer(schema: Any) -> Writer | None:
         return bytes(out)
 
     return writer
+
+
+def _generate(
+    schema: Any,
+    prefix: str,
+    record_code: Callable[[_Source, str, dict[str, Any]], None],
+    builtins: dict[str, Any],
+) -> Any:
+    """The generated function of the top-level record of ``schema``, with one function per
+    record it holds (``record_code`` writes each); ``None`` where fastavro must do it all."""
+    src = _Source()
+    try:
+        src.learn(schema)
+        top = src.resolve(schema)
+        if not isinstance(top, dict) or top["type"] != "record":
+            raise Unsupported("not a record")
+        entry = src.record_function(top, prefix)
+        while src.pending:
+            record_code(src, *src.pending.pop())
+    except Unsupported:
+        return None
+    return _bind(src, builtins)[entry]
 
 
 def _bind(src: _Source, builtins: dict[str, Any]) -> dict[str, Any]:
@@ -485,24 +499,14 @@ def compile_reader(schema: Any) -> Reader | None:
         ``schemaless_reader(..., return_record_name=True)`` returns it. It raises on
         anything it cannot read. ``None`` if the schema needs fastavro throughout.
     """
-    src = _Source()
-    try:
-        src.learn(schema)
-        top = src.resolve(schema)
-        if not isinstance(top, dict) or top["type"] != "record":
-            raise Unsupported("not a record")
-        entry = src.record_function(top, "r")
-        while src.pending:
-            _read_record(src, *src.pending.pop())
-    except Unsupported:
-        return None
-    namespace = _bind(
-        src,
+    read: Reader | None = _generate(
+        schema,
+        "r",
+        _read_record,
         {
             "read_varint": _read_varint,
             "unpack_float": struct.Struct("<f").unpack_from,
             "unpack_double": struct.Struct("<d").unpack_from,
         },
     )
-    read: Reader = namespace[entry]
     return read
