@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from engine.lifecycle.records import CommandRejected, Event
@@ -95,13 +96,15 @@ def test_rows_and_offsets_commit_together(tmp_path: Path, monkeypatch: pytest.Mo
         real_replace = store._replace
         written: list[str] = []
 
-        def failing_replace(table_: Table, rows: list[dict[str, Any]]) -> None:
-            if table_.name == "projection_offsets":
-                raise duckdb.IOException("disk full")
+        def recording_replace(table_: Table, rows: pa.Table) -> None:
             written.append(table_.name)
             real_replace(table_, rows)
 
-        monkeypatch.setattr(store, "_replace", failing_replace)
+        def failing_offsets(offsets: pa.Table) -> None:
+            raise duckdb.IOException("disk full")
+
+        monkeypatch.setattr(store, "_replace", recording_replace)
+        monkeypatch.setattr(store, "_store_offsets", failing_offsets)
         with pytest.raises(duckdb.IOException):
             store.write(changes)
         assert {"jobs", "submissions"} <= set(written)
