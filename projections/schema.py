@@ -44,6 +44,11 @@ class Table:
         return tuple(name for name, _ in self.columns)
 
     @cached_property
+    def column_list(self) -> str:
+        """The quoted column names, comma-separated, in table order (an INSERT's list)."""
+        return ", ".join(f'"{name}"' for name in self.names)
+
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.columns])
 

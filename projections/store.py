@@ -212,7 +212,7 @@ class ProjectionStore:
     # name is one no table of a projection file has, so no catalog entry can shadow it.
 
     def _replace(self, table: Table, joblog_batch: pa.Table) -> None:
-        names = ", ".join(f'"{name}"' for name in table.names)
+        names = table.column_list
         match = " AND ".join(f'{table.name}."{key}" = joblog_batch."{key}"' for key in table.key)
         execute = self.connection.execute
         execute(f"DELETE FROM {table.name} USING joblog_batch WHERE {match}")
@@ -221,14 +221,14 @@ class ProjectionStore:
     def _insert(self, table: Table, joblog_batch: pa.Table) -> None:
         if joblog_batch.num_rows == 0:
             return
-        names = ", ".join(f'"{name}"' for name in table.names)
+        names = table.column_list
         self.connection.execute(
             f"INSERT INTO {table.name} ({names}) SELECT {names} FROM joblog_batch"
         )
 
     def _store_offsets(self, joblog_offsets: pa.Table) -> None:
         # A handful of rows: one upsert costs less than a DELETE and an INSERT.
-        names = ", ".join(f'"{name}"' for name in OFFSETS.names)
+        names = OFFSETS.column_list
         self.connection.execute(
             f"INSERT OR REPLACE INTO {OFFSETS.name} ({names}) SELECT {names} FROM joblog_offsets"
         )
