@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,16 +278,13 @@ def prepare(changes: Changes) -> PreparedBatch:
 
 @contextmanager
 def _registered(connection: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> Iterator[None]:
+    # Only reads by key use it, on their own cursor outside any transaction: unregistering
+    # cannot be refused there, whatever the query did.
     connection.register(name, data)
     try:
         yield
-    except BaseException:
-        # A failed statement aborts the transaction, which then refuses even this; the
-        # original error is the one to see (the caller rolls back and unregisters after).
-        with suppress(duckdb.Error):
-            connection.unregister(name)
-        raise
-    connection.unregister(name)
+    finally:
+        connection.unregister(name)
 
 
 def to_arrow(table: Table, rows: list[Row]) -> pa.Table:
