@@ -9,17 +9,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from confluent_kafka import Producer
 
-from engine import codec
+from engine import codec, kafka
 from engine.client import CommandProducer
 from engine.config import Settings
 from engine.lifecycle.decide import Policy
 from engine.lifecycle.records import TERMINAL, Event, JobSpec, JobStatus, SubmitJobs
+from engine.scheduler.rebuild import read_state
 from engine.scheduler.service import Scheduler, SchedulerConfig
 from engine.topics import Topics
 from tests.integration.kafka_io import EchoWorker, events_by_submission, read_all, wait_for
@@ -216,6 +218,21 @@ def _spawn_scheduler(settings: Settings, log_path: str) -> subprocess.Popen[byte
         )
 
 
+def _checkpointed(settings: Settings) -> bool:
+    """Whether some partition of ``state`` holds a checkpoint past offset 0 (a rebuild of it
+    starts from its snapshots, not from the beginning of ``events``)."""
+    topics = Topics(settings.topic_prefix)
+    reader = kafka.consumer(
+        settings,
+        f"{settings.topic_prefix}test-state-{uuid.uuid4().hex[:8]}",
+        {"enable.partition.eof": True},
+    )
+    try:
+        return any(read_state(reader, topics, p, 10)[0] > 0 for p in range(settings.partitions))
+    finally:
+        reader.close()
+
+
 def test_sigkill_mid_run_neither_loses_nor_duplicates(settings: Settings, tmp_path: object) -> None:
     """Kill -9 the scheduler while it works; the restarted one ends with a log equal to an
     uninterrupted run's, and rebuilds from snapshots instead of replaying everything."""
@@ -240,6 +257,9 @@ def test_sigkill_mid_run_neither_loses_nor_duplicates(settings: Settings, tmp_pa
                 60,
                 "some submissions to complete",
             )
+            # the snapshots of the finished ones are written in batches: the kill comes after
+            # one partition's checkpoint, so that the restart has snapshots to rebuild from
+            wait_for(lambda: _checkpointed(settings), 60, "a checkpoint on state")
             for submission_id in submissions[30:]:
                 commands.submit(chain(3), submission_id=submission_id, wait=False)
             commands.flush()
