@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -218,9 +219,9 @@ def test_the_monitor_measures_backlogs_and_the_projection_lag(
             jl.submit(task="double", args=[n], queue="m", wait=True)
     monitor = LoadMonitor(settings, limits)
     load = monitor.sample()
-    # offsets: three dispatch records, and a transaction marker after each (one submit a
-    # transaction here)
-    assert 3 <= load.dispatch_backlog["m"] <= 6
+    # three dispatch records, each followed by a transaction marker (one submit a
+    # transaction here): records are counted, not offsets
+    assert load.dispatch_backlog["m"] == 3
     assert load.dispatch_backlog["default"] == 0
     assert load.projection_lag == 0, "no projector has committed: nothing to wait for"
     # a projector that folded one event
@@ -236,6 +237,72 @@ def test_the_monitor_measures_backlogs_and_the_projection_lag(
     finally:
         probe.close()
     assert monitor.sample().projection_lag == end - 1
+
+
+def _transactions(settings: Settings, topic: str, sizes: list[int], *, abort: bool = False) -> None:
+    """One transaction per size, each writing that many records to partition 0 of ``topic``."""
+    producer = kafka.producer(settings, {"transactional.id": f"adm-{uuid.uuid4().hex[:8]}"})
+    producer.init_transactions(30)
+    for size in sizes:
+        producer.begin_transaction()
+        for n in range(size):
+            producer.produce(topic, key=b"k", value=str(n).encode(), partition=0)
+        if abort:
+            producer.flush(30)  # an abort drops what was not sent yet: these are on the log
+            producer.abort_transaction(30)
+        else:
+            producer.commit_transaction(30)
+
+
+def test_the_monitor_counts_dispatch_records_not_markers_aborts_or_open_transactions(
+    kafka_cluster: KafkaUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(kafka_cluster)
+    ensure_topics(settings, ["raw"])
+    topic = Topics(settings.topic_prefix).dispatch("raw")
+    monitor = LoadMonitor(settings, AdmissionLimits(max_dispatch_backlog=1), timeout_s=10)
+
+    def backlog() -> int:
+        return monitor.sample().dispatch_backlog["raw"]
+
+    def settles_at(count: int, what: str) -> None:
+        # a commit or abort returns before the coordinator wrote its markers, and the last
+        # stable offset the monitor reads to moves once they are in
+        wait_for(lambda: backlog() == count, 15, what)
+
+    try:
+        _transactions(settings, topic, [1, 1, 3])  # offsets 0, 2, 4-6; markers 1, 3, 7
+        _transactions(settings, topic, [2], abort=True)  # offsets 8-9 aborted, marker 10
+        settles_at(5, "5 records behind a group that never committed")
+        # a transaction still open: past the last stable offset, not counted, not waited for
+        open_ = kafka.producer(settings, {"transactional.id": f"adm-{uuid.uuid4().hex[:8]}"})
+        open_.init_transactions(30)
+        open_.begin_transaction()
+        open_.produce(topic, key=b"k", value=b"open", partition=0)
+        open_.flush(30)
+        started = time.monotonic()
+        assert backlog() == 5
+        assert time.monotonic() - started < 5, "the count waited on the open transaction"
+        open_.abort_transaction(30)  # offset 11 aborted, marker 12
+        # the workers committed the offset after their last record, which is a marker's
+        group = f"{settings.topic_prefix}workers.raw"
+        worker = kafka.consumer(settings, group)
+        try:
+            worker.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
+            settles_at(2, "2 records after the committed offset")
+            worker.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+            settles_at(0, "markers and aborted records only: no backlog")
+            _transactions(settings, topic, [1] * 20)  # offsets 13-52, a marker after each
+            worker.commit(offsets=[TopicPartition(topic, 0, 13)], asynchronous=False)
+            settles_at(20, "20 records in 40 offsets")
+            # past MAX_COUNTED records the rest is extrapolated from the share read
+            monkeypatch.setattr("engine.scheduler.load.MAX_COUNTED", 5)
+            estimate = backlog()
+            assert 16 <= estimate <= 24, f"{estimate}: an estimate near 20, not 40 offsets"
+        finally:
+            worker.close()
+    finally:
+        monitor.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
