@@ -34,6 +34,7 @@ from engine.lifecycle.state import SubmissionState
 from engine.lifecycle.workload import simulate
 from engine.scheduler.book import Book
 from engine.scheduler.rebuild import CHECKPOINT_KEY, checkpoint_record, rebuild
+from engine.scheduler.snapshots import Headers, Written, snapshot_headers
 from engine.topics import Topics
 
 _SEED = 1
@@ -47,7 +48,7 @@ class Tile:
 
     events: list[tuple[bytes, bytes]]
     decoded: list[Event]
-    finals: dict[bytes, bytes | None]
+    finals: dict[bytes, _Snapshot]
 
     @classmethod
     def make(cls, submissions: int) -> Tile:
@@ -56,11 +57,18 @@ class Tile:
         # tile cannot make fresh, so every tile would repeat the first one's ledger events.
         kept = [e for e in workload.events if not is_key_ledger(e.submission_id)]
         events = [(e.submission_id.encode(), codec.encode_event(e)) for e in kept]
-        finals = {
-            sid.encode(): None if state.deleted else codec.encode_snapshot(state)
-            for sid, state in workload.states.items()
-        }
+        finals = {sid.encode(): _snapshot(state) for sid, state in workload.states.items()}
         return cls(events, kept, finals)
+
+
+#: A snapshot record as the scheduler writes it: the value and the Kafka headers.
+_Snapshot = tuple[bytes | None, Headers | None]
+
+
+def _snapshot(state: SubmissionState) -> _Snapshot:
+    if state.deleted:
+        return None, None
+    return codec.encode_snapshot(state), snapshot_headers(state, Written(state.seq))
 
 
 def _swap(raw: bytes, tile: int) -> bytes:
@@ -79,27 +87,35 @@ def history(tile: Tile, events: int) -> Iterator[tuple[bytes, bytes]]:
     raise ValueError(f"{events} events need more than {len(_TILES)} tiles")
 
 
-def snapshots(tile: Tile, events: int, cut: int) -> Iterator[tuple[bytes, bytes | None]]:
-    """Snapshots of every submission that began before event ``cut``, as of that event."""
+def snapshots(tile: Tile, events: int, cut: int) -> Iterator[_Record]:
+    """Snapshots of every submission that began before event ``cut``, as of that event, with
+    the headers the scheduler gives them (a finished plain submission's marks it dormant)."""
     size = len(tile.events)
     whole, rest = divmod(cut, size)
     for index in range(whole):
-        for key, value in tile.finals.items():
-            yield _swap(key, index), None if value is None else _swap(value, index)
+        for key, (value, headers) in tile.finals.items():
+            yield _swap(key, index), None if value is None else _swap(value, index), headers
     states: dict[str, SubmissionState] = {}
     for event in tile.decoded[:rest]:
         states[event.submission_id] = evolve(states.get(event.submission_id), event)
     for sid, state in states.items():
-        value = None if state.deleted else codec.encode_snapshot(state)
-        yield _swap(sid.encode(), whole), None if value is None else _swap(value, whole)
+        value, headers = _snapshot(state)
+        yield _swap(sid.encode(), whole), None if value is None else _swap(value, whole), headers
 
 
-def _produce(producer: Producer, topic: str, records: Iterator[tuple[bytes, bytes | None]]) -> int:
+#: A record to produce: key, value, headers.
+_Record = tuple[bytes, bytes | None, Headers | None]
+
+
+def _produce(
+    producer: Producer, topic: str, records: Iterator[_Record] | Iterator[tuple[bytes, bytes]]
+) -> int:
     count = 0
-    for key, value in records:
+    for key, value, *rest in records:
+        headers = rest[0] if rest else None
         while True:
             try:
-                producer.produce(topic, key=key, value=value, partition=0)
+                producer.produce(topic, key=key, value=value, partition=0, headers=headers)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -150,5 +166,6 @@ def recover(settings: Settings) -> dict[str, Any]:
         "events_from": stats.events_from,
         "events_replayed": stats.events_replayed,
         "events_skipped": stats.events_skipped,
-        "submissions": len(partition_book.submissions),
+        "submissions": partition_book.held,
+        "dormant": len(partition_book.dormant),
     }

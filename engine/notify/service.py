@@ -602,13 +602,15 @@ class Notifier:
             {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
         )
         try:
-            _, latest, _ = read_state(reader, topics, partition, self.options.seed_timeout_s)
+            read = read_state(reader, topics, partition, self.options.seed_timeout_s)
         except BrokerError as exc:
             log.warning("declared notifications of partition %d not seeded: %s", partition, exc)
             return
         finally:
             reader.close()
-        taken = self.declared.seed(partition, restore_snapshots(latest).states.values())
+        # finished submissions need no seeding: the dormant ones are not even decoded
+        restored = restore_snapshots(read.latest, read.dormant)
+        taken = self.declared.seed(partition, restored.states.values())
         if taken:
             log.info("partition %d: %d declared notifications from snapshots", partition, taken)
 

@@ -13,10 +13,13 @@ the Kafka shell (:mod:`engine.scheduler.service`) only moves them.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from engine import codec
+from engine.errors import CodecError
 from engine.lifecycle.admission import (
     NO_LOAD,
     UNLIMITED,
@@ -60,6 +63,8 @@ from engine.lifecycle.state import QueueConfig, SubmissionState
 from engine.lifecycle.timers import own_deadline
 from engine.scheduler.snapshots import Written, restore_snapshots
 
+log = logging.getLogger("joblog.scheduler.book")
+
 
 @dataclass
 class Decision:
@@ -80,6 +85,9 @@ class PartitionBook:
 
     partition: int
     submissions: dict[str, SubmissionState] = field(default_factory=dict)
+    # finished submissions restored but not decoded yet: id -> their encoded snapshot (see
+    # engine.scheduler.snapshots, dormant); state() decodes one on first use
+    dormant: dict[str, bytes] = field(default_factory=dict)
     completed_keys: dict[str, str] = field(default_factory=dict)
     # submission id -> offset of its first event on `events` not covered by a snapshot
     unsnapshotted_from: dict[str, int] = field(default_factory=dict)
@@ -104,6 +112,33 @@ class PartitionBook:
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     # queue -> the partition's PENDING jobs (admission control's exact count)
     pending: PendingJobs = field(default_factory=PendingJobs)
+
+    def state(self, submission_id: str) -> SubmissionState | None:
+        """The submission's state, decoding a dormant one (``None``: not held).
+
+        A dormant snapshot that cannot be decoded any more leaves the submission retired:
+        its id is still never accepted again, commands naming it are answered as for a
+        finished submission no longer retained.
+        """
+        state = self.submissions.get(submission_id)
+        if state is not None or submission_id not in self.dormant:
+            return state
+        raw = self.dormant.pop(submission_id)
+        try:
+            state = codec.decode_snapshot(raw)
+        except CodecError as exc:
+            log.error("dormant snapshot of %s unreadable, retired: %s", submission_id, exc)
+            self.done_order.pop(submission_id, None)
+            self.written.pop(submission_id, None)
+            self.retired[submission_id] = False
+            return None
+        self.submissions[submission_id] = state
+        return state
+
+    @property
+    def held(self) -> int:
+        """The submissions held, dormant ones included."""
+        return len(self.submissions) + len(self.dormant)
 
     def note_pending(self, state: SubmissionState, job_ids: Iterable[str], now: int) -> None:
         """Counts the jobs among ``job_ids`` that are PENDING now, uncounts the others."""
@@ -186,6 +221,8 @@ class Book:
     def adopt(self, book: PartitionBook, now: int) -> None:
         """Takes over a rebuilt partition: re-arms leases and timers."""
         self.partitions[book.partition] = book
+        for submission_id in book.dormant:
+            book.done_order[submission_id] = None  # finished: no timer, lease or pending job
         for state in book.submissions.values():
             if state.queue_config is not None:
                 book.queues[state.queue_config.queue] = state.queue_config
@@ -217,7 +254,7 @@ class Book:
             now: the scheduler's clock (ms).
         """
         book = self.partitions[partition]
-        state = book.submissions.get(submission_id)
+        state = book.state(submission_id)
         commands = Command  # a client's command (submit, cancel, ..., add a notification)
         # a key's or a limit's first claim (or release) opens its ledger
         ledger = ClaimIdempotencyKey | ReleaseIdempotencyKey | ClaimSlot | ReleaseSlot
@@ -457,6 +494,7 @@ class Book:
     def _retire(self, book: PartitionBook, submission_id: str, *, deleted: bool) -> None:
         """Forgets a submission's state but not its id (see :func:`decide_retired`)."""
         book.submissions.pop(submission_id, None)
+        book.dormant.pop(submission_id, None)
         book.pending.forget(submission_id)
         book.written.pop(submission_id, None)
         book.done_order.pop(submission_id, None)
@@ -484,13 +522,19 @@ class Replay:
             checkpoint.
     """
 
-    def __init__(self, partition: int, latest: Mapping[bytes, bytes | None]) -> None:
+    def __init__(
+        self,
+        partition: int,
+        latest: Mapping[bytes, bytes | None],
+        dormant: Mapping[bytes, int] | None = None,
+    ) -> None:
         self.book = PartitionBook(partition)
         self.replayed = 0
         self.skipped = 0
-        restored = restore_snapshots(latest)
+        restored = restore_snapshots(latest, dormant)
         book = self.book
         book.submissions.update(restored.states)
+        book.dormant.update(restored.dormant)
         book.written.update(restored.written)
         book.retired.update(dict.fromkeys(restored.deleted, True))
         for state in restored.states.values():
@@ -507,7 +551,11 @@ class Replay:
     def event(self, offset: int, event: Event) -> None:
         """Folds one event of the tail (at ``offset`` on ``events``)."""
         book = self.book
-        known = book.submissions.get(event.submission_id)
+        dormant = book.dormant and event.submission_id in book.dormant
+        if dormant and event.seq <= book.written[event.submission_id].seq:
+            self.skipped += 1  # covered by the snapshot: it stays dormant
+            return
+        known = book.state(event.submission_id)
         if event.submission_id in book.retired:
             self.skipped += 1  # deleted: only its id is kept
             return

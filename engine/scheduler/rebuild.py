@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from confluent_kafka import Consumer
 
@@ -25,6 +26,7 @@ from engine.config import Settings
 from engine.errors import CodecError
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import PartitionBook, Replay
+from engine.scheduler.snapshots import dormant_seq
 from engine.topics import Topics
 
 CHECKPOINT_KEY = b"__checkpoint__"
@@ -50,14 +52,21 @@ def checkpoint_record(partition: int, events_offset: int) -> bytes:
     )
 
 
-def read_state(
-    reader: Consumer, topics: Topics, partition: int, timeout_s: float
-) -> tuple[int, dict[bytes, bytes | None], int]:
-    """Reads one partition of ``state`` to its end.
+class StateRead(NamedTuple):
+    """One partition of ``state``, read to its end."""
 
-    Returns:
-        The checkpoint's events offset (0 without one), the latest value of every other key
-        (``None``: a tombstone), and how many records were read.
+    #: the checkpoint's events offset (0 without one)
+    checkpoint: int
+    #: the latest value of every other key (``None``: a tombstone)
+    latest: dict[bytes, bytes | None]
+    #: how many records were read
+    records: int
+    #: keys whose latest record marks a dormant submission -> its seq
+    dormant: dict[bytes, int]
+
+
+def read_state(reader: Consumer, topics: Topics, partition: int, timeout_s: float) -> StateRead:
+    """Reads one partition of ``state`` to its end.
 
     Raises:
         BrokerError: the end was not reached within ``timeout_s``.
@@ -65,6 +74,7 @@ def read_state(
     checkpoint = 0
     records = 0
     latest: dict[bytes, bytes | None] = {}
+    dormant: dict[bytes, int] = {}
     for message in kafka.read_to_end(reader, topics.state, partition, 0, timeout_s):
         records += 1
         key = message.key() or b""
@@ -77,7 +87,13 @@ def read_state(
                     checkpoint = 0
             continue
         latest[key] = message.value()
-    return checkpoint, latest, records
+        headers = message.headers()
+        seq = dormant_seq(headers) if isinstance(headers, list) else None
+        if seq is not None:
+            dormant[key] = seq
+        elif dormant:
+            dormant.pop(key, None)  # a later record of the key: no longer dormant
+    return StateRead(checkpoint, latest, records, dormant)
 
 
 def rebuild(
@@ -106,8 +122,10 @@ def _rebuild(
         {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
     )
     try:
-        checkpoint, latest, state_records = read_state(reader, topics, partition, timeout_s)
-        replay = Replay(partition, latest)
+        checkpoint, latest, state_records, dormant = read_state(
+            reader, topics, partition, timeout_s
+        )
+        replay = Replay(partition, latest, dormant)
         events_from = replay.events_from(checkpoint)
         end = events_from
         for message in kafka.read_to_end(reader, topics.events, partition, events_from, timeout_s):

@@ -57,7 +57,7 @@ from engine.scheduler.book import Book, Decision
 from engine.scheduler.deadlines import BoundedCalls, CallStuck
 from engine.scheduler.load import LoadMonitor
 from engine.scheduler.rebuild import CHECKPOINT_KEY, RebuildStats, checkpoint_record, rebuild
-from engine.scheduler.snapshots import Written, snapshot_records
+from engine.scheduler.snapshots import Written, snapshot_headers, snapshot_records
 from engine.topics import Topics
 
 log = logging.getLogger("joblog.scheduler")
@@ -649,7 +649,7 @@ class Scheduler:
             gauge(
                 "joblog_scheduler_submissions",
                 "Submissions held in the book (live ones and recently finished ones).",
-                sum(len(book.submissions) for book in list(self.book.partitions.values())),
+                sum(book.held for book in list(self.book.partitions.values())),
             ),
             CounterMetricFamily(
                 "joblog_scheduler_rebuilds_total", "Partition rebuilds.", len(rebuilds)
@@ -795,10 +795,20 @@ class Scheduler:
         out: list[tuple[int, str, Written, bool]] = []
         for state in states:
             records, written = snapshot_records(state, book.written.get(state.submission_id))
+            headers = snapshot_headers(state, written)
             for key, value in records:
                 if value is not None:
                     self._fits(value, f"snapshot {key.decode('utf-8', 'replace')}")
-                producer.produce(self.topics.state, key=key, value=value, partition=partition)
+                if headers is None:
+                    producer.produce(self.topics.state, key=key, value=value, partition=partition)
+                else:
+                    producer.produce(
+                        self.topics.state,
+                        key=key,
+                        value=value,
+                        partition=partition,
+                        headers=headers,
+                    )
                 self._poll(producer)
             self.metrics.counts["snapshots"] += 1
             self.metrics.counts["snapshot_records"] += len(records)

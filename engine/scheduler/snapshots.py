@@ -13,6 +13,12 @@ key (what compaction keeps) always adds up to the state at the header's ``seq``.
 
 A deleted submission keeps a header with ``deleted`` set and no jobs (its id is never accepted
 again) and tombstones for its job records.
+
+The inline record of a finished plain submission carries the Kafka header
+:data:`DORMANT_HEADER` (its ``seq`` in ASCII). Such a submission needs nothing from its
+snapshot until a command names it: no timer, lease, pending job, ledger or completed
+idempotency key. A rebuild keeps its bytes and decodes them on first use, so a partition's
+rebuild costs its unfinished submissions, not every finished one it still holds.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ from dataclasses import dataclass, field
 
 from engine import codec
 from engine.errors import CodecError
+from engine.lifecycle.records import JobStatus
 from engine.lifecycle.state import JobState, SubmissionState
 
 INLINE_MAX_JOBS = 32
 INLINE_MAX_BYTES = 256 * 1024
 
 StateRecord = tuple[bytes, bytes | None]
+#: Kafka headers of a record.
+Headers = list[tuple[str, str | bytes | None]]
+
+#: The header that marks the snapshot record of a dormant submission (value: its ``seq``).
+DORMANT_HEADER = "joblog.dormant"
 
 
 @dataclass
@@ -85,6 +97,43 @@ def snapshot_records(
     return records, Written(state.seq, per_job=True, jobs=dict(state.jobs))
 
 
+def is_dormant(state: SubmissionState) -> bool:
+    """Whether a finished submission needs nothing from its snapshot until a command names
+    it: no pseudo-submission (ledger, queue settings, schedule), not deleted, and no job
+    that completed with an idempotency key (the partition indexes those at a rebuild)."""
+    return (
+        state.outcome is not None
+        and not state.deleted
+        and state.key_ledger is None
+        and state.slot_ledger is None
+        and state.queue_config is None
+        and state.schedule is None
+        and not any(
+            job.spec.idempotency_key and job.status is JobStatus.COMPLETED
+            for job in state.jobs.values()
+        )
+    )
+
+
+def snapshot_headers(state: SubmissionState, written: Written) -> Headers | None:
+    """The Kafka headers of the records of a snapshot that holds ``written``: the
+    :data:`DORMANT_HEADER` for the inline record of a dormant submission, else none."""
+    if written.per_job or not is_dormant(state):
+        return None
+    return [(DORMANT_HEADER, str(state.seq).encode())]
+
+
+def dormant_seq(headers: Headers | None) -> int | None:
+    """The ``seq`` a record's :data:`DORMANT_HEADER` gives (``None``: not dormant)."""
+    for name, value in headers or ():
+        if name == DORMANT_HEADER:
+            try:
+                return int(value or "")
+            except ValueError:
+                return None
+    return None
+
+
 @dataclass
 class Restored:
     """The snapshots of one partition, read back from ``state``."""
@@ -93,21 +142,36 @@ class Restored:
     written: dict[str, Written] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
     unreadable: set[str] = field(default_factory=set)
+    # dormant submissions, not decoded: id -> the encoded snapshot
+    dormant: dict[str, bytes] = field(default_factory=dict)
 
 
-def restore_snapshots(latest: Mapping[bytes, bytes | None]) -> Restored:
+def restore_snapshots(
+    latest: Mapping[bytes, bytes | None], dormant: Mapping[bytes, int] | None = None
+) -> Restored:
     """Assembles submissions from the latest record of each ``state`` key (not the checkpoint).
 
     A submission whose header or one of whose job records cannot be decoded (or is missing)
     is *unreadable*: the caller replays its events instead.
+
+    Args:
+        latest: the latest value of each key.
+        dormant: keys whose latest record carries the :data:`DORMANT_HEADER` -> its seq;
+            these are kept encoded in :attr:`Restored.dormant` (default: decode them all).
     """
     out = Restored()
     parts: dict[str, dict[str, codec.SnapshotRecord]] = {}
     headers: dict[str, codec.SnapshotRecord] = {}
+    dormant = dormant or {}
     for raw_key, value in latest.items():
         if value is None:
             continue
         key = raw_key.decode("utf-8", "replace")
+        seq = dormant.get(raw_key) if dormant else None
+        if seq is not None:
+            out.dormant[key] = value
+            out.written[key] = Written(seq)
+            continue
         submission_id, slash, job_id = key.partition("/")
         try:
             record = codec.decode_snapshot_record(value)
