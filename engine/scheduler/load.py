@@ -235,7 +235,12 @@ class LoadMonitor:
             self._reader = kafka.consumer(
                 self.settings,
                 f"{self.settings.topic_prefix}load-{uuid.uuid4().hex[:8]}",
-                {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
+                # a committed offset the retention deleted since: count from the start kept
+                {
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 50,
+                    "auto.offset.reset": "earliest",
+                },
             )
         reader = self._reader
         reached = {p: start for p, (start, _) in spans.items()}
@@ -249,6 +254,8 @@ class LoadMonitor:
                     break
                 for message in reader.consume(min(500, MAX_COUNTED - counted), timeout=0.1):
                     partition, offset = message.partition() or 0, message.offset() or 0
+                    if partition not in reached:
+                        continue  # (not one of this count's partitions)
                     error = message.error()
                     if error is not None:
                         if kafka.consumer_fatal(error):
