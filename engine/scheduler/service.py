@@ -799,16 +799,9 @@ class Scheduler:
             for key, value in records:
                 if value is not None:
                     self._fits(value, f"snapshot {key.decode('utf-8', 'replace')}")
-                if headers is None:
-                    producer.produce(self.topics.state, key=key, value=value, partition=partition)
-                else:
-                    producer.produce(
-                        self.topics.state,
-                        key=key,
-                        value=value,
-                        partition=partition,
-                        headers=headers,
-                    )
+                producer.produce(
+                    self.topics.state, key=key, value=value, partition=partition, headers=headers
+                )
                 self._poll(producer)
             self.metrics.counts["snapshots"] += 1
             self.metrics.counts["snapshot_records"] += len(records)

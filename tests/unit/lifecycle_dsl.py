@@ -280,6 +280,15 @@ def _matches(expected: Expected, event: Event) -> bool:
     return event.body == expected
 
 
+def folded(events: Iterable[Event]) -> SubmissionState:
+    """The state the events add up to, folded from nothing as a rebuild folds them."""
+    state: SubmissionState | None = None
+    for event in events:
+        state = evolve(state, event)
+    assert state is not None
+    return state
+
+
 def describe(events: Iterable[Event]) -> str:
     return "\n".join(f"  {e.seq:>3} {e.job_id or '-':<8} {e.body!r}" for e in events) or "  (none)"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from engine.lifecycle.decide import Policy
-from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     Claimed,
     ClaimIdempotencyKey,
@@ -33,20 +32,13 @@ from tests.unit.lifecycle_dsl import (
     Scenario,
     cancel,
     delete,
+    folded,
     given,
     job,
     ref,
     submit,
     succeeded,
 )
-
-
-def _fold(events: list[Event]) -> SubmissionState:
-    state: SubmissionState | None = None
-    for event in events:
-        state = evolve(state, event)
-    assert state is not None
-    return state
 
 
 def _finished_story(submission_id: str) -> list[Event]:
@@ -87,34 +79,34 @@ def _replay(states: list[SubmissionState], events: list[Event], checkpoint: int)
 
 def test_only_a_finished_plain_submission_is_marked_dormant() -> None:
     events = given(submit(job("a"), job("b")), *succeeded("a"), *succeeded("b")).history
-    finished = _fold(events)
+    finished = folded(events)
     assert finished.done and is_dormant(finished)
     assert snapshot_headers(finished, Written(finished.seq)) == [
         (DORMANT_HEADER, str(finished.seq).encode())
     ]
     assert dormant_seq(snapshot_headers(finished, Written(finished.seq))) == finished.seq
-    running = _fold(events[:-2])
+    running = folded(events[:-2])
     assert not running.done and snapshot_headers(running, Written(running.seq)) is None
     # a per-job snapshot is a header and job records: decoded at every rebuild
     assert snapshot_headers(finished, Written(finished.seq, per_job=True)) is None
     deleted = given(submit(job("a")), *succeeded("a"))
     deleted.step(delete())
-    assert not is_dormant(_fold(deleted.history))
+    assert not is_dormant(folded(deleted.history))
     # a completed idempotency key is indexed by the partition at a rebuild
     keyed = given(submit(job("a", idempotency_key="k")))
     keyed.step(IdempotencyKeyAnswer("g", SUB, "a", "k", True), *succeeded("a"))
-    state = _fold(keyed.history)
+    state = folded(keyed.history)
     assert state.done and not is_dormant(state)
     ledger_id = key_ledger_id("k")
     ledger = Scenario(submission_id=ledger_id)
     ledger.step(ClaimIdempotencyKey("c1", ledger_id, "k", "s1/a"))
-    assert not is_dormant(_fold(ledger.history))
+    assert not is_dormant(folded(ledger.history))
     assert dormant_seq(None) is None and dormant_seq([(DORMANT_HEADER, b"x")]) is None
 
 
 def test_a_dormant_submission_is_restored_encoded_and_decoded_on_first_use() -> None:
     events = given(submit(job("a"), job("b")), *succeeded("a"), *succeeded("b")).history
-    final = _fold(events)
+    final = folded(events)
     replay = _replay([final], events, checkpoint=len(events))
     book = replay.book
     assert SUB in book.dormant and SUB not in book.submissions
@@ -127,14 +119,14 @@ def test_a_dormant_submission_is_restored_encoded_and_decoded_on_first_use() -> 
 def test_tail_events_a_dormant_snapshot_covers_leave_it_dormant_and_newer_ones_wake_it() -> None:
     scenario = given(submit(job("a"), job("b")), *succeeded("a"), *succeeded("b"))
     cut = len(scenario.history)
-    finished = _fold(scenario.history)
+    finished = folded(scenario.history)
     replay = _replay([finished], scenario.history, checkpoint=cut - 3)
     assert SUB in replay.book.dormant and replay.skipped == 3 and replay.replayed == 0
     scenario.step(delete())
     events = scenario.history
     replay = _replay([finished], events, checkpoint=cut - 3)
     assert SUB not in replay.book.dormant
-    assert replay.book.submissions[SUB] == _fold(events)
+    assert replay.book.submissions[SUB] == folded(events)
     assert any(isinstance(e.body, JobDeleted) for e in events[cut:])
     assert replay.replayed == len(events) - cut
 
@@ -145,7 +137,7 @@ def _decisions(book: Book, *commands: Input) -> list[list[Event]]:
 
 def test_commands_naming_a_dormant_submission_are_decided_as_if_it_was_decoded() -> None:
     events = given(submit(job("a"), job("b")), *succeeded("a"), *succeeded("b")).history
-    final = _fold(events)
+    final = folded(events)
     eager = Replay(0, dict(snapshot_records(final, None)[0]))
     lazy = _replay([final], events, checkpoint=len(events))
     assert SUB not in eager.book.dormant and SUB in lazy.book.dormant
@@ -168,7 +160,7 @@ def test_dormant_submissions_count_toward_retention_and_the_oldest_are_retired()
     for n in range(3):
         story = _finished_story(f"s{n}")
         events.extend(story)
-        states.append(_fold(story))
+        states.append(folded(story))
     replay = _replay(states, events, checkpoint=len(events))
     assert list(replay.book.dormant) == ["s0", "s1", "s2"]
     book = Book(Policy(), retain_done=1)
@@ -200,6 +192,6 @@ def test_a_rebuild_with_dormant_snapshots_gives_the_state_of_the_whole_log(
     checkpoint_lag: int,
 ) -> None:
     events = given(submit(job("a"), job("b")), *succeeded("a"), *succeeded("b")).history
-    final = _fold(events)
+    final = folded(events)
     replay = _replay([final], events, checkpoint=len(events) - checkpoint_lag)
     assert replay.book.state(SUB) == final

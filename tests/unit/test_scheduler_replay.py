@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from engine.lifecycle.evolve import evolve
 from engine.lifecycle.records import (
     ClaimIdempotencyKey,
     ClaimSlot,
@@ -19,7 +18,17 @@ from engine.lifecycle.records import (
 from engine.lifecycle.state import SubmissionState
 from engine.scheduler.book import Replay
 from engine.scheduler.snapshots import snapshot_records
-from tests.unit.lifecycle_dsl import SUB, Scenario, cancel, delete, given, job, submit, succeeded
+from tests.unit.lifecycle_dsl import (
+    SUB,
+    Scenario,
+    cancel,
+    delete,
+    folded,
+    given,
+    job,
+    submit,
+    succeeded,
+)
 
 
 def _history() -> list[Event]:
@@ -30,14 +39,6 @@ def _history() -> list[Event]:
     )
     scenario.step(cancel("d"))
     return scenario.history
-
-
-def _fold(events: list[Event]) -> SubmissionState:
-    state: SubmissionState | None = None
-    for event in events:
-        state = evolve(state, event)
-    assert state is not None
-    return state
 
 
 def _snapshot(state: SubmissionState) -> dict[bytes, bytes | None]:
@@ -57,9 +58,9 @@ def _replay(latest: dict[bytes, bytes | None], events: list[Event], checkpoint: 
 
 def test_snapshot_then_tail_gives_the_state_of_the_whole_log() -> None:
     events = _history()
-    final = _fold(events)
+    final = folded(events)
     for cut in range(1, len(events)):
-        at_cut = _fold(events[:cut])
+        at_cut = folded(events[:cut])
         # the checkpoint may lag the snapshot: what it covers is skipped by sequence number
         for checkpoint in (cut, max(cut - 3, 0)):
             replay = _replay(_snapshot(at_cut), events, checkpoint)
@@ -74,14 +75,14 @@ def test_an_unreadable_snapshot_replays_the_log_from_the_beginning() -> None:
     events = _history()
     replay = _replay({SUB.encode(): b"\xc3\x01 not a snapshot"}, events, checkpoint=len(events))
     assert replay.incomplete and replay.replayed == len(events)
-    assert replay.book.submissions[SUB] == _fold(events)
+    assert replay.book.submissions[SUB] == folded(events)
 
 
 def test_a_deleted_submission_keeps_only_its_id() -> None:
     scenario = given(submit(job("a")), *succeeded("a"))
     scenario.step(delete())
     events = scenario.history
-    deleted = _fold(events)
+    deleted = folded(events)
     assert deleted.deleted
     replay = _replay(_snapshot(deleted), events, checkpoint=0)
     assert SUB not in replay.book.submissions and replay.book.retired == {SUB: True}
@@ -104,7 +105,7 @@ def test_completed_keys_are_indexed_from_snapshots_and_from_the_tail() -> None:
     cut = len(scenario.history)
     scenario.step(*succeeded("b"))
     events = scenario.history
-    replay = _replay(_snapshot(_fold(events[:cut])), events, checkpoint=cut)
+    replay = _replay(_snapshot(folded(events[:cut])), events, checkpoint=cut)
     assert replay.book.completed_keys == {"k1": f"{SUB}/a", "k2": f"{SUB}/b"}
 
 
@@ -119,7 +120,7 @@ def test_a_key_ledger_is_rebuilt_from_its_events() -> None:
     replay = _replay({}, ledger.history, checkpoint=0)
     state = replay.book.submissions[ledger_id]
     assert state.key_ledger is not None and state.key_ledger.holder == "s2/a"
-    assert state == _fold(ledger.history)
+    assert state == folded(ledger.history)
     assert all(job.status is not JobStatus.COMPLETED for job in state.jobs.values())
 
 
@@ -137,6 +138,6 @@ def test_a_slot_ledger_and_a_queue_setting_are_rebuilt_from_their_events() -> No
     replay = _replay({}, [*ledger.history, *queue.history], checkpoint=0)
     state = replay.book.submissions[ledger_id]
     assert state.slot_ledger is not None and state.slot_ledger.holders == ("s2/a@1",)
-    assert state == _fold(ledger.history)
+    assert state == folded(ledger.history)
     settings = replay.book.submissions[config_id].queue_config
     assert settings is not None and settings.paused
