@@ -383,10 +383,7 @@ def run_case(
 
 
 def _cpu(cluster: SchedulerAndWorkers, broker_pid: int | None) -> dict[str, float]:
-    cpu = {
-        name: tree_cpu_seconds(pid) if name.startswith("worker") else process_cpu_seconds(pid)
-        for name, pid in cluster.pids().items()
-    }
+    cpu = {name: tree_cpu_seconds(pid) for name, pid in cluster.pids().items()}
     if broker_pid is not None:
         cpu["broker"] = process_cpu_seconds(broker_pid)
     return cpu

@@ -219,8 +219,9 @@ class JoblogCluster:
         return {service.name: service.process.pid for service in self.services}
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds each service has used so far."""
-        return {name: process_cpu_seconds(pid) for name, pid in self.pids().items()}
+        """User + system CPU seconds each service has used so far, its descendants included
+        (a worker's template and task processes)."""
+        return {name: tree_cpu_seconds(pid) for name, pid in self.pids().items()}
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to every service, then SIGKILL to what is still running after ``timeout``."""
@@ -263,17 +264,28 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and of its live children (a prefork pool, say)."""
-    total = process_cpu_seconds(pid)
+    """CPU seconds of a process and of all its live descendants.
+
+    A worker's task processes are its grandchildren (forked by its template process), a
+    prefork pool's are its children; both count. A descendant that exited and was waited
+    for is already in its parent's own figure (``process_cpu_seconds``).
+    """
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            total += process_cpu_seconds(int(entry.name))
+        children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        member = todo.pop()
+        seconds = process_cpu_seconds(member)
+        if seconds == seconds:  # not NaN: it had not exited meanwhile
+            total += seconds
+        todo.extend(children.get(member, []))
     return total
 
 
