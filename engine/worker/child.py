@@ -5,16 +5,20 @@ already there. It waits for an :class:`AttemptStart` on its socket, runs the att
 a thread-mode worker would (:class:`engine.worker.attempt.AttemptRun`, whose context reports
 through the socket), and then either exits with ``os._exit`` (the attempt was its last, it was
 cancelled, or it left threads running) or sends :class:`ChildReady` and waits for the next
-one. Three threads for the child's whole life:
+one. Two threads for the child's whole life:
 
 * the main thread runs the attempts;
-* a writer sends the reports, in order, from a queue (so a signal that interrupts the task
-  never leaves half a message on the socket); the task's thread waits until its report was
-  sent, so what a task reported before it crashed reaches the worker;
 * a reader takes the worker's messages (the next :class:`AttemptStart`; ``("cancel",
   dispatch_id, reason, grace_ms)`` sets the running attempt's cancelled flag and terminates
   its commands), sends held-back progress every 50 ms, and ends the process when the socket
   reaches EOF: the worker is gone, or it retired this child.
+
+A report is sent by the thread that reports it, one sender at a time and in order, before
+the report call returns: what a task reported before it crashed has reached the worker. A
+SIGTERM that comes while the main thread is in the middle of a message waits until the
+message is whole (it never leaves half a message on the socket). Sending in place costs
+no hand-over to another thread: a no-op attempt crossed three threads before (BENCHMARKS.md,
+"the pool's hand-overs").
 
 SIGTERM raises :class:`JobCancelled` in the running task once (its ``finally`` blocks run); the
 worker sends SIGKILL when the grace period is over. SIGINT is ignored: the worker decides.
@@ -35,7 +39,6 @@ import time
 import traceback
 from dataclasses import replace
 from types import FrameType
-from typing import Any
 
 from engine.lifecycle.records import AttemptReport, Finished, Outcome
 from engine.worker.attempt import AttemptRun, AttemptStart, ChildReady
@@ -46,9 +49,6 @@ from engine.worker.forkserver import die_with_parent
 from engine.worker.tasks import TaskRegistry
 
 _PUMP_S = 0.05
-_WRITER_DRAIN_S = 10.0
-_SEND_WAIT_S = 5.0
-_STOP = object()
 
 
 def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegistry) -> None:
@@ -59,14 +59,13 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     channel = Channel(sock)
     starts: queue.SimpleQueue[AttemptStart] = queue.SimpleQueue()
-    outbox = _Outbox()
+    terminating = _Termination()
+    outbox = _Outbox(channel, terminating)
     current = _Current()
-    writer = threading.Thread(target=outbox.write, args=(channel,), daemon=True)
-    writer.start()
     threading.Thread(target=_read, args=(channel, starts, current), daemon=True).start()
     own_threads = set(threading.enumerate())
     home = os.getcwd()
-    terminating = _Termination()
+    ready = ChildReady(os.getpid())
     signal.signal(signal.SIGTERM, terminating.on_sigterm)
     while True:
         # A pool child waits as long as the pool keeps it: EOF on the socket ends it.
@@ -77,9 +76,7 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
         with contextlib.suppress(OSError):
             os.chdir(home)
         _flush_streams()
-        outbox.queue.put(ChildReady(os.getpid()))
-    outbox.queue.put(_STOP)
-    writer.join(_WRITER_DRAIN_S)
+        outbox.send(ready)
     _flush_streams()
     os._exit(code)
 
@@ -91,7 +88,7 @@ def _run_one(
     current: _Current,
     terminating: _Termination,
 ) -> tuple[int, AttemptRun]:
-    """Runs one attempt; its ``Finished`` is queued when this returns."""
+    """Runs one attempt; its ``Finished`` is sent when this returns."""
     run = AttemptRun(
         start.dispatch,
         start.worker_id,
@@ -108,7 +105,7 @@ def _run_one(
         run.execute()
     except BaseException as exc:  # a SIGTERM that landed outside the task's own code
         terminating.run = None
-        outbox.queue.put(_ended_by(run, exc))
+        outbox.send(_ended_by(run, exc))
         code = 0 if isinstance(exc, JobCancelled) else 1
     terminating.run = None
     current.run = None
@@ -134,12 +131,18 @@ class _Current:
 
 
 class _Termination:
-    """SIGTERM: raise :class:`JobCancelled` in the running task, once."""
+    """SIGTERM: raise :class:`JobCancelled` in the running task, once; not in the middle of
+    a message the main thread is sending (then right after it)."""
 
     def __init__(self) -> None:
         self.run: AttemptRun | None = None
+        self.sending = False
+        self.deferred = False
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.sending:
+            self.deferred = True
+            return
         run = self.run
         if run is None:
             return
@@ -170,49 +173,50 @@ def _ended_by(run: AttemptRun, exc: BaseException) -> Finished:
 
 
 class _Outbox:
-    """Reports on their way to the worker: queued by any thread, sent by the writer."""
+    """Reports on their way to the worker, sent by the thread that reports them.
 
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._sent = 0
-        self._queued = 0
+    One sender at a time, in the order the reports came; an attempt's first ``Finished`` is
+    sent, a later one (a task that ended twice) is not, until the next attempt.
+    """
+
+    def __init__(self, channel: Channel, terminating: _Termination) -> None:
+        self._channel = channel
+        self._terminating = terminating
         self._lock = threading.Lock()
-        self._progress = threading.Condition(self._lock)
+        self._main = threading.main_thread().ident
+        self._sent_finished = False
 
-    def send(self, report: AttemptReport) -> None:
-        """Queues ``report`` and waits (a little) until the writer sent it."""
+    def send(self, message: AttemptReport | ChildReady) -> None:
+        """Sends ``message`` before returning; ends the process if the worker is gone.
+
+        Raises:
+            JobCancelled: a SIGTERM came while the main thread was sending.
+        """
         with self._lock:
-            self._queued += 1
-            number = self._queued
-            self.queue.put(report)
-        with self._progress:
-            self._progress.wait_for(lambda: self._sent >= number, _SEND_WAIT_S)
-
-    def write(self, channel: Channel) -> None:
-        """The writer thread: sends what is queued, in order, the first ``Finished`` last."""
-        sent_finished = False
-        while True:
-            item = self.queue.get()
-            if item is _STOP:
+            if isinstance(message, ChildReady):
+                self._sent_finished = False  # the next attempt's Finished is its own
+            elif isinstance(message, Finished):
+                if self._sent_finished:
+                    return
+                self._sent_finished = True
+                if not message.sent_at:
+                    message = replace(message, sent_at=wall_ms())
+            if threading.get_ident() != self._main:
+                self._send(message)  # signal handlers run on the main thread only
                 return
-            if isinstance(item, ChildReady):
-                sent_finished = False  # the next attempt's Finished is its own
-                self._send_or_exit(channel, item)
-                continue
-            report: AttemptReport = item
-            if isinstance(report, Finished) and not sent_finished:
-                sent_finished = True
-                self._send_or_exit(channel, replace(report, sent_at=report.sent_at or wall_ms()))
-            elif not isinstance(report, Finished):  # the first Finished is the attempt's
-                self._send_or_exit(channel, report)
-            with self._progress:
-                self._sent += 1
-                self._progress.notify_all()
+            terminating = self._terminating
+            terminating.sending = True
+            try:
+                self._send(message)
+            finally:
+                terminating.sending = False
+                if terminating.deferred:
+                    terminating.deferred = False
+                    terminating.on_sigterm(signal.SIGTERM, None)
 
-    @staticmethod
-    def _send_or_exit(channel: Channel, message: Any) -> None:
+    def _send(self, message: AttemptReport | ChildReady) -> None:
         try:
-            channel.send(message)
+            self._channel.send(message)
         except ChannelClosed:
             os._exit(1)
 
