@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 
 from benchmarks import report
+from benchmarks.cluster import process_cpu_seconds, tree_cpu_seconds
 from benchmarks.stats import latency_summary, percentile, summary
 
 
@@ -48,3 +53,26 @@ def test_targets_are_judged_against_the_largest_run() -> None:
     assert rows["joblog end to end, 1,000 no-op jobs, jobs/s"][4] == ""
     assert rows["joblog ÷ Celery, 10,000 jobs (same run, paired)"][1] == "5.00x"
     assert rows["joblog ÷ Celery, 10,000 jobs (same run, paired)"][4] == "met"
+
+
+def test_a_service_counts_the_cpu_of_its_grandchildren() -> None:
+    # a child that forks a grandchild which burns CPU for a while, then both wait
+    script = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    end = time.process_time() + 0.3\n"
+        "    while time.process_time() < end: pass\n"
+        "    time.sleep(30); os._exit(0)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while tree_cpu_seconds(child.pid) < 0.25:
+            assert time.monotonic() < deadline, "the grandchild's CPU was never counted"
+            time.sleep(0.05)
+        assert process_cpu_seconds(child.pid) < 0.25  # the child's own figure misses it
+        assert tree_cpu_seconds(os.getpid()) - process_cpu_seconds(os.getpid()) >= 0.25
+    finally:
+        child.kill()
+        child.wait()
