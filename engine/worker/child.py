@@ -16,9 +16,8 @@ one. Two threads for the child's whole life:
 A report is sent by the thread that reports it, one sender at a time and in order, before
 the report call returns: what a task reported before it crashed has reached the worker. A
 SIGTERM that comes while the main thread is in the middle of a message waits until the
-message is whole (it never leaves half a message on the socket). Sending in place costs
-no hand-over to another thread: a no-op attempt crossed three threads before (BENCHMARKS.md,
-"the pool's hand-overs").
+message is whole (it never leaves half a message on the socket). Sending in place spares
+the hand-over of every report to a writer thread (BENCHMARKS.md, "the pool's hand-overs").
 
 SIGTERM raises :class:`JobCancelled` in the running task once (its ``finally`` blocks run); the
 worker sends SIGKILL when the grace period is over. SIGINT is ignored: the worker decides.
