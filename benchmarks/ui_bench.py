@@ -188,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         with UiServer(config, settings) as server:
             loads = page_loads(server.url)
             for name, figures in loads.items():
-                print(f"{name:40s} median {figures['median_ms']:7.1f} ms  "
-                      f"p90 {figures['p90_ms']:7.1f} ms", flush=True)
+                print(
+                    f"{name:40s} median {figures['median_ms']:7.1f} ms  "
+                    f"p90 {figures['p90_ms']:7.1f} ms",
+                    flush=True,
+                )
             live = live_rate(server.url, settings, args.live_events)
             print(f"live: {live}", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

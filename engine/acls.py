@@ -166,18 +166,40 @@ def _role_rules(role: Role, principal: str, deployment: Deployment) -> Iterable[
     dispatch_prefix = topics.dispatch("")
     match role:
         case Role.SCHEDULER:
-            yield from topic(topics.commands, "READ", "WRITE", "DESCRIBE",
-                             why="decides commands; forwards idempotency-key traffic")
+            yield from topic(
+                topics.commands,
+                "READ",
+                "WRITE",
+                "DESCRIBE",
+                why="decides commands; forwards idempotency-key traffic",
+            )
             yield from topic(topics.reports, "READ", "DESCRIBE", why="decides worker reports")
-            yield from topic(topics.events, "READ", "WRITE", "DESCRIBE",
-                             why="the single writer of events; reads them back on rebuild")
-            yield from topic(topics.state, "READ", "WRITE", "DESCRIBE",
-                             why="snapshots of live submissions")
+            yield from topic(
+                topics.events,
+                "READ",
+                "WRITE",
+                "DESCRIBE",
+                why="the single writer of events; reads them back on rebuild",
+            )
+            yield from topic(
+                topics.state, "READ", "WRITE", "DESCRIBE", why="snapshots of live submissions"
+            )
             yield from topic(topics.control, "WRITE", "DESCRIBE", why="cancel and kill signals")
-            yield from topic(dispatch_prefix, "WRITE", "DESCRIBE", "CREATE", prefixed=True,
-                             why="dispatches jobs; creates a new queue's topic on demand")
-            yield from topic(prefix, "DESCRIBE", "DESCRIBE_CONFIGS", prefixed=True,
-                             why="checks the topics' partitions and settings")
+            yield from topic(
+                dispatch_prefix,
+                "WRITE",
+                "DESCRIBE",
+                "CREATE",
+                prefixed=True,
+                why="dispatches jobs; creates a new queue's topic on demand",
+            )
+            yield from topic(
+                prefix,
+                "DESCRIBE",
+                "DESCRIBE_CONFIGS",
+                prefixed=True,
+                why="checks the topics' partitions and settings",
+            )
             yield from dead
             yield group(f"{prefix}scheduler", "its group and its rebuild readers")
             why = "admission control reads the committed offsets of the workers and projector"
@@ -186,24 +208,46 @@ def _role_rules(role: Role, principal: str, deployment: Deployment) -> Iterable[
                 yield AclRule(principal, "GROUP", pattern, name, "DESCRIBE", role.value, why)
             why = "transactions (one id per instance)"
             for operation in ("WRITE", "DESCRIBE"):
-                yield AclRule(principal, "TRANSACTIONAL_ID", "PREFIXED", f"{prefix}scheduler.",
-                              operation, role.value, why)
+                yield AclRule(
+                    principal,
+                    "TRANSACTIONAL_ID",
+                    "PREFIXED",
+                    f"{prefix}scheduler.",
+                    operation,
+                    role.value,
+                    why,
+                )
         case Role.WORKER:
             if deployment.queues:
                 for queue in deployment.queues:
-                    yield from topic(topics.dispatch(queue), "READ", "DESCRIBE",
-                                     why=f"runs the jobs of queue {queue}")
-                    yield group(f"{prefix}workers.{queue}", f"the group of queue {queue}",
-                                prefixed=False)
+                    yield from topic(
+                        topics.dispatch(queue),
+                        "READ",
+                        "DESCRIBE",
+                        why=f"runs the jobs of queue {queue}",
+                    )
+                    yield group(
+                        f"{prefix}workers.{queue}", f"the group of queue {queue}", prefixed=False
+                    )
             else:
-                yield from topic(dispatch_prefix, "READ", "DESCRIBE", prefixed=True,
-                                 why="runs the jobs of every queue")
+                yield from topic(
+                    dispatch_prefix,
+                    "READ",
+                    "DESCRIBE",
+                    prefixed=True,
+                    why="runs the jobs of every queue",
+                )
                 yield group(f"{prefix}workers.", "the group of each queue")
             yield from topic(topics.control, "READ", "DESCRIBE", why="cancel and kill signals")
             yield group(f"{prefix}worker-control.", "its control reader (assigned, no commits)")
             yield from topic(topics.reports, "WRITE", "DESCRIBE", why="reports attempts")
-            yield from topic(prefix, "DESCRIBE", "DESCRIBE_CONFIGS", prefixed=True,
-                             why="checks the topics at start-up")
+            yield from topic(
+                prefix,
+                "DESCRIBE",
+                "DESCRIBE_CONFIGS",
+                prefixed=True,
+                why="checks the topics at start-up",
+            )
             yield from dead
             yield idempotent()
         case Role.CLIENT | Role.UI:
@@ -219,8 +263,9 @@ def _role_rules(role: Role, principal: str, deployment: Deployment) -> Iterable[
             yield idempotent()
         case Role.NOTIFIER:
             yield from topic(topics.events, "READ", "DESCRIBE", why="delivers notifications")
-            yield from topic(topics.state, "READ", "DESCRIBE",
-                             why="declared notifications of live submissions")
+            yield from topic(
+                topics.state, "READ", "DESCRIBE", why="declared notifications of live submissions"
+            )
             yield group(f"{prefix}notifier", "its group and its seed readers")
 
 
@@ -252,8 +297,9 @@ def render_kafka_acls(rules: Sequence[AclRule], bootstrap_servers: str) -> str:
     lines = []
     for rule in sorted(rules, key=_by_role):
         resource = (
-            "--cluster" if rule.resource_type == "CLUSTER" else f"{option[rule.resource_type]} "
-            f"'{rule.name}'"
+            "--cluster"
+            if rule.resource_type == "CLUSTER"
+            else f"{option[rule.resource_type]} '{rule.name}'"
         )
         pattern = " --resource-pattern-type prefixed" if rule.pattern_type == "PREFIXED" else ""
         operation = "".join(word.capitalize() for word in rule.operation.split("_"))

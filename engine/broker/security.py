@@ -153,9 +153,7 @@ class BrokerSecurity:
                     f"listener.name.{listener}.ssl.keystore.type": "PKCS12",
                     f"listener.name.{listener}.ssl.keystore.password": tls_files.password,
                     f"listener.name.{listener}.ssl.key.password": tls_files.password,
-                    f"listener.name.{listener}.ssl.truststore.location": str(
-                        tls_files.truststore
-                    ),
+                    f"listener.name.{listener}.ssl.truststore.location": str(tls_files.truststore),
                     f"listener.name.{listener}.ssl.truststore.type": "PKCS12",
                     f"listener.name.{listener}.ssl.truststore.password": tls_files.password,
                 }

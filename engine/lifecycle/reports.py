@@ -264,7 +264,6 @@ def is_news(job: JobState, progress: PendingProgress) -> bool:
     )
 
 
-
 def _claim(draft: Draft, ref: AttemptRef, host: str) -> None:
     """A worker claims the attempt: assigned, taken over from a silent holder, or refused
     while its holder is alive."""

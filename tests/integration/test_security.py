@@ -257,9 +257,7 @@ def produce_error(settings: Settings, topic: str) -> int | None:
     """The error code of one record produced to ``topic`` (``None``: it was written)."""
     outcome: list[KafkaError | None] = []
     producer: Producer = kafka.producer(settings, {"message.timeout.ms": 15000})
-    producer.produce(
-        topic, key=b"k", value=b"v", on_delivery=lambda err, _msg: outcome.append(err)
-    )
+    producer.produce(topic, key=b"k", value=b"v", on_delivery=lambda err, _msg: outcome.append(err))
     producer.flush(20)
     assert outcome, f"no delivery report for {topic}"
     error = outcome[0]

@@ -289,9 +289,7 @@ def test_delete_job_of_a_completed_job(tp: Joblog) -> None:
     job = projected(tp, latest(tp, "double_task", submission.id), JobStatus.COMPLETED)
     assert job.is_deletable()
     assert tp.delete_job(job).result().name == "JobDeleted"
-    eventually(
-        lambda: job.ref not in {j.ref for j in tp.get_jobs()}, "the job gone from get_jobs"
-    )
+    eventually(lambda: job.ref not in {j.ref for j in tp.get_jobs()}, "the job gone from get_jobs")
 
 
 def test_delete_jobs_deletes_every_job(tp: Joblog) -> None:

@@ -18,9 +18,7 @@ PREFIX = "joblog."
 
 
 def allowed(rules: list[AclRule], role: Role) -> set[tuple[str, str, str, str]]:
-    return {
-        (r.resource_type, r.pattern_type, r.name, r.operation) for r in rules if r.role == role
-    }
+    return {(r.resource_type, r.pattern_type, r.name, r.operation) for r in rules if r.role == role}
 
 
 def may(rules: list[AclRule], role: Role, operation: str, topic: str) -> bool:
