@@ -189,8 +189,23 @@ class _Outbox:
         """Sends ``message`` before returning; ends the process if the worker is gone.
 
         Raises:
-            JobCancelled: a SIGTERM came while the main thread was sending.
+            JobCancelled: a SIGTERM came while the main thread was sending (raised once the
+                message is sent, never between taking it and sending it).
         """
+        if threading.get_ident() != self._main:
+            self._take_and_send(message)  # signal handlers run on the main thread only
+            return
+        terminating = self._terminating
+        terminating.sending = True  # from before the lock: a message taken is a message sent
+        try:
+            self._take_and_send(message)
+        finally:
+            terminating.sending = False
+            if terminating.deferred:
+                terminating.deferred = False
+                terminating.on_sigterm(signal.SIGTERM, None)
+
+    def _take_and_send(self, message: AttemptReport | ChildReady) -> None:
         with self._lock:
             if isinstance(message, ChildReady):
                 self._sent_finished = False  # the next attempt's Finished is its own
@@ -200,18 +215,7 @@ class _Outbox:
                 self._sent_finished = True
                 if not message.sent_at:
                     message = replace(message, sent_at=wall_ms())
-            if threading.get_ident() != self._main:
-                self._send(message)  # signal handlers run on the main thread only
-                return
-            terminating = self._terminating
-            terminating.sending = True
-            try:
-                self._send(message)
-            finally:
-                terminating.sending = False
-                if terminating.deferred:
-                    terminating.deferred = False
-                    terminating.on_sigterm(signal.SIGTERM, None)
+            self._send(message)
 
     def _send(self, message: AttemptReport | ChildReady) -> None:
         try:
