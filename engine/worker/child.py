@@ -10,8 +10,9 @@ one. Two threads for the child's whole life:
 * the main thread runs the attempts;
 * a reader takes the worker's messages (the next :class:`AttemptStart`; ``("cancel",
   dispatch_id, reason, grace_ms)`` sets the running attempt's cancelled flag and terminates
-  its commands), sends held-back progress every 50 ms, and ends the process when the socket
-  reaches EOF: the worker is gone, or it retired this child.
+  its commands), sends held-back progress every 50 ms while an attempt runs (between
+  attempts it sleeps until a message comes), and ends the process when the socket reaches
+  EOF: the worker is gone, or it retired this child.
 
 A report is sent by the thread that reports it, one sender at a time and in order, before
 the report call returns: what a task reported before it crashed has reached the worker. A
@@ -70,6 +71,7 @@ def run_attempt_child(sock: socket.socket, template_pid: int, registry: TaskRegi
         # A pool child waits as long as the pool keeps it: EOF on the socket ends it.
         start = starts.get()
         code, run = _run_one(start, registry, outbox, current, terminating)
+        current.ended += 1
         if start.last or run.context.cancelled or _threads_left(own_threads):
             break
         with contextlib.suppress(OSError):
@@ -123,10 +125,12 @@ def _flush_streams() -> None:
 
 
 class _Current:
-    """The attempt running now, for the reader thread (``None`` between attempts)."""
+    """The attempt running now, for the reader thread (``None`` between attempts), and how
+    many attempts the main thread has finished."""
 
     def __init__(self) -> None:
         self.run: AttemptRun | None = None
+        self.ended = 0
 
 
 class _Termination:
@@ -225,14 +229,19 @@ class _Outbox:
 
 
 def _read(channel: Channel, starts: queue.SimpleQueue[AttemptStart], current: _Current) -> None:
+    handed = 0
     while True:
+        # Every 50 ms while an attempt it handed over is not finished (held-back progress is
+        # due); between attempts nothing is, so an idle child sleeps until a message comes.
+        idle = handed == current.ended
         try:
-            message = channel.recv(timeout=_PUMP_S)
+            message = channel.recv(timeout=None if idle else _PUMP_S)
         except ChannelClosed:
             # The worker is gone (or retired this child): nothing may run on without it.
             os._exit(1)
         run = current.run
         if isinstance(message, AttemptStart):
+            handed += 1
             starts.put(message)
         elif (
             isinstance(message, tuple)

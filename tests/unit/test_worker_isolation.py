@@ -86,6 +86,15 @@ def reporter(ctx: JobContext, n: int) -> dict[str, object]:
 
 
 @task
+def holds_progress(ctx: JobContext) -> float:
+    """Two updates at once (the second held back by the interval), then a while without."""
+    ctx.set_progress(1, total=2)
+    ctx.set_progress(2, total=2)
+    time.sleep(0.6)
+    return time.time()
+
+
+@task
 def fatal(ctx: JobContext) -> None:
     ctx.raise_exception("InputMissing", "frame 12", severity=0)
 
@@ -146,6 +155,7 @@ REGISTRY = TaskRegistry(
         stubborn,
         cooperative,
         reporter,
+        holds_progress,
         fatal,
         raises,
         segfault,
@@ -227,6 +237,18 @@ def test_the_result_comes_back_from_the_child(server: ChildPool) -> None:
     assert (finished.outcome, finished.result) == (Outcome.COMPLETED, "42")
     (started,) = run.of(Started)
     assert started.pid not in (0, os.getpid()), "it ran in a process of its own"  # type: ignore[attr-defined]
+
+
+def test_held_back_progress_is_sent_while_the_attempt_runs_also_on_a_reused_child(
+    server: ChildPool,
+) -> None:
+    for _ in range(3):  # a pooled child waits idle between these attempts
+        run = Run(server, spec("holds_progress"))
+        finished = run.execute()
+        assert finished.outcome is Outcome.COMPLETED
+        sent = [r for r in run.of(ProgressReported) if r.value == 2]  # type: ignore[attr-defined]
+        assert sent, "the held-back update came only with the Finished"
+        assert sent[0].sent_at < float(finished.result or 0) * 1000 - 200  # type: ignore[attr-defined]
 
 
 def test_the_context_works_across_the_process_boundary(server: ChildPool) -> None:
