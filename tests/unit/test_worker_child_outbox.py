@@ -69,6 +69,15 @@ def terminating() -> Iterator[_Termination]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.fixture
+def wired(
+    ends: tuple[socket.socket, socket.socket], terminating: _Termination
+) -> tuple[_Outbox, Channel]:
+    """An outbox on one end of a socket pair, a reader on the other."""
+    left, right = ends
+    return _Outbox(Channel(left), terminating), Channel(right)
+
+
 def take(reader: Channel) -> Any:
     message = reader.recv(timeout=5)
     assert message is not None, "no message came"
@@ -97,11 +106,9 @@ def test_a_sigterm_mid_message_is_raised_once_the_message_is_whole(
 
 
 def test_an_attempt_sends_its_first_finished_only_until_the_child_is_ready(
-    ends: tuple[socket.socket, socket.socket], terminating: _Termination
+    wired: tuple[_Outbox, Channel],
 ) -> None:
-    left, right = ends
-    outbox = _Outbox(Channel(left), terminating)
-    reader = Channel(right)
+    outbox, reader = wired
     first, second = finished(), Finished(ref=REF, outcome=Outcome.FAILED)
     outbox.send(first)
     outbox.send(second)  # a task that ended twice: not sent
@@ -117,11 +124,9 @@ def test_an_attempt_sends_its_first_finished_only_until_the_child_is_ready(
 
 
 def test_reports_of_many_threads_arrive_whole_and_in_each_threads_order(
-    ends: tuple[socket.socket, socket.socket], terminating: _Termination
+    wired: tuple[_Outbox, Channel],
 ) -> None:
-    left, right = ends
-    outbox = _Outbox(Channel(left), terminating)
-    reader = Channel(right)
+    outbox, reader = wired
 
     def report(thread: int) -> None:
         for step in range(200):
