@@ -8,6 +8,7 @@ choices, logging and the query endpoint, and the services use every core of the 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -283,7 +284,7 @@ def tree_cpu_seconds(pid: int) -> float:
     while todo:
         member = todo.pop()
         seconds = process_cpu_seconds(member)
-        if seconds == seconds:  # not NaN: it had not exited meanwhile
+        if not math.isnan(seconds):  # NaN: it exited meanwhile
             total += seconds
         todo.extend(children.get(member, []))
     return total

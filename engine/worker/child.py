@@ -219,13 +219,10 @@ class _Outbox:
                 self._sent_finished = True
                 if not message.sent_at:
                     message = replace(message, sent_at=wall_ms())
-            self._send(message)
-
-    def _send(self, message: AttemptReport | ChildReady) -> None:
-        try:
-            self._channel.send(message)
-        except ChannelClosed:
-            os._exit(1)
+            try:
+                self._channel.send(message)
+            except ChannelClosed:
+                os._exit(1)
 
 
 def _read(channel: Channel, starts: queue.SimpleQueue[AttemptStart], current: _Current) -> None:
